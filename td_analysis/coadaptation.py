@@ -1,0 +1,334 @@
+"""The coadaptation matrix ``C = θᵀ⊙H⊙θ`` (``C_ij = θ_i H_ij θ_j``) ordered by weight magnitude.
+
+For a deletion d that equals θ on a set S of parameters and 0 elsewhere,
+``½ dᵀHd = ½ Σ_{i,j∈S} C_ij``: the sum over the pruned × pruned block of C is the second-order
+change in loss after pruning S.  Ordering parameters by decreasing |θ| puts the lowest-magnitude
+(targeted, pruned) parameters in the lower-right corner, as in the paper's Figure 1.
+
+The matrix is an *operator* (:func:`coadaptation_matrix`, :func:`pooled_coadaptation`); what is
+done with it (block shares, unit maps, top pairs) are the *summaries* below.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from td_analysis.curvature import projected_hessian
+from td_analysis.models import ParamSpec, param_specs
+from td_analysis.pruning import pruning_masks
+
+__all__ = [
+    "MagnitudeOrder",
+    "magnitude_order",
+    "coadaptation_matrix",
+    "ordered_coadaptation",
+    "lowest_magnitude_set",
+    "pruned_set",
+    "BlockSummary",
+    "block_summary",
+    "unit_index",
+    "unit_dependence",
+    "bin_matrix",
+    "pooled_coadaptation",
+    "max_pool",
+    "top_pairs",
+]
+
+
+@dataclass(frozen=True)
+class MagnitudeOrder:
+    """A parameter selection and its order by decreasing |θ|.
+
+    Attributes:
+        specs: the selected parameters' places in the selection's flat vector θ.
+        theta: θ over the selection (``named_parameters()`` order, row-major), unordered.
+        order: permutation; ``order[k]`` is the flat index of the k-th position in the ordering.
+    """
+
+    specs: tuple[ParamSpec, ...]
+    theta: Tensor
+    order: Tensor
+
+    @property
+    def names(self) -> list[str]:
+        return [s.name for s in self.specs]
+
+    @property
+    def size(self) -> int:
+        return int(self.theta.numel())
+
+    @property
+    def ordered_theta(self) -> Tensor:
+        return self.theta[self.order]
+
+    @property
+    def rank(self) -> Tensor:
+        """Inverse permutation: ``rank[i]`` is the position of flat index i in the ordering."""
+        rank = torch.empty_like(self.order)
+        rank[self.order] = torch.arange(self.order.numel(), device=self.order.device)
+        return rank
+
+    def locate(self, position: int) -> tuple[str, tuple[int, ...]]:
+        """``(parameter name, index)`` of the parameter at ``position`` in the ordering.
+
+        For a weight ``layers.l.weight`` the index is ``(output unit, input)``; for the first
+        layer the input ``i`` is pixel ``i % 1024`` of colour channel ``i // 1024``.
+        """
+        flat = int(self.order[position])
+        for spec in self.specs:
+            if spec.offset <= flat < spec.offset + spec.numel:
+                local = flat - spec.offset
+                index = []
+                for dim in reversed(spec.shape):
+                    index.append(local % dim)
+                    local //= dim
+                return spec.name, tuple(reversed(index))
+        raise IndexError(f"position {position} outside the selection of {self.size}")
+
+
+def magnitude_order(
+    model: nn.Module,
+    params: str | Iterable[str] | None = "weights",
+    *,
+    within_layers: bool = False,
+) -> MagnitudeOrder:
+    """Order the selected parameters by decreasing |θ| (ties by flat index, so it is stable).
+
+    ``params="weights"`` (default) selects every weight matrix and no bias; pass names to choose
+    (e.g. ``"layers.1.weight"``, the 100 hidden→output weights of the toy net) or ``None`` for
+    all parameters.  ``within_layers=True`` orders each parameter tensor separately and keeps the
+    tensors in network order; otherwise the ordering is global.
+    """
+    specs = tuple(param_specs(model, params))
+    named = dict(model.named_parameters())
+    theta = torch.cat([named[s.name].detach().reshape(-1) for s in specs])
+    if within_layers:
+        parts = []
+        for s in specs:
+            mag = theta[s.slice].abs()
+            parts.append(s.offset + torch.sort(mag, descending=True, stable=True).indices)
+        order = torch.cat(parts)
+    else:
+        order = torch.sort(theta.abs(), descending=True, stable=True).indices
+    return MagnitudeOrder(specs=specs, theta=theta, order=order)
+
+
+def coadaptation_matrix(theta: Tensor, hessian: Tensor) -> Tensor:
+    """``C = diag(θ) H diag(θ)``, i.e. ``C_ij = θ_i H_ij θ_j`` (same order as ``hessian``)."""
+    if theta.ndim != 1:
+        raise ValueError(f"theta must be a vector, got shape {tuple(theta.shape)}")
+    p = theta.numel()
+    if hessian.shape != (p, p):
+        raise ValueError(f"hessian must be {p} × {p} to match theta, got {tuple(hessian.shape)}")
+    theta = theta.to(hessian.dtype)
+    return theta[:, None] * hessian * theta[None, :]
+
+
+def ordered_coadaptation(order: MagnitudeOrder, hessian: Tensor) -> Tensor:
+    """C permuted to decreasing magnitude: ``C_ordered[a, b] = C[order[a], order[b]]``."""
+    o = order.order.to(hessian.device)
+    theta = order.theta.to(hessian.device)
+    return coadaptation_matrix(theta[o], hessian[o][:, o])
+
+
+def lowest_magnitude_set(order: MagnitudeOrder, fraction: float) -> Tensor:
+    """Boolean vector over the selection: the ⌊fraction·P⌋ lowest-|θ| parameters (last in order)."""
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"fraction must be in [0, 1], got {fraction}")
+    k = int(fraction * order.size)
+    mask = torch.zeros(order.size, dtype=torch.bool)
+    if k:
+        mask[order.order[order.size - k :].cpu()] = True
+    return mask
+
+
+def pruned_set(
+    model: nn.Module, order: MagnitudeOrder, fraction: float, kind: str = "weight"
+) -> Tensor:
+    """Boolean vector over the selection: exactly what a pruning rule removes.
+
+    ``kind`` is ``"lowest"`` (the lowest-|θ| fraction of the selection), or a kind of
+    :func:`td_analysis.pruning.pruning_masks` over the selected weight matrices (``"weight"``:
+    per output unit; ``"unit"``; ``"global"``).
+    """
+    if kind == "lowest":
+        return lowest_magnitude_set(order, fraction)
+    linear = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    weight_to_layer = {f"{n}.weight": i for i, n in enumerate(linear)}
+    layers = [weight_to_layer[n] for n in order.names if n in weight_to_layer]
+    masks = pruning_masks(model, fraction, kind, layers)
+    parts = []
+    for s in order.specs:
+        m = masks.get(s.name)
+        parts.append(torch.zeros(s.numel, dtype=torch.bool) if m is None else m.reshape(-1).cpu())
+    return torch.cat(parts)
+
+
+@dataclass(frozen=True)
+class BlockSummary:
+    """Sums of C over kept×kept, kept×pruned (both off-diagonal blocks) and pruned×pruned.
+
+    ``total = kept_kept + kept_pruned + pruned_pruned``; shares are of ``Σ|C|`` over each block
+    (so they add to one and cancellations don't hide dependence).  ``½·pruned_pruned`` is the
+    second-order term ``½ dᵀHd`` of deleting the pruned set.
+    """
+
+    kept_kept: float
+    kept_pruned: float
+    pruned_pruned: float
+    abs_share_kept_kept: float
+    abs_share_kept_pruned: float
+    abs_share_pruned_pruned: float
+    n_kept: int
+    n_pruned: int
+
+    @property
+    def total(self) -> float:
+        return self.kept_kept + self.kept_pruned + self.pruned_pruned
+
+    @property
+    def second_order_estimate(self) -> float:
+        """½ dᵀHd for d = θ on the pruned set."""
+        return 0.5 * self.pruned_pruned
+
+    def as_dict(self) -> dict:
+        d = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        d["total"] = self.total
+        d["second_order_estimate"] = self.second_order_estimate
+        return d
+
+
+def block_summary(C: Tensor, pruned: Tensor) -> BlockSummary:
+    """Block sums of C (any order) for a boolean ``pruned`` vector in the same order."""
+    if pruned.shape != (C.shape[0],) or C.shape[0] != C.shape[1]:
+        raise ValueError(
+            f"pruned must be a vector of length {C.shape[0]} for C of shape {tuple(C.shape)}"
+        )
+    p = pruned.to(C.device, C.dtype)
+    k = 1.0 - p
+    A = C.abs()
+
+    def quad(M: Tensor, u: Tensor, v: Tensor) -> float:
+        return float(u @ M @ v)
+
+    kk, kp, pp = quad(C, k, k), 2.0 * quad(C, k, p), quad(C, p, p)
+    akk, akp, app = quad(A, k, k), 2.0 * quad(A, k, p), quad(A, p, p)
+    total_abs = akk + akp + app
+    share = (lambda x: x / total_abs) if total_abs > 0 else (lambda x: 0.0)
+    return BlockSummary(
+        kept_kept=kk,
+        kept_pruned=kp,
+        pruned_pruned=pp,
+        abs_share_kept_kept=share(akk),
+        abs_share_kept_pruned=share(akp),
+        abs_share_pruned_pruned=share(app),
+        n_kept=int((pruned == 0).sum()),
+        n_pruned=int(pruned.sum()),
+    )
+
+
+def unit_index(order: MagnitudeOrder) -> tuple[Tensor, list[tuple[str, int]]]:
+    """Unit id of every flat parameter, and the units ``(layer name, output unit)`` in order.
+
+    A weight ``W_oi`` belongs to its output unit o, a bias ``b_o`` to unit o of the same layer.
+    """
+    base_of: dict[str, int] = {}
+    units: list[tuple[str, int]] = []
+    ids = []
+    for s in order.specs:
+        layer, out = s.name.rsplit(".", 1)[0], s.shape[0]
+        if layer not in base_of:
+            base_of[layer] = len(units)
+            units.extend((layer, o) for o in range(out))
+        ids.append(base_of[layer] + torch.arange(out).repeat_interleave(s.numel // out))
+    return torch.cat(ids), units
+
+
+def unit_dependence(C: Tensor, order: MagnitudeOrder, *, ordered: bool = True) -> Tensor:
+    """Units × units map ``D_uv = Σ_{i∈u, j∈v} C_ij`` of summed dependence.
+
+    ``C`` is in magnitude order if ``ordered`` (as from :func:`ordered_coadaptation`), else in
+    flat order.  Units are those of :func:`unit_index` (layer by layer, output unit by unit).
+    """
+    ids, units = unit_index(order)
+    if ordered:
+        ids = ids[order.order.cpu()]
+    onehot = torch.zeros(C.shape[0], len(units), dtype=C.dtype, device=C.device)
+    onehot[torch.arange(C.shape[0]), ids.to(C.device)] = 1.0
+    return onehot.T @ C @ onehot
+
+
+def bin_matrix(order: MagnitudeOrder, bins: int, *, dtype: torch.dtype = torch.float64) -> Tensor:
+    """``U`` (P × B): ``U[i, b] = θ_i`` if parameter i's magnitude rank falls in bin b, else 0.
+
+    Bins split the magnitude ordering into B nearly equal consecutive groups, so
+    ``(UᵀHU)[a, b] = Σ_{i∈a, j∈b} C_ij`` is the block sum of the ordered coadaptation matrix.
+    """
+    p = order.size
+    if not 1 <= bins <= p:
+        raise ValueError(f"bins must be between 1 and the {p} selected parameters, got {bins}")
+    which = (order.rank.cpu() * bins) // p
+    U = torch.zeros(p, bins, dtype=dtype)
+    U[torch.arange(p), which] = order.theta.detach().cpu().to(dtype)
+    return U
+
+
+def pooled_coadaptation(
+    model: nn.Module,
+    inputs: Tensor,
+    targets: Tensor,
+    order: MagnitudeOrder,
+    bins: int = 256,
+    *,
+    reduction: str = "sum",
+    dtype: torch.dtype | None = torch.float64,
+    chunk_size: int | None = None,
+) -> Tensor:
+    """B × B block sums of the ordered C without the full Hessian: ``UᵀHU`` via B HVPs.
+
+    The selection in ``order`` must be given to the curvature engine as the parameter subset.
+    """
+    U = bin_matrix(order, bins, dtype=dtype or torch.float32)
+    device = next(model.parameters()).device
+    return projected_hessian(
+        model,
+        inputs,
+        targets,
+        U.to(device),
+        params=order.names,
+        reduction=reduction,
+        dtype=dtype,
+        chunk_size=chunk_size,
+    )
+
+
+def max_pool(C: Tensor, bins: int) -> Tensor:
+    """B × B pooling of an (ordered) C keeping, in each block, the entry of largest |C| (signed)."""
+    p = C.shape[0]
+    if not 1 <= bins <= p:
+        raise ValueError(f"bins must be between 1 and {p}, got {bins}")
+    col_bin = (torch.arange(p, device=C.device) * bins) // p
+    out = torch.empty(bins, bins, dtype=C.dtype, device=C.device)
+    for a in range(bins):
+        rows = C[(a * p) // bins : ((a + 1) * p) // bins]
+        index = col_bin.expand(rows.shape[0], p)
+        init = torch.full((rows.shape[0], bins), -torch.inf, dtype=C.dtype, device=C.device)
+        hi = init.scatter_reduce(1, index, rows, "amax").amax(0)
+        lo = init.scatter_reduce(1, index, -rows, "amax").amax(0)
+        out[a] = torch.where(hi >= lo, hi, -lo)
+    return out
+
+
+def top_pairs(C: Tensor, order: MagnitudeOrder, position: int, k: int = 10) -> list[dict]:
+    """The k entries of row ``position`` of the ordered C with largest |C|, traced to parameters."""
+    row = C[position]
+    idx = torch.argsort(row.abs(), descending=True)[:k]
+    out = []
+    for j in idx.tolist():
+        name, index = order.locate(j)
+        out.append({"position": j, "name": name, "index": index, "value": float(row[j])})
+    return out

@@ -1,0 +1,296 @@
+"""Closed-form Hessian of the cross-entropy loss of a dense ReLU network (any depth).
+
+Network: z₀ = x, a_l = W_l z_{l−1} + b_l, z_l = relu(a_l) (l < L), logits f = a_L; p = softmax(f),
+g = p − onehot(y), A = diag(p) − ppᵀ, s_l = 1[a_l > 0] (relu'(0) = 0 and relu'' = 0, as autograd).
+
+H = Σₙ Jₙᵀ Aₙ Jₙ (Gauss–Newton) + Σₙ Σ_k g_{n,k} ∇²f_k (residual, only between layers).
+
+* δ_l = ∂f/∂a_l (K × H_l): δ_L = I, δ_l = δ_{l+1} W_{l+1} diag(s_l).
+* A parameter group (W_l or b_l) has rows r (units of layer l) and columns s (input features
+  Ξ = z_{l−1} for W_l, Ξ = 1 for b_l); its Jacobian is δ_l[:, r] Ξ_s.
+* Gauss–Newton block (a in layer l, b in layer l'): Σₙ M[n,r,r'] Ξ_a[n,s] Ξ_b[n,s'] with
+  Mₙ = δ_lᵀ Aₙ δ_{l'}.
+* Residual block (l < l', b = W_{l'}): Σₙ e[n,r'] T[n,s',r] Ξ_a[n,s] with e = δ_{l'}ᵀ g = ∂ℓ/∂a_{l'}
+  and T = ∂z_{l'−1}/∂a_l = diag(s_{l'−1}) W_{l'−1} ⋯ W_{l+1} diag(s_l).
+
+Rows r·S_a … (r+1)·S_a of a block are one GEMM ``Ξ_aᵀ @ G_r`` with
+G_r[n, (r', s')] = M[n,r,r'] Ξ_b[n,s'] + e[n,r'] T[n,s',r] (N the inner dimension), written
+straight into the strided view of the preallocated output (only the upper triangle), accumulated
+over chunks of examples, then mirrored tile by tile.  For the toy net 3072→10→10 the first-layer
+block costs N·D²·H(H+1)/2 multiply-adds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from ._engine import WORK_BYTES, Problem, balanced_chunk
+
+__all__ = ["dense_layers", "dense_support"]
+
+_MIRROR_TILE = 1024
+
+
+def dense_layers(model: nn.Module) -> list[nn.Linear] | str:
+    """The ``nn.Linear`` layers of a DenseNet-like model, or a string saying why it is not one.
+
+    Structure required: ``model.layers`` an ``nn.ModuleList`` of ``nn.Linear`` with matching
+    widths, and no parameters outside it.  (That ReLU sits between them and the logits come last is
+    verified numerically on the data, see :func:`dense_support`.)
+    """
+    layers = getattr(model, "layers", None)
+    if not isinstance(layers, nn.ModuleList) or len(layers) == 0:
+        return f"{type(model).__name__} has no non-empty nn.ModuleList `layers`"
+    if not all(type(layer) is nn.Linear for layer in layers):
+        kinds = sorted({type(layer).__name__ for layer in layers})
+        return f"`layers` must hold only nn.Linear modules, found {kinds}"
+    for i in range(len(layers) - 1):
+        if layers[i].out_features != layers[i + 1].in_features:
+            return f"layers {i} and {i + 1} have mismatched widths"
+    expected = set()
+    for i, layer in enumerate(layers):
+        expected.add(f"layers.{i}.weight")
+        if layer.bias is not None:
+            expected.add(f"layers.{i}.bias")
+    names = {n for n, _ in model.named_parameters()}
+    if names != expected:
+        return f"parameters outside `layers`: {sorted(names - expected)}"
+    if any(True for _ in model.buffers()):
+        return "the model has buffers (e.g. normalisation statistics)"
+    return list(layers)
+
+
+@dataclass(frozen=True)
+class _Group:
+    """One selected parameter tensor: rows × cols block of θ starting at ``offset``."""
+
+    layer: int
+    is_weight: bool
+    rows: int
+    cols: int
+    offset: int
+
+    @property
+    def numel(self) -> int:
+        return self.rows * self.cols
+
+
+class _Dense:
+    """Cast weights/biases of a DenseNet-like model plus the selected parameter groups."""
+
+    def __init__(self, problem: Problem, layers: list[nn.Linear]) -> None:
+        self.problem = problem
+        p = problem.param_dict(problem.theta)  # addressed by name: layers.{i}.weight / .bias
+        self.L = len(layers)
+        self.W = [p[f"layers.{i}.weight"] for i in range(self.L)]
+        self.b = [p.get(f"layers.{i}.bias") for i in range(self.L)]
+        self.groups: list[_Group] = []
+        for spec in problem.specs:
+            _, idx, kind = spec.name.split(".")
+            layer = int(idx)
+            if kind == "weight":
+                rows, cols = spec.shape
+                self.groups.append(_Group(layer, True, rows, cols, spec.offset))
+            else:
+                self.groups.append(_Group(layer, False, spec.shape[0], 1, spec.offset))
+        self.K = self.W[-1].shape[0]
+
+    # ----------------------------------------------------------------------------- forward
+    def forward(self, x: Tensor) -> Tensor:
+        z = x.flatten(1)
+        for i in range(self.L):
+            a = torch.nn.functional.linear(z, self.W[i], self.b[i])
+            z = torch.relu(a) if i < self.L - 1 else a
+        return z
+
+    def quantities(self, x: Tensor, y: Tensor, *, full: bool = True) -> dict:
+        """Per-example δ, M, e, T of one chunk (M and e already scaled by c)."""
+        scale = self.problem.scale
+        z = [x.flatten(1)]
+        s: list[Tensor] = []
+        for i in range(self.L):
+            a = torch.nn.functional.linear(z[-1], self.W[i], self.b[i])
+            if i < self.L - 1:
+                s.append((a > 0).to(a.dtype))  # relu'(0) = 0, as in autograd
+                z.append(torch.relu(a))
+            else:
+                f = a
+        n, K = f.shape
+        p = torch.softmax(f, dim=1)
+        g = p.clone()
+        g[torch.arange(n, device=g.device), y] -= 1
+        A = torch.diag_embed(p) - p[:, :, None] * p[:, None, :]
+        layers = sorted({gr.layer for gr in self.groups})
+        first = layers[0]
+        delta: dict[int, Tensor] = {}
+        d = torch.eye(K, dtype=f.dtype, device=f.device).expand(n, K, K)
+        for i in range(self.L - 1, first - 1, -1):
+            if i < self.L - 1:
+                d = (d @ self.W[i + 1]) * s[i][:, None, :]
+            delta[i] = d
+        Ad = {i: A @ delta[i] for i in layers}
+        out = {"z": z, "delta": delta, "Ad": Ad, "M": {}, "e": {}, "T": {}}
+        if not full:
+            return out
+        for ia, la in enumerate(layers):
+            for lb in layers[ia:]:
+                out["M"][la, lb] = (delta[la].mT @ Ad[lb]).mul_(scale)
+        weight_layers = {gr.layer for gr in self.groups if gr.is_weight}
+        for lb in weight_layers:
+            earlier = [la for la in layers if la < lb]
+            if not earlier:
+                continue
+            out["e"][lb] = torch.einsum("nkr,nk->nr", delta[lb], g).mul_(scale)
+            for la in earlier:
+                T = torch.diag_embed(s[la])
+                for j in range(la + 1, lb):
+                    T = (self.W[j] @ T) * s[j][:, :, None]
+                out["T"][la, lb] = T
+        return out
+
+    def features(self, q: dict, group: _Group) -> Tensor:
+        if group.is_weight:
+            return q["z"][group.layer]
+        z = q["z"][0]
+        return torch.ones(z.shape[0], 1, dtype=z.dtype, device=z.device)
+
+    def max_cols(self) -> int:
+        return max(gr.numel for gr in self.groups)
+
+    def example_bytes(self) -> int:
+        """Work space per example of one chunk (G buffer, activations, δ, M, T)."""
+        inputs = [w.shape[1] for w in self.W]  # z_{l−1}: activations (and the data)
+        units = [w.shape[0] for w in self.W]  # a_l: per-example δ, M, T are (K or H) × H
+        per = self.max_cols() + 3 * sum(inputs)
+        per += 3 * self.K * sum(units) + 2 * sum(a * b for a in units for b in units)
+        return per * self.problem.itemsize
+
+    def num_steps(self) -> int:
+        return sum(gr.rows for i, gr in enumerate(self.groups) for _ in self.groups[i:])
+
+    # ----------------------------------------------------------------------------- Hessian
+    def hessian_into(self, H: Tensor, chunk_size: int | None, progress: bool) -> Tensor:
+        problem = self.problem
+        cs = chunk_size or balanced_chunk(problem.num_examples, self.example_bytes())
+        cs = min(cs, problem.num_examples)
+        gbuf = torch.empty(cs * self.max_cols(), dtype=problem.dtype, device=problem.device)
+        num_chunks = -(-problem.num_examples // cs)
+        bar = tqdm(total=num_chunks * self.num_steps(), disable=not progress, desc="Hessian")
+        with torch.no_grad():
+            for ci, (x, y) in enumerate(problem.chunks(cs)):
+                q = self.quantities(x, y)
+                for ia, ga in enumerate(self.groups):
+                    xa_t = self.features(q, ga).mT
+                    for gb in self.groups[ia:]:
+                        self._block(H, q, ga, gb, xa_t, gbuf, first=ci == 0)
+                        bar.update(ga.rows)
+            bar.close()
+            mirror_upper_to_lower(H)
+        return H
+
+    def _block(
+        self, H: Tensor, q: dict, ga: _Group, gb: _Group, xa_t: Tensor, gbuf: Tensor, first: bool
+    ) -> None:
+        """Upper-triangle part of the (ga, gb) block: per row unit r one GEMM Ξ_aᵀ @ G_r."""
+        same = ga is gb
+        M = q["M"][ga.layer, gb.layer]
+        xb = self.features(q, gb)
+        n = xb.shape[0]
+        residual = gb.is_weight and ga.layer < gb.layer
+        if residual:
+            e, T = q["e"][gb.layer], q["T"][ga.layer, gb.layer]
+        for r in range(ga.rows):
+            r0 = r if same else 0
+            ncols = (gb.rows - r0) * gb.cols
+            G = gbuf[: n * ncols].view(n, gb.rows - r0, gb.cols)
+            torch.mul(M[:, r, r0:, None], xb[:, None, :], out=G)
+            if residual:
+                G.addcmul_(e[:, r0:, None], T[:, None, :, r])
+            rows = slice(ga.offset + r * ga.cols, ga.offset + (r + 1) * ga.cols)
+            cols = slice(gb.offset + r0 * gb.cols, gb.offset + gb.numel)
+            target = H[rows, cols]
+            if first:
+                torch.mm(xa_t, G.view(n, ncols), out=target)
+            else:
+                target.addmm_(xa_t, G.view(n, ncols))
+
+    # ----------------------------------------------------------------------------- diagonal
+    def diagonal(self, chunk_size: int | None) -> Tensor:
+        """diag H: for W_l[r, s], Σₙ Mₙ[r,r] zₙ[s]² (the residual never touches the diagonal)."""
+        problem = self.problem
+        per = problem.itemsize * (3 * problem.inputs[0].numel() + 64 * self.K * self.K)
+        cs = chunk_size or balanced_chunk(problem.num_examples, per)
+        out = torch.zeros_like(problem.theta)
+        with torch.no_grad():
+            for x, y in problem.chunks(cs):
+                q = self.quantities(x, y, full=False)
+                for gr in self.groups:
+                    m = torch.einsum("nkr,nkr->nr", q["delta"][gr.layer], q["Ad"][gr.layer])
+                    xi = self.features(q, gr)
+                    block = (m.mT @ xi.square()).reshape(-1)
+                    out[gr.offset : gr.offset + gr.numel] += block
+        return out.mul_(problem.scale)
+
+
+def dense_support(problem: Problem, *, check_examples: int = 32) -> _Dense | str:
+    """A closed-form evaluator for ``problem`` or the reason it does not apply.
+
+    Beyond the structure (:func:`dense_layers`) this checks numerically, on the first few
+    examples, that the model's output equals ``W_L relu(… relu(W_1 x + b_1) …) + b_L``.
+    """
+    layers = dense_layers(problem.model)
+    if isinstance(layers, str):
+        return layers
+    dense = _Dense(problem, layers)
+    x = problem.inputs[:check_examples]
+    with torch.no_grad():
+        try:
+            ours = dense.forward(x)
+            theirs = problem.logits(problem.theta, x)
+        except Exception as exc:  # a model whose forward does not take flat inputs
+            return f"forward check failed: {exc}"
+    if theirs.shape != ours.shape:
+        return f"the model's output shape {tuple(theirs.shape)} is not {tuple(ours.shape)}"
+    tol = 1e-12 if problem.dtype == torch.float64 else 1e-4
+    scale = float(ours.abs().max()) if ours.numel() else 0.0
+    if not torch.allclose(theirs, ours, rtol=tol, atol=tol * (1.0 + scale)):
+        return "the model's forward is not Linear → ReLU → … → Linear on `layers`"
+    return dense
+
+
+def mirror_upper_to_lower(H: Tensor, tile: int = _MIRROR_TILE) -> None:
+    """H ← triu(H) + triu(H, 1)ᵀ in place, tile by tile (no second P² buffer)."""
+    P = H.shape[0]
+    for i0 in range(0, P, tile):
+        i1 = min(P, i0 + tile)
+        d = H[i0:i1, i0:i1]
+        d.copy_(torch.triu(d) + torch.triu(d, 1).mT)
+        for j0 in range(i1, P, tile):
+            j1 = min(P, j0 + tile)
+            H[j0:j1, i0:i1].copy_(H[i0:i1, j0:j1].mT)
+
+
+def symmetrize_average(H: Tensor, tile: int = _MIRROR_TILE) -> None:
+    """H ← (H + Hᵀ)/2 in place, tile by tile."""
+    P = H.shape[0]
+    for i0 in range(0, P, tile):
+        i1 = min(P, i0 + tile)
+        d = H[i0:i1, i0:i1]
+        d.copy_((d + d.mT) * 0.5)
+        for j0 in range(i1, P, tile):
+            j1 = min(P, j0 + tile)
+            upper, lower = H[i0:i1, j0:j1], H[j0:j1, i0:i1]
+            avg = (upper + lower.mT) * 0.5
+            upper.copy_(avg)
+            lower.copy_(avg.mT)
+
+
+def workspace_bytes(dense: _Dense, chunk_size: int | None) -> int:
+    """Bytes of work space the closed form allocates besides the P × P output."""
+    per = dense.example_bytes()
+    cs = chunk_size or balanced_chunk(dense.problem.num_examples, per, WORK_BYTES)
+    return min(cs, dense.problem.num_examples) * per

@@ -1,0 +1,170 @@
+"""The dense ReLU classifier of the paper's toy experiment, and parameter-vector helpers.
+
+``DenseNet(hidden=(10,))`` is the toy network: ``x ↦ W₂ relu(W₁x + b₁) + b₂`` on 3072 CIFAR-10
+inputs.  Parameters are named ``layers.{l}.weight`` (shape ``out × in``, as ``torch.nn.Linear``)
+and ``layers.{l}.bias``.  The flat parameter vector θ used by the curvature code concatenates
+``named_parameters()`` in order, each tensor flattened row-major, so entry ``o·in + i`` of
+``layers.l.weight`` is the weight from input ``i`` to output unit ``o``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+__all__ = [
+    "DenseNet",
+    "ParamSpec",
+    "param_specs",
+    "flatten_params",
+    "unflatten_params",
+    "select_param_names",
+    "weight_names",
+]
+
+
+class DenseNet(nn.Module):
+    """Linear → ReLU → … → Linear logits.
+
+    Args:
+        in_features: input dimension (3072 for CIFAR-10).
+        hidden: widths of the hidden layers; ``(10,)`` is the paper's toy network.
+        num_classes: number of logits.
+        bias: whether every layer has a bias.
+    """
+
+    def __init__(
+        self,
+        in_features: int = 3072,
+        hidden: Sequence[int] = (10,),
+        num_classes: int = 10,
+        bias: bool = True,
+    ) -> None:
+        super().__init__()
+        hidden = tuple(int(h) for h in hidden)
+        if in_features < 1 or num_classes < 1 or any(h < 1 for h in hidden):
+            raise ValueError(
+                f"DenseNet sizes must be positive: in_features={in_features}, "
+                f"hidden={hidden}, num_classes={num_classes}"
+            )
+        self.in_features = int(in_features)
+        self.hidden = hidden
+        self.num_classes = int(num_classes)
+        self.bias = bool(bias)
+        widths = (self.in_features, *hidden, self.num_classes)
+        self.layers = nn.ModuleList(
+            nn.Linear(a, b, bias=self.bias) for a, b in zip(widths[:-1], widths[1:], strict=True)
+        )
+
+    @property
+    def arch(self) -> dict:
+        """Constructor arguments, enough to rebuild the network (stored in checkpoints)."""
+        return {
+            "in_features": self.in_features,
+            "hidden": list(self.hidden),
+            "num_classes": self.num_classes,
+            "bias": self.bias,
+        }
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x.flatten(1)
+        for layer in self.layers[:-1]:
+            x = torch.relu(layer(x))
+        return self.layers[-1](x)
+
+    def hidden_activations(self, x: Tensor) -> list[Tensor]:
+        """Post-ReLU activations ``z_l`` of every hidden layer (inputs excluded)."""
+        x = x.flatten(1)
+        out = []
+        for layer in self.layers[:-1]:
+            x = torch.relu(layer(x))
+            out.append(x)
+        return out
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One parameter tensor's place in the flat vector θ: ``θ[offset : offset + numel]``."""
+
+    name: str
+    shape: tuple[int, ...]
+    offset: int
+
+    @property
+    def numel(self) -> int:
+        n = 1
+        for s in self.shape:
+            n *= s
+        return n
+
+    @property
+    def slice(self) -> slice:
+        return slice(self.offset, self.offset + self.numel)
+
+
+def select_param_names(model: nn.Module, params: str | Iterable[str] | None = None) -> list[str]:
+    """Validate a parameter selection and return it in ``named_parameters()`` order.
+
+    ``params`` may be ``None`` (all parameters), one name, or names; ``"weights"`` selects every
+    weight matrix (no biases).  Unknown names raise ``KeyError`` listing the valid ones.
+    """
+    names = [n for n, _ in model.named_parameters()]
+    if params is None:
+        return names
+    if isinstance(params, str):
+        params = weight_names(model) if params == "weights" else [params]
+    wanted = list(params)
+    unknown = [p for p in wanted if p not in names]
+    if unknown:
+        raise KeyError(f"unknown parameter name(s) {unknown}; the model has {names}")
+    if not wanted:
+        raise ValueError("empty parameter selection")
+    if len(set(wanted)) != len(wanted):
+        raise ValueError(f"duplicate parameter names in {wanted}")
+    return [n for n in names if n in set(wanted)]
+
+
+def weight_names(model: nn.Module) -> list[str]:
+    """Names of the weight matrices (2-D parameters), in order."""
+    return [n for n, p in model.named_parameters() if p.ndim == 2]
+
+
+def param_specs(model: nn.Module, params: str | Iterable[str] | None = None) -> list[ParamSpec]:
+    """Ordered ``(name, shape, offset)`` of the selected parameters in the flat vector θ."""
+    chosen = select_param_names(model, params)
+    named = dict(model.named_parameters())
+    specs, offset = [], 0
+    for name in chosen:
+        shape = tuple(named[name].shape)
+        spec = ParamSpec(name, shape, offset)
+        specs.append(spec)
+        offset += spec.numel
+    return specs
+
+
+def flatten_params(
+    model: nn.Module, params: str | Iterable[str] | None = None, *, dtype: torch.dtype | None = None
+) -> Tensor:
+    """θ: the selected parameters concatenated, each flattened row-major (a detached copy)."""
+    named = dict(model.named_parameters())
+    parts = [named[s.name].detach().reshape(-1) for s in param_specs(model, params)]
+    theta = torch.cat(parts)
+    return theta if dtype is None else theta.to(dtype)
+
+
+def unflatten_params(
+    model: nn.Module, vector: Tensor, params: str | Iterable[str] | None = None
+) -> dict[str, Tensor]:
+    """Split a flat vector (or a ``P × k`` batch of them) back into named tensors (views)."""
+    specs = param_specs(model, params)
+    total = sum(s.numel for s in specs)
+    if vector.shape[0] != total:
+        raise ValueError(
+            f"vector has {vector.shape[0]} entries along dim 0, the selection "
+            f"{[s.name for s in specs]} has {total}"
+        )
+    extra = tuple(vector.shape[1:])
+    return {s.name: vector[s.slice].reshape(*s.shape, *extra) for s in specs}

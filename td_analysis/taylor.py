@@ -1,0 +1,285 @@
+"""Taylor estimates of the change in loss after pruning, next to the measured change.
+
+Deleting the sub-network d (θ → θ − d, d = θ on the pruned parameters, 0 elsewhere):
+
+    ΔE = E(θ − d) − E(θ) = −∇ᵀd + ½ dᵀHd + O(‖d‖³).
+
+Estimators, all on the same data and loss reduction as the measurement:
+
+* ``first_order``  −∇ᵀd;
+* ``second_order`` ½ dᵀHd (one Hessian-vector product, no full Hessian);
+* ``diagonal``     ½ Σᵢ Hᵢᵢ dᵢ² (Optimal Brain Damage: weights treated as independent);
+* ``estimate``     −∇ᵀd + ½ dᵀHd (the paper's |ΔE| is its absolute value);
+* ``magnitude``    Σᵢ |dᵢ| (zeroth order: the pruning criterion itself, a ranking score).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from scipy import stats
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from td_analysis.curvature import gradient, hessian_diagonal, hvp, loss
+from td_analysis.models import flatten_params, param_specs
+from td_analysis.pruning import apply_masks, pruning_masks
+from td_analysis.training import evaluate
+
+__all__ = [
+    "ESTIMATORS",
+    "PruningEstimate",
+    "deletion_vector",
+    "taylor_terms",
+    "estimate_pruning",
+    "pruning_sweep",
+    "random_mask_sweep",
+    "rank_correlations",
+]
+
+ESTIMATORS = ("first_order", "second_order", "diagonal", "estimate", "magnitude")
+
+
+@dataclass
+class PruningEstimate:
+    """Taylor terms of one deletion and what pruning it really does (in the same reduction)."""
+
+    label: str
+    fraction: float
+    n_pruned: int
+    first_order: float
+    second_order: float
+    diagonal: float
+    estimate: float
+    magnitude: float
+    loss: float
+    pruned_loss: float
+    accuracy: float
+    pruned_accuracy: float
+
+    @property
+    def measured(self) -> float:
+        """Measured ΔE = E(θ − d) − E(θ)."""
+        return self.pruned_loss - self.loss
+
+    @property
+    def abs_estimate(self) -> float:
+        """The paper's |ΔE| estimate |−∇ᵀd + ½ dᵀHd|."""
+        return abs(self.estimate)
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["measured"] = self.measured
+        d["abs_estimate"] = self.abs_estimate
+        return d
+
+
+def deletion_vector(
+    model: nn.Module, masks: dict[str, Tensor], *, dtype: torch.dtype | None = None
+) -> Tensor:
+    """d over the parameters named in ``masks`` (in ``named_parameters()`` order): θ ⊙ mask."""
+    names = list(masks)
+    theta = flatten_params(model, names, dtype=dtype)
+    flat_mask = torch.cat(
+        [masks[s.name].reshape(-1).to(theta.device) for s in param_specs(model, names)]
+    )
+    return theta * flat_mask
+
+
+def taylor_terms(
+    model: nn.Module,
+    inputs: Tensor,
+    targets: Tensor,
+    d: Tensor,
+    *,
+    params: Sequence[str],
+    reduction: str = "mean",
+    dtype: torch.dtype | None = torch.float64,
+    grad: Tensor | None = None,
+    diag: Tensor | None = None,
+) -> dict[str, float]:
+    """The estimators of the module doc for one deletion ``d`` over ``params``.
+
+    ``grad`` and ``diag`` (∇ and diag H over the same ``params``) may be passed to reuse them
+    across many deletions.
+    """
+    if grad is None:
+        grad = gradient(model, inputs, targets, params=params, reduction=reduction, dtype=dtype)
+    if diag is None:
+        diag = hessian_diagonal(
+            model, inputs, targets, params=params, reduction=reduction, dtype=dtype
+        )
+    d = d.to(grad.device, grad.dtype)
+    if d.shape != grad.shape:
+        raise ValueError(f"d has shape {tuple(d.shape)}, the selection has {tuple(grad.shape)}")
+    hd = hvp(model, inputs, targets, d, params=params, reduction=reduction, dtype=dtype)
+    first = float(-(grad @ d))
+    second = float(0.5 * (d @ hd.to(d.dtype)))
+    return {
+        "first_order": first,
+        "second_order": second,
+        "diagonal": float(0.5 * (diag.to(d.dtype) * d * d).sum()),
+        "estimate": first + second,
+        "magnitude": float(d.abs().sum()),
+    }
+
+
+def _measure(
+    model: nn.Module,
+    inputs: Tensor,
+    targets: Tensor,
+    reduction: str,
+    dtype: torch.dtype | None,
+) -> tuple[float, float]:
+    with torch.no_grad():
+        value = float(loss(model, inputs, targets, reduction=reduction, dtype=dtype))
+    return value, evaluate(model, inputs, targets)["accuracy"]
+
+
+def estimate_pruning(
+    model: nn.Module,
+    inputs: Tensor,
+    targets: Tensor,
+    masks: dict[str, Tensor],
+    *,
+    label: str = "",
+    fraction: float = float("nan"),
+    reduction: str = "mean",
+    dtype: torch.dtype | None = torch.float64,
+    grad: Tensor | None = None,
+    diag: Tensor | None = None,
+    base: tuple[float, float] | None = None,
+) -> PruningEstimate:
+    """Taylor terms of removing ``masks`` (True = pruned) and the measured loss and accuracy."""
+    params = [s.name for s in param_specs(model, list(masks))]
+    masks = {n: masks[n] for n in params}
+    d = deletion_vector(model, masks, dtype=dtype)
+    terms = taylor_terms(
+        model,
+        inputs,
+        targets,
+        d,
+        params=params,
+        reduction=reduction,
+        dtype=dtype,
+        grad=grad,
+        diag=diag,
+    )
+    base_loss, base_acc = base or _measure(model, inputs, targets, reduction, dtype)
+    pruned_loss, pruned_acc = _measure(apply_masks(model, masks), inputs, targets, reduction, dtype)
+    return PruningEstimate(
+        label=label,
+        fraction=float(fraction),
+        n_pruned=int(sum(int(m.sum()) for m in masks.values())),
+        **terms,
+        loss=base_loss,
+        pruned_loss=pruned_loss,
+        accuracy=base_acc,
+        pruned_accuracy=pruned_acc,
+    )
+
+
+def _weight_names(model: nn.Module, layers: Iterable[int] | None) -> list[str]:
+    names = [f"{n}.weight" for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    return names if layers is None else [names[i] for i in sorted(set(layers))]
+
+
+def pruning_sweep(
+    model: nn.Module,
+    inputs: Tensor,
+    targets: Tensor,
+    fractions: Sequence[float] = (0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95),
+    kind: str = "weight",
+    layers: Iterable[int] | None = None,
+    *,
+    reduction: str = "mean",
+    dtype: torch.dtype | None = torch.float64,
+    progress: bool = False,
+) -> list[PruningEstimate]:
+    """Estimates and measurements of magnitude pruning at each fraction (∇ and diag H once)."""
+    layers = None if layers is None else list(layers)
+    params = _weight_names(model, layers)
+    grad = gradient(model, inputs, targets, params=params, reduction=reduction, dtype=dtype)
+    diag = hessian_diagonal(model, inputs, targets, params=params, reduction=reduction, dtype=dtype)
+    base = _measure(model, inputs, targets, reduction, dtype)
+    out = []
+    for fraction in tqdm(list(fractions), desc=f"Taylor {kind}", disable=not progress, leave=False):
+        masks = pruning_masks(model, fraction, kind, layers)
+        out.append(
+            estimate_pruning(
+                model,
+                inputs,
+                targets,
+                masks,
+                label=kind,
+                fraction=fraction,
+                reduction=reduction,
+                dtype=dtype,
+                grad=grad,
+                diag=diag,
+                base=base,
+            )
+        )
+    return out
+
+
+def random_mask_sweep(
+    model: nn.Module,
+    inputs: Tensor,
+    targets: Tensor,
+    n_masks: int = 40,
+    fraction_range: tuple[float, float] = (0.05, 0.95),
+    layers: Iterable[int] | None = None,
+    *,
+    seed: int = 0,
+    reduction: str = "mean",
+    dtype: torch.dtype | None = torch.float64,
+    progress: bool = False,
+) -> list[PruningEstimate]:
+    """Estimates for random deletions: each mask removes a uniformly random subset of the chosen
+    weights, of a size fraction drawn uniformly from ``fraction_range`` (seeded)."""
+    lo, hi = fraction_range
+    if not 0.0 <= lo <= hi <= 1.0:
+        raise ValueError(f"fraction_range must satisfy 0 ≤ lo ≤ hi ≤ 1, got {fraction_range}")
+    params = _weight_names(model, None if layers is None else list(layers))
+    named = dict(model.named_parameters())
+    grad = gradient(model, inputs, targets, params=params, reduction=reduction, dtype=dtype)
+    diag = hessian_diagonal(model, inputs, targets, params=params, reduction=reduction, dtype=dtype)
+    base = _measure(model, inputs, targets, reduction, dtype)
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in tqdm(range(n_masks), desc="Taylor random", disable=not progress, leave=False):
+        fraction = lo + (hi - lo) * float(torch.rand((), generator=gen))
+        masks = {n: torch.rand(named[n].shape, generator=gen) < fraction for n in params}
+        out.append(
+            estimate_pruning(
+                model,
+                inputs,
+                targets,
+                masks,
+                label="random",
+                fraction=fraction,
+                reduction=reduction,
+                dtype=dtype,
+                grad=grad,
+                diag=diag,
+                base=base,
+            )
+        )
+    return out
+
+
+def rank_correlations(estimates: Sequence[PruningEstimate]) -> dict[str, float]:
+    """Spearman ρ between each estimator and the measured ΔE over ``estimates``."""
+    measured = np.array([e.measured for e in estimates])
+    out = {}
+    for name in ESTIMATORS:
+        values = np.array([getattr(e, name) for e in estimates])
+        if len(values) < 3 or np.ptp(values) == 0 or np.ptp(measured) == 0:
+            out[name] = float("nan")
+        else:
+            out[name] = float(stats.spearmanr(values, measured).statistic)
+    return out
