@@ -80,13 +80,13 @@ class TrainConfig:
             raise ValueError(f"lr must be positive, got {self.lr}")
         if not 0 <= self.momentum < 1:
             raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
-        if self.weight_decay < 0:
+        if not self.weight_decay >= 0:  # also rejects NaN
             raise ValueError(f"weight_decay must be non-negative, got {self.weight_decay}")
         if self.batch_size < 1 or self.epochs < 0:
             raise ValueError(
                 f"batch_size must be ≥ 1 and epochs ≥ 0, got {self.batch_size}, {self.epochs}"
             )
-        if self.grad_clip is not None and self.grad_clip <= 0:
+        if self.grad_clip is not None and not self.grad_clip > 0:  # also rejects NaN
             raise ValueError(f"grad_clip must be positive or None, got {self.grad_clip}")
 
     def to_dict(self) -> dict:
@@ -318,9 +318,13 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
         ) from exc
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not a td_analysis checkpoint (format {CHECKPOINT_FORMAT})")
-    arch = payload["arch"]
-    model = DenseNet(arch["in_features"], arch["hidden"], arch["num_classes"], arch["bias"])
-    model.load_state_dict(payload["state_dict"])
+    try:
+        arch = payload["arch"]
+        model = DenseNet(arch["in_features"], arch["hidden"], arch["num_classes"], arch["bias"])
+        model.load_state_dict(payload["state_dict"])
+        config = TrainConfig.from_dict(payload["config"])
+        metrics = payload["metrics"]
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise ValueError(f"checkpoint {path} is incomplete or inconsistent: {exc!r}") from exc
     model.eval()
-    config = TrainConfig.from_dict(payload["config"])
-    return Checkpoint(model=model, config=config, metrics=payload["metrics"], path=path)
+    return Checkpoint(model=model, config=config, metrics=metrics, path=path)

@@ -33,6 +33,8 @@ from ._engine import WORK_BYTES, Problem, balanced_chunk
 __all__ = ["dense_layers", "dense_support"]
 
 _MIRROR_TILE = 1024
+_DIAG_TILE = 512
+_SMALL_TILE = 64
 
 
 def dense_layers(model: nn.Module) -> list[nn.Linear] | str:
@@ -210,13 +212,21 @@ class _Dense:
             torch.mul(M[:, r, r0:, None], xb[:, None, :], out=G)
             if residual:
                 G.addcmul_(e[:, r0:, None], T[:, None, :, r])
-            rows = slice(ga.offset + r * ga.cols, ga.offset + (r + 1) * ga.cols)
-            cols = slice(gb.offset + r0 * gb.cols, gb.offset + gb.numel)
-            target = H[rows, cols]
-            if first:
-                torch.mm(xa_t, G.view(n, ncols), out=target)
-            else:
-                target.addmm_(xa_t, G.view(n, ncols))
+            G = G.view(n, ncols)
+            row0 = ga.offset + r * ga.cols
+            col0 = gb.offset + r0 * gb.cols
+            # Within a diagonal block only its upper triangle is needed: split its rows into
+            # tiles and start each tile's columns at the diagonal (saves ~half of that block).
+            tile = _DIAG_TILE if same and ga.cols >= 2 * _DIAG_TILE else ga.cols
+            for t0 in range(0, ga.cols, tile):
+                t1 = min(ga.cols, t0 + tile)
+                c0 = t0 if same else 0
+                target = H[row0 + t0 : row0 + t1, col0 + c0 : gb.offset + gb.numel]
+                a, b = xa_t[t0:t1], G[:, c0:]
+                if first:
+                    torch.mm(a, b, out=target)
+                else:
+                    target.addmm_(a, b)
 
     # ----------------------------------------------------------------------------- diagonal
     def diagonal(self, chunk_size: int | None) -> Tensor:
@@ -262,20 +272,25 @@ def dense_support(problem: Problem, *, check_examples: int = 32) -> _Dense | str
     return dense
 
 
-def mirror_upper_to_lower(H: Tensor, tile: int = _MIRROR_TILE) -> None:
+def mirror_upper_to_lower(H: Tensor, tile: int | None = None) -> None:
     """H ← triu(H) + triu(H, 1)ᵀ in place, tile by tile (no second P² buffer)."""
+    tile = _MIRROR_TILE if tile is None else tile
     P = H.shape[0]
     for i0 in range(0, P, tile):
         i1 = min(P, i0 + tile)
-        d = H[i0:i1, i0:i1]
-        d.copy_(torch.triu(d) + torch.triu(d, 1).mT)
+        if tile > _SMALL_TILE:
+            mirror_upper_to_lower(H[i0:i1, i0:i1], _SMALL_TILE)
+        else:
+            d = H[i0:i1, i0:i1]
+            d.copy_(torch.triu(d) + torch.triu(d, 1).mT)
         for j0 in range(i1, P, tile):
             j1 = min(P, j0 + tile)
             H[j0:j1, i0:i1].copy_(H[i0:i1, j0:j1].mT)
 
 
-def symmetrize_average(H: Tensor, tile: int = _MIRROR_TILE) -> None:
+def symmetrize_average(H: Tensor, tile: int | None = None) -> None:
     """H ← (H + Hᵀ)/2 in place, tile by tile."""
+    tile = _MIRROR_TILE if tile is None else tile
     P = H.shape[0]
     for i0 in range(0, P, tile):
         i1 = min(P, i0 + tile)

@@ -1,0 +1,330 @@
+"""Tests of ``td_analysis.training``: reproducibility, checkpoints, validation, a real-data run.
+
+Synthetic data sets are passed through ``train_data``/``eval_data`` so that most tests take
+milliseconds; one test trains the paper's toy network for one epoch on the real CIFAR-10
+``train`` split (``data_root`` fixture) and checks its holdout accuracy with an independent
+numpy forward pass.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from td_analysis.dropout import RegulariserConfig
+from td_analysis.models import DenseNet
+from td_analysis.training import (
+    Checkpoint,
+    TrainConfig,
+    build_model,
+    evaluate,
+    load_checkpoint,
+    save_checkpoint,
+    train,
+)
+
+TD = RegulariserConfig("targeted-weight", gamma=0.75, alpha=0.5)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny matmuls are many times slower with 2 intra-op threads on a busy 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _synthetic(n: int = 240, d: int = 20, classes: int = 3, seed: int = 0):
+    """Linearly separable-ish Gaussian blobs."""
+    gen = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, classes, (n,), generator=gen)
+    centers = torch.randn(classes, d, generator=gen) * 2
+    x = centers[y] + torch.randn(n, d, generator=gen)
+    return x, y
+
+
+def _small_config(**kw) -> TrainConfig:
+    base = dict(in_features=20, hidden=(8,), num_classes=3, batch_size=32, epochs=3, lr=0.05)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def _run(config: TrainConfig, data=None):
+    data = data or _synthetic()
+    return train(config, train_data=data, eval_data=data, progress=False)
+
+
+def _strip_seconds(history: list[dict]) -> list[dict]:
+    return [{k: v for k, v in h.items() if k != "seconds"} for h in history]
+
+
+# ------------------------------------------------------------------------------------------------
+# Reproducibility
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("reg", [RegulariserConfig(), TD, RegulariserConfig("dropout", alpha=0.3)])
+def test_same_seed_identical_weights(reg: RegulariserConfig) -> None:
+    cfg = _small_config(regulariser=reg, seed=3)
+    torch.manual_seed(123)  # the global RNG state must not matter
+    a = _run(cfg)
+    torch.manual_seed(999)
+    torch.rand(17)
+    b = _run(cfg)
+    sa, sb = a.model.state_dict(), b.model.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert _strip_seconds(a.history) == _strip_seconds(b.history)
+
+
+@pytest.mark.parametrize("reg", [RegulariserConfig(), TD])
+def test_different_seeds_differ(reg: RegulariserConfig) -> None:
+    a = _run(_small_config(regulariser=reg, seed=0))
+    b = _run(_small_config(regulariser=reg, seed=1))
+    assert not torch.equal(a.model.layers[0].weight, b.model.layers[0].weight)
+
+
+def test_train_leaves_global_rng_alone() -> None:
+    torch.manual_seed(7)
+    state = torch.get_rng_state()
+    _run(_small_config(regulariser=TD))
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_td_changes_the_trained_weights() -> None:
+    none = _run(_small_config(seed=5))
+    td = _run(_small_config(seed=5, regulariser=TD))
+    # the same initialisation …
+    init_none = build_model(none.config)
+    init_td = build_model(td.config)
+    assert all(
+        torch.equal(p, q)
+        for p, q in zip(init_none.parameters(), init_td.parameters(), strict=True)
+    )
+    # … and the same data order, but different trained weights
+    for p, q in zip(none.model.parameters(), td.model.parameters(), strict=True):
+        assert not torch.equal(p, q)
+
+
+def test_history_and_returned_model() -> None:
+    x, y = _synthetic(n=100)
+    result = train(_small_config(epochs=2, batch_size=30), train_data=(x, y), eval_data=(x, y),
+                   progress=False)
+    assert [h["epoch"] for h in result.history] == [1, 2]
+    assert [h["step"] for h in result.history] == [4, 8]  # ceil(100 / 30) steps per epoch
+    assert not result.model.training
+    ev = evaluate(result.model, x, y)
+    assert result.final["eval_accuracy"] == ev["accuracy"]
+    assert result.final["eval_loss"] == pytest.approx(ev["loss"])
+    # learns the easy blobs
+    assert result.final["eval_accuracy"] > 0.8
+
+
+def test_glorot_init_and_zero_bias() -> None:
+    model = build_model(TrainConfig(hidden=(10,), seed=0))
+    for layer in model.layers:
+        fan_out, fan_in = layer.weight.shape
+        bound = math.sqrt(6.0 / (fan_in + fan_out))
+        assert layer.weight.abs().max() <= bound
+        assert layer.weight.abs().max() > 0.9 * bound
+        assert (layer.bias == 0).all()
+
+
+def test_evaluate_against_numpy() -> None:
+    torch.manual_seed(0)
+    model = DenseNet(20, (8,), 3)
+    x, y = _synthetic()
+    w1, b1, w2, b2 = (p.detach().double().numpy() for p in model.parameters())
+    h = np.maximum(x.double().numpy() @ w1.T + b1, 0) @ w2.T + b2
+    h = h - h.max(1, keepdims=True)
+    logp = h - np.log(np.exp(h).sum(1, keepdims=True))
+    ev = evaluate(model, x, y, batch_size=7)  # batching must not matter
+    assert ev["accuracy"] == pytest.approx(float((h.argmax(1) == y.numpy()).mean()))
+    assert ev["loss"] == pytest.approx(float(-logp[np.arange(len(y)), y.numpy()].mean()), rel=1e-5)
+    with pytest.raises(ValueError):
+        evaluate(model, x[:0], y[:0])
+    with pytest.raises(ValueError):
+        evaluate(model, x, y[:-1])
+
+
+# ------------------------------------------------------------------------------------------------
+# Checkpoints
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {},
+        {"hidden": (5, 4), "bias": False},
+        {"hidden": (5, 4), "regulariser": RegulariserConfig(
+            "targeted-unit", gamma=0.5, alpha=0.25, ramp_steps=100, layers=[0, 2])},
+    ],
+)
+def test_checkpoint_round_trip(tmp_path: Path, kw: dict) -> None:
+    cfg = _small_config(epochs=1, **kw)
+    result = _run(cfg)
+    path = tmp_path / "sub" / "run.pt"
+    metrics = {"history": result.history, **result.final}
+    assert save_checkpoint(path, result.model, cfg, metrics) == path
+    assert sorted(os.listdir(path.parent)) == ["run.pt"], "temporary files left behind"
+
+    ckpt = load_checkpoint(path)
+    assert isinstance(ckpt, Checkpoint)
+    assert ckpt.path == path
+    assert ckpt.config == cfg
+    assert ckpt.config.to_dict() == cfg.to_dict()
+    assert ckpt.metrics == metrics
+    assert isinstance(ckpt.model, DenseNet) and not ckpt.model.training
+    assert ckpt.model.arch == result.model.arch
+    assert [n for n, _ in ckpt.model.named_parameters()] == [
+        n for n, _ in result.model.named_parameters()
+    ]
+    assert all(layer.bias is None for layer in ckpt.model.layers) == (not cfg.bias)
+    x, _ = _synthetic(seed=1)
+    with torch.no_grad():
+        assert torch.equal(ckpt.model(x), result.model(x))
+
+
+def test_failing_write_leaves_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    result = _run(_small_config(epochs=1))
+    good = tmp_path / "good.pt"
+    save_checkpoint(good, result.model, result.config)
+    good_bytes = good.read_bytes()
+
+    def boom(*args, **kwargs):
+        raise OSError("disk full (simulated)")
+
+    monkeypatch.setattr(torch, "save", boom)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(tmp_path / "new.pt", result.model, result.config)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(good, result.model, result.config)  # overwrite attempt
+    assert sorted(os.listdir(tmp_path)) == ["good.pt"], "partial/temporary files left behind"
+    assert good.read_bytes() == good_bytes, "a failed overwrite must keep the old checkpoint"
+
+
+def test_missing_checkpoint_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "nope.pt"
+    with pytest.raises(FileNotFoundError, match="nope.pt"):
+        load_checkpoint(path)
+
+
+def _corrupt_files(tmp_path: Path) -> list[Path]:
+    result = _run(_small_config(epochs=1))
+    good = save_checkpoint(tmp_path / "good.pt", result.model, result.config)
+    data = good.read_bytes()
+    files = {
+        "garbage.pt": b"this is not a checkpoint",
+        "empty.pt": b"",
+        "truncated.pt": data[: len(data) // 2],
+    }
+    out = []
+    for name, content in files.items():
+        (tmp_path / name).write_bytes(content)
+        out.append(tmp_path / name)
+    torch.save({"weights": torch.zeros(3)}, tmp_path / "foreign.pt")
+    torch.save([1, 2, 3], tmp_path / "list.pt")
+    payload = torch.load(good, weights_only=True)
+    del payload["arch"]
+    torch.save(payload, tmp_path / "no-arch.pt")
+    payload = torch.load(good, weights_only=True)
+    payload["state_dict"]["layers.0.weight"] = torch.zeros(2, 2)
+    torch.save(payload, tmp_path / "bad-shape.pt")
+    return out + [tmp_path / n for n in ("foreign.pt", "list.pt", "no-arch.pt", "bad-shape.pt")]
+
+
+def test_corrupt_checkpoint_raises_clear_error(tmp_path: Path) -> None:
+    for path in _corrupt_files(tmp_path):
+        with pytest.raises(ValueError) as info:
+            load_checkpoint(path)
+        assert path.name in str(info.value), str(info.value)
+
+
+# ------------------------------------------------------------------------------------------------
+# Invalid configurations and inputs
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"optimizer": "rmsprop"},
+        {"init": "he"},
+        {"lr": 0.0},
+        {"lr": -0.1},
+        {"lr": float("nan")},
+        {"lr": float("inf")},
+        {"momentum": 1.0},
+        {"momentum": -0.1},
+        {"momentum": float("nan")},
+        {"weight_decay": -1.0},
+        {"weight_decay": float("nan")},
+        {"batch_size": 0},
+        {"epochs": -1},
+        {"grad_clip": 0.0},
+        {"grad_clip": float("nan")},
+        {"regulariser": {"kind": "bogus"}},
+        {"regulariser": {"kind": "targeted-weight", "gamma": 1.0, "alpha": 0.5}},
+        {"hidden": (0,)},
+    ],
+)
+def test_invalid_config_raises(kw: dict) -> None:
+    with pytest.raises(ValueError):
+        cfg = TrainConfig(**kw)
+        build_model(cfg)  # sizes are checked when the network is built
+
+
+def test_from_dict_rejects_unknown_fields() -> None:
+    d = TrainConfig().to_dict()
+    assert TrainConfig.from_dict(d) == TrainConfig()
+    d["learning_rate"] = 0.1
+    with pytest.raises(ValueError, match="learning_rate"):
+        TrainConfig.from_dict(d)
+
+
+def test_train_rejects_bad_data() -> None:
+    x, y = _synthetic()
+    cfg = _small_config(epochs=1)
+    with pytest.raises(ValueError, match="20"):
+        train(cfg, train_data=(x[:, :10], y), eval_data=(x, y), progress=False)
+    with pytest.raises(ValueError, match="targets"):
+        train(cfg, train_data=(x, y[:-1]), eval_data=(x, y), progress=False)
+    bad_layers = _small_config(regulariser=RegulariserConfig("dropconnect", alpha=0.5, layers=[5]))
+    with pytest.raises(ValueError, match="out of range"):
+        train(bad_layers, train_data=(x, y), eval_data=(x, y), progress=False)
+
+
+def test_divergence_is_reported() -> None:
+    x, y = _synthetic()
+    with pytest.raises(FloatingPointError, match="lr"):
+        train(_small_config(lr=1e30, epochs=1), train_data=(x * 1e10, y), eval_data=(x, y),
+              progress=False)
+
+
+# ------------------------------------------------------------------------------------------------
+# Real data
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_real_data_one_epoch_beats_chance(data_root: Path) -> None:
+    from td_analysis.data import load_cifar10
+
+    cfg = TrainConfig(epochs=1)  # the default toy network 3072 → 10 → 10
+    result = train(cfg, data_root=data_root, progress=False)
+    assert result.config.train_split == "train" and result.config.eval_split == "holdout"
+    assert result.history[0]["step"] == math.ceil(40_000 / 128)
+    # independent check of the reported holdout accuracy: numpy forward pass
+    x, y = load_cifar10(data_root, split="holdout")
+    assert x.shape == (10_000, 3072)
+    w1, b1, w2, b2 = (p.detach().double().numpy() for p in result.model.parameters())
+    logits = np.maximum(x.double().numpy() @ w1.T + b1, 0) @ w2.T + b2
+    acc = float((logits.argmax(1) == y.numpy()).mean())
+    assert acc == pytest.approx(result.final["eval_accuracy"], abs=2e-4)
+    assert acc > 0.25, f"holdout accuracy {acc:.2%} after one epoch"
