@@ -314,7 +314,7 @@ def max_pool(C: Tensor, bins: int) -> Tensor:
     col_bin = (torch.arange(p, device=C.device) * bins) // p
     out = torch.empty(bins, bins, dtype=C.dtype, device=C.device)
     for a in range(bins):
-        rows = C[(a * p) // bins : ((a + 1) * p) // bins]
+        rows = C[col_bin == a]  # rows binned exactly like columns (and like bin_matrix)
         index = col_bin.expand(rows.shape[0], p)
         init = torch.full((rows.shape[0], bins), -torch.inf, dtype=C.dtype, device=C.device)
         hi = init.scatter_reduce(1, index, rows, "amax").amax(0)

@@ -1,0 +1,200 @@
+"""Tests of ``td_analysis.cache``: content-keyed, atomic on-disk caching of results."""
+
+from __future__ import annotations
+
+import copy
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from td_analysis.cache import cached, default_cache_dir, fingerprint
+from td_analysis.models import DenseNet
+
+
+def make(seed: int = 0):
+    torch.manual_seed(seed)
+    model = DenseNet(6, (4,), 3).double()
+    x = torch.randn(16, 6, dtype=torch.float64)
+    y = torch.randint(0, 3, (16,))
+    return model, x, y
+
+
+class Counter:
+    """A compute function that counts its calls and returns a result derived from the model."""
+
+    def __init__(self, model):
+        self.model = model
+        self.calls = 0
+
+    def __call__(self):
+        self.calls += 1
+        return self.model.layers[0].weight.detach().sum(0) * 2.0
+
+
+def entries(folder):
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+
+def test_computes_once_then_loads(tmp_path):
+    model, x, y = make()
+    f = Counter(model)
+    a = cached("thing", f, model, x, y, "sum", cache_dir=tmp_path)
+    assert f.calls == 1
+    files = entries(tmp_path)
+    assert len(files) == 1 and files[0].startswith("thing-") and files[0].endswith(".pt")
+    b = cached("thing", f, model, x, y, "sum", cache_dir=tmp_path)
+    assert f.calls == 1  # loaded, not recomputed
+    assert torch.equal(a, b) and b.dtype == a.dtype
+    assert entries(tmp_path) == files  # nothing else written, no temporary files left
+
+
+def test_dict_results_roundtrip(tmp_path):
+    model, x, y = make()
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return {"H": torch.eye(3, dtype=torch.float64), "g": torch.arange(3.0)}
+
+    a = cached("d", compute, model, x, cache_dir=tmp_path)
+    b = cached("d", compute, model, x, cache_dir=tmp_path)
+    assert len(calls) == 1
+    assert set(b) == {"H", "g"}
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_changed_model_data_or_args_recompute(tmp_path):
+    model, x, y = make()
+    f = Counter(model)
+    cached("r", f, model, x, y, 3, cache_dir=tmp_path)
+    assert f.calls == 1
+
+    changed = copy.deepcopy(model)
+    with torch.no_grad():
+        changed.layers[1].weight[0, 0] += 1e-9  # one weight, one tiny change
+    g = Counter(changed)
+    cached("r", g, changed, x, y, 3, cache_dir=tmp_path)
+    assert g.calls == 1
+
+    x2 = x.clone()
+    x2[5, 2] += 1.0
+    cached("r", f, model, x2, y, 3, cache_dir=tmp_path)
+    assert f.calls == 2
+    y2 = y.clone()
+    y2[0] = (y2[0] + 1) % 3
+    cached("r", f, model, x, y2, 3, cache_dir=tmp_path)
+    assert f.calls == 3
+    cached("r", f, model, x, y, 4, cache_dir=tmp_path)  # another argument
+    assert f.calls == 4
+    cached("other", f, model, x, y, 3, cache_dir=tmp_path)  # another name
+    assert f.calls == 5
+    assert len(entries(tmp_path)) == 6
+    # and the original key still hits
+    cached("r", f, model, x, y, 3, cache_dir=tmp_path)
+    assert f.calls == 5
+
+
+def test_corrupt_entry_is_recomputed(tmp_path):
+    model, x, y = make()
+    f = Counter(model)
+    good = cached("c", f, model, x, cache_dir=tmp_path)
+    (path,) = tmp_path.iterdir()
+    path.write_bytes(b"not a torch file" * 10)
+    again = cached("c", f, model, x, cache_dir=tmp_path)
+    assert f.calls == 2
+    assert torch.equal(again, good)
+    # the entry was rewritten and is valid again
+    cached("c", f, model, x, cache_dir=tmp_path)
+    assert f.calls == 2
+    path.write_bytes(b"")  # truncated file
+    cached("c", f, model, x, cache_dir=tmp_path)
+    assert f.calls == 3
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]
+
+
+def test_disabled_never_writes(tmp_path):
+    model, x, y = make()
+    f = Counter(model)
+    folder = tmp_path / "cache"
+    for _ in range(3):
+        cached("n", f, model, x, cache_dir=folder, enabled=False)
+    assert f.calls == 3
+    assert not folder.exists() or entries(folder) == []
+
+
+def test_failed_compute_writes_nothing(tmp_path):
+    model, x, _ = make()
+
+    def boom():
+        raise RuntimeError("no")
+
+    with pytest.raises(RuntimeError):
+        cached("b", boom, model, x, cache_dir=tmp_path)
+    assert entries(tmp_path) == []
+
+
+def test_default_cache_dir_from_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("TD_ANALYSIS_CACHE", str(tmp_path / "explicit"))
+    assert default_cache_dir() == tmp_path / "explicit"
+    monkeypatch.delenv("TD_ANALYSIS_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert default_cache_dir() == tmp_path / "xdg" / "td_analysis" / "results"
+
+    monkeypatch.setenv("TD_ANALYSIS_CACHE", str(tmp_path / "env"))
+    model, x, _ = make()
+    f = Counter(model)
+    cached("e", f, model, x)  # cache_dir=None → the environment's folder
+    cached("e", f, model, x)
+    assert f.calls == 1
+    assert len(entries(tmp_path / "env")) == 1
+
+
+def test_fingerprint_stable_and_content_based():
+    model, x, y = make()
+    fp = fingerprint(model, x, y, "sum", [1, 2], {"b": 1, "a": 2.5})
+    assert fp == fingerprint(model, x, y, "sum", [1, 2], {"b": 1, "a": 2.5})
+    assert len(fp) == 64 and all(c in "0123456789abcdef" for c in fp)
+    # equal content, different objects; dict key order is irrelevant
+    twin = fingerprint(
+        copy.deepcopy(model), x.clone(), y.clone(), "sum", [1, 2], {"a": 2.5, "b": 1}
+    )
+    assert twin == fp
+    # non-contiguous views hash their values
+    t = torch.arange(12.0).reshape(3, 4)
+    assert fingerprint(t.T) == fingerprint(t.T.contiguous())
+    # any change matters: values, dtype, shape, arguments, order
+    assert fingerprint(t) != fingerprint(t.double())
+    assert fingerprint(t) != fingerprint(t.reshape(4, 3))
+    assert fingerprint(t) != fingerprint(t + 1e-6)
+    assert fingerprint(model, x) != fingerprint(x, model)
+    assert fingerprint("a", "b") != fingerprint("ab")
+    assert fingerprint(model) != fingerprint(make(1)[0])
+
+
+def test_fingerprint_stable_across_processes(tmp_path):
+    """No dependence on object ids or Python's per-process string hashing."""
+    code = (
+        "import torch\n"
+        "from td_analysis.cache import fingerprint\n"
+        "from td_analysis.models import DenseNet\n"
+        "torch.manual_seed(3)\n"
+        "m = DenseNet(6, (4,), 3)\n"
+        "print(fingerprint('hessian', m, torch.arange(5.0), ['layers.1.weight'], 'sum',"
+        " {'k': 1, 'a': [1.5, None]}))\n"
+    )
+    outs = []
+    for seed in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        res = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+        )
+        outs.append(res.stdout.strip())
+    torch.manual_seed(3)
+    m = DenseNet(6, (4,), 3)
+    here = fingerprint(
+        "hessian", m, torch.arange(5.0), ["layers.1.weight"], "sum", {"k": 1, "a": [1.5, None]}
+    )
+    assert outs == [here, here]
