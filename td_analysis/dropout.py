@@ -22,6 +22,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -67,6 +68,14 @@ def _check_weight(weight: Tensor) -> None:
         raise ValueError("weight is empty")
 
 
+def _kth_smallest_per_row(values: Tensor, k: int) -> Tensor:
+    """``sort(values, dim=1)[:, k:k+1]`` (k 0-based) of a detached 2-D tensor."""
+    if values.device.type == "cpu" and values.dtype in (torch.float32, torch.float64):
+        # numpy's introselect is ~10× faster than torch.kthvalue on CPU rows of a few thousand
+        return torch.from_numpy(np.partition(values.numpy(), k, axis=1)[:, k : k + 1].copy())
+    return torch.kthvalue(values, k + 1, dim=1, keepdim=True).values
+
+
 def targeted_weight_mask(weight: Tensor, gamma: float) -> Tensor:
     """Targeted weights (True) of a weight (out × in): ``|W_oi| < sort(|W_o,:|)[⌊γ·in⌋]``."""
     _check_weight(weight)
@@ -75,8 +84,7 @@ def targeted_weight_mask(weight: Tensor, gamma: float) -> Tensor:
     k = int(gamma * weight.shape[1])
     if k == 0:
         return torch.zeros_like(mag, dtype=torch.bool)
-    # kthvalue is 1-based: the (k+1)-th smallest is sorted[k]; O(in) per row instead of a sort.
-    threshold = torch.kthvalue(mag, k + 1, dim=1, keepdim=True).values
+    threshold = _kth_smallest_per_row(mag, k)  # O(in) selection per row instead of a sort
     return mag < threshold
 
 
@@ -205,8 +213,10 @@ class Regulariser:
             targeted = targeted_weight_mask(w, gamma)
         else:  # targeted-unit: whole rows targeted, the draw is per weight element
             targeted = targeted_unit_mask(w, gamma)[:, None]
-        drop = targeted & (self._uniform(w) < alpha)
-        return w.masked_fill(drop, 0.0)
+        keep = ~(targeted & (self._uniform(w) < alpha))
+        # × a 0/1 mask: kept weights exact, dropped ones 0 with zero gradient, like masked_fill,
+        # whose forward + backward costs ~0.25 ms more per step for a 10 × 3072 weight on a CPU
+        return w * keep.to(w.dtype)
 
     def activation(self, layer: int, z: Tensor, step: int) -> Tensor:
         """Standard (inverted) dropout on the hidden input of ``layer``; identity otherwise."""

@@ -295,6 +295,30 @@ def test_targeted_unit_draws_per_element_within_targeted_rows() -> None:
     assert partial_rows == steps * 8
 
 
+@pytest.mark.parametrize("kind", ["targeted-weight", "targeted-unit", "dropconnect"])
+def test_draws_are_independent_across_elements(kind: str) -> None:
+    """Identical rows have identical targeted sets; their drops must still be independent:
+    element (0, i) and (1, i) are dropped together with probability α², not α."""
+    alpha = 0.5
+    row = torch.randn(40, generator=torch.Generator().manual_seed(8))
+    w = row.repeat(6, 1)
+    w[3:] *= 10  # rows 0-2 (equal, small norm) are the targeted units of targeted-unit
+    cfg = RegulariserConfig(kind, gamma=0.5, alpha=alpha)
+    reg = Regulariser(cfg, 1, torch.Generator().manual_seed(15))
+    if kind == "targeted-weight":
+        cols = torch.from_numpy(ref_weight_mask(w[:1].numpy(), 0.5)[0])  # same in rows 0 and 1
+    else:  # rows 0 and 1 are targeted units (targeted-unit) or everything is (dropconnect)
+        cols = torch.ones(40, dtype=torch.bool)
+    both, n = 0, 0
+    for step in range(100):
+        dropped = reg.weight(0, w, step) == 0  # w has no zeros of its own
+        assert not torch.equal(dropped[0], dropped[1]), "rows share one draw"
+        both += int((dropped[0] & dropped[1])[cols].sum())
+        n += int(cols.sum())
+    p = alpha * alpha
+    assert abs(both - p * n) < _five_sigma(n, p)
+
+
 def test_dropconnect_rescales_kept_weights() -> None:
     gen = torch.Generator().manual_seed(13)
     w = torch.randn(30, 40, generator=torch.Generator().manual_seed(7))
@@ -334,9 +358,11 @@ def test_dropout_acts_only_on_hidden_inputs() -> None:
 
 @pytest.mark.parametrize("kind", ["targeted-weight", "targeted-unit", "dropconnect"])
 def test_weight_regularisers_respect_layer_selection(kind: str) -> None:
-    reg = Regulariser(RegulariserConfig(kind, gamma=0.5, alpha=1.0 if kind != "dropconnect"
-                                        else 0.5, layers=[1]), 2,
-                      torch.Generator().manual_seed(0))
+    reg = Regulariser(
+        RegulariserConfig(kind, gamma=0.5, alpha=1.0 if kind != "dropconnect" else 0.5, layers=[1]),
+        2,
+        torch.Generator().manual_seed(0),
+    )
     w = torch.randn(6, 8)
     assert torch.equal(reg.weight(0, w, 0), w)
     assert not torch.equal(reg.weight(1, w, 0), w)

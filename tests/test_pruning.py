@@ -19,7 +19,7 @@ from torch import nn
 
 from td_analysis.dropout import targeted_unit_mask, targeted_weight_mask
 from td_analysis.models import DenseNet
-from td_analysis.pruning import PRUNING_KINDS, apply_masks, pruning_curve, pruning_masks, prune
+from td_analysis.pruning import PRUNING_KINDS, apply_masks, prune, pruning_curve, pruning_masks
 from td_analysis.training import evaluate
 
 FRACTIONS = (0.0, 0.1, 0.25, 0.5, 0.6, 0.75, 0.9, 0.95)

@@ -103,8 +103,7 @@ def test_td_changes_the_trained_weights() -> None:
     init_none = build_model(none.config)
     init_td = build_model(td.config)
     assert all(
-        torch.equal(p, q)
-        for p, q in zip(init_none.parameters(), init_td.parameters(), strict=True)
+        torch.equal(p, q) for p, q in zip(init_none.parameters(), init_td.parameters(), strict=True)
     )
     # … and the same data order, but different trained weights
     for p, q in zip(none.model.parameters(), td.model.parameters(), strict=True):
@@ -113,8 +112,9 @@ def test_td_changes_the_trained_weights() -> None:
 
 def test_history_and_returned_model() -> None:
     x, y = _synthetic(n=100)
-    result = train(_small_config(epochs=2, batch_size=30), train_data=(x, y), eval_data=(x, y),
-                   progress=False)
+    result = train(
+        _small_config(epochs=2, batch_size=30), train_data=(x, y), eval_data=(x, y), progress=False
+    )
     assert [h["epoch"] for h in result.history] == [1, 2]
     assert [h["step"] for h in result.history] == [4, 8]  # ceil(100 / 30) steps per epoch
     assert not result.model.training
@@ -162,8 +162,12 @@ def test_evaluate_against_numpy() -> None:
     [
         {},
         {"hidden": (5, 4), "bias": False},
-        {"hidden": (5, 4), "regulariser": RegulariserConfig(
-            "targeted-unit", gamma=0.5, alpha=0.25, ramp_steps=100, layers=[0, 2])},
+        {
+            "hidden": (5, 4),
+            "regulariser": RegulariserConfig(
+                "targeted-unit", gamma=0.5, alpha=0.25, ramp_steps=100, layers=[0, 2]
+            ),
+        },
     ],
 )
 def test_checkpoint_round_trip(tmp_path: Path, kw: dict) -> None:
@@ -303,8 +307,12 @@ def test_train_rejects_bad_data() -> None:
 def test_divergence_is_reported() -> None:
     x, y = _synthetic()
     with pytest.raises(FloatingPointError, match="lr"):
-        train(_small_config(lr=1e30, epochs=1), train_data=(x * 1e10, y), eval_data=(x, y),
-              progress=False)
+        train(
+            _small_config(lr=1e30, epochs=1),
+            train_data=(x * 1e10, y),
+            eval_data=(x, y),
+            progress=False,
+        )
 
 
 # ------------------------------------------------------------------------------------------------
