@@ -121,7 +121,8 @@ def regulariser_suite(settings: ReproduceSettings) -> dict[str, RegulariserConfi
                 "targeted-weight ramp": RegulariserConfig(
                     "targeted-weight", gamma=g, alpha=a, ramp_steps=max(1, steps // 2)
                 ),
-                "targeted-unit": RegulariserConfig("targeted-unit", gamma=g, alpha=a),
+                # units of the hidden layer only: unit pruning never removes logits
+                "targeted-unit": RegulariserConfig("targeted-unit", gamma=g, alpha=a, layers=[0]),
                 "dropout": RegulariserConfig("dropout", alpha=0.25),
                 "L1": RegulariserConfig("l1", l1=1e-4),
             }
