@@ -70,6 +70,7 @@ class Problem:
     inputs: Tensor
     targets: Tensor
     reduction: str
+    _outputs: int | None = None
 
     @property
     def num_params(self) -> int:
@@ -113,9 +114,17 @@ class Problem:
             yield self.inputs[start:stop], self.targets[start:stop]
 
     def example_bytes(self, num_vectors: int = 1) -> int:
-        """Rough work-space per example when pushing ``num_vectors`` tangents through the net."""
-        features = int(self.inputs[0].numel()) if self.num_examples else 1
-        return self.itemsize * (2 * features + 64 * num_vectors * 16)
+        """Rough work space per example when pushing ``num_vectors`` tangents through the net.
+
+        Inputs are not differentiated, so their size counts once; the tangents scale with the
+        output width (a proxy for the activations, adequate for narrow dense nets; pass an
+        explicit ``chunk_size`` for wide or convolutional models).
+        """
+        if self._outputs is None:
+            with torch.no_grad():
+                self._outputs = int(self.logits(self.theta, self.inputs[:1])[0].numel())
+        features = int(self.inputs[0].numel())
+        return self.itemsize * (2 * features + 16 * num_vectors * self._outputs)
 
 
 def prepare(

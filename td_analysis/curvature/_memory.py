@@ -5,13 +5,16 @@ A full Hessian over P parameters needs ``P² · itemsize`` bytes (P = 30,840 in 
 
 from __future__ import annotations
 
+import mmap
 from pathlib import Path
 
 import torch
+from torch import Tensor
 
-__all__ = ["HessianMemoryError", "available_memory_bytes", "check_hessian_memory"]
+__all__ = ["HessianMemoryError", "available_memory_bytes", "check_hessian_memory", "empty_matrix"]
 
 _GB = 1e9
+_POPULATE_MIN_BYTES = 64 * 2**20
 _NO_LIMIT = 1 << 60  # cgroup v1 reports "no limit" as a huge number
 
 
@@ -84,6 +87,24 @@ def available_memory_bytes(device: torch.device | str = "cpu") -> int | None:
     if cgroup is not None:
         avail = cgroup if avail is None else min(avail, cgroup)
     return avail
+
+
+def empty_matrix(rows: int, cols: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """Uninitialised rows × cols tensor; large CPU ones come pre-faulted (``MAP_POPULATE``).
+
+    Touching gigabytes of fresh memory page by page (first-touch page faults inside the GEMMs)
+    costs about as much as the arithmetic for small N; populating the mapping up front in the
+    kernel is faster.  The tensor owns the mapping (freed when the tensor is).
+    """
+    nbytes = rows * cols * torch.empty((), dtype=dtype).element_size()
+    populate = getattr(mmap, "MAP_POPULATE", None)
+    if device.type != "cpu" or populate is None or nbytes < _POPULATE_MIN_BYTES:
+        return torch.empty(rows, cols, dtype=dtype, device=device)
+    try:
+        buf = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | populate)
+    except (OSError, ValueError):
+        return torch.empty(rows, cols, dtype=dtype, device=device)
+    return torch.frombuffer(buf, dtype=dtype).view(rows, cols)
 
 
 def check_hessian_memory(

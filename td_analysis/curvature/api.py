@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from . import _engine, dense
 from ._engine import Params, Problem, basis_block_size, basis_columns, check_reduction, prepare
-from ._memory import check_hessian_memory
+from ._memory import check_hessian_memory, empty_matrix
 
 __all__ = [
     "loss",
@@ -81,26 +81,36 @@ def hvp(
     reduction: str = "mean",
     dtype: torch.dtype | None = None,
     chunk_size: int | None = None,
+    method: str = "auto",
 ) -> Tensor:
     """Exact H v for ``vectors`` of shape P (one) or P × k (many at once), for any classifier.
 
-    Forward-over-reverse: H v = d/dε ∇ℓ(θ + εv) (``torch.func.jvp`` of ``grad``, ``vmap``'d over
-    the k columns), accumulated over chunks of ``chunk_size`` examples.
+    ``"autograd"``: forward-over-reverse, H v = d/dε ∇ℓ(θ + εv) (``torch.func.jvp`` of ``grad``,
+    ``vmap``'d over the k columns).  ``"dense"``: the same directional derivative written out
+    for DenseNet-like ReLU nets (R-operator; all k columns in a few large GEMMs).  ``"auto"``:
+    dense where it applies.  Accumulated over chunks of ``chunk_size`` examples.
     """
     problem = prepare(model, inputs, targets, params=params, reduction=reduction, dtype=dtype)
-    return _hvp(problem, vectors, chunk_size)
-
-
-def _hvp(problem: Problem, vectors: Tensor, chunk_size: int | None) -> Tensor:
     if vectors.ndim not in (1, 2) or vectors.shape[0] != problem.num_params:
         raise ValueError(
             f"vectors must have shape ({problem.num_params},) or ({problem.num_params}, k), "
             f"got {tuple(vectors.shape)}"
         )
+    evaluator = _resolve(problem, method, _HESSIAN_METHODS)
     V = vectors.detach().to(device=problem.device, dtype=problem.dtype)
     single = V.ndim == 1
-    out = _engine.hvp_matrix(problem, V[:, None] if single else V, chunk_size)
+    out = _products(problem, evaluator, V[:, None] if single else V, chunk_size)
     return out[:, 0] if single else out
+
+
+def _products(
+    problem: Problem, evaluator: dense._Dense | None, V: Tensor, chunk_size: int | None
+) -> Tensor:
+    """H V (P × k) by the closed-form R-operator if ``evaluator`` is given, else torch.func."""
+    V = V.contiguous()
+    if evaluator is not None:
+        return evaluator.hvp(V, chunk_size)
+    return _engine.hvp_matrix(problem, V, chunk_size)
 
 
 def dense_applicable(
@@ -166,11 +176,12 @@ def hessian(
     evaluator = _resolve(problem, method, _HESSIAN_METHODS)
     P = problem.num_params
     if out is None:
-        work = dense.workspace_bytes(evaluator, chunk_size) if evaluator is not None else 0
-        if evaluator is None:
+        if evaluator is not None:
+            work = dense.workspace_bytes(evaluator, chunk_size)
+        else:
             work = 6 * P * basis_block_size(P, problem.itemsize) * problem.itemsize
         check_hessian_memory(P, problem.dtype, problem.device, workspace_bytes=work)
-        H = torch.empty(P, P, dtype=problem.dtype, device=problem.device)
+        H = empty_matrix(P, P, problem.dtype, problem.device)
     else:
         if out.shape != (P, P) or out.dtype != problem.dtype or out.device != problem.device:
             raise ValueError(
@@ -226,7 +237,9 @@ def hessian_diagonal(
     if evaluator is not None:
         return evaluator.diagonal(chunk_size)
     if method == "hutchinson":
-        return _hutchinson_diagonal(problem, num_samples, seed, chunk_size)
+        products = dense.dense_support(problem)
+        products = None if isinstance(products, str) else products
+        return _hutchinson_diagonal(problem, products, num_samples, seed, chunk_size)
     P = problem.num_params
     diag = torch.empty_like(problem.theta)
     block = basis_block_size(P, problem.itemsize)
@@ -238,9 +251,13 @@ def hessian_diagonal(
 
 
 def _hutchinson_diagonal(
-    problem: Problem, num_samples: int, seed: int, chunk_size: int | None
+    problem: Problem,
+    evaluator: dense._Dense | None,
+    num_samples: int,
+    seed: int,
+    chunk_size: int | None,
 ) -> Tensor:
-    """diag H ≈ (1/S) Σ_j v_j ⊙ H v_j, v_j ∈ {±1}^P i.i.d. (probes drawn on the CPU: reproducible)."""
+    """diag H ≈ (1/S) Σ_j v_j ⊙ H v_j with v_j ∈ {±1}^P i.i.d. (drawn on the CPU: reproducible)."""
     if num_samples < 1:
         raise ValueError(f"num_samples must be positive, got {num_samples}")
     gen = torch.Generator(device="cpu").manual_seed(seed)
@@ -252,7 +269,7 @@ def _hutchinson_diagonal(
         k = min(batch, num_samples - done)
         V = torch.randint(0, 2, (P, k), generator=gen).to(problem.dtype).mul_(2).sub_(1)
         V = V.to(problem.device)
-        total += (V * _engine.hvp_matrix(problem, V, chunk_size)).sum(dim=1)
+        total += (V * _products(problem, evaluator, V, chunk_size)).sum(dim=1)
         done += k
     return total / num_samples
 
@@ -267,15 +284,17 @@ def projected_hessian(
     reduction: str = "mean",
     dtype: torch.dtype | None = None,
     chunk_size: int | None = None,
+    method: str = "auto",
 ) -> Tensor:
     """Uᵀ H U (B × B, symmetric) for a P × B matrix U, through B Hessian-vector products.
 
     With U the magnitude-ordered bin indicators scaled by θ this gives the block sums of the
-    coadaptation matrix θᵢ Hᵢⱼ θⱼ without forming H.
+    coadaptation matrix θᵢ Hᵢⱼ θⱼ without forming H.  ``method`` as in :func:`hvp`.
     """
     problem = prepare(model, inputs, targets, params=params, reduction=reduction, dtype=dtype)
     if U.ndim != 2 or U.shape[0] != problem.num_params:
         raise ValueError(f"U must have shape ({problem.num_params}, B), got {tuple(U.shape)}")
+    evaluator = _resolve(problem, method, _HESSIAN_METHODS)
     U = U.detach().to(device=problem.device, dtype=problem.dtype)
-    R = U.mT @ _engine.hvp_matrix(problem, U, chunk_size)
+    R = U.mT @ _products(problem, evaluator, U, chunk_size)
     return (R + R.mT) * 0.5

@@ -245,6 +245,94 @@ class _Dense:
                     out[gr.offset : gr.offset + gr.numel] += block
         return out.mul_(problem.scale)
 
+    # ----------------------------------------------------------------------------- H·V
+    def hvp(self, V: Tensor, chunk_size: int | None) -> Tensor:
+        """H V for V of shape P × k by the R-operator (Pearlmutter), all k at once in GEMMs.
+
+        Forward tangents ȧ_l = Ẇ_l z_{l−1} + ḃ_l + W_l ż_{l−1}, ż_l = s_l ⊙ ȧ_l (relu'' = 0);
+        backward e_L = g, ė_L = A ȧ_L, ė_l = s_l ⊙ (W_{l+1}ᵀ ė_{l+1} + Ẇ_{l+1}ᵀ e_{l+1});
+        (H V)_{W_l} = Σₙ ė_l z_{l−1}ᵀ + e_l ż_{l−1}ᵀ, (H V)_{b_l} = Σₙ ė_l.
+        """
+        problem = self.problem
+        k = V.shape[1]
+        widths = [w.shape[1] for w in self.W] + [self.K]
+        per = problem.itemsize * (2 * widths[0] + 4 * k * sum(widths[1:]) + 2 * k * self.K)
+        cs = chunk_size or balanced_chunk(problem.num_examples, per)
+        # tangents of the selected groups: weights as (in × (H·k)) for the forward GEMM
+        VW: dict[int, Tensor] = {}  # layer → H × in × k
+        VWt: dict[int, Tensor] = {}  # layer → in × (H·k)
+        Vb: dict[int, Tensor] = {}  # layer → H × k
+        for gr in self.groups:
+            block = V[gr.offset : gr.offset + gr.numel]
+            if gr.is_weight:
+                VW[gr.layer] = block.view(gr.rows, gr.cols, k)
+                VWt[gr.layer] = VW[gr.layer].permute(1, 0, 2).reshape(gr.cols, gr.rows * k)
+            else:
+                Vb[gr.layer] = block.view(gr.rows, k)
+        out = torch.zeros_like(V)
+        with torch.no_grad():
+            for x, y in problem.chunks(cs):
+                self._hvp_chunk(x, y, VW, VWt, Vb, out)
+        return out.mul_(problem.scale)
+
+    def _hvp_chunk(
+        self,
+        x: Tensor,
+        y: Tensor,
+        VW: dict[int, Tensor],
+        VWt: dict[int, Tensor],
+        Vb: dict[int, Tensor],
+        out: Tensor,
+    ) -> None:
+        L, k = self.L, out.shape[1]
+        n = x.shape[0]
+        z, s = [x.flatten(1)], []
+        zdot: list[Tensor | None] = [None]  # n × width × k; the inputs have no tangent
+        for i in range(L):
+            a = torch.nn.functional.linear(z[-1], self.W[i], self.b[i])
+            adot = None
+            if i in VWt:
+                adot = (z[-1] @ VWt[i]).view(n, -1, k)
+            if i in Vb:
+                adot = Vb[i].expand(n, -1, -1) if adot is None else adot + Vb[i]
+            if zdot[-1] is not None:
+                prop = self.W[i] @ zdot[-1]
+                adot = prop if adot is None else adot + prop
+            if i < L - 1:
+                s.append((a > 0).to(a.dtype))
+                z.append(torch.relu(a))
+                zdot.append(None if adot is None else adot * s[-1][:, :, None])
+            else:
+                f, fdot = a, adot
+        p = torch.softmax(f, dim=1)
+        e = p.clone()
+        e[torch.arange(n, device=e.device), y] -= 1
+        if fdot is None:  # nothing selected feeds the logits (cannot happen: groups non-empty)
+            fdot = torch.zeros(n, self.K, k, dtype=f.dtype, device=f.device)
+        edot = p[:, :, None] * (fdot - (p[:, None, :] @ fdot))
+        first = min(gr.layer for gr in self.groups)
+        groups = {(gr.layer, gr.is_weight): gr for gr in self.groups}
+        for i in range(L - 1, first - 1, -1):
+            if i < L - 1:  # e_i, ė_i from layer i + 1
+                back = edot.mT @ self.W[i + 1]  # n × k × H_i
+                edot = back.mT
+                if i + 1 in VW:
+                    h_next, h_i = VW[i + 1].shape[:2]
+                    extra = (e @ VW[i + 1].reshape(h_next, h_i * k)).view(n, h_i, k)
+                    edot = edot + extra
+                edot = edot * s[i][:, :, None]
+                e = (e @ self.W[i + 1]) * s[i]
+            gw = groups.get((i, True))
+            if gw is not None:
+                target = out[gw.offset : gw.offset + gw.numel].view(gw.rows, gw.cols, k)
+                first_term = z[i].mT @ edot.reshape(n, gw.rows * k)  # in × (H·k)
+                target += first_term.view(gw.cols, gw.rows, k).permute(1, 0, 2)
+                if zdot[i] is not None:
+                    target += (e.mT @ zdot[i].reshape(n, gw.cols * k)).view(gw.rows, gw.cols, k)
+            gb = groups.get((i, False))
+            if gb is not None:
+                out[gb.offset : gb.offset + gb.numel] += edot.sum(0)
+
 
 def dense_support(problem: Problem, *, check_examples: int = 32) -> _Dense | str:
     """A closed-form evaluator for ``problem`` or the reason it does not apply.
@@ -272,20 +360,52 @@ def dense_support(problem: Problem, *, check_examples: int = 32) -> _Dense | str
     return dense
 
 
+def _tiles(H: Tensor, offset: int, batch: tuple[tuple[int, int], ...], tile: int) -> Tensor:
+    """Batched view of square tiles of the matrix H: shape (*counts, tile, tile).
+
+    ``batch`` lists (count, step) pairs, a step being the distance between consecutive tiles
+    along the diagonal in elements; ``offset`` is the first tile's storage offset.
+    """
+    rs, cs = H.stride()
+    sizes = tuple(c for c, _ in batch) + (tile, tile)
+    strides = tuple(st for _, st in batch) + (rs, cs)
+    return H.as_strided(sizes, strides, offset)
+
+
 def mirror_upper_to_lower(H: Tensor, tile: int | None = None) -> None:
-    """H ← triu(H) + triu(H, 1)ᵀ in place, tile by tile (no second P² buffer)."""
+    """H ← triu(H) + triu(H, 1)ᵀ in place (no second P² buffer).
+
+    Tiles (I, I+k) of the upper triangle are copied, transposed, onto tiles (I+k, I), one
+    batched copy per diagonal offset k (tile = ``_MIRROR_TILE``); inside the diagonal tiles the
+    same is done with ``_SMALL_TILE`` sub-tiles, and the small diagonal sub-tiles are fixed in one
+    batched triu.  Few, large operations: cheap on a busy machine, where each parallel region
+    can wait for a descheduled thread.
+    """
     tile = _MIRROR_TILE if tile is None else tile
+    small = min(_SMALL_TILE, tile)
+    tile -= tile % small
     P = H.shape[0]
-    for i0 in range(0, P, tile):
-        i1 = min(P, i0 + tile)
-        if tile > _SMALL_TILE:
-            mirror_upper_to_lower(H[i0:i1, i0:i1], _SMALL_TILE)
-        else:
-            d = H[i0:i1, i0:i1]
-            d.copy_(torch.triu(d) + torch.triu(d, 1).mT)
-        for j0 in range(i1, P, tile):
-            j1 = min(P, j0 + tile)
-            H[j0:j1, i0:i1].copy_(H[i0:i1, j0:j1].mT)
+    m = (P // tile) * tile  # leading part covered by whole tiles
+    base = H.storage_offset()
+    rs, cs = H.stride()
+    diag_step = rs + cs
+    nb, ns = m // tile, tile // small
+    for k in range(1, nb):
+        src = _tiles(H, base + k * tile * cs, ((nb - k, tile * diag_step),), tile)
+        dst = _tiles(H, base + k * tile * rs, ((nb - k, tile * diag_step),), tile)
+        dst.copy_(src.mT)
+    for k in range(1, ns):  # sub-tiles inside every diagonal tile
+        batch = ((nb, tile * diag_step), (ns - k, small * diag_step))
+        src = _tiles(H, base + k * small * cs, batch, small)
+        dst = _tiles(H, base + k * small * rs, batch, small)
+        dst.copy_(src.mT)
+    if nb:
+        d = _tiles(H, base, ((nb * ns, small * diag_step),), small)
+        d.copy_(torch.triu(d) + torch.triu(d, 1).mT)
+    if m < P:  # the remainder strip and corner
+        H[m:, :m].copy_(H[:m, m:].mT)
+        corner = H[m:, m:]
+        corner.copy_(torch.triu(corner) + torch.triu(corner, 1).mT)
 
 
 def symmetrize_average(H: Tensor, tile: int | None = None) -> None:
