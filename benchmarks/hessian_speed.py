@@ -236,6 +236,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--no-write", action="store_true", help="do not update BENCHMARKS.md")
     ap.add_argument("--bench-file", default=str(REPO / "BENCHMARKS.md"))
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", help="also write the raw measurements to this JSON file")
     ap.add_argument(
         "--child", nargs=4, metavar=("STATE", "N", "BLOCK", "OUT"), help=argparse.SUPPRESS
     )
@@ -299,6 +300,9 @@ def main(argv: list[str] | None = None) -> None:
     proj_diff = rel_diff(proj["dense_R"], proj["autograd_R"])
     load_end = os.getloadavg()
 
+    if args.json:
+        raw = {"rows": rows, "projected": {k: v for k, v in proj.items() if not k.endswith("_R")}}
+        Path(args.json).write_text(json.dumps(raw, indent=1))
     body = report(rows, proj, proj_diff, args, command, source, train_note, load_start, load_end)
     print("\n" + body)
     if not args.no_write:
@@ -348,7 +352,8 @@ def report(rows, proj, proj_diff, args, command, source, train_note, load_start,
         for name in ("torch.func", "curvlinops"):
             if name in r:
                 full = r[name]["full_s"]
-                cells += [f"{full:.0f}", f"{full / r['cold_s']:.0f}× / {full / r['warm_s']:.0f}×"]
+                cold_x, warm_x = full / r["cold_s"], full / r["warm_s"]
+                cells += [f"{full:.0f}", f"{cold_x:.1f}× / {warm_x:.1f}×"]
                 diffs.append(f"{r[name]['rel_diff']:.0e}")
             else:
                 cells += ["–", "–"]
@@ -363,18 +368,44 @@ def report(rows, proj, proj_diff, args, command, source, train_note, load_start,
         "Speed-ups are peer time / dense time (cold / warm). Rel. diff: ‖H_dense[:, block] − "
         "H_peer[:, block]‖_F / ‖H_peer[:, block]‖_F (torch.func / curvlinops), float32. "
         "*First touch*: `torch.empty(P, P).fill_(0)` of a second, fresh buffer in the same "
-        "child: this VM backs freed memory lazily, so touching 3.8 GB of fresh pages costs about "
-        "as much as cold − warm; that part of *cold* is the machine's, not the algorithm's "
-        "(memory re-used within a few seconds costs under 1 s). The peers' extrapolated times "
-        "include no output allocation at all, so *warm* is the like-for-like comparison.",
+        "child. A VM that backs memory lazily can make fresh pages cost far more than reused "
+        "ones, so cold − warm varies from run to run; that part of *cold* is the machine's, not "
+        "the algorithm's. The peers' extrapolated times include no output allocation at all, so "
+        "*warm* is the like-for-like comparison.",
         "",
         f"`projected_hessian` ({args.proj_bins} × {args.proj_bins}, U = magnitude-ordered bins "
         f"scaled by θ) at N = {args.proj_n:,}: **{proj['dense']:.2f} s** with the closed-form "
         f'R-operator (`method="dense"`, the default for DenseNet), {proj["autograd"]:.2f} s with '
         f'torch.func vmap\'d forward-over-reverse HVPs (`method="autograd"`); rel. diff '
         f"{proj_diff:.0e}.",
+        "",
+        *goals(rows),
     ]
     return "\n".join(lines)
+
+
+def goals(rows: list[dict], n_goal: int = 1000) -> list[str]:
+    """One line per goal, evaluated at N = ``n_goal`` (or the size closest to it)."""
+    if not rows:
+        return []
+    r = min(rows, key=lambda row: abs(row["n"] - n_goal))
+    fl = dense_flops(r["n"])
+    verdict = {True: "met", False: "not met"}
+    out = [f"Goals at N = {r['n']:,} (cold / warm):"]
+    for name in ("torch.func", "curvlinops"):
+        if name in r:
+            c, w = r[name]["full_s"] / r["cold_s"], r[name]["full_s"] / r["warm_s"]
+            out.append(
+                f"- ≥ 10× faster than {name}: {c:.1f}× / {w:.1f}× "
+                f"({verdict[c >= 10]} / {verdict[w >= 10]})"
+            )
+    c, w = (fl / r[k] / 1e9 / r["gemm_gflops"] for k in ("cold_s", "warm_s"))
+    out.append(
+        f"- ≥ 70% of the GEMM rate: {c:.0%} / {w:.0%} ({verdict[c >= 0.7]} / {verdict[w >= 0.7]})"
+    )
+    ratio = r["peak_rss"] / r["matrix_bytes"]
+    out.append(f"- peak RSS ≤ 1.3 × matrix: {ratio:.2f}× ({verdict[ratio <= 1.3]})")
+    return out
 
 
 if __name__ == "__main__":
