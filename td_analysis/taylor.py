@@ -187,6 +187,39 @@ def _weight_names(model: nn.Module, layers: Iterable[int] | None) -> list[str]:
     return names if layers is None else [names[i] for i in sorted(set(layers))]
 
 
+def _sweep(
+    model: nn.Module,
+    inputs: Tensor,
+    targets: Tensor,
+    params: list[str],
+    deletions: Iterable[tuple[str, float, dict[str, Tensor]]],
+    *,
+    reduction: str,
+    dtype: torch.dtype | None,
+) -> list[PruningEstimate]:
+    """:func:`estimate_pruning` for each ``(label, fraction, masks)``, with ∇, diag H and the
+    unpruned loss computed once."""
+    grad = gradient(model, inputs, targets, params=params, reduction=reduction, dtype=dtype)
+    diag = hessian_diagonal(model, inputs, targets, params=params, reduction=reduction, dtype=dtype)
+    base = _measure(model, inputs, targets, reduction, dtype)
+    return [
+        estimate_pruning(
+            model,
+            inputs,
+            targets,
+            masks,
+            label=label,
+            fraction=fraction,
+            reduction=reduction,
+            dtype=dtype,
+            grad=grad,
+            diag=diag,
+            base=base,
+        )
+        for label, fraction, masks in deletions
+    ]
+
+
 def pruning_sweep(
     model: nn.Module,
     inputs: Tensor,
@@ -201,29 +234,17 @@ def pruning_sweep(
 ) -> list[PruningEstimate]:
     """Estimates and measurements of magnitude pruning at each fraction (∇ and diag H once)."""
     layers = None if layers is None else list(layers)
-    params = _weight_names(model, layers)
-    grad = gradient(model, inputs, targets, params=params, reduction=reduction, dtype=dtype)
-    diag = hessian_diagonal(model, inputs, targets, params=params, reduction=reduction, dtype=dtype)
-    base = _measure(model, inputs, targets, reduction, dtype)
-    out = []
-    for fraction in tqdm(list(fractions), desc=f"Taylor {kind}", disable=not progress, leave=False):
-        masks = pruning_masks(model, fraction, kind, layers)
-        out.append(
-            estimate_pruning(
-                model,
-                inputs,
-                targets,
-                masks,
-                label=kind,
-                fraction=fraction,
-                reduction=reduction,
-                dtype=dtype,
-                grad=grad,
-                diag=diag,
-                base=base,
-            )
-        )
-    return out
+    bar = tqdm(list(fractions), desc=f"Taylor {kind}", disable=not progress, leave=False)
+    deletions = ((kind, f, pruning_masks(model, f, kind, layers)) for f in bar)
+    return _sweep(
+        model,
+        inputs,
+        targets,
+        _weight_names(model, layers),
+        deletions,
+        reduction=reduction,
+        dtype=dtype,
+    )
 
 
 def random_mask_sweep(
@@ -246,30 +267,18 @@ def random_mask_sweep(
         raise ValueError(f"fraction_range must satisfy 0 ≤ lo ≤ hi ≤ 1, got {fraction_range}")
     params = _weight_names(model, None if layers is None else list(layers))
     named = dict(model.named_parameters())
-    grad = gradient(model, inputs, targets, params=params, reduction=reduction, dtype=dtype)
-    diag = hessian_diagonal(model, inputs, targets, params=params, reduction=reduction, dtype=dtype)
-    base = _measure(model, inputs, targets, reduction, dtype)
     gen = torch.Generator().manual_seed(seed)
-    out = []
-    for _ in tqdm(range(n_masks), desc="Taylor random", disable=not progress, leave=False):
-        fraction = lo + (hi - lo) * float(torch.rand((), generator=gen))
-        masks = {n: torch.rand(named[n].shape, generator=gen) < fraction for n in params}
-        out.append(
-            estimate_pruning(
-                model,
-                inputs,
-                targets,
-                masks,
-                label="random",
-                fraction=fraction,
-                reduction=reduction,
-                dtype=dtype,
-                grad=grad,
-                diag=diag,
-                base=base,
+
+    def deletions():
+        for _ in tqdm(range(n_masks), desc="Taylor random", disable=not progress, leave=False):
+            fraction = lo + (hi - lo) * float(torch.rand((), generator=gen))
+            yield (
+                "random",
+                fraction,
+                {n: torch.rand(named[n].shape, generator=gen) < fraction for n in params},
             )
-        )
-    return out
+
+    return _sweep(model, inputs, targets, params, deletions(), reduction=reduction, dtype=dtype)
 
 
 def rank_correlations(estimates: Sequence[PruningEstimate]) -> dict[str, float]:

@@ -1,0 +1,116 @@
+"""The ``estimate`` and ``coadaptation`` commands on a real checkpoint, against independent
+recomputation (plain forward passes of the pruned weights, a torch.func Hessian)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call, hessian
+
+from td_analysis.cli import main
+from td_analysis.data import load_cifar10
+from td_analysis.training import load_checkpoint
+
+LIMIT = 400
+
+
+@pytest.fixture(scope="module")
+def checkpoint(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("cli") / "td.pt"
+    argv = [
+        "train",
+        "--reg",
+        "targeted-weight",
+        "--epochs",
+        "1",
+        "--data-dir",
+        str(data_root),
+        "--out",
+        str(path),
+        "--quiet",
+    ]
+    assert main(argv) == 0
+    return path
+
+
+def _loss(w0, b0, w1, b1, x, y):
+    return F.cross_entropy(torch.relu(x @ w0.T + b0) @ w1.T + b1, y).item()
+
+
+def test_estimate_measured_change_matches_manual_pruning(checkpoint, data_root, tmp_path, capsys):
+    out = tmp_path / "est"
+    argv = [
+        "estimate",
+        str(checkpoint),
+        "--fractions",
+        "0.5,0.75",
+        "--limit",
+        str(LIMIT),
+        "--data-dir",
+        str(data_root),
+        "--out",
+        str(out),
+        "--quiet",
+    ]
+    assert main(argv) == 0
+    assert "measured" in capsys.readouterr().out
+    rows = json.loads(out.with_suffix(".json").read_text())
+    assert [r["fraction"] for r in rows] == [0.5, 0.75]
+    assert out.with_suffix(".csv").read_text().count("\n") == 3
+
+    model = load_checkpoint(checkpoint).model.double()
+    x, y = load_cifar10(data_root, split="holdout")
+    x, y = x[:LIMIT].double(), y[:LIMIT]
+    w0, b0, w1, b1 = (p.detach() for p in model.parameters())
+    base = _loss(w0, b0, w1, b1, x, y)
+    for row in rows:
+        pruned = []
+        for w in (w0, w1):  # brute force: per row, drop |w| below the ⌊f·in⌋-th smallest
+            k = int(row["fraction"] * w.shape[1])
+            thr = w.abs().sort(dim=1).values[:, k : k + 1]
+            pruned.append(torch.where(w.abs() < thr, 0.0, w))
+        measured = _loss(pruned[0], b0, pruned[1], b1, x, y) - base
+        assert row["measured"] == pytest.approx(measured, rel=1e-9, abs=1e-12)
+
+
+def test_coadaptation_block_sums_match_torch_func(checkpoint, data_root, tmp_path, capsys):
+    out = tmp_path / "c.png"
+    argv = [
+        "coadaptation",
+        str(checkpoint),
+        "--limit",
+        str(LIMIT),
+        "--data-dir",
+        str(data_root),
+        "--out",
+        str(out),
+        "--quiet",
+    ]
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    printed = {
+        k.strip(): float(v)
+        for k, v in (line.split(":") for line in text.splitlines() if line.startswith("  "))
+    }
+    model = load_checkpoint(checkpoint).model.double()
+    x, y = load_cifar10(data_root, split="holdout")
+    x, y = x[:LIMIT].double(), y[:LIMIT]
+    w1 = model.layers[1].weight.detach()
+
+    def loss(w):
+        return F.cross_entropy(
+            functional_call(model, {"layers.1.weight": w}, (x,)), y, reduction="sum"
+        )
+
+    H = hessian(loss)(w1).reshape(100, 100)
+    theta = w1.reshape(-1)
+    C = theta[:, None] * H * theta[None, :]
+    pruned = torch.zeros(100, dtype=torch.bool)
+    pruned[theta.abs().argsort()[:75]] = True  # the 75 lowest magnitudes
+    assert printed["pruned_pruned"] == pytest.approx(C[pruned][:, pruned].sum().item(), rel=1e-5)
+    assert printed["kept_kept"] == pytest.approx(C[~pruned][:, ~pruned].sum().item(), rel=1e-5)
