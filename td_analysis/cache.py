@@ -51,6 +51,14 @@ def _update(h: Any, obj: Any) -> None:
         h.update(json.dumps(obj, default=str, sort_keys=True).encode())
 
 
+def _storable(value: Any) -> bool:
+    if isinstance(value, Tensor):
+        return True
+    return isinstance(value, dict) and all(
+        isinstance(k, str) and isinstance(v, Tensor) for k, v in value.items()
+    )
+
+
 def fingerprint(*parts: Any) -> str:
     """Hex SHA-256 of models (their state), tensors (their bytes) and JSON-able arguments."""
     h = hashlib.sha256()
@@ -81,6 +89,11 @@ def cached(
         except Exception:  # noqa: BLE001 - a corrupt entry is recomputed, not trusted
             path.unlink(missing_ok=True)
     value = compute()
+    if not _storable(value):
+        raise TypeError(
+            f"cached({name!r}): compute() returned {type(value).__name__}; only a tensor or a "
+            "dict of str → tensor can be cached"
+        )
     with atomic_open(path, "wb") as f:
         torch.save(value, f)
     return value

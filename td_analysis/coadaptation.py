@@ -32,6 +32,7 @@ __all__ = [
     "block_summary",
     "unit_index",
     "unit_dependence",
+    "pooled_unit_dependence",
     "bin_matrix",
     "pooled_coadaptation",
     "max_pool",
@@ -260,6 +261,37 @@ def unit_dependence(C: Tensor, order: MagnitudeOrder, *, ordered: bool = True) -
     onehot = torch.zeros(C.shape[0], len(units), dtype=C.dtype, device=C.device)
     onehot[torch.arange(C.shape[0]), ids.to(C.device)] = 1.0
     return onehot.T @ C @ onehot
+
+
+def pooled_unit_dependence(
+    model: nn.Module,
+    inputs: Tensor,
+    targets: Tensor,
+    order: MagnitudeOrder,
+    *,
+    reduction: str = "sum",
+    dtype: torch.dtype | None = torch.float64,
+    chunk_size: int | None = None,
+) -> Tensor:
+    """The units × units map ``D = UᵀHU`` with ``U[i, unit(i)] = θ_i``, by one HVP per unit.
+
+    Equal to :func:`unit_dependence` of the full C, without forming the Hessian: for the
+    30,840 parameters of the toy network it takes 20 HVPs instead of a 3.8 GB matrix.
+    """
+    ids, units = unit_index(order)
+    U = torch.zeros(order.size, len(units), dtype=dtype or order.theta.dtype)
+    U[torch.arange(order.size), ids] = order.theta.to(U.dtype)
+    device = next(model.parameters()).device
+    return projected_hessian(
+        model,
+        inputs,
+        targets,
+        U.to(device),
+        params=order.names,
+        reduction=reduction,
+        dtype=dtype,
+        chunk_size=chunk_size,
+    )
 
 
 def bin_matrix(order: MagnitudeOrder, bins: int, *, dtype: torch.dtype = torch.float64) -> Tensor:

@@ -390,6 +390,8 @@ def reproduce(
             model,
             xf,
             yf,
+            order.names,
+            order.order,
             settings.pooled_bins,
             settings.figure_reduction,
             cache_dir=cache_dir,

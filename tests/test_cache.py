@@ -136,6 +136,15 @@ def test_failed_compute_writes_nothing(tmp_path):
     assert entries(tmp_path) == []
 
 
+@pytest.mark.parametrize("value", [[torch.ones(2)], {"a": 1.0}, {1: torch.ones(2)}, 3.0])
+def test_unstorable_value_is_refused(tmp_path, value):
+    """A value the weights-only loader could not read back is refused, not silently recomputed."""
+    model, x, _ = make()
+    with pytest.raises(TypeError, match="only a tensor or a dict"):
+        cached("u", lambda: value, model, x, cache_dir=tmp_path)
+    assert entries(tmp_path) == []
+
+
 def test_default_cache_dir_from_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("TD_ANALYSIS_CACHE", str(tmp_path / "explicit"))
     assert default_cache_dir() == tmp_path / "explicit"

@@ -25,6 +25,7 @@ from td_analysis.coadaptation import (
     max_pool,
     ordered_coadaptation,
     pooled_coadaptation,
+    pooled_unit_dependence,
     pruned_set,
     top_pairs,
     unit_dependence,
@@ -442,6 +443,10 @@ def test_unit_dependence_matches_brute_force(params):
     torch.testing.assert_close(D_ordered, ref, rtol=1e-10, atol=1e-12)
     if params is None:
         assert len(units) == 4 + 3 + 3
+    for reduction in ("sum", "mean"):
+        scale = 1.0 if reduction == "sum" else 1.0 / len(y)
+        D_hvp = pooled_unit_dependence(model, x, y, order, reduction=reduction, chunk_size=5)
+        torch.testing.assert_close(D_hvp, scale * ref, rtol=1e-8, atol=1e-10)
 
 
 # ----------------------------------------------------------------------------- pooling

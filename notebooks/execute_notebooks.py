@@ -1,0 +1,72 @@
+"""Execute the notebooks in place and strip widget state, as committed (outputs of a full run).
+
+    python notebooks/execute_notebooks.py            # all three, full setting, in order
+    python notebooks/execute_notebooks.py --quick 02_pruning_error_estimates.ipynb
+
+Notebook 1 trains the networks that notebooks 2 and 3 load, so run them in order. The kernel
+starts in this folder; the runs, cache and data folders come from the usual environment
+variables (TD_ANALYSIS_RUNS, TD_ANALYSIS_CACHE, TD_ANALYSIS_DATA), see each parameters cell.
+Widget state is not stored and the outputs of cells tagged ``ui`` (the ipywidgets controls,
+which need a live kernel) are cleared, so the files stay small and render statically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+
+HERE = Path(__file__).resolve().parent
+NOTEBOOKS = sorted(p.name for p in HERE.glob("[0-9][0-9]_*.ipynb"))
+
+
+def strip(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """Drop widget state, timing metadata and the outputs of ``ui`` cells."""
+    nb.metadata.pop("widgets", None)
+    for cell in nb.cells:
+        cell.metadata.pop("execution", None)
+        if cell.cell_type == "code" and "ui" in cell.metadata.get("tags", []):
+            cell.outputs = []
+    return nb
+
+
+def execute(path: Path, *, quick: bool = False, timeout: int = 3600) -> float:
+    """Run ``path`` top to bottom in place; returns the seconds it took."""
+    nb = nbformat.read(path, as_version=4)
+    env = {**os.environ, "TD_ANALYSIS_QUICK": "1" if quick else "0"}
+    client = NotebookClient(
+        nb,
+        timeout=timeout,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(path.parent)}},
+        record_timing=False,
+    )
+    # widget state is recorded while running (nbclient's output-widget hook needs it), then
+    # dropped by strip()
+    t0 = time.perf_counter()
+    client.execute(env=env)
+    seconds = time.perf_counter() - t0
+    nbformat.write(strip(nb), path)
+    return seconds
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("notebooks", nargs="*", default=NOTEBOOKS, help="default: all, in order")
+    parser.add_argument("--quick", action="store_true", help="the small setting (as the tests)")
+    args = parser.parse_args(argv)
+    for name in args.notebooks:
+        path = HERE / Path(name).name
+        seconds = execute(path, quick=args.quick)
+        size = path.stat().st_size / 1e6
+        print(f"{path.name}: {seconds:.0f} s, {size:.2f} MB", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
