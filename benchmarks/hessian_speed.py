@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from torch.func import functional_call, jacfwd, jacrev
 
 from td_analysis import curvature
+from td_analysis.curvature import dense as dense_mod
 from td_analysis.models import DenseNet, flatten_params
 
 D, HIDDEN, K = 3072, 10, 10
@@ -67,8 +68,22 @@ def rss_now_bytes() -> int:
 
 
 def dense_flops(n: int) -> float:
-    """2 · N · D² · H(H+1)/2: the first-layer weight block (dominant), upper triangle."""
+    """2 · N · D² · H(H+1)/2: the first-layer weight block (dominant), upper unit blocks.
+
+    The nominal cost of the issue's formula; "effective" GFLOP/s divide it by the time.
+    """
     return 2.0 * n * D * D * HIDDEN * (HIDDEN + 1) / 2
+
+
+def executed_flops(n: int) -> float:
+    """Flops the dense path really executes for the first-layer block (the dominant GEMMs).
+
+    Each of the H(H+1)/2 upper unit blocks is symmetric, so only its upper triangle is computed,
+    in row tiles of ``_DIAG_TILE``: Σ_tiles rows·(D − first row) columns, N deep.
+    """
+    tile = dense_mod._DIAG_TILE
+    per_block = sum(min(tile, D - t0) * (D - t0) for t0 in range(0, D, tile))
+    return 2.0 * n * per_block * HIDDEN * (HIDDEN + 1) / 2
 
 
 def gemm_rate(n: int, repeats: int = 3) -> float:
@@ -325,20 +340,27 @@ def report(rows, proj, proj_diff, args, command, source, train_note, load_start,
         'Full Hessian (P × P, 3.80 GB in float32). *dense*: `hessian(method="dense")`, real '
         "full matrix; *cold* includes allocating and first-touching the 3.8 GB output, *warm* "
         "reuses it via `out=`. Peers are timed on the first "
-        f"{args.block} columns and **extrapolated linearly** to all P columns. GFLOP/s uses "
-        "2·N·D²·H(H+1)/2 flops (first-layer block, upper triangle); GEMM = best float32 rate of "
-        "a 3072×N @ N×30720 matmul measured in the same child process. Peak RSS is the child "
-        "process's `ru_maxrss` (Python + torch + data + Hessian).",
+        f"{args.block} columns and **extrapolated linearly** to all P columns. *Effective* "
+        "GFLOP/s = the nominal 2·N·D²·H(H+1)/2 flops of the first-layer block (its upper unit "
+        "blocks, the issue's cost model) / time. The dense path computes only the upper "
+        "triangle of each of those symmetric unit blocks, in row tiles of "
+        f"{dense_mod._DIAG_TILE}: {executed_flops(1) / dense_flops(1):.1%} of the nominal flops; "
+        "*% of GEMM* = executed flops / time / GEMM rate, the efficiency of the implementation. "
+        "GEMM = best float32 rate of a 3072×N @ N×30720 matmul measured in the same child "
+        "process. Peak RSS is the child process's `ru_maxrss` (Python + torch + data + "
+        "Hessian).",
         "",
-        "| N | dense cold (s) | dense warm (s) | first touch of 3.8 GB (s) | GFLOP/s cold / warm | "
-        "GEMM GFLOP/s | % of GEMM cold / warm | torch.func (s, extrap.) | speed-up | "
-        "curvlinops (s, extrap.) | speed-up | peak RSS (GB) | / matrix | rel. diff vs peers |",
+        "| N | dense cold (s) | dense warm (s) | first touch of 3.8 GB (s) | effective GFLOP/s "
+        "cold / warm | GEMM GFLOP/s | % of GEMM cold / warm (executed) | "
+        "torch.func (s, extrap.) | speed-up | curvlinops (s, extrap.) | speed-up | "
+        "peak RSS (GB) | / matrix | rel. diff vs peers |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
-        fl = dense_flops(r["n"])
+        fl, ex = dense_flops(r["n"]), executed_flops(r["n"])
         cold_rate, warm_rate = fl / r["cold_s"] / 1e9, fl / r["warm_s"] / 1e9
         gemm = r["gemm_gflops"]
+        cold_ex, warm_ex = (ex / r[k] / 1e9 / gemm for k in ("cold_s", "warm_s"))
         cells = [
             f"{r['n']:,}",
             f"{r['cold_s']:.2f}",
@@ -346,7 +368,7 @@ def report(rows, proj, proj_diff, args, command, source, train_note, load_start,
             f"{r['touch_s']:.2f}",
             f"{cold_rate:.0f} / {warm_rate:.0f}",
             f"{gemm:.0f}",
-            f"{100 * cold_rate / gemm:.0f}% / {100 * warm_rate / gemm:.0f}%",
+            f"{cold_ex:.0%} / {warm_ex:.0%}",
         ]
         diffs = []
         for name in ("torch.func", "curvlinops"):
@@ -389,7 +411,7 @@ def goals(rows: list[dict], n_goal: int = 1000) -> list[str]:
     if not rows:
         return []
     r = min(rows, key=lambda row: abs(row["n"] - n_goal))
-    fl = dense_flops(r["n"])
+    fl = executed_flops(r["n"])
     verdict = {True: "met", False: "not met"}
     out = [f"Goals at N = {r['n']:,} (cold / warm):"]
     for name in ("torch.func", "curvlinops"):
@@ -401,7 +423,8 @@ def goals(rows: list[dict], n_goal: int = 1000) -> list[str]:
             )
     c, w = (fl / r[k] / 1e9 / r["gemm_gflops"] for k in ("cold_s", "warm_s"))
     out.append(
-        f"- ≥ 70% of the GEMM rate: {c:.0%} / {w:.0%} ({verdict[c >= 0.7]} / {verdict[w >= 0.7]})"
+        f"- ≥ 70% of the GEMM rate (executed flops): {c:.0%} / {w:.0%} "
+        f"({verdict[c >= 0.7]} / {verdict[w >= 0.7]})"
     )
     ratio = r["peak_rss"] / r["matrix_bytes"]
     out.append(f"- peak RSS ≤ 1.3 × matrix: {ratio:.2f}× ({verdict[ratio <= 1.3]})")

@@ -191,8 +191,39 @@ class _Dense:
                         self._block(H, q, ga, gb, xa_t, gbuf, first=ci == 0)
                         bar.update(ga.rows)
             bar.close()
-            mirror_upper_to_lower(H)
+            self.mirror(H)
         return H
+
+    def mirror(self, H: Tensor) -> None:
+        """Fill the lower triangle of H from the upper one, parameter group by group.
+
+        In a weight group computed unit block by unit block (:func:`_unit_symmetric`), each
+        upper unit block (r, r'), r ≤ r', is first completed from its own upper triangle, then
+        copied as it is (no transpose: it is symmetric) onto block (r', r).  Everything else
+        is a transposed copy.  The result is exactly symmetric.
+        """
+        rs, cs = H.stride()
+        for ia, ga in enumerate(self.groups):
+            a0, a1 = ga.offset, ga.offset + ga.numel
+            if _unit_symmetric(ga):
+                S, R, step = ga.cols, ga.rows, ga.cols * (rs + cs)
+                base = H.storage_offset() + a0 * (rs + cs)
+                for r in range(R):
+                    for r2 in range(r, R):
+                        mirror_upper_to_lower(
+                            H[a0 + r * S : a0 + (r + 1) * S, a0 + r2 * S : a0 + (r2 + 1) * S]
+                        )
+                for k in range(1, R):  # unit blocks (r + k, r) ← (r, r + k), all r at once
+                    src = _tiles(H, base + k * S * cs, ((R - k, step),), S)
+                    dst = _tiles(H, base + k * S * rs, ((R - k, step),), S)
+                    dst.copy_(src)
+            else:
+                mirror_upper_to_lower(H[a0:a1, a0:a1])
+            for gb in self.groups[ia + 1 :]:
+                b0, b1 = gb.offset, gb.offset + gb.numel
+                for t0 in range(a0, a1, _MIRROR_TILE):  # row strips keep the copy cache-sized
+                    t1 = min(a1, t0 + _MIRROR_TILE)
+                    H[b0:b1, t0:t1].copy_(H[t0:t1, b0:b1].mT)
 
     def _block(
         self, H: Tensor, q: dict, ga: _Group, gb: _Group, xa_t: Tensor, gbuf: Tensor, first: bool
@@ -217,16 +248,24 @@ class _Dense:
             col0 = gb.offset + r0 * gb.cols
             # Within a diagonal block only its upper triangle is needed: split its rows into
             # tiles and start each tile's columns at the diagonal (saves ~half of that block).
+            if same and _unit_symmetric(ga):
+                # Every unit block (r, r') = Σₙ M[n,r,r'] ξₙξₙᵀ of a weight group is itself
+                # symmetric: compute the upper triangle of each, tile by tile (half the work).
+                S = ga.cols
+                G3 = G.view(n, ga.rows - r0, S)
+                for t0 in range(0, S, _DIAG_TILE):
+                    t1 = min(S, t0 + _DIAG_TILE)
+                    a = xa_t[t0:t1]
+                    for u in range(ga.rows - r0):
+                        c = col0 + u * S
+                        _mm_into(H[row0 + t0 : row0 + t1, c + t0 : c + S], a, G3[:, u, t0:], first)
+                continue
             tile = _DIAG_TILE if same and ga.cols >= 2 * _DIAG_TILE else ga.cols
             for t0 in range(0, ga.cols, tile):
                 t1 = min(ga.cols, t0 + tile)
                 c0 = t0 if same else 0
                 target = H[row0 + t0 : row0 + t1, col0 + c0 : gb.offset + gb.numel]
-                a, b = xa_t[t0:t1], G[:, c0:]
-                if first:
-                    torch.mm(a, b, out=target)
-                else:
-                    target.addmm_(a, b)
+                _mm_into(target, xa_t[t0:t1], G[:, c0:], first)
 
     # ----------------------------------------------------------------------------- diagonal
     def diagonal(self, chunk_size: int | None) -> Tensor:
@@ -332,6 +371,23 @@ class _Dense:
             gb = groups.get((i, False))
             if gb is not None:
                 out[gb.offset : gb.offset + gb.numel] += edot.sum(0)
+
+
+def _unit_symmetric(group: _Group) -> bool:
+    """Whether a group's diagonal block is computed as upper triangles of its unit blocks.
+
+    Worth it for wide weight groups (the 3,072 inputs of the toy network's first layer): it
+    halves the multiply-adds of that block, N·D²·H(H+1)/4 instead of N·D²·H(H+1)/2.
+    """
+    return group.is_weight and group.cols >= 2 * _DIAG_TILE
+
+
+def _mm_into(target: Tensor, a: Tensor, b: Tensor, first: bool) -> None:
+    """``target = a @ b`` on the first chunk of examples, ``target += a @ b`` after it."""
+    if first:
+        torch.mm(a, b, out=target)
+    else:
+        target.addmm_(a, b)
 
 
 def dense_support(problem: Problem, *, check_examples: int = 32) -> _Dense | str:
