@@ -279,8 +279,30 @@ def pooled_unit_dependence(
     30,840 parameters of the toy network it takes 20 HVPs instead of a 3.8 GB matrix.
     """
     ids, units = unit_index(order)
-    U = torch.zeros(order.size, len(units), dtype=dtype or order.theta.dtype)
-    U[torch.arange(order.size), ids] = order.theta.to(U.dtype)
+    U = _scaled_indicators(order, ids, len(units), dtype or torch.float32)
+    return _project(model, inputs, targets, order, U, reduction, dtype, chunk_size)
+
+
+def _scaled_indicators(
+    order: MagnitudeOrder, group: Tensor, count: int, dtype: torch.dtype
+) -> Tensor:
+    """``U`` (P × count) with ``U[i, group[i]] = θ_i``: ``(UᵀHU)[a, b] = Σ_{i∈a, j∈b} C_ij``."""
+    U = torch.zeros(order.size, count, dtype=dtype)
+    U[torch.arange(order.size), group.cpu()] = order.theta.detach().cpu().to(dtype)
+    return U
+
+
+def _project(
+    model: nn.Module,
+    inputs: Tensor,
+    targets: Tensor,
+    order: MagnitudeOrder,
+    U: Tensor,
+    reduction: str,
+    dtype: torch.dtype | None,
+    chunk_size: int | None,
+) -> Tensor:
+    """``UᵀHU`` over the selection of ``order`` through the curvature engine (one HVP a column)."""
     device = next(model.parameters()).device
     return projected_hessian(
         model,
@@ -303,10 +325,7 @@ def bin_matrix(order: MagnitudeOrder, bins: int, *, dtype: torch.dtype = torch.f
     p = order.size
     if not 1 <= bins <= p:
         raise ValueError(f"bins must be between 1 and the {p} selected parameters, got {bins}")
-    which = (order.rank.cpu() * bins) // p
-    U = torch.zeros(p, bins, dtype=dtype)
-    U[torch.arange(p), which] = order.theta.detach().cpu().to(dtype)
-    return U
+    return _scaled_indicators(order, (order.rank.cpu() * bins) // p, bins, dtype)
 
 
 def pooled_coadaptation(
@@ -325,17 +344,7 @@ def pooled_coadaptation(
     The selection in ``order`` must be given to the curvature engine as the parameter subset.
     """
     U = bin_matrix(order, bins, dtype=dtype or torch.float32)
-    device = next(model.parameters()).device
-    return projected_hessian(
-        model,
-        inputs,
-        targets,
-        U.to(device),
-        params=order.names,
-        reduction=reduction,
-        dtype=dtype,
-        chunk_size=chunk_size,
-    )
+    return _project(model, inputs, targets, order, U, reduction, dtype, chunk_size)
 
 
 def max_pool(C: Tensor, bins: int) -> Tensor:

@@ -16,14 +16,7 @@ import torch
 
 from td_analysis.cli import main
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny matmuls are many times slower with 2 intra-op threads on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _run(argv: list[str]) -> int:

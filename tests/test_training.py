@@ -31,13 +31,7 @@ from td_analysis.training import (
 TD = RegulariserConfig("targeted-weight", gamma=0.75, alpha=0.5)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny matmuls are many times slower with 2 intra-op threads on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _synthetic(n: int = 240, d: int = 20, classes: int = 3, seed: int = 0):
