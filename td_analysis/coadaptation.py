@@ -33,6 +33,7 @@ __all__ = [
     "unit_index",
     "unit_dependence",
     "pooled_unit_dependence",
+    "coadaptation_entries",
     "bin_matrix",
     "pooled_coadaptation",
     "max_pool",
@@ -280,6 +281,38 @@ def pooled_unit_dependence(
     """
     ids, units = unit_index(order)
     U = _scaled_indicators(order, ids, len(units), dtype or torch.float32)
+    return _project(model, inputs, targets, order, U, reduction, dtype, chunk_size)
+
+
+def coadaptation_entries(
+    model: nn.Module,
+    inputs: Tensor,
+    targets: Tensor,
+    order: MagnitudeOrder,
+    positions: Tensor | Iterable[int],
+    *,
+    reduction: str = "sum",
+    dtype: torch.dtype | None = torch.float64,
+    chunk_size: int | None = None,
+) -> Tensor:
+    """Exact entries ``C_ab = θ_a H_ab θ_b`` between the parameters at ``positions`` (k × k).
+
+    ``UᵀHU`` with ``U[order[p_a], a] = θ_{order[p_a]}``: k HVPs, no full Hessian, e.g. a sample
+    of the 30,720 first-layer weights of the toy network, whose full C would need 7.5 GB.
+    Rows and columns follow ``positions``.
+    """
+    positions = torch.as_tensor(list(positions) if not isinstance(positions, Tensor) else positions)
+    positions = positions.long().cpu()
+    if positions.ndim != 1 or not len(positions):
+        raise ValueError("positions must be a non-empty 1-D sequence of positions in the order")
+    if int(positions.min()) < 0 or int(positions.max()) >= order.size:
+        raise ValueError(f"positions must lie in [0, {order.size}), the ordered selection")
+    k = len(positions)
+    if len(torch.unique(positions)) != k:
+        raise ValueError("positions must be distinct")
+    group = torch.full((order.size,), k, dtype=torch.long)  # column k: parameters not chosen
+    group[order.order.cpu()[positions]] = torch.arange(k)
+    U = _scaled_indicators(order, group, k + 1, dtype or torch.float32)[:, :k].contiguous()
     return _project(model, inputs, targets, order, U, reduction, dtype, chunk_size)
 
 

@@ -19,6 +19,7 @@ from td_analysis.coadaptation import (
     BlockSummary,
     bin_matrix,
     block_summary,
+    coadaptation_entries,
     coadaptation_matrix,
     lowest_magnitude_set,
     magnitude_order,
@@ -581,3 +582,24 @@ def test_top_pairs_are_largest_entries_of_row(position, k):
         assert (g["name"], g["index"]) == positions[perm[j]]
     mags = [abs(g["value"]) for g in got]
     assert mags == sorted(mags, reverse=True)
+
+
+@pytest.mark.parametrize("params", ["weights", None, ["layers.0.weight"]])
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+def test_coadaptation_entries_match_the_full_matrix(params, reduction):
+    model, x, y = make_case(12, hidden=(4, 3))
+    order = magnitude_order(model, params)
+    H = ref_hessian(model, x, y, order.names, reduction=reduction)
+    Co = ordered_coadaptation(order, H)
+    positions = [order.size - 1, 0, 5, 2, order.size // 2]  # any order, any places
+    got = coadaptation_entries(model, x, y, order, positions, reduction=reduction, chunk_size=5)
+    p = torch.tensor(positions)
+    torch.testing.assert_close(got, Co[p][:, p], rtol=1e-8, atol=1e-10)
+
+
+def test_coadaptation_entries_bad_positions():
+    model, x, y = make_case(12)
+    order = magnitude_order(model, "layers.1.weight")
+    for bad in ([], [0, 0], [order.size], [-1]):
+        with pytest.raises(ValueError, match="positions"):
+            coadaptation_entries(model, x, y, order, bad)
