@@ -13,6 +13,9 @@ from td_analysis.io import atomic_write_json, atomic_write_text
 
 __all__ = ["main", "build_parser"]
 
+EXACT_LIMIT = 4096  # `coadaptation` pools larger parameter sets unless --bins says otherwise
+POOLED_BINS = 256
+
 DATA_HELP = (
     "folder holding cifar-10-batches-py (or the official cifar-10-python.tar.gz); default: "
     "$TD_ANALYSIS_DATA, else ~/.cache/td_analysis"
@@ -247,29 +250,49 @@ def _cmd_coadaptation(args: argparse.Namespace) -> int:
         block_summary,
         magnitude_order,
         ordered_coadaptation,
+        pooled_block_summary,
+        pooled_coadaptation,
         pruned_set,
     )
     from td_analysis.curvature import hessian
 
     ckpt, x, y = _load_for_analysis(args)
-    order = magnitude_order(ckpt.model, args.params)
-    H = hessian(
-        ckpt.model,
-        x,
-        y,
-        params=order.names,
-        reduction=args.reduction,
-        dtype=torch.float64,
-        progress=not args.quiet,
-    )
-    C = ordered_coadaptation(order, H)
-    summary = block_summary(C, pruned_set(ckpt.model, order, args.gamma, "lowest")[order.order])
-    print(
-        f"θᵀ⊙H⊙θ over {', '.join(order.names)} ({order.size} parameters), H of the "
-        f"{args.reduction} cross-entropy over {len(y)} {args.split} images"
-    )
+    params = args.params if args.params == "weights" else args.params.split(",")
+    order = magnitude_order(ckpt.model, params)
+    bins = args.bins
+    if bins is None and order.size > EXACT_LIMIT:
+        bins = POOLED_BINS
+        print(
+            f"{order.size:,} parameters: more than {EXACT_LIMIT:,}, so C is pooled into "
+            f"{bins} × {bins} block sums (--bins) instead of the full {order.size:,}² matrix"
+        )
+    if bins is not None and not 1 <= bins <= order.size:
+        raise ValueError(f"--bins must be between 1 and the {order.size} selected parameters")
+    pruned = pruned_set(ckpt.model, order, args.gamma, "lowest")
+    if bins is None:
+        H = hessian(
+            ckpt.model,
+            x,
+            y,
+            params=order.names,
+            reduction=args.reduction,
+            dtype=torch.float64,
+            progress=not args.quiet,
+        )
+        C = ordered_coadaptation(order, H)
+        summary = block_summary(C, pruned[order.order])
+        what = f"θᵀ⊙H⊙θ over {', '.join(order.names)} ({order.size} parameters)"
+    else:
+        C = pooled_coadaptation(ckpt.model, x, y, order, bins, reduction=args.reduction)
+        summary = pooled_block_summary(ckpt.model, x, y, order, pruned, reduction=args.reduction)
+        what = (
+            f"θᵀ⊙H⊙θ over {', '.join(order.names)} ({order.size:,} parameters) in "
+            f"{bins} × {bins} block sums by decreasing |θ|"
+        )
+    print(f"{what}, H of the {args.reduction} cross-entropy over {len(y)} {args.split} images")
     for key, value in summary.as_dict().items():
-        print(f"  {key:>26}: {value:.6g}")
+        if value == value:  # the |C| shares are NaN (unknown) for pooled views
+            print(f"  {key:>26}: {value:.6g}")
     fig = plotting.plot_coadaptation(
         C, vmax=args.vmax, gamma=args.gamma, title=f"{ckpt.config.regulariser.label}"
     )
@@ -406,14 +429,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="plot θᵀ⊙H⊙θ of a checkpoint, ordered by |θ|",
         description="Exact Hessian (float64) over a parameter set, the "
         "coadaptation matrix ordered by decreasing magnitude, its block sums "
-        "for the lowest-|θ| fraction γ, and a heatmap (PNG).",
+        "for the lowest-|θ| fraction γ, and a heatmap (PNG). Large sets (e.g. "
+        "--params weights, 30,820 weights) are pooled into B × B block sums.",
     )
     _add_analysis_options(p)
     p.add_argument(
         "--params",
         default="layers.1.weight",
-        help="parameter name, or 'weights' for all weight matrices (must fit in "
-        "memory: P² floats) (default: layers.1.weight)",
+        help="parameter name (comma-separated for several), or 'weights' for all weight "
+        "matrices (default: layers.1.weight)",
+    )
+    p.add_argument(
+        "--bins",
+        type=int,
+        default=None,
+        help="pool C into B × B block sums of the |θ| ordering through B Hessian-vector "
+        f"products, without the full Hessian (default: exact C up to {EXACT_LIMIT:,} "
+        f"parameters, else {POOLED_BINS} bins)",
     )
     p.add_argument(
         "--reduction",

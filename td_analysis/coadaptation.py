@@ -30,6 +30,7 @@ __all__ = [
     "pruned_set",
     "BlockSummary",
     "block_summary",
+    "pooled_block_summary",
     "unit_index",
     "unit_dependence",
     "pooled_unit_dependence",
@@ -230,6 +231,43 @@ def block_summary(C: Tensor, pruned: Tensor) -> BlockSummary:
         abs_share_pruned_pruned=share(app),
         n_kept=int((pruned == 0).sum()),
         n_pruned=int(pruned.sum()),
+    )
+
+
+def pooled_block_summary(
+    model: nn.Module,
+    inputs: Tensor,
+    targets: Tensor,
+    order: MagnitudeOrder,
+    pruned: Tensor,
+    *,
+    reduction: str = "sum",
+    dtype: torch.dtype | None = torch.float64,
+    chunk_size: int | None = None,
+) -> BlockSummary:
+    """The signed block sums of :func:`block_summary` without the full Hessian (2 HVPs).
+
+    ``UᵀHU`` with ``U = [θ ⊙ kept, θ ⊙ pruned]`` (``pruned`` in flat order, as from
+    :func:`pruned_set`).  The shares of ``Σ|C|`` need every entry, so they are NaN here.
+    """
+    pruned = torch.as_tensor(pruned).cpu()
+    if pruned.shape != (order.size,):
+        raise ValueError(
+            f"pruned must be a boolean vector over the {order.size} selected parameters, "
+            f"got shape {tuple(pruned.shape)}"
+        )
+    U = _scaled_indicators(order, pruned.long(), 2, dtype or torch.float32)
+    S = _project(model, inputs, targets, order, U, reduction, dtype, chunk_size)
+    nan = float("nan")
+    return BlockSummary(
+        kept_kept=float(S[0, 0]),
+        kept_pruned=float(S[0, 1] + S[1, 0]),
+        pruned_pruned=float(S[1, 1]),
+        abs_share_kept_kept=nan,
+        abs_share_kept_pruned=nan,
+        abs_share_pruned_pruned=nan,
+        n_kept=int((~pruned.bool()).sum()),
+        n_pruned=int(pruned.bool().sum()),
     )
 
 

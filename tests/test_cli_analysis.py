@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.func import functional_call, hessian
+from torch.func import functional_call, grad, hessian, jvp
 
 from td_analysis.cli import main
 from td_analysis.data import load_cifar10
@@ -114,3 +114,58 @@ def test_coadaptation_block_sums_match_torch_func(checkpoint, data_root, tmp_pat
     pruned[theta.abs().argsort()[:75]] = True  # the 75 lowest magnitudes
     assert printed["pruned_pruned"] == pytest.approx(C[pruned][:, pruned].sum().item(), rel=1e-5)
     assert printed["kept_kept"] == pytest.approx(C[~pruned][:, ~pruned].sum().item(), rel=1e-5)
+
+
+def _printed(text: str) -> dict[str, float]:
+    return {
+        k.strip(): float(v)
+        for k, v in (line.split(":") for line in text.splitlines() if line.startswith("  "))
+    }
+
+
+def test_coadaptation_of_all_weights_is_pooled(checkpoint, data_root, tmp_path, capsys):
+    """30,820 weights: pooled block sums by HVPs; signed sums equal dᵀHd from torch.func."""
+    out = tmp_path / "all.png"
+    argv = ["coadaptation", str(checkpoint), "--params", "weights", "--limit", str(LIMIT)]
+    argv += ["--data-dir", str(data_root), "--out", str(out), "--quiet"]
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert "pooled into 256 × 256 block sums" in text
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    printed = _printed(text)
+    assert "abs_share_pruned_pruned" not in printed  # unknown without every entry
+
+    model = load_checkpoint(checkpoint).model.double()
+    x, y = load_cifar10(data_root, split="holdout")
+    x, y = x[:LIMIT].double(), y[:LIMIT]
+    params = {n: p.detach() for n, p in model.named_parameters()}
+    names = ["layers.0.weight", "layers.1.weight"]
+    theta = torch.cat([params[n].reshape(-1) for n in names])
+    pruned = torch.zeros(theta.numel(), dtype=torch.bool)
+    pruned[theta.abs().argsort()[: int(0.75 * theta.numel())]] = True
+
+    def loss(flat):
+        w0, w1 = flat[:30720].reshape(10, 3072), flat[30720:].reshape(10, 10)
+        new = {**params, "layers.0.weight": w0, "layers.1.weight": w1}
+        return F.cross_entropy(functional_call(model, new, (x,)), y, reduction="sum")
+
+    def quad(u, v):  # uᵀ H v by forward-over-reverse
+        return float(u @ jvp(grad(loss), (theta,), (v,))[1])
+
+    d, k = theta * pruned, theta * ~pruned
+    assert printed["pruned_pruned"] == pytest.approx(quad(d, d), rel=1e-5)
+    assert printed["kept_kept"] == pytest.approx(quad(k, k), rel=1e-5)
+    assert printed["kept_pruned"] == pytest.approx(2 * quad(k, d), rel=1e-5, abs=1e-6)
+    assert printed["n_pruned"] == int(pruned.sum())
+
+
+def test_coadaptation_bins_agree_with_the_exact_matrix(checkpoint, data_root, tmp_path, capsys):
+    common = [str(checkpoint), "--limit", str(LIMIT), "--data-dir", str(data_root), "--quiet"]
+    assert main(["coadaptation", *common, "--out", str(tmp_path / "e.png")]) == 0
+    exact = _printed(capsys.readouterr().out)
+    assert main(["coadaptation", *common, "--bins", "10", "--out", str(tmp_path / "p.png")]) == 0
+    pooled = _printed(capsys.readouterr().out)
+    for key in ("kept_kept", "kept_pruned", "pruned_pruned", "n_pruned"):
+        assert pooled[key] == pytest.approx(exact[key], rel=1e-5, abs=1e-9)  # 6 digits printed
+    assert main(["coadaptation", *common, "--bins", "101"]) == 2
+    assert "--bins must be between 1 and the 100" in capsys.readouterr().err

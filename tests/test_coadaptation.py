@@ -25,6 +25,7 @@ from td_analysis.coadaptation import (
     magnitude_order,
     max_pool,
     ordered_coadaptation,
+    pooled_block_summary,
     pooled_coadaptation,
     pooled_unit_dependence,
     pruned_set,
@@ -603,3 +604,20 @@ def test_coadaptation_entries_bad_positions():
     for bad in ([], [0, 0], [order.size], [-1]):
         with pytest.raises(ValueError, match="positions"):
             coadaptation_entries(model, x, y, order, bad)
+
+
+@pytest.mark.parametrize("kind", ["lowest", "weight", "unit"])
+def test_pooled_block_summary_matches_the_full_matrix(kind):
+    model, x, y = make_case(13, hidden=(4, 3))
+    order = magnitude_order(model, "weights")
+    H = ref_hessian(model, x, y, order.names)
+    C = coadaptation_matrix(flat_theta(model, order.names), H)  # flat order
+    pruned = pruned_set(model, order, 0.5, kind)
+    ref = block_summary(C, pruned)
+    got = pooled_block_summary(model, x, y, order, pruned, chunk_size=5)
+    for key in ("kept_kept", "kept_pruned", "pruned_pruned"):
+        assert getattr(got, key) == pytest.approx(getattr(ref, key), rel=1e-8, abs=1e-10)
+    assert (got.n_kept, got.n_pruned) == (ref.n_kept, ref.n_pruned)
+    assert math.isnan(got.abs_share_pruned_pruned)
+    with pytest.raises(ValueError, match="boolean vector"):
+        pooled_block_summary(model, x, y, order, pruned[1:])
