@@ -293,9 +293,13 @@ def _cmd_coadaptation(args: argparse.Namespace) -> int:
     for key, value in summary.as_dict().items():
         if value == value:  # the |C| shares are NaN (unknown) for pooled views
             print(f"  {key:>26}: {value:.6g}")
-    fig = plotting.plot_coadaptation(
-        C, vmax=args.vmax, gamma=args.gamma, title=f"{ckpt.config.regulariser.label}"
-    )
+    title, vmax = ckpt.config.regulariser.label, args.vmax
+    if bins is not None:
+        title += f": {bins} × {bins} block sums"
+        if vmax is None:  # the few bins of large weights would wash out the rest
+            vmax = plotting.symmetric_limit(C, quantile=0.99)
+            title += ", colours clipped at the 99th percentile"
+    fig = plotting.plot_coadaptation(C, vmax=vmax, gamma=args.gamma, title=title)
     out = args.out or Path(f"{Path(args.checkpoint).with_suffix('')}-coadaptation.png")
     for path in plotting.save_figure(fig, out, formats=("png",)):
         print(f"wrote {path}")
