@@ -562,7 +562,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "--cache-dir",
         type=Path,
         default=None,
-        help="cache of Hessians (default: $TD_ANALYSIS_CACHE or ~/.cache/td_analysis)",
+        help="cache of Hessians (default: $TD_ANALYSIS_CACHE, else ~/.cache/td_analysis/results)",
     )
     p.add_argument("--data-dir", type=Path, default=None, help=DATA_HELP)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
