@@ -321,6 +321,7 @@ def _add_analysis_options(p: argparse.ArgumentParser) -> None:
 
 # ----------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
+    """The ``td-analysis`` argument parser with one sub-command per job."""
     parser = argparse.ArgumentParser(
         prog="td-analysis",
         description=(
@@ -474,6 +475,7 @@ def _add_analysis_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``td-analysis`` with ``argv``; returns the exit status (2 for bad input)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -58,14 +58,17 @@ class MagnitudeOrder:
 
     @property
     def names(self) -> list[str]:
+        """Names of the selected parameters, in ``named_parameters()`` order."""
         return [s.name for s in self.specs]
 
     @property
     def size(self) -> int:
+        """P, the number of selected scalar parameters."""
         return int(self.theta.numel())
 
     @property
     def ordered_theta(self) -> Tensor:
+        """θ by decreasing magnitude: ``theta[order]``."""
         return self.theta[self.order]
 
     @property
@@ -191,6 +194,7 @@ class BlockSummary:
 
     @property
     def total(self) -> float:
+        """Σ C over the whole matrix, ``θᵀHθ``."""
         return self.kept_kept + self.kept_pruned + self.pruned_pruned
 
     @property
@@ -199,6 +203,7 @@ class BlockSummary:
         return 0.5 * self.pruned_pruned
 
     def as_dict(self) -> dict:
+        """The fields plus ``total`` and ``second_order_estimate``."""
         d = {k: getattr(self, k) for k in self.__dataclass_fields__}
         d["total"] = self.total
         d["second_order_estimate"] = self.second_order_estimate

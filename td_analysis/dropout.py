@@ -148,6 +148,7 @@ class RegulariserConfig:
             self.layers = [int(i) for i in self.layers]
 
     def to_dict(self) -> dict:
+        """A JSON-able dict of the fields."""
         return asdict(self)
 
     @property

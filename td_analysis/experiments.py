@@ -102,6 +102,7 @@ class ReproduceSettings:
         return cls(**defaults)
 
     def to_dict(self) -> dict:
+        """A JSON-able dict of the settings."""
         d = asdict(self)
         d["base"] = self.base.to_dict()
         return d

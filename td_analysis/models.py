@@ -70,6 +70,7 @@ class DenseNet(nn.Module):
         }
 
     def forward(self, x: Tensor) -> Tensor:
+        """Logits of ``x`` (N × in_features, or images flattened to it)."""
         x = x.flatten(1)
         for layer in self.layers[:-1]:
             x = torch.relu(layer(x))
@@ -95,6 +96,7 @@ class ParamSpec:
 
     @property
     def numel(self) -> int:
+        """Number of scalars in the parameter."""
         n = 1
         for s in self.shape:
             n *= s
@@ -102,6 +104,7 @@ class ParamSpec:
 
     @property
     def slice(self) -> slice:
+        """Where the parameter sits in the flat vector θ."""
         return slice(self.offset, self.offset + self.numel)
 
 

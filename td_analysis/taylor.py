@@ -71,6 +71,7 @@ class PruningEstimate:
         return abs(self.estimate)
 
     def as_dict(self) -> dict:
+        """The fields plus the derived estimates, JSON-able."""
         d = asdict(self)
         d["measured"] = self.measured
         d["abs_estimate"] = self.abs_estimate

@@ -100,12 +100,14 @@ class TrainConfig:
             raise ValueError(f"grad_clip must be positive or None, got {self.grad_clip}")
 
     def to_dict(self) -> dict:
+        """A JSON-able dict of the config (stored in checkpoints)."""
         d = asdict(self)
         d["hidden"] = list(self.hidden)
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
+        """Rebuild a config from :meth:`to_dict` output (unknown keys are an error)."""
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - known
         if unknown:
@@ -123,6 +125,7 @@ class TrainResult:
 
     @property
     def final(self) -> dict:
+        """The last epoch's metrics (empty before training)."""
         return self.history[-1] if self.history else {}
 
 

@@ -9,7 +9,7 @@ at the end.  Hessian-vector products are forward-over-reverse: H v = ∂/∂ε �
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -183,7 +183,7 @@ def hvp_matrix(problem: Problem, vectors: Tensor, chunk_size: int | None = None)
         def grad_chunk(th: Tensor, x: Tensor = x, y: Tensor = y) -> Tensor:
             return grad(problem.sum_loss)(th, x, y)
 
-        def one(v: Tensor, grad_chunk=grad_chunk) -> Tensor:
+        def one(v: Tensor, grad_chunk: Callable = grad_chunk) -> Tensor:
             return jvp(grad_chunk, (theta,), (v,))[1]
 
         out += vmap(one, in_dims=1, out_dims=1)(vectors)
