@@ -480,7 +480,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (FileNotFoundError, ValueError, KeyError, MemoryError) as exc:
+    except (OSError, ValueError, KeyError, MemoryError) as exc:  # missing/corrupt data, bad input
         print(f"td-analysis {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -210,3 +210,20 @@ def test_train_missing_data(tmp_path: Path, capsys: pytest.CaptureFixture) -> No
     assert code != 0
     _assert_clean_error(capsys, tmp_path, "<tmp>/nowhere")
     assert not out.exists()
+
+
+def test_download_failure_is_a_clear_error(tmp_path, monkeypatch, capsys):
+    """No network: exit status 2 with the reason and the way out, no traceback, no partial file."""
+    import urllib.error
+    import urllib.request
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("Name or service not known")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    assert main(["download", "--data-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "td-analysis download: error: Could not download CIFAR-10" in err
+    assert "Name or service not known" in err and "TD_ANALYSIS_DATA" in err
+    assert "Traceback" not in err
+    assert list(tmp_path.rglob("*.tar.gz*")) == []
