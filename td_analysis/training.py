@@ -343,8 +343,13 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch raises many kinds for a bad file
+        # torch's weights-only message suggests weights_only=False, which is wrong here (a
+        # td_analysis checkpoint holds only tensors and plain data): keep the gist only
+        text = str(exc).strip()
+        gist = text.splitlines()[0].split(". ")[0].rstrip(".") if text else "unreadable"
         raise ValueError(
-            f"checkpoint {path} is corrupt or not a td_analysis checkpoint: {exc}"
+            f"checkpoint {path} is corrupt, truncated or not a td_analysis checkpoint "
+            f"({type(exc).__name__}: {gist[:200]})"
         ) from exc
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not a td_analysis checkpoint (format {CHECKPOINT_FORMAT})")
