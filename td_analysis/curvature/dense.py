@@ -249,8 +249,6 @@ class _Dense:
             G = G.view(n, ncols)
             row0 = ga.offset + r * ga.cols
             col0 = gb.offset + r0 * gb.cols
-            # Within a diagonal block only its upper triangle is needed: split its rows into
-            # tiles and start each tile's columns at the diagonal (saves ~half of that block).
             if same and _unit_symmetric(ga):
                 # Every unit block (r, r') = Σₙ M[n,r,r'] ξₙξₙᵀ of a weight group is itself
                 # symmetric: compute the upper triangle of each, tile by tile (half the work).
@@ -263,6 +261,8 @@ class _Dense:
                         c = col0 + u * S
                         _mm_into(H[row0 + t0 : row0 + t1, c + t0 : c + S], a, G3[:, u, t0:], first)
                 continue
+            # Within a diagonal block only its upper triangle is needed: split its rows into
+            # tiles and start each tile's columns at the diagonal (saves ~half of that block).
             tile = _DIAG_TILE if same and ga.cols >= 2 * _DIAG_TILE else ga.cols
             for t0 in range(0, ga.cols, tile):
                 t1 = min(ga.cols, t0 + tile)
