@@ -261,14 +261,9 @@ class _Dense:
                         c = col0 + u * S
                         _mm_into(H[row0 + t0 : row0 + t1, c + t0 : c + S], a, G3[:, u, t0:], first)
                 continue
-            # Within a diagonal block only its upper triangle is needed: split its rows into
-            # tiles and start each tile's columns at the diagonal (saves ~half of that block).
-            tile = _DIAG_TILE if same and ga.cols >= 2 * _DIAG_TILE else ga.cols
-            for t0 in range(0, ga.cols, tile):
-                t1 = min(ga.cols, t0 + tile)
-                c0 = t0 if same else 0
-                target = H[row0 + t0 : row0 + t1, col0 + c0 : gb.offset + gb.numel]
-                _mm_into(target, xa_t[t0:t1], G[:, c0:], first)
+            # Narrow groups (biases, small layers): the row from unit r0 on in one GEMM; the few
+            # entries below the diagonal are overwritten by the mirror.
+            _mm_into(H[row0 : row0 + ga.cols, col0 : gb.offset + gb.numel], xa_t, G, first)
 
     # ----------------------------------------------------------------------------- diagonal
     def diagonal(self, chunk_size: int | None) -> Tensor:
