@@ -15,10 +15,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import nbformat
+from ipykernel.kernelspec import write_kernel_spec
 from nbclient import NotebookClient
 
 HERE = Path(__file__).resolve().parent
@@ -55,11 +57,19 @@ def execute(path: Path, *, quick: bool = False, timeout: int = 3600) -> float:
     return seconds
 
 
+def use_this_python() -> None:
+    """Make kernel "python3" this interpreter (JUPYTER_PATH is searched before ~/.local)."""
+    path = Path(tempfile.mkdtemp(prefix="td-analysis-jupyter-"))
+    write_kernel_spec(path / "kernels" / "python3")
+    os.environ["JUPYTER_PATH"] = os.pathsep.join([str(path), os.environ.get("JUPYTER_PATH", "")])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("notebooks", nargs="*", default=NOTEBOOKS, help="default: all, in order")
     parser.add_argument("--quick", action="store_true", help="the small setting (as the tests)")
     args = parser.parse_args(argv)
+    use_this_python()
     for name in args.notebooks:
         path = HERE / Path(name).name
         seconds = execute(path, quick=args.quick)

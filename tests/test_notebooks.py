@@ -66,6 +66,17 @@ def workdir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("notebooks")
 
 
+@pytest.fixture(scope="module", autouse=True)
+def this_python_kernel(tmp_path_factory):
+    """Kernel "python3" = this interpreter, whatever kernelspecs the machine has installed."""
+    kernelspec = pytest.importorskip("ipykernel.kernelspec")
+    path = tmp_path_factory.mktemp("jupyter")
+    kernelspec.write_kernel_spec(path / "kernels" / "python3")
+    with pytest.MonkeyPatch.context() as mp:  # JUPYTER_PATH is searched before ~/.local
+        mp.setenv("JUPYTER_PATH", os.pathsep.join([str(path), os.environ.get("JUPYTER_PATH", "")]))
+        yield
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_notebook_executes(name, data_root, workdir):
