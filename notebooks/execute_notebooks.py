@@ -41,6 +41,9 @@ def execute(path: Path, *, quick: bool = False, timeout: int = 3600) -> float:
     """Run ``path`` top to bottom in place; returns the seconds it took."""
     nb = nbformat.read(path, as_version=4)
     env = {**os.environ, "TD_ANALYSIS_QUICK": "1" if quick else "0"}
+    for var in ("TD_ANALYSIS_DATA", "TD_ANALYSIS_RUNS", "TD_ANALYSIS_CACHE"):
+        if env.get(var):  # relative to where this was started, not to the kernel's notebooks/
+            env[var] = os.path.abspath(env[var])
     client = NotebookClient(
         nb,
         timeout=timeout,

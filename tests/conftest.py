@@ -17,7 +17,7 @@ def data_root() -> Path:
         if os.environ.get("CI"):
             pytest.fail("TD_ANALYSIS_DATA must point at the CIFAR-10 data in CI")
         pytest.skip("TD_ANALYSIS_DATA is not set: real-data tests skipped")
-    root = Path(value)
+    root = Path(value).resolve()  # absolute: notebook kernels start in notebooks/
     if not root.exists():
         pytest.fail(f"TD_ANALYSIS_DATA={value} does not exist")
     return root
