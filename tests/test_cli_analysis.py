@@ -37,6 +37,13 @@ def checkpoint(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
     return path
 
 
+def _printed(text: str) -> dict[str, float]:
+    return {
+        k.strip(): float(v)
+        for k, v in (line.split(":") for line in text.splitlines() if line.startswith("  "))
+    }
+
+
 def _loss(w0, b0, w1, b1, x, y):
     return F.cross_entropy(torch.relu(x @ w0.T + b0) @ w1.T + b1, y).item()
 
@@ -93,10 +100,7 @@ def test_coadaptation_block_sums_match_torch_func(checkpoint, data_root, tmp_pat
     assert main(argv) == 0
     text = capsys.readouterr().out
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    printed = {
-        k.strip(): float(v)
-        for k, v in (line.split(":") for line in text.splitlines() if line.startswith("  "))
-    }
+    printed = _printed(text)
     model = load_checkpoint(checkpoint).model.double()
     x, y = load_cifar10(data_root, split="holdout")
     x, y = x[:LIMIT].double(), y[:LIMIT]
@@ -114,13 +118,6 @@ def test_coadaptation_block_sums_match_torch_func(checkpoint, data_root, tmp_pat
     pruned[theta.abs().argsort()[:75]] = True  # the 75 lowest magnitudes
     assert printed["pruned_pruned"] == pytest.approx(C[pruned][:, pruned].sum().item(), rel=1e-5)
     assert printed["kept_kept"] == pytest.approx(C[~pruned][:, ~pruned].sum().item(), rel=1e-5)
-
-
-def _printed(text: str) -> dict[str, float]:
-    return {
-        k.strip(): float(v)
-        for k, v in (line.split(":") for line in text.splitlines() if line.startswith("  "))
-    }
 
 
 def test_coadaptation_of_all_weights_is_pooled(checkpoint, data_root, tmp_path, capsys):
