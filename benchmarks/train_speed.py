@@ -43,7 +43,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from td_analysis.data import load_cifar10  # noqa: E402
-from td_analysis.dropout import RegulariserConfig, targeted_weight_mask  # noqa: E402
+from td_analysis.dropout import Regulariser, RegulariserConfig, targeted_weight_mask  # noqa: E402
 from td_analysis.training import TrainConfig, train  # noqa: E402
 
 GAMMA, ALPHA = 0.75, 0.5
@@ -118,6 +118,8 @@ def profile_step(data: tuple[torch.Tensor, torch.Tensor]) -> str:
 
     keep = (~drop).to(w0.dtype)
     mag = w0.detach().abs()
+    reg = Regulariser(VARIANTS["targeted-weight"], 2, gen)
+    bern = torch.empty(w0.shape)
     rows = [
         ("batch gather x[idx]", _ms(lambda: x[idx])),
         ("forward + backward (no TD)", _ms(lambda: fwd_bwd(w0))),
@@ -133,6 +135,12 @@ def profile_step(data: tuple[torch.Tensor, torch.Tensor]) -> str:
             _ms(lambda: fwd_bwd(w0.masked_fill(drop, 0))),
         ),
         ("fwd + bwd through w * keep (now)", _ms(lambda: fwd_bwd(w0 * keep))),
+        ("Regulariser.weight 10×3072 (all of TD for layer 0)", _ms(lambda: reg.weight(0, w0, 5))),
+        ("Regulariser.weight 10×10 (layer 1)", _ms(lambda: reg.weight(1, w1, 5))),
+        (
+            "  alternative: bernoulli_(α) 10×3072",
+            _ms(lambda: bern.bernoulli_(ALPHA, generator=gen)),
+        ),
     ]
     lines = ["| piece of a step | ms |", "|---|---:|"]
     lines += [f"| {name} | {ms:.3f} |" for name, ms in rows]
