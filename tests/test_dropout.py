@@ -80,6 +80,7 @@ def _random_matrices(seed: int = 0):
         yield "zeros", np.zeros((out, n_in))
         mixed = rng.choice([-2.0, -1.0, 0.0, 1.0, 2.0], size=(out, n_in))
         yield "signed-ties", mixed
+        yield "signed-zeros", rng.choice([-0.0, 0.0, -0.5, 0.5, 3.0], size=(out, n_in))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -221,6 +222,82 @@ def test_non_2d_or_empty_weight_raises(shape: tuple[int, ...]) -> None:
     for fn in (targeted_weight_mask, targeted_unit_mask):
         with pytest.raises(ValueError):
             fn(w, 0.5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_numpy_fast_path_equals_the_torch_path(
+    dtype: torch.dtype, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CPU float tensors take a numpy path (integer selection on the bits of |w|); every other
+    tensor torch.kthvalue.  Both must give the same masks, NaN and signed zeros included."""
+    import td_analysis.dropout as D
+
+    matrices = [w for _, w in _random_matrices(7)]
+    with_nan = np.random.default_rng(1).standard_normal((6, 40))
+    with_nan[:, ::7] = np.nan
+    for w_np in [*matrices, with_nan]:
+        w = torch.from_numpy(w_np).to(dtype)
+        fast = {g: (targeted_weight_mask(w, g), targeted_unit_mask(w, g)) for g in GAMMAS}
+        with monkeypatch.context() as m:
+            m.setattr(D, "_numpy_fast_path", lambda t: False)
+            for g in GAMMAS:
+                slow = (targeted_weight_mask(w, g), targeted_unit_mask(w, g))
+                assert torch.equal(fast[g][0], slow[0]), (g, w_np)
+                assert torch.equal(fast[g][1], slow[1]), (g, w_np)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("scale", [1.0, 1.0 / (1.0 - 0.3)])
+@pytest.mark.parametrize("targeted_shape", [None, (20, 30), (20, 1)])
+def test_keep_factor_against_the_definition(
+    dtype: torch.dtype,
+    scale: float,
+    targeted_shape: tuple[int, int] | None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``m = scale · 1[¬(t ∧ u < α)]`` elementwise, with u = α exactly kept (strict <)."""
+    import td_analysis.dropout as D
+
+    alpha = 0.3
+    gen = torch.Generator().manual_seed(2)
+    u = torch.rand(20, 30, generator=gen, dtype=dtype)
+    a = torch.tensor(alpha, dtype=dtype)
+    u[0, :3] = a  # exactly α: kept
+    u[1, :3] = torch.nextafter(a, torch.zeros((), dtype=dtype))  # just below α: dropped
+    u[2, :3] = torch.nextafter(a, torch.ones((), dtype=dtype))  # just above: kept
+    targeted = None
+    if targeted_shape is not None:
+        targeted = torch.rand(targeted_shape, generator=gen) < 0.7
+        targeted[:3] = True
+    un = u.double().numpy()
+    t = np.ones(u.shape, bool) if targeted is None else np.broadcast_to(targeted.numpy(), u.shape)
+    alpha_d = float(a)  # α in u's precision
+    ref = np.array(
+        [[0.0 if (t[i, j] and un[i, j] < alpha_d) else 1.0 for j in range(30)] for i in range(20)]
+    )
+    assert ref[0, :3].tolist() == [1.0] * 3 and ref[1, :3].tolist() == [0.0] * 3
+    fast = D._keep_factor(u, alpha, targeted, scale)
+    with monkeypatch.context() as m:
+        m.setattr(D, "_numpy_fast_path", lambda t: False)
+        slow = D._keep_factor(u, alpha, targeted, scale)
+    for got in (fast, slow):
+        assert got.dtype == dtype and got.shape == u.shape
+        rtol = 1e-7 if dtype == torch.float32 else 1e-15
+        np.testing.assert_allclose(got.double().numpy(), ref * scale, rtol=rtol)
+    assert torch.equal(fast, slow)
+
+
+def test_l1_penalty_gradient_is_the_autograd_gradient() -> None:
+    gen = torch.Generator().manual_seed(4)
+    w0 = torch.randn(5, 6, generator=gen, dtype=torch.float64, requires_grad=True)
+    w1 = torch.randn(3, 5, generator=gen, dtype=torch.float64)
+    w1[0, :2] = 0.0  # |w| has no derivative at 0: autograd (and the closed form) use 0
+    w1.requires_grad_(True)
+    reg = Regulariser(RegulariserConfig("l1", l1=0.25, layers=[1]), 2)
+    reg.penalty([w0, w1]).backward()
+    assert w0.grad is None and reg.penalty_gradient(0, w0) is None
+    assert torch.equal(reg.penalty_gradient(1, w1), w1.grad)
+    assert Regulariser(RegulariserConfig("none"), 2).penalty_gradient(1, w1) is None
 
 
 def test_masks_do_not_track_gradients_or_mutate() -> None:
@@ -482,11 +559,10 @@ def test_training_steps_leave_dropped_weights_unchanged(monkeypatch: pytest.Monk
     records: list[tuple[int, int, torch.Tensor, torch.Tensor]] = []
 
     class Recording(Regulariser):
-        def weight(self, layer, w, step):  # type: ignore[override]
-            eff = super().weight(layer, w, step)
-            dropped = (eff.detach() == 0) & (w.detach() != 0)
-            records.append((step, layer, w.detach().clone(), dropped))
-            return eff
+        def weight_factor(self, layer, w, step):  # type: ignore[override]
+            factor = super().weight_factor(layer, w, step)
+            records.append((step, layer, w.detach().clone(), factor == 0))
+            return factor
 
     monkeypatch.setattr(T, "Regulariser", Recording)
     gen = torch.Generator().manual_seed(0)

@@ -8,6 +8,7 @@ numpy forward pass.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from pathlib import Path
@@ -15,8 +16,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
+from torch import nn
 
-from td_analysis.dropout import RegulariserConfig
+from td_analysis.dropout import Regulariser, RegulariserConfig
 from td_analysis.models import DenseNet
 from td_analysis.training import (
     Checkpoint,
@@ -24,6 +27,7 @@ from td_analysis.training import (
     build_model,
     evaluate,
     load_checkpoint,
+    loss_and_gradients,
     save_checkpoint,
     train,
 )
@@ -56,6 +60,148 @@ def _run(config: TrainConfig, data=None):
 
 def _strip_seconds(history: list[dict]) -> list[dict]:
     return [{k: v for k, v in h.items() if k != "seconds"} for h in history]
+
+
+# ------------------------------------------------------------------------------------------------
+# The closed-form gradient and the training loop against autograd
+# ------------------------------------------------------------------------------------------------
+
+
+def _random_factor(shape: tuple[int, ...], kind: str, gen: torch.Generator) -> torch.Tensor | None:
+    if kind == "none":
+        return None
+    keep = (torch.rand(shape, generator=gen, dtype=torch.float64) >= 0.4).double()
+    return keep if kind == "mask" else keep / 0.6  # "scaled": DropConnect / dropout
+
+
+@pytest.mark.parametrize("hidden", [(), (7,), (6, 5), (4, 3, 5)])
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("with_factors", [False, True])
+def test_loss_and_gradients_match_torch_func(
+    hidden: tuple[int, ...], bias: bool, with_factors: bool
+) -> None:
+    """Loss, logits and every gradient equal float64 ``torch.func.grad`` of the masked network."""
+    gen = torch.Generator().manual_seed(len(hidden) + 10 * bias)
+    torch.manual_seed(len(hidden))
+    model = DenseNet(9, hidden, 4, bias=bias).double()
+    layers = list(model.layers)
+    x = torch.randn(13, 9, generator=gen, dtype=torch.float64)
+    x[0] = 0.0  # without biases: pre-activations exactly 0, where relu' = 0 as in autograd
+    y = torch.randint(0, 4, (13,), generator=gen)
+    kinds = ["mask", "scaled", "none"]
+    wf = [
+        _random_factor(tuple(layer.weight.shape), kinds[l % 3], gen) if with_factors else None
+        for l, layer in enumerate(layers)
+    ]
+    inf = [
+        _random_factor((13, layer.in_features), kinds[(l + 1) % 3], gen) if with_factors else None
+        for l, layer in enumerate(layers)
+    ]
+    params = {k: v.detach() for k, v in model.named_parameters()}
+
+    def loss_fn(p: dict[str, torch.Tensor]) -> torch.Tensor:
+        h = x
+        for l in range(len(layers)):
+            if inf[l] is not None:
+                h = h * inf[l]
+            w = p[f"layers.{l}.weight"]
+            w = w if wf[l] is None else w * wf[l]
+            h = F.linear(h, w, p.get(f"layers.{l}.bias"))
+            if l < len(layers) - 1:
+                h = torch.relu(h)
+        return F.cross_entropy(h, y)
+
+    ref_loss = loss_fn(params)
+    ref = torch.func.grad(loss_fn)(params)
+    loss, logits, grads = loss_and_gradients(layers, x, y, wf, inf)
+    torch.testing.assert_close(loss, ref_loss, rtol=1e-13, atol=0)
+    assert logits.shape == (13, 4)
+    assert F.cross_entropy(logits, y).item() == pytest.approx(ref_loss.item(), rel=1e-13)
+    for l, (grad_w, grad_b) in enumerate(grads):
+        torch.testing.assert_close(grad_w, ref[f"layers.{l}.weight"], rtol=1e-12, atol=1e-14)
+        if bias:
+            torch.testing.assert_close(grad_b, ref[f"layers.{l}.bias"], rtol=1e-12, atol=1e-14)
+        else:
+            assert grad_b is None
+    assert all(p.grad is None for p in model.parameters()), "nothing is written into .grad"
+
+
+def test_loss_and_gradients_rejects_wrong_factor_count() -> None:
+    model = DenseNet(5, (3,), 2)
+    with pytest.raises(ValueError, match="one weight and one input factor"):
+        loss_and_gradients(list(model.layers), torch.zeros(2, 5), torch.zeros(2).long(), [None])
+
+
+def _reference_training(config: TrainConfig, x: torch.Tensor, y: torch.Tensor) -> nn.Module:
+    """The textbook loop: autograd through ``Regulariser.weight``/``activation`` and an unfused
+    torch optimiser, with the same seeded draws as ``train`` (one generator, seed + 1)."""
+    model = build_model(config)
+    gen = torch.Generator().manual_seed(config.seed + 1)
+    reg = Regulariser(config.regulariser, len(model.layers), gen)
+    kw = dict(lr=config.lr, weight_decay=config.weight_decay, foreach=False)
+    if config.optimizer == "sgd":
+        opt = torch.optim.SGD(model.parameters(), momentum=config.momentum, **kw)
+    else:
+        opt = torch.optim.Adam(model.parameters(), **kw)
+    step = 0
+    for _ in range(config.epochs):
+        perm = torch.randperm(x.shape[0], generator=gen)
+        for start in range(0, x.shape[0], config.batch_size):
+            idx = perm[start : start + config.batch_size]
+            h = x[idx]
+            for l, layer in enumerate(model.layers):
+                h = reg.activation(l, h, step)
+                h = F.linear(h, reg.weight(l, layer.weight, step), layer.bias)
+                if l < len(model.layers) - 1:
+                    h = torch.relu(h)
+            loss = F.cross_entropy(h, y[idx])
+            penalty = reg.penalty([layer.weight for layer in model.layers])
+            opt.zero_grad()
+            (loss if penalty is None else loss + penalty).backward()
+            if config.grad_clip is not None:
+                nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            opt.step()
+            step += 1
+    return model
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(),
+        dict(regulariser=TD),
+        dict(regulariser=RegulariserConfig("targeted-unit", gamma=0.5, alpha=0.5)),
+        dict(regulariser=RegulariserConfig("targeted-weight", gamma=0.5, alpha=1, ramp_steps=6)),
+        dict(regulariser=RegulariserConfig("dropout", alpha=0.3)),
+        dict(regulariser=RegulariserConfig("dropconnect", alpha=0.3, layers=[0])),
+        dict(regulariser=RegulariserConfig("l1", l1=1e-3)),
+        dict(regulariser=TD, hidden=(8, 6), optimizer="adam", lr=0.01, weight_decay=1e-3),
+        dict(regulariser=TD, grad_clip=0.1, bias=False),
+    ],
+    ids=["none", "td", "unit", "ramp", "dropout", "dropconnect", "l1", "adam-deep", "clip"],
+)
+def test_train_matches_an_autograd_reference_loop(kw: dict) -> None:
+    x, y = _synthetic(n=100)
+    cfg = _small_config(epochs=2, **kw)
+    result = train(cfg, train_data=(x, y), progress=False)
+    reference = _reference_training(cfg, x, y)
+    for (name, p), q in zip(result.model.named_parameters(), reference.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6, msg=lambda m, n=name: f"{n}: {m}")
+        assert not torch.equal(p, build_model(cfg).state_dict()[name]), f"{name} never moved"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.parametrize("reg", [RegulariserConfig(), TD, RegulariserConfig("dropout", alpha=0.3)])
+def test_cuda_training_matches_cpu(reg: RegulariserConfig) -> None:
+    """The same seeded draws (from the CPU generator) on a CUDA device: the same weights up to
+    float32 rounding of the device's matrix products."""
+    x, y = _synthetic(n=100)
+    cfg = _small_config(epochs=2, regulariser=reg)
+    cpu = train(cfg, train_data=(x, y), progress=False).model
+    gpu = train(dataclasses.replace(cfg, device="cuda"), train_data=(x, y), progress=False).model
+    for p, q in zip(cpu.parameters(), gpu.parameters(), strict=True):
+        assert q.is_cuda
+        torch.testing.assert_close(q.cpu(), p, rtol=1e-4, atol=1e-5)
 
 
 # ------------------------------------------------------------------------------------------------
