@@ -8,20 +8,26 @@ Times ``td_analysis.training.train`` (3072 → 10 → 10 ReLU, batch 128, SGD mo
 * ``targeted-unit`` γ=0.75 α=0.5;
 * ``targeted-weight`` γ=0.75 α=0.5 with the official ramp (R = 40,000 steps),
 
-next to a plain PyTorch loop over ``DataLoader(TensorDataset(x, y), batch_size=128,
-shuffle=True)`` training ``nn.Sequential(Linear, ReLU, Linear)`` with the same SGD settings.
+next to two peers in the same process:
+
+* the textbook PyTorch loop over ``DataLoader(TensorDataset(x, y), batch_size=128,
+  shuffle=True)`` training ``nn.Sequential(Linear, ReLU, Linear)`` with the same SGD settings
+  (no TD);
+* the same targeted dropout written the usual way: autograd through
+  ``Regulariser.weight`` (``W ⊙ M``), ``loss.backward()`` and ``torch.optim.SGD``, batches sliced
+  from the in-memory tensors (what ``train`` did before its closed-form gradient).
+
 Every variant runs one epoch per repetition, the variants interleaved, so that load changes on a
 shared machine hit all of them alike; the table reports the median (and the fastest) seconds per
 epoch and the ratios of the medians.  ``train``'s epoch time is its own ``history[i]["seconds"]``
-(the epoch loop only: no data loading, model building or evaluation, as for the DataLoader loop).
+(the epoch loop only: no data loading, model building or evaluation, as for the peers).
 
 Usage::
 
     TD_ANALYSIS_DATA=/path/to/data python benchmarks/train_speed.py [--repeats 5] [--threads 1]
         [--profile]
 
-``--profile`` also prints the cost of the pieces of one targeted-weight step (mask, random draw,
-masking, forward/backward, optimiser step).
+``--profile`` also prints the cost of the pieces of one targeted-weight step.
 """
 
 from __future__ import annotations
@@ -43,8 +49,13 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from td_analysis.data import load_cifar10  # noqa: E402
-from td_analysis.dropout import Regulariser, RegulariserConfig, targeted_weight_mask  # noqa: E402
-from td_analysis.training import TrainConfig, train  # noqa: E402
+from td_analysis.dropout import (  # noqa: E402
+    Regulariser,
+    RegulariserConfig,
+    _keep_factor,
+    targeted_weight_mask,
+)
+from td_analysis.training import TrainConfig, build_model, loss_and_gradients, train  # noqa: E402
 
 GAMMA, ALPHA = 0.75, 0.5
 VARIANTS: dict[str, RegulariserConfig] = {
@@ -55,7 +66,8 @@ VARIANTS: dict[str, RegulariserConfig] = {
         "targeted-weight", gamma=GAMMA, alpha=ALPHA, ramp_steps=40_000
     ),
 }
-DATALOADER = "DataLoader loop"
+DATALOADER = "DataLoader loop (no TD)"
+AUTOGRAD_TD = "autograd loop, targeted-weight"
 
 
 def td_epoch(reg: RegulariserConfig, data: tuple[torch.Tensor, torch.Tensor], seed: int) -> float:
@@ -84,6 +96,31 @@ def dataloader_epoch(data: tuple[torch.Tensor, torch.Tensor], seed: int) -> floa
     return time.perf_counter() - t0
 
 
+def autograd_td_epoch(data: tuple[torch.Tensor, torch.Tensor], seed: int) -> float:
+    """One epoch of targeted dropout through autograd: ``F.linear(h, reg.weight(l, W, s), b)``."""
+    x, y = data
+    cfg = TrainConfig(epochs=1, regulariser=VARIANTS["targeted-weight"], seed=seed)
+    model = build_model(cfg)
+    gen = torch.Generator().manual_seed(seed + 1)
+    reg = Regulariser(cfg.regulariser, len(model.layers), gen)
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
+    layers = list(model.layers)
+    t0 = time.perf_counter()
+    perm = torch.randperm(x.shape[0], generator=gen)
+    for step, start in enumerate(range(0, x.shape[0], cfg.batch_size)):
+        idx = perm[start : start + cfg.batch_size]
+        h = x[idx]
+        for l, layer in enumerate(layers):
+            h = F.linear(h, reg.weight(l, layer.weight, step), layer.bias)
+            if l < len(layers) - 1:
+                h = torch.relu(h)
+        loss = F.cross_entropy(h, y[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return time.perf_counter() - t0
+
+
 def _ms(fn: Callable[[], object], n: int = 300) -> float:
     fn()
     t0 = time.perf_counter()
@@ -93,57 +130,81 @@ def _ms(fn: Callable[[], object], n: int = 300) -> float:
 
 
 def profile_step(data: tuple[torch.Tensor, torch.Tensor]) -> str:
-    """Milliseconds of the pieces of one training step (3072 → 10 → 10, batch 128)."""
+    """Microseconds of the pieces of one training step (3072 → 10 → 10, batch 128), timed in
+    isolation (hot caches: inside the epoch loop the 1.5 MB batch evicts the weights, and the
+    mask pieces cost up to ~1.5× more)."""
     x, y = data
     gen = torch.Generator().manual_seed(0)
-    w0 = nn.Parameter(torch.randn(10, 3072) * 0.02)
-    w1 = nn.Parameter(torch.randn(10, 10) * 0.3)
-    b0, b1 = nn.Parameter(torch.zeros(10)), nn.Parameter(torch.zeros(10))
-    opt = torch.optim.SGD([w0, w1, b0, b1], lr=0.01, momentum=0.9)
+    model = build_model(TrainConfig())
+    layers = list(model.layers)
+    w0, w1 = layers[0].weight, layers[1].weight
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, fused=True)
+    plain_opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     idx = torch.randperm(x.shape[0], generator=gen)[:128]
     xb, yb = x[idx], y[idx]
-    mask = targeted_weight_mask(w0, GAMMA)
-    u = torch.rand(w0.shape, generator=gen)
-    drop = mask & (u < ALPHA)
+    buffer = torch.empty_like(xb)
+    reg = Regulariser(VARIANTS["targeted-weight"], 2, gen)
+    factors = reg.step_factors([w0, w1], 128, 5)
+    mag = w0.detach().abs()
+    bits = mag.numpy().view(np.int32)
+    t, u = mask_of(w0), torch.rand(w0.shape, generator=gen)
 
-    def fwd_bwd(w_first):
-        h = torch.relu(F.linear(xb, w_first, b0))
-        loss = F.cross_entropy(F.linear(h, w1, b1), yb)
-        opt.zero_grad(set_to_none=True)
+    def autograd_fwd_bwd() -> None:
+        h = torch.relu(F.linear(xb, w0, layers[0].bias))
+        loss = F.cross_entropy(F.linear(h, w1, layers[1].bias), yb)
+        model.zero_grad(set_to_none=True)
         loss.backward()
 
-    def step():
-        fwd_bwd(w0)
-        opt.step()
+    def set_grads() -> None:
+        for layer, (gw, gb) in zip(layers, loss_and_gradients(layers, xb, yb)[2], strict=True):
+            layer.weight.grad, layer.bias.grad = gw, gb
 
-    keep = (~drop).to(w0.dtype)
-    mag = w0.detach().abs()
-    reg = Regulariser(VARIANTS["targeted-weight"], 2, gen)
-    bern = torch.empty(w0.shape)
+    set_grads()
     rows = [
-        ("batch gather x[idx]", _ms(lambda: x[idx])),
-        ("forward + backward (no TD)", _ms(lambda: fwd_bwd(w0))),
-        ("forward + backward + SGD step (no TD)", _ms(step)),
-        ("targeted_weight_mask 10×3072 (threshold + compare)", _ms(lambda: mask_of(w0))),
-        ("  torch.kthvalue 10×3072 (before the fix)", _ms(lambda: torch.kthvalue(mag, 2305, 1))),
-        ("  numpy.partition 10×3072 (now)", _ms(lambda: np.partition(mag.numpy(), 2304, 1))),
-        ("targeted_weight_mask 10×10", _ms(lambda: mask_of(w1))),
-        ("torch.rand 10×3072 (generator)", _ms(lambda: torch.rand(w0.shape, generator=gen))),
-        ("keep = ~(targeted & (u < α)) as float", _ms(lambda: (~(mask & (u < ALPHA))).float())),
+        ("batch gather x[idx] (new tensor)", _ms(lambda: x[idx])),
         (
-            "fwd + bwd through w.masked_fill(drop, 0) (before)",
-            _ms(lambda: fwd_bwd(w0.masked_fill(drop, 0))),
+            "batch gather into a buffer (train)",
+            _ms(lambda: torch.index_select(x, 0, idx, out=buffer)),
         ),
-        ("fwd + bwd through w * keep (now)", _ms(lambda: fwd_bwd(w0 * keep))),
-        ("Regulariser.weight 10×3072 (all of TD for layer 0)", _ms(lambda: reg.weight(0, w0, 5))),
-        ("Regulariser.weight 10×10 (layer 1)", _ms(lambda: reg.weight(1, w1, 5))),
+        ("forward + backward, autograd (no TD)", _ms(autograd_fwd_bwd)),
         (
-            "  alternative: bernoulli_(α) 10×3072",
-            _ms(lambda: bern.bernoulli_(ALPHA, generator=gen)),
+            "loss_and_gradients, closed form (no TD)",
+            _ms(lambda: loss_and_gradients(layers, xb, yb)),
+        ),
+        (
+            "loss_and_gradients with the TD factors",
+            _ms(lambda: loss_and_gradients(layers, xb, yb, *factors)),
+        ),
+        ("SGD step, for-loop (torch default on CPU)", _ms(plain_opt.step)),
+        ("SGD step, fused (train)", _ms(opt.step)),
+        (
+            "Regulariser.step_factors, both layers (all of TD's masks)",
+            _ms(lambda: reg.step_factors([w0, w1], 128, 5)),
+        ),
+        ("  weight_factor 10×3072", _ms(lambda: reg.weight_factor(0, w0, 5))),
+        ("  weight_factor 10×10", _ms(lambda: reg.weight_factor(1, w1, 5))),
+        ("  targeted_weight_mask 10×3072", _ms(lambda: mask_of(w0))),
+        (
+            "    threshold: numpy.partition of the magnitudes as int32 bits (now)",
+            _ms(lambda: np.partition(bits, 2304, 1)),
+        ),
+        (
+            "    threshold: numpy.partition of the float32 magnitudes",
+            _ms(lambda: np.partition(mag.numpy(), 2304, 1)),
+        ),
+        ("    threshold: torch.kthvalue", _ms(lambda: torch.kthvalue(mag, 2305, 1))),
+        (
+            "  torch.rand 10×3072 (the seeded draw)",
+            _ms(lambda: torch.rand(w0.shape, generator=gen)),
+        ),
+        ("  keep factor from t and u, numpy (now)", _ms(lambda: _keep_factor(u, ALPHA, t))),
+        (
+            "  keep factor from t and u, torch ops ~(t & (u < α)).float()",
+            _ms(lambda: (~(t & (u < ALPHA))).float()),
         ),
     ]
-    lines = ["| piece of a step | ms |", "|---|---:|"]
-    lines += [f"| {name} | {ms:.3f} |" for name, ms in rows]
+    lines = ["| piece of a step | µs |", "|---|---:|"]
+    lines += [f"| {name} | {ms * 1e3:.1f} |" for name, ms in rows]
     return "\n".join(lines)
 
 
@@ -169,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()[0]
     x, y = load_cifar10(args.data_dir, split="train")
     data = (x, y)
-    names = [*VARIANTS, DATALOADER]
+    names = [*VARIANTS, AUTOGRAD_TD, DATALOADER]
     times: dict[str, list[float]] = {n: [] for n in names}
     # warm-up (allocator, first-call overheads), not recorded
     td_epoch(VARIANTS["targeted-weight"], (x[:2048], y[:2048]), 0)
@@ -178,6 +239,8 @@ def main(argv: list[str] | None = None) -> int:
         for name in names:
             if name == DATALOADER:
                 times[name].append(dataloader_epoch(data, rep))
+            elif name == AUTOGRAD_TD:
+                times[name].append(autograd_td_epoch(data, rep))
             else:
                 times[name].append(td_epoch(VARIANTS[name], data, rep))
         print(
@@ -208,7 +271,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"TD/none = {td / base:.2f} (goal ≤ 1.5: {'met' if td / base <= 1.5 else 'NOT met'}); "
         f"none/DataLoader = {base / dl:.2f}; TD/DataLoader = {td / dl:.2f} "
-        f"(goal < 1: {'met' if td < dl else 'NOT met'})"
+        f"(goal < 1: {'met' if td < dl else 'NOT met'}); closed form vs autograd with TD: "
+        f"{med[AUTOGRAD_TD] / td:.2f}× faster"
     )
     if args.profile:
         print()
