@@ -26,9 +26,6 @@ from td_analysis.models import DenseNet
 F64 = torch.float64
 TOL = 1e-10
 
-# torch's forward-mode AD loads jit-scripted decompositions on first use (torch-internal warning)
-pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated")
-
 
 # --------------------------------------------------------------------------- references
 def selected_names(model: nn.Module, params) -> list[str]:
