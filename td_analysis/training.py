@@ -315,7 +315,8 @@ def _train(
     model = build_model(config).to(device)
     gen = torch.Generator().manual_seed(config.seed + 1)
     reg = Regulariser(config.regulariser, len(model.layers), gen)
-    opt = _optimizer(config, list(model.parameters()))
+    params = list(model.parameters())
+    opt = _optimizer(config, params)
 
     n = x_train.shape[0]
     steps_per_epoch = math.ceil(n / config.batch_size)
@@ -329,7 +330,7 @@ def _train(
         leave=False,
     )
     layers = list(model.layers)
-    params = list(model.parameters())
+    weights = [layer.weight for layer in layers]  # the parameters themselves, updated in place
     # one gather buffer for the batches: no 1.5 MB allocation (and page faults) per step
     x_batch = x_train.new_empty((min(config.batch_size, n), x_train.shape[1]))
     model.train()
@@ -342,7 +343,6 @@ def _train(
             idx = perm[start : start + config.batch_size]
             xb = torch.index_select(x_train, 0, idx, out=x_batch[: idx.shape[0]])
             yb = y_train[idx]
-            weights = [layer.weight for layer in layers]
             factors = reg.step_factors(weights, idx.shape[0], step)
             loss, logits, grads = loss_and_gradients(layers, xb, yb, *factors)
             for l, (layer, (grad_w, grad_b)) in enumerate(zip(layers, grads, strict=True)):
