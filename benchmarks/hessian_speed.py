@@ -79,9 +79,9 @@ def executed_flops(n: int) -> float:
     """Flops the dense path really executes for the first-layer block (the dominant GEMMs).
 
     Each of the H(H+1)/2 upper unit blocks is symmetric, so only its upper triangle is computed,
-    in row tiles of ``_DIAG_TILE``: Σ_tiles rows·(D − first row) columns, N deep.
+    in row tiles of ``DIAG_TILE``: Σ_tiles rows·(D − first row) columns, N deep.
     """
-    tile = dense_mod._DIAG_TILE
+    tile = dense_mod.DIAG_TILE
     per_block = sum(min(tile, D - t0) * (D - t0) for t0 in range(0, D, tile))
     return 2.0 * n * per_block * HIDDEN * (HIDDEN + 1) / 2
 
@@ -344,7 +344,7 @@ def report(rows, proj, proj_diff, args, command, source, train_note, load_start,
         "GFLOP/s = the nominal 2·N·D²·H(H+1)/2 flops of the first-layer block (its upper unit "
         "blocks, the issue's cost model) / time. The dense path computes only the upper "
         "triangle of each of those symmetric unit blocks, in row tiles of "
-        f"{dense_mod._DIAG_TILE}: {executed_flops(1) / dense_flops(1):.1%} of the nominal flops; "
+        f"{dense_mod.DIAG_TILE}: {executed_flops(1) / dense_flops(1):.1%} of the nominal flops; "
         "*% of GEMM* = executed flops / time / GEMM rate, the efficiency of the implementation. "
         "GEMM = best float32 rate of a 3072×N @ N×30720 matmul measured in the same child "
         "process. Peak RSS is the child process's `ru_maxrss` (Python + torch + data + "

@@ -1,12 +1,16 @@
 """On-disk cache of heavy results (Hessians, coadaptation matrices), keyed by content.
 
-The key is a SHA-256 over the model's parameters and buffers (bytes), the data (bytes) and the
-call's arguments, so a changed model or data set never reuses a stale result.  Entries are
-written atomically.
+The key is a SHA-256 over the model's parameters and buffers (bytes), the data (bytes), the
+call's arguments and :func:`code_version` (the package version and a hash of the package's
+source), so a changed model, data set or implementation never reuses a stale result.  Each entry
+stores a SHA-256 checksum of its payload and its full key; an entry whose payload does not match
+its checksum (zeroed, truncated, tampered with) or whose key differs is deleted and recomputed,
+never used.  Entries are written atomically.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -19,7 +23,26 @@ from torch import Tensor, nn
 
 from td_analysis.io import atomic_open
 
-__all__ = ["default_cache_dir", "fingerprint", "cached"]
+__all__ = ["default_cache_dir", "fingerprint", "cached", "code_version", "CACHE_FORMAT"]
+
+CACHE_FORMAT = "td_analysis.cache/2"
+
+
+@functools.cache
+def code_version() -> str:
+    """``<package version>+<first 16 hex digits of a SHA-256 over the package's .py files>``.
+
+    Part of every cache key: a change to the code that computes a cached result (a fix to the
+    maths) makes the old entries unreachable.
+    """
+    from td_analysis import __version__
+
+    package = Path(__file__).resolve().parent
+    h = hashlib.sha256()
+    for path in sorted(package.rglob("*.py")):
+        h.update(str(path.relative_to(package)).encode())
+        h.update(path.read_bytes())
+    return f"{__version__}+{h.hexdigest()[:16]}"
 
 
 def default_cache_dir() -> Path:
@@ -82,18 +105,38 @@ def cached(
     if not enabled:
         return compute()
     folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    path = folder / f"{name}-{fingerprint(name, *parts)[:24]}.pt"
+    key = fingerprint(name, code_version(), *parts)
+    path = folder / f"{name}-{key[:24]}.pt"
     if path.is_file():
-        try:
-            return torch.load(path, map_location="cpu", weights_only=True)
-        except Exception:  # noqa: BLE001 - a corrupt entry is recomputed, not trusted
-            path.unlink(missing_ok=True)
+        value = _load_entry(path, key)
+        if value is not None:
+            return value
+        path.unlink(missing_ok=True)  # corrupt, tampered with or foreign: recompute
     value = compute()
     if not _storable(value):
         raise TypeError(
             f"cached({name!r}): compute() returned {type(value).__name__}; only a tensor or a "
             "dict of str → tensor can be cached"
         )
+    entry = {"format": CACHE_FORMAT, "key": key, "sha256": fingerprint(value), "value": value}
     with atomic_open(path, "wb") as f:
-        torch.save(value, f)
+        torch.save(entry, f)
     return value
+
+
+def _load_entry(path: Path, key: str) -> Tensor | dict[str, Tensor] | None:
+    """The value stored in ``path`` if the file is a cache entry for ``key`` whose payload still
+    has its recorded SHA-256; ``None`` otherwise."""
+    try:
+        entry = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - any unreadable file is recomputed, not trusted
+        return None
+    if not (
+        isinstance(entry, dict)
+        and entry.get("format") == CACHE_FORMAT
+        and entry.get("key") == key
+        and _storable(entry.get("value"))
+    ):
+        return None
+    value = entry["value"]
+    return value if fingerprint(value) == entry.get("sha256") else None

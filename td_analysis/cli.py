@@ -9,67 +9,121 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from td_analysis import cliargs
+from td_analysis.cliargs import DATA_HELP
 from td_analysis.io import atomic_write_json, atomic_write_text
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "output_stem", "DATA_HELP"]
 
 EXACT_LIMIT = 4096  # `coadaptation` pools larger parameter sets unless --bins says otherwise
 POOLED_BINS = 256
 
-DATA_HELP = (
-    "folder holding cifar-10-batches-py (or the official cifar-10-python.tar.gz); default: "
-    "$TD_ANALYSIS_DATA, else ~/.cache/td_analysis"
-)
+# the shared argument types live in td_analysis.cliargs (public); short local names for them
+_fractions = cliargs.fractions
+_ints = cliargs.ints
 
 
-def _fractions(text: str) -> list[float]:
+def _percents(text: str) -> list[float]:
+    """Comma-separated percentages, each in [0, 100]."""
     try:
         values = [float(v) for v in text.split(",") if v.strip()]
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(
-            f"fractions must be comma-separated numbers: {text}"
-        ) from exc
-    bad = [v for v in values if not 0.0 <= v < 1.0]
-    if bad or not values:
-        raise argparse.ArgumentTypeError(f"fractions must lie in [0, 1): {text}")
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers: {text}") from None
+    if not values or not all(0.0 <= v <= 100.0 for v in values):  # also rejects NaN
+        raise argparse.ArgumentTypeError(f"k must be percentages in [0, 100]: {text}")
     return values
 
 
-def _ints(text: str) -> list[int]:
-    try:
-        return [int(v) for v in text.split(",") if v.strip()]
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers: {text}") from exc
+def output_stem(out: Path | None, default: str) -> str:
+    """The output path without extension: ``--out`` as given (only a trailing ``.csv``/``.json``/
+    ``.png`` is dropped, so ``sweep_v1.2`` stays ``sweep_v1.2``), else ``default``."""
+    if out is None:
+        return default
+    text = str(out)
+    for ext in (".csv", ".json", ".png"):
+        if text.lower().endswith(ext):
+            return text[: -len(ext)]
+    return text
+
+
+def _checkpoint_stem(path: Path) -> str:
+    """``runs/td_gamma0.75.pt`` → ``runs/td_gamma0.75`` (only a ``.pt`` suffix is removed)."""
+    text = str(path)
+    return text[:-3] if text.endswith(".pt") else text
+
+
+def _check_input_size(ckpt, x, args: argparse.Namespace) -> None:
+    """One-line error if the checkpoint's network does not take the data's input size."""
+    want = ckpt.model.arch["in_features"]
+    have = x[0].numel() if x.ndim > 1 and len(x) else None
+    if have is not None and have != want:
+        raise ValueError(
+            f"checkpoint {args.checkpoint} takes {want} inputs per example, but the "
+            f"--split {args.split} data have {have}: it was trained on other data"
+        )
 
 
 # ----------------------------------------------------------------------------- download
 def _cmd_download(args: argparse.Namespace) -> int:
-    from td_analysis.data import download_cifar10, find_cifar10
+    from td_analysis.data import DATASETS, DataError, dataset_info, download_dataset, find_dataset
 
-    if not args.force:
-        try:
-            folder = find_cifar10(args.data_dir, download=False)
-            print(f"CIFAR-10 already present in {folder}")
-            return 0
-        except FileNotFoundError:
-            pass
-    folder = download_cifar10(args.data_dir, force=args.force)
-    print(f"CIFAR-10 ready in {folder}")
+    # data.download_* remove a folder they created when the download fails, and their errors
+    # never suggest running this very command again
+    names = list(DATASETS) if args.dataset == "all" else [args.dataset]
+    for name in names:
+        info = dataset_info(name)
+        if not args.force:
+            try:
+                folder = find_dataset(name, args.data_dir, download=False)
+                print(f"{info.title} already present in {folder}")
+                continue
+            except (FileNotFoundError, DataError):
+                pass  # missing, or a stale archive: download_dataset fetches a fresh copy
+        folder = download_dataset(name, args.data_dir, force=args.force)
+        print(f"{info.title} ready in {folder}")
     return 0
 
 
 # ----------------------------------------------------------------------------- train
 def _add_train_options(p: argparse.ArgumentParser) -> None:
     from td_analysis.dropout import REGULARISERS
+    from td_analysis.tasks import DEFAULT_TASK, TASKS
     from td_analysis.training import TrainConfig
 
     d = TrainConfig()
+
+    def per_task(field: str) -> str:  # "(default: the task's: toy 0.01, fashion-mlp 0.001)"
+        values = ", ".join(f"{n} {_task_default(t, field)}" for n, t in TASKS.items())
+        return f"(default: the task's: {values})"
+
+    g = p.add_argument_group("experiment")
+    g.add_argument(
+        "--task",
+        choices=list(TASKS),
+        default=None,
+        help=f"experiment whose data, network and defaults are used (default: {DEFAULT_TASK}, "
+        "or the task of --dataset)",
+    )
+    g.add_argument(
+        "--dataset",
+        choices=sorted({t.dataset for t in TASKS.values()}),
+        default=None,
+        help="data set; picks its task ("
+        + ", ".join(f"{t.dataset}: {n}" for n, t in TASKS.items())
+        + ")",
+    )
+    g.add_argument(
+        "--protocol",
+        default="default",
+        help="the task's named training protocol, e.g. 'seed' for fashion-mlp (the seed's "
+        "batch 32, 100 epochs) (default: default)",
+    )
     g = p.add_argument_group("network")
     g.add_argument(
         "--hidden",
-        type=_ints,
-        default=list(d.hidden),
-        help="hidden widths, comma-separated (default: 10, the paper's toy network)",
+        type=cliargs.positive_ints,
+        default=None,
+        help=f"hidden widths, comma-separated {per_task('hidden')}",
     )
     g.add_argument("--no-bias", action="store_true", help="layers without biases")
     g = p.add_argument_group("regulariser")
@@ -78,74 +132,146 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--gamma",
-        type=float,
-        default=0.75,
-        help="targeted fraction γ for targeted-* (default: 0.75)",
+        type=cliargs.unit_interval,
+        default=None,
+        help=f"targeted fraction γ for targeted-* {per_task('gamma')}",
     )
     g.add_argument(
         "--alpha",
-        type=float,
-        default=0.5,
-        help="drop probability α for targeted-*, dropout, dropconnect (default: 0.5)",
+        type=cliargs.unit_interval,
+        default=None,
+        help=f"drop probability α for targeted-*, dropout, dropconnect {per_task('alpha')}",
     )
-    g.add_argument("--l1", type=float, default=1e-4, help="L1 coefficient for --reg l1")
+    g.add_argument(
+        "--l1", type=cliargs.non_negative_float, default=1e-4, help="L1 coefficient for --reg l1"
+    )
     g.add_argument(
         "--ramp-steps",
-        type=int,
+        type=cliargs.positive_int,
         default=None,
         help="ramp γ and α over this many steps (the official 'piecewise' schedule)",
     )
     g.add_argument(
         "--layers",
-        type=_ints,
+        type=cliargs.non_negative_ints,
         default=None,
-        help="indices of the weight matrices regularised (default: all)",
+        help="indices of the weight matrices regularised (default: the task's: all for toy, "
+        "the hidden layers for fashion-mlp)",
     )
-    g = p.add_argument_group("optimisation")
-    g.add_argument("--optimizer", choices=("sgd", "adam"), default=d.optimizer)
-    g.add_argument("--lr", type=float, default=d.lr, help=f"learning rate (default: {d.lr})")
-    g.add_argument("--momentum", type=float, default=d.momentum)
-    g.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    g.add_argument("--grad-clip", type=float, default=None, help="clip the gradient norm")
-    g.add_argument("--batch-size", type=int, default=d.batch_size)
-    g.add_argument("--epochs", type=int, default=d.epochs)
-    g.add_argument("--seed", type=int, default=d.seed)
+    g = p.add_argument_group("optimisation (defaults: the task's protocol)")
     g.add_argument(
-        "--preprocessing", choices=("standardize", "unit", "raw"), default=d.preprocessing
+        "--optimizer",
+        choices=("sgd", "adam"),
+        default=None,
+        help=f"optimiser {per_task('optimizer')}",
     )
-    g.add_argument("--device", default=d.device, help="cpu, cuda or auto (default: cpu)")
+    g.add_argument(
+        "--lr", type=cliargs.positive_float, default=None, help=f"learning rate {per_task('lr')}"
+    )
+    g.add_argument(
+        "--momentum", type=cliargs.momentum, default=None, help="SGD momentum, in [0, 1)"
+    )
+    g.add_argument(
+        "--weight-decay",
+        type=cliargs.non_negative_float,
+        default=None,
+        help="L2 weight decay",
+    )
+    g.add_argument(
+        "--grad-clip", type=cliargs.positive_float, default=None, help="clip the gradient norm"
+    )
+    g.add_argument(
+        "--batch-size",
+        type=cliargs.positive_int,
+        default=None,
+        help=f"minibatch size {per_task('batch_size')}",
+    )
+    g.add_argument(
+        "--epochs",
+        type=cliargs.positive_int,
+        default=None,
+        help=f"passes over the data {per_task('epochs')}",
+    )
+    g.add_argument(
+        "--seed",
+        type=cliargs.non_negative_int,
+        default=d.seed,
+        help="seed of initialisation, shuffling and dropout",
+    )
+    g.add_argument(
+        "--preprocessing",
+        choices=("standardize", "unit", "raw"),
+        default=None,
+        help=f"input scaling {per_task('preprocessing')}",
+    )
+    g.add_argument(
+        "--device",
+        type=cliargs.device,
+        default=d.device,
+        help="cpu, cuda, cuda:N or auto (CUDA if available)",
+    )
+
+
+def _task_default(task, field: str):
+    """A task's default for a ``train`` option (hidden widths comma-separated)."""
+    value = task.protocol()[field] if field in task.protocol() else getattr(task, field)
+    return ",".join(map(str, value)) if isinstance(value, tuple) else value
+
+
+def task_from_args(args: argparse.Namespace):
+    """The :class:`~td_analysis.tasks.Task` of ``--task`` / ``--dataset`` (default: the toy)."""
+    from td_analysis.tasks import DEFAULT_TASK, get_task, task_for_dataset
+
+    dataset = getattr(args, "dataset", None)
+    if getattr(args, "task", None):
+        task = get_task(args.task)
+        if dataset and dataset != task.dataset:
+            raise ValueError(f"task {task.name} is trained on {task.dataset}, not on {dataset}")
+        return task
+    return task_for_dataset(dataset) if dataset else get_task(DEFAULT_TASK)
 
 
 def config_from_args(args: argparse.Namespace):
-    """The :class:`TrainConfig` that the ``train`` options describe."""
+    """The :class:`TrainConfig` that the ``train`` options describe (unset: the task's)."""
     from td_analysis.dropout import RegulariserConfig
-    from td_analysis.training import TrainConfig
 
+    task = task_from_args(args)
     kind = args.reg
+    gamma = task.gamma if args.gamma is None else args.gamma
+    alpha = task.alpha if args.alpha is None else args.alpha
     reg = RegulariserConfig(
         kind=kind,
-        gamma=args.gamma if kind.startswith("targeted") else 0.0,
-        alpha=args.alpha
+        gamma=gamma if kind.startswith("targeted") else 0.0,
+        alpha=alpha
         if kind in ("targeted-weight", "targeted-unit", "dropout", "dropconnect")
         else 0.0,
         l1=args.l1 if kind == "l1" else 0.0,
         ramp_steps=args.ramp_steps if kind.startswith("targeted") else None,
-        layers=args.layers,
+        draws=task.draws,
+        layers=args.layers
+        if args.layers is not None or kind == "none"
+        else task.regularised_layers,
     )
-    return TrainConfig(
-        hidden=tuple(args.hidden),
-        bias=not args.no_bias,
+    overrides = {
+        "hidden": None if args.hidden is None else tuple(args.hidden),
+        "optimizer": args.optimizer,
+        "lr": args.lr,
+        "momentum": args.momentum,
+        "weight_decay": args.weight_decay,
+        "batch_size": args.batch_size,
+        "epochs": args.epochs,
+        "preprocessing": args.preprocessing,
+    }
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    if args.no_bias:
+        overrides["bias"] = False
+    return task.config(
+        args.protocol,
         regulariser=reg,
-        optimizer=args.optimizer,
-        lr=args.lr,
-        momentum=args.momentum,
-        weight_decay=args.weight_decay,
         grad_clip=args.grad_clip,
-        batch_size=args.batch_size,
-        epochs=args.epochs,
         seed=args.seed,
-        preprocessing=args.preprocessing,
         device=args.device,
+        **overrides,
     )
 
 
@@ -153,8 +279,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from td_analysis.training import save_checkpoint, train
 
     config = config_from_args(args)
-    result = train(config, data_root=args.data_dir, progress=not args.quiet)
     out = args.out or Path("runs") / f"{config.regulariser.kind}-seed{config.seed}.pt"
+    cliargs.check_output_file(out)  # before training, not after it
+    # a diverging run raises FloatingPointError here: no checkpoint is written
+    result = train(config, data_root=args.data_dir, progress=not args.quiet)
     save_checkpoint(out, result.model, config, {"history": result.history, **result.final})
     final = result.final
     print(
@@ -174,13 +302,33 @@ def _rows_to_csv(rows: list[dict]) -> str:
     return buf.getvalue()
 
 
+def _analysis_data(args: argparse.Namespace, ckpt):
+    """``--split`` of ``--dataset`` (default: the checkpoint's data set), preprocessed as the
+    network was trained; a network that does not take the data's inputs is a one-line error."""
+    from td_analysis.data import load_dataset
+    from td_analysis.training import check_features
+
+    name = getattr(args, "dataset", None) or ckpt.config.dataset
+    x, y = load_dataset(
+        name, args.split, root=args.data_dir, preprocessing=ckpt.config.preprocessing
+    )
+    try:
+        check_features(ckpt.config, x, name)
+    except ValueError as exc:
+        raise ValueError(f"checkpoint {args.checkpoint}: {exc}") from None
+    return x, y
+
+
 def _cmd_prune(args: argparse.Namespace) -> int:
-    from td_analysis.data import load_cifar10
     from td_analysis.pruning import pruning_curve
     from td_analysis.training import load_checkpoint
 
+    if args.percent is not None:
+        return _cmd_prune_percent(args)
+    _rows_stem(args, f"prune-{args.kind}-{args.split}")  # writable? (before the work)
     ckpt = load_checkpoint(args.checkpoint)
-    x, y = load_cifar10(args.data_dir, split=args.split, preprocessing=ckpt.config.preprocessing)
+    x, y = _analysis_data(args, ckpt)
+    _check_input_size(ckpt, x, args)
     rows = pruning_curve(
         ckpt.model, x, y, args.fractions, args.kind, args.layers, progress=not args.quiet
     )
@@ -194,21 +342,70 @@ def _cmd_prune(args: argparse.Namespace) -> int:
             f"{r['fraction']:>9.2f} {r['removed_share']:>9.2%} {r['loss']:>8.4f} "
             f"{r['accuracy']:>9.2%}"
         )
-    stem = args.out or Path(args.checkpoint).with_suffix("")
-    stem = Path(f"{stem}-prune-{args.kind}-{args.split}") if args.out is None else Path(stem)
-    atomic_write_text(stem.with_suffix(".csv"), _rows_to_csv(rows))
-    atomic_write_json(stem.with_suffix(".json"), rows)
-    print(f"wrote {stem.with_suffix('.csv')} and {stem.with_suffix('.json')}")
+    _write_rows(args, rows, f"prune-{args.kind}-{args.split}")
     return 0
 
 
+def _cmd_prune_percent(args: argparse.Namespace) -> int:
+    """``prune --percent``: the seed's per-layer weight / unit pruning at k percent."""
+    from td_analysis.pruning import SEED_KINDS, pruning_table
+    from td_analysis.training import load_checkpoint
+
+    if args.kind not in SEED_KINDS:
+        raise ValueError(f"--percent prunes by --kind {' or '.join(SEED_KINDS)}, not {args.kind}")
+    what = f"prune-{args.kind}-percent-{args.split}"
+    _rows_stem(args, what)  # writable? (before the work)
+    ckpt = load_checkpoint(args.checkpoint)
+    x, y = _analysis_data(args, ckpt)
+    rows = pruning_table(
+        ckpt.model, x, y, args.percent, (args.kind,), args.layers, progress=not args.quiet
+    )
+    print(
+        f"{args.kind} pruning (the smallest k% per layer, output layer kept) of "
+        f"{args.checkpoint} ({ckpt.config.regulariser.label}) on {args.split} ({len(y)} images)"
+    )
+    print(f"{'k %':>6} {'removed':>9} {'loss':>8} {'accuracy':>9}")
+    for r in rows:
+        print(f"{r['k']:>6g} {r['removed_share']:>9.2%} {r['loss']:>8.4f} {r['accuracy']:>9.2%}")
+    _write_rows(args, rows, what)
+    return 0
+
+
+def _default_stem(args: argparse.Namespace, what: str) -> str:
+    """``<checkpoint without .pt>-<what>[-layers…][-limitN]``: the options that change the
+    result are in the name, so runs that differ in them never overwrite each other."""
+    stem = f"{_checkpoint_stem(args.checkpoint)}-{what}"
+    if getattr(args, "layers", None) is not None:
+        stem += "-layers" + "_".join(map(str, args.layers))
+    if getattr(args, "limit", None) is not None:
+        stem += f"-limit{args.limit}"
+    return stem
+
+
+def _rows_stem(args: argparse.Namespace, what: str) -> str:
+    """``--out`` (whole stem), else :func:`_default_stem`; checked writable before any work."""
+    stem = output_stem(args.out, _default_stem(args, what))
+    for ext in (".csv", ".json"):
+        cliargs.check_output_file(f"{stem}{ext}")
+    return stem
+
+
+def _write_rows(args: argparse.Namespace, rows: list[dict], what: str) -> None:
+    """Rows to ``<stem>.csv`` and ``<stem>.json`` (stem: ``--out``, else :func:`_default_stem`)."""
+    stem = _rows_stem(args, what)
+    csv_path, json_path = Path(f"{stem}.csv"), Path(f"{stem}.json")
+    atomic_write_text(csv_path, _rows_to_csv(rows))
+    atomic_write_json(json_path, rows)
+    print(f"wrote {csv_path} and {json_path}")
+
+
 def _load_for_analysis(args: argparse.Namespace):
-    from td_analysis.data import load_cifar10
     from td_analysis.training import load_checkpoint
 
     ckpt = load_checkpoint(args.checkpoint)
-    x, y = load_cifar10(args.data_dir, split=args.split, preprocessing=ckpt.config.preprocessing)
-    if args.limit:
+    x, y = _analysis_data(args, ckpt)
+    _check_input_size(ckpt, x, args)
+    if args.limit is not None:  # ≥ 1 (checked while parsing)
         x, y = x[: args.limit], y[: args.limit]
     return ckpt, x, y
 
@@ -216,6 +413,7 @@ def _load_for_analysis(args: argparse.Namespace):
 def _cmd_estimate(args: argparse.Namespace) -> int:
     from td_analysis.taylor import pruning_sweep
 
+    _rows_stem(args, f"estimate-{args.kind}-{args.split}")  # writable? (before the work)
     ckpt, x, y = _load_for_analysis(args)
     rows = pruning_sweep(
         ckpt.model, x, y, args.fractions, args.kind, args.layers, progress=not args.quiet
@@ -234,11 +432,7 @@ def _cmd_estimate(args: argparse.Namespace) -> int:
             f"{r.diagonal:>9.4f} {r.estimate:>9.4f} {r.measured:>9.4f} {r.accuracy:>9.2%} "
             f"{r.pruned_accuracy:>8.2%}"
         )
-    stem = args.out or Path(f"{Path(args.checkpoint).with_suffix('')}-estimate-{args.kind}")
-    dicts = [r.as_dict() for r in rows]
-    atomic_write_text(Path(stem).with_suffix(".csv"), _rows_to_csv(dicts))
-    atomic_write_json(Path(stem).with_suffix(".json"), dicts)
-    print(f"wrote {Path(stem).with_suffix('.csv')} and {Path(stem).with_suffix('.json')}")
+    _write_rows(args, [r.as_dict() for r in rows], f"estimate-{args.kind}-{args.split}")
     return 0
 
 
@@ -256,6 +450,8 @@ def _cmd_coadaptation(args: argparse.Namespace) -> int:
     )
     from td_analysis.curvature import hessian
 
+    out = Path(output_stem(args.out, _coadaptation_stem(args)) + ".png")
+    cliargs.check_output_file(out)  # before the Hessian, not after it
     ckpt, x, y = _load_for_analysis(args)
     params = args.params if args.params == "weights" else args.params.split(",")
     order = magnitude_order(ckpt.model, params)
@@ -268,6 +464,7 @@ def _cmd_coadaptation(args: argparse.Namespace) -> int:
         )
     if bins is not None and not 1 <= bins <= order.size:
         raise ValueError(f"--bins must be between 1 and the {order.size} selected parameters")
+    _check_matrix_memory(bins or order.size, order.size, "--bins" if bins else "--params")
     pruned = pruned_set(ckpt.model, order, args.gamma, "lowest")
     if bins is None:
         H = hessian(
@@ -300,10 +497,54 @@ def _cmd_coadaptation(args: argparse.Namespace) -> int:
             vmax = plotting.symmetric_limit(C, quantile=0.99)
             title += ", colours clipped at the 99th percentile"
     fig = plotting.plot_coadaptation(C, vmax=vmax, gamma=args.gamma, title=title)
-    out = args.out or Path(f"{Path(args.checkpoint).with_suffix('')}-coadaptation.png")
     for path in plotting.save_figure(fig, out, formats=("png",)):
         print(f"wrote {path}")
     return 0
+
+
+def _coadaptation_stem(args: argparse.Namespace) -> str:
+    """``<checkpoint>-coadaptation-<params>-<split>[-limitN][-binsB][-mean]``: one PNG per
+    parameter set, split, data size, pooling and reduction."""
+    params = "+".join(p.strip() for p in args.params.split(",") if p.strip())
+    stem = f"{_checkpoint_stem(args.checkpoint)}-coadaptation-{params}-{args.split}"
+    if args.limit is not None:
+        stem += f"-limit{args.limit}"
+    if args.bins is not None:
+        stem += f"-bins{args.bins}"
+    if args.reduction != "sum":
+        stem += f"-{args.reduction}"
+    return stem
+
+
+# copies of a B × B float64 matrix alive at once: the sums, their symmetrisation, |C| for the
+# colour limit and matplotlib's image
+MATRIX_COPIES = 4
+
+
+def _check_matrix_memory(size: int, num_params: int, option: str) -> None:
+    """One-line error naming ``option`` unless ``MATRIX_COPIES`` float64 ``size × size``
+    matrices and a few parameter-length work columns fit in the free memory."""
+    from td_analysis.curvature import available_memory_bytes
+
+    need = MATRIX_COPIES * size * size * 8 + 64 * num_params * 8
+    avail = available_memory_bytes("cpu")
+    if avail is not None and need > avail:
+        raise MemoryError(
+            f"{option}: a {size:,} × {size:,} coadaptation matrix needs about {need / 1e9:.1f} GB "
+            f"({MATRIX_COPIES} float64 copies), but only {avail / 1e9:.1f} GB are free; "
+            f"use fewer --bins (default {POOLED_BINS}) or fewer --params"
+        )
+
+
+def _add_dataset_option(p: argparse.ArgumentParser) -> None:
+    from td_analysis.data import DATASETS
+
+    p.add_argument(
+        "--dataset",
+        choices=list(DATASETS),
+        default=None,
+        help="data set to evaluate on (default: the one the checkpoint was trained on)",
+    )
 
 
 def _add_analysis_options(p: argparse.ArgumentParser) -> None:
@@ -314,7 +555,13 @@ def _add_analysis_options(p: argparse.ArgumentParser) -> None:
         default="holdout",
         help="data the loss is taken over (default: holdout)",
     )
-    p.add_argument("--limit", type=int, default=None, help="use only the first N images")
+    _add_dataset_option(p)
+    p.add_argument(
+        "--limit",
+        type=cliargs.positive_int,
+        default=None,
+        help="use only the first N images (default: all)",
+    )
     p.add_argument("--data-dir", type=Path, default=None, help=DATA_HELP)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -322,8 +569,9 @@ def _add_analysis_options(p: argparse.ArgumentParser) -> None:
 # ----------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     """The ``td-analysis`` argument parser with one sub-command per job."""
-    parser = argparse.ArgumentParser(
+    parser = cliargs.OneLineErrorParser(
         prog="td-analysis",
+        formatter_class=cliargs.DefaultsHelpFormatter,
         description=(
             "Measure targeted dropout (Gomez et al., 'Learning Sparse Networks Using Targeted "
             "Dropout'): train the paper's toy dense CIFAR-10 network, prune it, compute exact "
@@ -332,11 +580,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    from td_analysis.data import DATASET_NAMES
+
     p = sub.add_parser(
         "download",
-        help="download and verify CIFAR-10 (python version)",
-        description="Download cifar-10-python.tar.gz from the official address, "
-        "verify its md5 and extract it into the data folder.",
+        help="download and verify a data set (CIFAR-10 by default, Fashion-MNIST)",
+        description="Download a data set from its official address into the data folder and "
+        "verify it: cifar10 (cifar-10-python.tar.gz, md5-checked, extracted safely) or "
+        "fashion-mnist (the four official .gz files, md5-checked, into fashion-mnist/). "
+        "Data already present is kept unless --force is given.",
+    )
+    p.add_argument(
+        "--dataset",
+        choices=(*DATASET_NAMES, "all"),
+        default="cifar10",
+        help="which data set (all: every one)",
     )
     p.add_argument("--data-dir", type=Path, default=None, help=DATA_HELP)
     p.add_argument("--force", action="store_true", help="download even if the data is present")
@@ -345,13 +603,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "train",
         help="train a dense network and write a checkpoint",
-        description="Train the toy dense network (3072-10-10 ReLU by default) on "
-        "the 40,000-image training split, evaluate on the 10,000-image holdout, "
-        "and write a checkpoint (weights, config, metrics).",
+        description="Train the dense network of a task (--task/--dataset; by default the "
+        "paper's toy CIFAR-10 network) on the training split (the first 80% of the official "
+        "training set), evaluate on the holdout (the other 20%) and write a checkpoint "
+        "(weights, config with task and data set, metrics).",
     )
     p.add_argument("--data-dir", type=Path, default=None, help=DATA_HELP)
     p.add_argument(
-        "--out", type=Path, default=None, help="checkpoint path (default: runs/<reg>-seed<seed>.pt)"
+        "--out",
+        type=cliargs.output_file,
+        default=None,
+        help="checkpoint path (default: runs/<reg>-seed<seed>.pt)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_train_options(p)
@@ -378,8 +640,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma-separated fractions in [0, 1) (default: 0,0.25,0.5,0.75,0.9)",
     )
     p.add_argument(
+        "--percent",
+        type=_percents,
+        default=None,
+        help="the seed's rules instead: comma-separated k in [0, 100]; --kind weight removes "
+        "the smallest k%% of |w| in each hidden weight matrix, --kind unit the k%% hidden units "
+        "of each layer with the smallest incoming L2 norm (with their bias and outgoing "
+        "weights); the output layer is kept (e.g. 0,25,50,60,70,80,90,95,97,99)",
+    )
+    p.add_argument(
         "--layers",
-        type=_ints,
+        type=cliargs.non_negative_ints,
         default=None,
         help="indices of the weight matrices pruned (default: all)",
     )
@@ -389,12 +660,14 @@ def build_parser() -> argparse.ArgumentParser:
         default="holdout",
         help="data to evaluate on (default: holdout)",
     )
+    _add_dataset_option(p)
     p.add_argument("--data-dir", type=Path, default=None, help=DATA_HELP)
     p.add_argument(
         "--out",
-        type=Path,
+        type=cliargs.output_file,
         default=None,
-        help="output stem for .csv/.json (default: next to the checkpoint)",
+        help="output stem: writes STEM.csv and STEM.json, the whole name kept (sweep_v1.2 → "
+        "sweep_v1.2.csv) (default: <checkpoint without .pt>-prune-<kind>-<split>[-layers…])",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_prune)
@@ -422,11 +695,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--layers",
-        type=_ints,
+        type=cliargs.non_negative_ints,
         default=None,
         help="indices of the weight matrices pruned (default: all)",
     )
-    p.add_argument("--out", type=Path, default=None, help="output stem for .csv/.json")
+    p.add_argument(
+        "--out",
+        type=cliargs.output_file,
+        default=None,
+        help="output stem: writes STEM.csv and STEM.json, the whole name kept (default: "
+        "<checkpoint without .pt>-estimate-<kind>-<split>[-layers…][-limitN])",
+    )
     p.set_defaults(func=_cmd_estimate)
 
     p = sub.add_parser(
@@ -446,7 +725,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--bins",
-        type=int,
+        type=cliargs.positive_int,
         default=None,
         help="pool C into B × B block sums of the |θ| ordering through B Hessian-vector "
         f"products, without the full Hessian (default: exact C up to {EXACT_LIMIT:,} "
@@ -458,34 +737,66 @@ def build_parser() -> argparse.ArgumentParser:
         default="sum",
         help="loss summed (as the published figure) or averaged (default: sum)",
     )
-    p.add_argument("--gamma", type=float, default=0.75, help="marked pruned fraction")
-    p.add_argument("--vmax", type=float, default=None, help="colour limit ±vmax")
-    p.add_argument("--out", type=Path, default=None, help="PNG path")
+    p.add_argument(
+        "--gamma", type=cliargs.unit_interval, default=0.75, help="marked pruned fraction"
+    )
+    p.add_argument(
+        "--vmax",
+        type=cliargs.positive_float,
+        default=None,
+        help="colour limit ±vmax (default: the largest |entry|; 99th percentile when pooled)",
+    )
+    p.add_argument(
+        "--out",
+        type=cliargs.output_file,
+        default=None,
+        help="PNG path (default: <checkpoint without .pt>-coadaptation-<params>-<split>"
+        "[-limitN][-binsB][-mean].png, so other parameter sets never overwrite it)",
+    )
     p.set_defaults(func=_cmd_coadaptation)
 
     _add_analysis_commands(sub)
+    for command in sub.choices.values():  # also the commands other modules register
+        cliargs.show_defaults(command)
+        if "--progress" not in command._option_string_actions:  # noqa: SLF001 - argparse API
+            command.add_argument(
+                "--progress",
+                action="store_true",
+                help="progress bars even when stderr is not a terminal (by default a log gets "
+                "a plain line every $TD_ANALYSIS_PROGRESS_INTERVAL seconds, 30 unless set)",
+            )
     return parser
 
 
 def _add_analysis_commands(sub: argparse._SubParsersAction) -> None:
     """The analysis commands (reproduce, curves) live beside their orchestration code."""
-    from td_analysis import experiments
+    from td_analysis import experiments, explore, spectra
 
     experiments.add_commands(sub)
+    explore.add_commands(sub)  # the explorer web app (notebook 03 with Voilà)
+    spectra.add_commands(sub)  # Hessian eigenvalues, trace, density (issue 10)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``td-analysis`` with ``argv``; returns the exit status (2 for bad input)."""
+    from td_analysis.progress import set_progress_mode
+
     parser = build_parser()
     args = parser.parse_args(argv)
+    set_progress_mode(
+        "off" if getattr(args, "quiet", False) else "bar" if getattr(args, "progress", False) else None
+    )
     try:
         return int(args.func(args) or 0)
-    except (OSError, ValueError, KeyError, MemoryError) as exc:  # missing/corrupt data, bad input
+    except (OSError, ValueError, KeyError, MemoryError, FloatingPointError) as exc:
+        # missing/corrupt data, bad input, too large a request, a diverging run: one line
         print(f"td-analysis {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    finally:
+        set_progress_mode(None)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -11,15 +11,23 @@ done with it (block shares, unit maps, top pairs) are the *summaries* below.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
-from td_analysis.curvature import projected_hessian
+from td_analysis.curvature import HessianMemoryError, available_memory_bytes, hvp
 from td_analysis.models import ParamSpec, param_specs
+from td_analysis.progress import progress_bar as tqdm
 from td_analysis.pruning import pruning_masks
+
+#: Work-space budget (bytes) of the P × k column blocks of :func:`group_sums`.
+PROJECTION_BYTES = 768 * 2**20
+#: P × k arrays alive at once in one block (V, H V, the product's own work arrays).
+PROJECTION_COPIES = 5
+#: Most columns (groups) pushed through one batched Hessian-vector product.
+MAX_PROJECTION_COLUMNS = 16
 
 __all__ = [
     "MagnitudeOrder",
@@ -36,7 +44,13 @@ __all__ = [
     "pooled_unit_dependence",
     "coadaptation_entries",
     "bin_matrix",
+    "bin_index",
     "pooled_coadaptation",
+    "layer_index",
+    "layer_coadaptation",
+    "hessian_operator",
+    "group_sums",
+    "projection_bytes",
     "max_pool",
     "top_pairs",
 ]
@@ -249,11 +263,13 @@ def pooled_block_summary(
     reduction: str = "sum",
     dtype: torch.dtype | None = torch.float64,
     chunk_size: int | None = None,
+    operator: object | None = None,
 ) -> BlockSummary:
     """The signed block sums of :func:`block_summary` without the full Hessian (2 HVPs).
 
     ``UᵀHU`` with ``U = [θ ⊙ kept, θ ⊙ pruned]`` (``pruned`` in flat order, as from
-    :func:`pruned_set`).  The shares of ``Σ|C|`` need every entry, so they are NaN here.
+    :func:`pruned_set`), by :func:`group_sums`.  The shares of ``Σ|C|`` need every entry, so
+    they are NaN here.
     """
     pruned = torch.as_tensor(pruned).cpu()
     if pruned.shape != (order.size,):
@@ -261,8 +277,10 @@ def pooled_block_summary(
             f"pruned must be a boolean vector over the {order.size} selected parameters, "
             f"got shape {tuple(pruned.shape)}"
         )
-    U = _scaled_indicators(order, pruned.long(), 2, dtype or torch.float32)
-    S = _project(model, inputs, targets, order, U, reduction, dtype, chunk_size)
+    op = operator or hessian_operator(
+        model, inputs, targets, order, reduction=reduction, dtype=dtype, chunk_size=chunk_size
+    )
+    S = group_sums(op, order.theta, pruned.long(), 2)
     nan = float("nan")
     return BlockSummary(
         kept_kept=float(S[0, 0]),
@@ -316,6 +334,7 @@ def pooled_unit_dependence(
     reduction: str = "sum",
     dtype: torch.dtype | None = torch.float64,
     chunk_size: int | None = None,
+    operator: object | None = None,
 ) -> Tensor:
     """The units × units map ``D = UᵀHU`` with ``U[i, unit(i)] = θ_i``, by one HVP per unit.
 
@@ -323,8 +342,58 @@ def pooled_unit_dependence(
     30,840 parameters of the toy network it takes 20 HVPs instead of a 3.8 GB matrix.
     """
     ids, units = unit_index(order)
-    U = _scaled_indicators(order, ids, len(units), dtype or torch.float32)
-    return _project(model, inputs, targets, order, U, reduction, dtype, chunk_size)
+    op = operator or hessian_operator(
+        model, inputs, targets, order, reduction=reduction, dtype=dtype, chunk_size=chunk_size
+    )
+    return group_sums(op, order.theta, ids, len(units))
+
+
+def layer_index(order: MagnitudeOrder) -> tuple[Tensor, list[str]]:
+    """Layer id of every flat parameter of the selection, and the layers in network order.
+
+    ``layers.l.weight`` and ``layers.l.bias`` belong to the same layer ``layers.l``.
+    """
+    layers: list[str] = []
+    ids = []
+    for s in order.specs:
+        layer = s.name.rsplit(".", 1)[0]
+        if layer not in layers:
+            layers.append(layer)
+        ids.append(torch.full((s.numel,), layers.index(layer), dtype=torch.long))
+    return torch.cat(ids), layers
+
+
+def layer_coadaptation(
+    model: nn.Module,
+    inputs: Tensor,
+    targets: Tensor,
+    order: MagnitudeOrder,
+    *,
+    subset: Tensor | None = None,
+    reduction: str = "mean",
+    dtype: torch.dtype | None = torch.float64,
+    chunk_size: int | None = None,
+    operator: object | None = None,
+) -> tuple[Tensor, list[str]]:
+    """Layer × layer map ``D_ab = Σ_{i∈a, j∈b} θ_i H_ij θ_j`` (one HVP per layer), and the layers.
+
+    With a boolean ``subset`` over the selection (flat order, e.g. a pruned set from
+    :func:`pruned_set`) only its parameters count, so ``½ Σ_ab D_ab = ½ dᵀHd`` for d = θ on the
+    subset, split by the layers the deleted weights sit in.
+    """
+    ids, layers = layer_index(order)
+    if subset is not None:
+        subset = torch.as_tensor(subset).cpu()
+        if subset.shape != (order.size,):
+            raise ValueError(
+                f"subset must be a boolean vector over the {order.size} selected parameters, "
+                f"got shape {tuple(subset.shape)}"
+            )
+        ids = torch.where(subset.bool(), ids, -1)
+    op = operator or hessian_operator(
+        model, inputs, targets, order, reduction=reduction, dtype=dtype, chunk_size=chunk_size
+    )
+    return group_sums(op, order.theta, ids, len(layers)), layers
 
 
 def coadaptation_entries(
@@ -337,6 +406,7 @@ def coadaptation_entries(
     reduction: str = "sum",
     dtype: torch.dtype | None = torch.float64,
     chunk_size: int | None = None,
+    operator: object | None = None,
 ) -> Tensor:
     """Exact entries ``C_ab = θ_a H_ab θ_b`` between the parameters at ``positions`` (k × k).
 
@@ -353,43 +423,164 @@ def coadaptation_entries(
     k = len(positions)
     if len(torch.unique(positions)) != k:
         raise ValueError("positions must be distinct")
-    group = torch.full((order.size,), k, dtype=torch.long)  # column k: parameters not chosen
+    group = torch.full((order.size,), -1, dtype=torch.long)  # -1: parameters not chosen
     group[order.order.cpu()[positions]] = torch.arange(k)
-    U = _scaled_indicators(order, group, k + 1, dtype or torch.float32)[:, :k].contiguous()
-    return _project(model, inputs, targets, order, U, reduction, dtype, chunk_size)
+    op = operator or hessian_operator(
+        model, inputs, targets, order, reduction=reduction, dtype=dtype, chunk_size=chunk_size
+    )
+    return group_sums(op, order.theta, group, k)
 
 
-def _scaled_indicators(
-    order: MagnitudeOrder, group: Tensor, count: int, dtype: torch.dtype
-) -> Tensor:
-    """``U`` (P × count) with ``U[i, group[i]] = θ_i``: ``(UᵀHU)[a, b] = Σ_{i∈a, j∈b} C_ij``."""
-    U = torch.zeros(order.size, count, dtype=dtype)
-    U[torch.arange(order.size), group.cpu()] = order.theta.detach().cpu().to(dtype)
-    return U
+# ----------------------------------------------------------------------------- projections
+class _HVPOperator:
+    """H·V over one parameter selection through :func:`td_analysis.curvature.hvp` (fallback)."""
+
+    def __init__(self, model, inputs, targets, names, reduction, dtype, chunk_size) -> None:
+        self.args = (model, inputs, targets)
+        self.kwargs = dict(params=names, reduction=reduction, dtype=dtype, chunk_size=chunk_size)
+        self.shape = (sum(s.numel for s in param_specs(model, names)),) * 2
+
+    def __matmul__(self, V: Tensor) -> Tensor:
+        return hvp(*self.args, V, **self.kwargs)
 
 
-def _project(
+def hessian_operator(
     model: nn.Module,
     inputs: Tensor,
     targets: Tensor,
-    order: MagnitudeOrder,
-    U: Tensor,
-    reduction: str,
-    dtype: torch.dtype | None,
-    chunk_size: int | None,
-) -> Tensor:
-    """``UᵀHU`` over the selection of ``order`` through the curvature engine (one HVP a column)."""
-    device = next(model.parameters()).device
-    return projected_hessian(
+    order: MagnitudeOrder | Iterable[str] | str | None,
+    *,
+    reduction: str = "mean",
+    dtype: torch.dtype | None = torch.float64,
+    chunk_size: int | None = None,
+) -> object:
+    """An operator ``op @ V = H V`` (V of shape P × k) over the selection of ``order``.
+
+    Built once and reused for every product (the parameters and data are cast once);
+    :class:`td_analysis.curvature.HessianOperator` where available.
+    """
+    names = order.names if isinstance(order, MagnitudeOrder) else order
+    names = [s.name for s in param_specs(model, names)]
+    try:
+        from td_analysis.curvature import HessianOperator
+    except ImportError:
+        return _HVPOperator(model, inputs, targets, names, reduction, dtype, chunk_size)
+    return HessianOperator(
         model,
-        inputs,
-        targets,
-        U.to(device),
-        params=order.names,
+        (inputs, targets),
+        params=names,
         reduction=reduction,
         dtype=dtype,
         chunk_size=chunk_size,
     )
+
+
+def _matmat(operator: object) -> Callable[[Tensor], Tensor]:
+    if hasattr(operator, "__matmul__"):
+        return lambda V: operator @ V
+    if callable(operator):
+        return operator
+    raise TypeError(f"operator must support `op @ V` or be callable, got {type(operator).__name__}")
+
+
+def projection_bytes(num_params: int, count: int, columns: int, itemsize: int) -> int:
+    """Peak work space of :func:`group_sums`: the index vectors, the count × count result and
+    :data:`PROJECTION_COPIES` P × columns arrays (V, H V and the product's own work arrays)."""
+    fixed = num_params * (2 * 8 + 2 * itemsize) + 2 * count * count * itemsize
+    return fixed + PROJECTION_COPIES * num_params * columns * itemsize
+
+
+def _projection_columns(
+    num_params: int,
+    count: int,
+    itemsize: int,
+    device: torch.device,
+    columns: int | None,
+    memory_limit: int | None,
+) -> int:
+    """Columns per block: as many as fit in the budget (≤ ``MAX_PROJECTION_COLUMNS``), or raise
+    :class:`HessianMemoryError` when not even one column fits."""
+    limits = [b for b in (available_memory_bytes(device), memory_limit) if b is not None]
+    budget = min(limits) if limits else None
+    need_one = projection_bytes(num_params, count, 1, itemsize)
+    if budget is not None and need_one > budget:
+        raise HessianMemoryError(
+            f"the pooled projection of P = {num_params:,} parameters into {count:,} groups needs "
+            f"at least {need_one / 1e9:.2f} GB ({count:,}² sums plus P-length work columns), "
+            f"but only {budget / 1e9:.2f} GB are available; use fewer bins or fewer parameters"
+        )
+    if columns is not None:
+        if columns < 1:
+            raise ValueError(f"columns must be ≥ 1, got {columns}")
+        return min(columns, count)
+    work = PROJECTION_BYTES if budget is None else min(PROJECTION_BYTES, budget)
+    fixed = projection_bytes(num_params, count, 0, itemsize)
+    fit = (work - fixed) // (PROJECTION_COPIES * num_params * itemsize)
+    return int(max(1, min(count, MAX_PROJECTION_COLUMNS, fit)))
+
+
+def group_sums(
+    operator: object,
+    theta: Tensor,
+    group: Tensor,
+    count: int,
+    *,
+    columns: int | None = None,
+    memory_limit: int | None = None,
+    progress: bool = False,
+) -> Tensor:
+    """``S = UᵀHU`` (count × count, symmetric) for ``U[i, group[i]] = θ_i``, U never formed.
+
+    ``S_ab = Σ_{i∈a, j∈b} θ_i H_ij θ_j``; ``group[i] = −1`` leaves parameter i out.  Column blocks
+    of ``columns`` groups: V = the block's columns of U (built from the indices), H V by
+    ``operator`` (``op @ V`` or ``op(V)``), then ``S[a, block] = Σ_{i∈a} θ_i (HV)_i`` by an
+    index-add over the group ids.  Memory is checked up front (:func:`projection_bytes`):
+    ``memory_limit`` (bytes) caps the budget below the free memory.
+    """
+    theta = theta.detach().reshape(-1)
+    P = theta.numel()
+    group = torch.as_tensor(group).reshape(-1).long().to(theta.device)
+    if group.numel() != P:
+        raise ValueError(f"group has {group.numel()} entries, theta has {P}")
+    if count < 1:
+        raise ValueError(f"count must be ≥ 1, got {count}")
+    if group.numel() and (int(group.min()) < -1 or int(group.max()) >= count):
+        raise ValueError(
+            f"group ids must lie in [-1, {count}), got [{int(group.min())}, {int(group.max())}]"
+        )
+    shape = getattr(operator, "shape", None)
+    if shape is not None and tuple(shape)[0] != P:
+        raise ValueError(f"the operator acts on {tuple(shape)[0]} parameters, theta has {P}")
+    matmat = _matmat(operator)
+    dtype = getattr(operator, "dtype", None) or theta.dtype
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        dtype = theta.dtype
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    k = _projection_columns(P, count, itemsize, theta.device, columns, memory_limit)
+    theta = theta.to(dtype)
+    row = torch.where(group >= 0, group, count)  # row `count` collects the left-out parameters
+    S = torch.zeros(count + 1, count, dtype=dtype, device=theta.device)
+    starts = range(0, count, k)
+    for b0 in tqdm(starts, desc="pooled HVPs", disable=not progress, leave=False):
+        b1 = min(count, b0 + k)
+        sel = ((group >= b0) & (group < b1)).nonzero().squeeze(1)
+        V = torch.zeros(P, b1 - b0, dtype=dtype, device=theta.device)
+        V[sel, group[sel] - b0] = theta[sel]
+        HV = matmat(V)
+        del V
+        HV = HV.to(dtype).mul_(theta[:, None])
+        S[:, b0:b1].index_add_(0, row, HV)
+        del HV
+    S = S[:count]
+    return (S + S.mT) * 0.5
+
+
+def bin_index(order: MagnitudeOrder, bins: int) -> Tensor:
+    """Bin id of every flat parameter: position a of the |θ| ordering lies in bin ⌊a·B/P⌋."""
+    p = order.size
+    if not 1 <= bins <= p:
+        raise ValueError(f"bins must be between 1 and the {p} selected parameters, got {bins}")
+    return (order.rank.cpu() * bins) // p
 
 
 def bin_matrix(order: MagnitudeOrder, bins: int, *, dtype: torch.dtype = torch.float64) -> Tensor:
@@ -397,11 +588,12 @@ def bin_matrix(order: MagnitudeOrder, bins: int, *, dtype: torch.dtype = torch.f
 
     Bins split the magnitude ordering into B nearly equal consecutive groups, so
     ``(UᵀHU)[a, b] = Σ_{i∈a, j∈b} C_ij`` is the block sum of the ordered coadaptation matrix.
+    Dense (P × B): for small selections and tests; :func:`pooled_coadaptation` never forms it.
     """
-    p = order.size
-    if not 1 <= bins <= p:
-        raise ValueError(f"bins must be between 1 and the {p} selected parameters, got {bins}")
-    return _scaled_indicators(order, (order.rank.cpu() * bins) // p, bins, dtype)
+    group = bin_index(order, bins)
+    U = torch.zeros(order.size, bins, dtype=dtype)
+    U[torch.arange(order.size), group] = order.theta.detach().cpu().to(dtype)
+    return U
 
 
 def pooled_coadaptation(
@@ -414,13 +606,24 @@ def pooled_coadaptation(
     reduction: str = "sum",
     dtype: torch.dtype | None = torch.float64,
     chunk_size: int | None = None,
+    operator: object | None = None,
+    columns: int | None = None,
+    memory_limit: int | None = None,
+    progress: bool = False,
 ) -> Tensor:
     """B × B block sums of the ordered C without the full Hessian: ``UᵀHU`` via B HVPs.
 
-    The selection in ``order`` must be given to the curvature engine as the parameter subset.
+    ``U`` (θ-scaled bin indicators) is never stored: :func:`group_sums` with the bin of every
+    parameter, in blocks of ``columns`` bins.  ``operator`` (e.g. from :func:`hessian_operator`)
+    must act on the selection of ``order``; it is built from the model and data if not given.
     """
-    U = bin_matrix(order, bins, dtype=dtype or torch.float32)
-    return _project(model, inputs, targets, order, U, reduction, dtype, chunk_size)
+    group = bin_index(order, bins)
+    op = operator or hessian_operator(
+        model, inputs, targets, order, reduction=reduction, dtype=dtype, chunk_size=chunk_size
+    )
+    return group_sums(
+        op, order.theta, group, bins, columns=columns, memory_limit=memory_limit, progress=progress
+    )
 
 
 def max_pool(C: Tensor, bins: int) -> Tensor:

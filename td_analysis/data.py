@@ -1,25 +1,43 @@
-"""CIFAR-10 (python version): locate, download, safely extract, validate and load.
+"""Data sets as a registry: CIFAR-10 and Fashion-MNIST located, downloaded, verified and loaded.
 
-The loader reads the official ``cifar-10-batches-py`` layout (``data_batch_1`` … ``data_batch_5``,
-``test_batch``). Every image is a row of 3,072 ``uint8`` values in the official channel-major
-order: the red 32×32 plane, then green, then blue, each plane row-major. Returned images keep
-that order (a row reshaped to ``(3, 32, 32)`` is a CHW image).
+Every data set is described by a :class:`DatasetInfo` in :data:`DATASETS` (name, image shape
+``(C, H, W)``, feature count, classes, split sizes, default preprocessing); code outside this
+module asks :func:`dataset_info` instead of naming 3,072 or 784. :func:`load_dataset` returns
+``(x float32 (N, C·H·W), y int64 (N,))`` for any registered name:
 
-Where the data lives is never hard-coded: an explicit ``root`` argument wins, else the
-environment variable ``TD_ANALYSIS_DATA``, else a per-user cache folder (see
-:func:`default_data_root`). ``root`` may be the ``cifar-10-batches-py`` folder itself, a folder
-that contains it, a folder that contains the official ``cifar-10-python.tar.gz``, or the path of
-that archive (see :func:`find_cifar10`).
+* ``"cifar10"``: the official python batches ``cifar-10-batches-py/`` (``data_batch_1`` …
+  ``data_batch_5``, ``test_batch``), each image a row of 3,072 ``uint8`` in the official
+  channel-major order (red 32×32 plane, then green, then blue, each row-major). The batches are
+  pickles: they are read by a restricted unpickler that resolves only the numpy globals an array
+  needs (no code from a data file is ever run). Default preprocessing ``"standardize"``.
+* ``"fashion-mnist"``: the four official gzip-compressed IDX files (``train-images-idx3-ubyte.gz``
+  …, :data:`FASHION_MNIST_FILES`), each image a row of 784 ``uint8`` (28×28, row-major). Magic
+  numbers, dimensions, sizes and label range are validated and the md5 of the *decompressed*
+  content is checked against the official data (so the official files, the Debian package's and
+  any re-compressed copy all pass). Default preprocessing ``"unit"`` (÷255).
 
-Splits (see :func:`load_cifar10`):
+Where the data lives is never hard-coded: an explicit ``root`` wins, else the environment
+variable ``TD_ANALYSIS_DATA``, else a per-user cache folder (:func:`default_data_root`). Under
+that root, CIFAR-10 is ``cifar-10-batches-py/`` or the official ``cifar-10-python.tar.gz``
+(:func:`find_cifar10`); Fashion-MNIST is a ``fashion-mnist/`` folder or the four files flat in
+the root, else the Debian package's copy in ``/usr/share/datasets/fashion-mnist/``
+(:func:`find_fashion_mnist`). ``td-analysis download --dataset NAME`` (:func:`download_dataset`)
+fetches what is missing from the official address, with the md5 of the downloaded files checked
+before they get their final names.
 
-* ``"train"`` / ``"holdout"``: a fixed, seeded 80/20 split of the 50,000 training images
-  (:func:`split_indices`); disjoint, together all 50,000.
-* ``"train-full"``: all 50,000 training images in official order.
-* ``"test"``: the 10,000 images of ``test_batch``.
+Splits, the same rule for every data set (:func:`split_indices`, ``holdout_fraction=0.2``,
+``split_seed=0``):
 
-Preprocessing: ``"standardize"`` (per-channel mean/std of all 50,000 training images),
-``"unit"`` (÷255) or ``"raw"`` (0–255 as float).
+* ``"train"`` / ``"holdout"``: the first 80% / last 20% of a fixed seeded permutation of the
+  official training set (CIFAR-10 40,000 / 10,000; Fashion-MNIST 48,000 / 12,000); disjoint,
+  together the whole training set.
+* ``"train-full"``: the whole official training set in official order.
+* ``"test"``: the official test set (10,000 images for both).
+
+Preprocessing: ``"standardize"`` (per-channel mean/std of the whole official training set),
+``"unit"`` (÷255) or ``"raw"`` (0–255 as float). Decoded files are cached in memory per process,
+keyed on each file's path, size and mtime, so repeated loads (and the md5 check of 47 MB of
+Fashion-MNIST images) cost the decoding once.
 """
 
 from __future__ import annotations
@@ -28,6 +46,7 @@ import functools
 import gzip
 import hashlib
 import http.client
+import math
 import os
 import pickle
 import posixpath
@@ -37,9 +56,12 @@ import tempfile
 import urllib.error
 import urllib.request
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from types import MappingProxyType
+from typing import IO, Any
 
 import numpy as np
 import torch
@@ -50,33 +72,65 @@ __all__ = [
     "BATCHES_DIR",
     "CIFAR10_MD5",
     "CIFAR10_URL",
+    "CIFAR10_URL_ENV",
     "CLASS_NAMES",
+    "DATASETS",
+    "DATASET_NAMES",
     "DATA_ENV_VAR",
+    "DEFAULT_HOLDOUT_FRACTION",
+    "DEFAULT_SPLIT_SEED",
+    "FASHION_MNIST_CLASS_NAMES",
+    "FASHION_MNIST_DIR",
+    "FASHION_MNIST_FILES",
+    "FASHION_MNIST_MIRRORS",
+    "FASHION_MNIST_MIRROR_ENV",
     "PREPROCESSINGS",
     "SPLITS",
+    "SYSTEM_FASHION_MNIST_DIR",
     "TEST_FILE",
     "TRAIN_FILES",
     "DataError",
+    "DatasetInfo",
     "DownloadError",
+    "IdxFile",
     "UnsafeArchiveError",
+    "channel_stats",
     "cifar10_channel_stats",
     "clear_cache",
+    "dataset_info",
     "default_data_root",
     "download_cifar10",
+    "download_dataset",
+    "download_fashion_mnist",
     "extract_archive",
     "file_md5",
     "find_cifar10",
+    "find_dataset",
+    "find_fashion_mnist",
     "load_cifar10",
     "load_cifar10_uint8",
+    "load_dataset",
+    "load_dataset_uint8",
     "resolve_data_root",
     "split_indices",
 ]
 
+# --------------------------------------------------------------------------------------------
+# Constants
+# --------------------------------------------------------------------------------------------
+
+DATA_ENV_VAR = "TD_ANALYSIS_DATA"
+SPLITS: tuple[str, ...] = ("train", "holdout", "train-full", "test")
+PREPROCESSINGS: tuple[str, ...] = ("standardize", "unit", "raw")
+DEFAULT_HOLDOUT_FRACTION = 0.2
+DEFAULT_SPLIT_SEED = 0
+
+# CIFAR-10 (python version)
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+CIFAR10_URL_ENV = "TD_ANALYSIS_CIFAR10_URL"  # overrides CIFAR10_URL (a mirror) when set
 CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
 ARCHIVE_NAME = "cifar-10-python.tar.gz"
 BATCHES_DIR = "cifar-10-batches-py"
-DATA_ENV_VAR = "TD_ANALYSIS_DATA"
 CLASS_NAMES: tuple[str, ...] = (
     "airplane",
     "automobile",
@@ -91,18 +145,86 @@ CLASS_NAMES: tuple[str, ...] = (
 )
 TRAIN_FILES: tuple[str, ...] = tuple(f"data_batch_{i}" for i in range(1, 6))
 TEST_FILE = "test_batch"
-SPLITS: tuple[str, ...] = ("train", "holdout", "train-full", "test")
-PREPROCESSINGS: tuple[str, ...] = ("standardize", "unit", "raw")
 
 NUM_CLASSES = len(CLASS_NAMES)
 NUM_CHANNELS = 3
 PIXELS_PER_CHANNEL = 32 * 32
 NUM_FEATURES = NUM_CHANNELS * PIXELS_PER_CHANNEL  # 3072
 
+# Fashion-MNIST
+FASHION_MNIST_DIR = "fashion-mnist"
+FASHION_MNIST_CLASS_NAMES: tuple[str, ...] = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
+#: Base addresses tried in order by :func:`download_fashion_mnist` (each + "/" + file name).
+FASHION_MNIST_MIRRORS: tuple[str, ...] = (
+    "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+)
+FASHION_MNIST_MIRROR_ENV = "TD_ANALYSIS_FASHION_MNIST_MIRROR"  # comma-separated base addresses
+#: Where the Debian package ``dataset-fashion-mnist`` installs the four files.
+SYSTEM_FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+
+
+@dataclass(frozen=True)
+class IdxFile:
+    """One official Fashion-MNIST file: its name, the md5 of the official ``.gz`` download, and
+    the md5 and byte count of its decompressed IDX content (the same for every correct copy)."""
+
+    name: str
+    gz_md5: str
+    md5: str
+    size: int
+
+
+#: The four official files by role (``"train-images"``, ``"train-labels"``, ``"test-images"``,
+#: ``"test-labels"``), checksums from the data set's distribution.
+FASHION_MNIST_FILES: Mapping[str, IdxFile] = MappingProxyType(
+    {
+        "train-images": IdxFile(
+            "train-images-idx3-ubyte.gz",
+            "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+            "f4a8712d7a061bf5bd6d2ca38dc4d50a",
+            47_040_016,
+        ),
+        "train-labels": IdxFile(
+            "train-labels-idx1-ubyte.gz",
+            "25c81989df183df01b3e8a0aad5dffbe",
+            "9018921c3c673c538a1fc5bad174d6f9",
+            60_008,
+        ),
+        "test-images": IdxFile(
+            "t10k-images-idx3-ubyte.gz",
+            "bef4ecab320f06d8554ea6380940ec79",
+            "8181f5470baa50b63fa0f6fddb340f0a",
+            7_840_016,
+        ),
+        "test-labels": IdxFile(
+            "t10k-labels-idx1-ubyte.gz",
+            "bb300cfdad3c16e7a12a480ee83cd310",
+            "15d484375f8d13e6eb1aabb0c3f46965",
+            10_008,
+        ),
+    }
+)
+
 _CHUNK_BYTES = 1 << 20
 _HINT = (
     "Run `td-analysis download`, or set the environment variable "
     f"{DATA_ENV_VAR} (or pass --data-dir) to the folder that contains {BATCHES_DIR}/."
+)
+_FASHION_HINT = (
+    "Run `td-analysis download --dataset fashion-mnist`, install the Debian package "
+    f"dataset-fashion-mnist, or set the environment variable {DATA_ENV_VAR} (or pass "
+    f"--data-dir) to the folder that contains {FASHION_MNIST_DIR}/."
 )
 
 
@@ -116,6 +238,105 @@ class UnsafeArchiveError(DataError):
 
 class DownloadError(OSError):
     """The download itself failed (network error, HTTP error, incomplete transfer)."""
+
+
+# --------------------------------------------------------------------------------------------
+# Registry
+# --------------------------------------------------------------------------------------------
+
+
+def _holdout_count(n: int, holdout_fraction: float) -> int:
+    return int(round(n * holdout_fraction))
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What other modules may know about a data set (never hard-code 3072 or 784).
+
+    Attributes:
+        name: registry key, the value of ``--dataset`` (``"cifar10"``, ``"fashion-mnist"``).
+        title: display name (``"CIFAR-10"``).
+        image_shape: ``(C, H, W)``; a loaded row reshaped to it is a CHW image.
+        class_names: label ``i`` is ``class_names[i]``.
+        train_size: images in the official training set (split ``"train-full"``).
+        test_size: images in the official test set (split ``"test"``).
+        default_preprocessing: what :func:`load_dataset` applies when not told.
+        folder: name of the data set's folder under the data root.
+    """
+
+    name: str
+    title: str
+    image_shape: tuple[int, int, int]
+    class_names: tuple[str, ...]
+    train_size: int
+    test_size: int
+    default_preprocessing: str
+    folder: str
+
+    @property
+    def num_channels(self) -> int:
+        return self.image_shape[0]
+
+    @property
+    def num_features(self) -> int:
+        """Inputs per image, ``C · H · W`` (3,072 for CIFAR-10, 784 for Fashion-MNIST)."""
+        return math.prod(self.image_shape)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def split_sizes(self) -> dict[str, int]:
+        """Images per split with the default 80/20 train/holdout split."""
+        n_holdout = _holdout_count(self.train_size, DEFAULT_HOLDOUT_FRACTION)
+        return {
+            "train": self.train_size - n_holdout,
+            "holdout": n_holdout,
+            "train-full": self.train_size,
+            "test": self.test_size,
+        }
+
+
+#: The registered data sets by name (read-only).
+DATASETS: Mapping[str, DatasetInfo] = MappingProxyType(
+    {
+        "cifar10": DatasetInfo(
+            name="cifar10",
+            title="CIFAR-10",
+            image_shape=(NUM_CHANNELS, 32, 32),
+            class_names=CLASS_NAMES,
+            train_size=50_000,
+            test_size=10_000,
+            default_preprocessing="standardize",
+            folder=BATCHES_DIR,
+        ),
+        "fashion-mnist": DatasetInfo(
+            name="fashion-mnist",
+            title="Fashion-MNIST",
+            image_shape=(1, 28, 28),
+            class_names=FASHION_MNIST_CLASS_NAMES,
+            train_size=60_000,
+            test_size=10_000,
+            default_preprocessing="unit",
+            folder=FASHION_MNIST_DIR,
+        ),
+    }
+)
+DATASET_NAMES: tuple[str, ...] = tuple(DATASETS)
+
+
+def dataset_info(name: str) -> DatasetInfo:
+    """The :class:`DatasetInfo` of ``name``; unknown: ValueError listing the valid names."""
+    info = DATASETS.get(name) if isinstance(name, str) else None
+    if info is None:
+        raise ValueError(f"Unknown dataset {name!r}; valid names: {', '.join(DATASETS)}")
+    return info
+
+
+def _check_choice(value: str, valid: Sequence[str], what: str) -> None:
+    if value not in valid:
+        raise ValueError(f"Unknown {what} {value!r}; valid values: {', '.join(valid)}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -144,6 +365,121 @@ def resolve_data_root(root: str | os.PathLike[str] | None) -> Path:
     return Path(root).expanduser()
 
 
+def find_dataset(
+    name: str, root: str | os.PathLike[str] | None = None, download: bool = False
+) -> Path:
+    """The folder holding data set ``name`` (:func:`find_cifar10`, :func:`find_fashion_mnist`)."""
+    info = dataset_info(name)
+    if info.name == "cifar10":
+        return find_cifar10(root, download=download)
+    return find_fashion_mnist(root, download=download)
+
+
+def download_dataset(
+    name: str,
+    root: str | os.PathLike[str] | None = None,
+    *,
+    force: bool = False,
+    progress: bool = True,
+) -> Path:
+    """Download and verify data set ``name`` into ``root``; return its folder.
+
+    See :func:`download_cifar10` and :func:`download_fashion_mnist`. Without ``force``, valid
+    data already in ``root`` is kept and nothing is fetched.
+    """
+    info = dataset_info(name)
+    if info.name == "cifar10":
+        return download_cifar10(root, force=force, progress=progress)
+    return download_fashion_mnist(root, force=force, progress=progress)
+
+
+@contextmanager
+def _folder_removed_on_error(path: Path) -> Iterator[Path]:
+    """Create ``path`` (and missing parents); if the block fails, remove those of them that were
+    created here and are still empty, so a failed download leaves no new empty folder behind."""
+    created: list[Path] = []
+    probe = path
+    while not probe.exists() and not probe.is_symlink() and probe.parent != probe:
+        created.append(probe)  # deepest first
+        probe = probe.parent
+    path.mkdir(parents=True, exist_ok=True)
+    try:
+        yield path
+    except BaseException:
+        for folder in created:
+            try:
+                folder.rmdir()
+            except OSError:
+                break  # not empty (something was kept) or not ours any more
+        raise
+
+
+def _publish(tmp: Path, final: Path) -> None:
+    """Give the temporary file ``tmp`` the usual permissions and rename it to ``final``."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(tmp, 0o666 & ~mask)  # mkstemp makes 0600 files
+    os.replace(tmp, final)
+
+
+def file_md5(path: str | os.PathLike[str]) -> str:
+    """Hex md5 digest of a file (read in chunks)."""
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(_CHUNK_BYTES), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _fetch(url: str, out: Any, *, progress: bool, label: str, hint: str) -> str:
+    """Stream ``url`` into the open binary file ``out``; return the hex md5 of what was read.
+
+    With ``progress``: :func:`td_analysis.progress.progress_bar` (a byte bar on a terminal,
+    plain periodic lines in a log). Errors name ``label`` and ``url`` and end with ``hint``, the
+    way out; they never suggest running the download command again (that is what just failed).
+    """
+    from td_analysis.progress import progress_bar
+
+    digest = hashlib.md5(usedforsecurity=False)
+    request = urllib.request.Request(url, headers={"User-Agent": "td-analysis"})
+    received = 0
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            length = response.headers.get("Content-Length")
+            total = int(length) if length and length.isdigit() else None
+            with progress_bar(
+                total=total,
+                unit="B",
+                unit_scale=True,
+                unit_divisor=1024,
+                desc=f"Downloading {label}",
+                disable=not progress,
+            ) as bar:
+                while True:
+                    chunk = response.read(_CHUNK_BYTES)
+                    if not chunk:
+                        break
+                    out.write(chunk)
+                    digest.update(chunk)
+                    received += len(chunk)
+                    bar.update(len(chunk))
+    except urllib.error.HTTPError as exc:
+        raise DownloadError(
+            f"Could not download {label} from {url}: HTTP {exc.code} {exc.reason}. {hint}"
+        ) from exc
+    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise DownloadError(f"Could not download {label} from {url}: {reason}. {hint}") from exc
+    if total is not None and received != total:
+        raise DownloadError(f"Download from {url} is incomplete: got {received} of {total} bytes.")
+    return digest.hexdigest()
+
+
+# --------------------------------------------------------------------------------------------
+# CIFAR-10: locate, download, extract
+# --------------------------------------------------------------------------------------------
+
+
 def _looks_like_archive(path: Path) -> bool:
     name = path.name.lower()
     return name.endswith((".tar.gz", ".tgz", ".tar"))
@@ -158,11 +494,17 @@ def _is_batches_dir(path: Path) -> bool:
     return any((path / name).is_file() for name in (*TRAIN_FILES, TEST_FILE))
 
 
+def _cifar10_url(url: str | None) -> str:
+    if url:
+        return url
+    return os.environ.get(CIFAR10_URL_ENV) or CIFAR10_URL
+
+
 def find_cifar10(
     root: str | os.PathLike[str] | None = None,
     download: bool = False,
     *,
-    url: str = CIFAR10_URL,
+    url: str | None = None,
     md5: str = CIFAR10_MD5,
     progress: bool = True,
 ) -> Path:
@@ -178,9 +520,10 @@ def find_cifar10(
     4. the path of such an archive (extracted into its parent folder, unless a
        ``cifar-10-batches-py`` folder already sits beside it).
 
-    If none applies: with ``download=True`` the archive is fetched from ``url`` into the root
-    folder (:func:`download_cifar10`); otherwise :class:`FileNotFoundError` names the paths looked
-    at and how to get the data.
+    If none applies: with ``download=True`` the archive is fetched from ``url`` (default
+    ``$TD_ANALYSIS_CIFAR10_URL``, else :data:`CIFAR10_URL`) into the root folder
+    (:func:`download_cifar10`); otherwise :class:`FileNotFoundError` names the paths looked at
+    and how to get the data.
 
     Only the presence of the folder is checked here; the files are validated when loaded.
     """
@@ -224,20 +567,6 @@ def find_cifar10(
     )
 
 
-# --------------------------------------------------------------------------------------------
-# Download and extraction
-# --------------------------------------------------------------------------------------------
-
-
-def file_md5(path: str | os.PathLike[str]) -> str:
-    """Hex md5 digest of a file (read in chunks)."""
-    digest = hashlib.md5(usedforsecurity=False)
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(_CHUNK_BYTES), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _check_md5(path: Path, expected: str) -> None:
     actual = file_md5(path)
     if actual.lower() != expected.lower():
@@ -251,27 +580,30 @@ def _check_md5(path: Path, expected: str) -> None:
 def download_cifar10(
     root: str | os.PathLike[str] | None = None,
     *,
-    url: str = CIFAR10_URL,
+    url: str | None = None,
     md5: str = CIFAR10_MD5,
     force: bool = False,
     progress: bool = True,
 ) -> Path:
     """Download, verify and extract CIFAR-10 into ``root``; return the ``cifar-10-batches-py`` path.
 
-    ``root`` (default :func:`default_data_root`) is created if needed. Without ``force``, an
-    existing ``root/cifar-10-batches-py`` is returned as is, and an existing
+    ``root`` (default :func:`default_data_root`) is created if needed (and removed again if the
+    download fails and it is still empty). Without ``force``, an existing
+    ``root/cifar-10-batches-py`` is returned as is, and an existing
     ``root/cifar-10-python.tar.gz`` with the right md5 is extracted instead of downloaded.
 
-    The download goes to a hidden temporary file inside ``root`` (a tqdm byte progress bar shows
-    the transfer when ``progress``); its md5 is checked against ``md5`` and only then is it renamed
-    atomically to ``cifar-10-python.tar.gz``. Extraction happens in a temporary folder inside
-    ``root`` that is renamed into place at the end. So an interrupted or corrupt download never
-    leaves a file with the final name nor a half-extracted folder.
+    ``url`` defaults to ``$TD_ANALYSIS_CIFAR10_URL``, else :data:`CIFAR10_URL`. The download
+    goes to a hidden temporary file inside ``root`` (a byte progress bar on a terminal when
+    ``progress``); its md5 is checked against ``md5`` and only then is it renamed atomically to
+    ``cifar-10-python.tar.gz``. Extraction happens in a temporary folder inside ``root`` that is
+    renamed into place at the end. So an interrupted or corrupt download never leaves a file
+    with the final name nor a half-extracted folder.
 
     Raises:
         DownloadError: network/HTTP error or incomplete transfer (the message names the URL).
         DataError: md5 mismatch (the message gives expected and actual md5) or a bad archive.
     """
+    url = _cifar10_url(url)
     root_path = resolve_data_root(root)
     if root_path.name == BATCHES_DIR:
         root_path = root_path.parent
@@ -285,65 +617,194 @@ def download_cifar10(
                 return _extract_cifar_archive(archive, root_path, md5=md5)
             except DataError:
                 pass  # stale or foreign archive: download a fresh one (replaced atomically)
-    root_path.mkdir(parents=True, exist_ok=True)
 
-    fd, tmp_name = tempfile.mkstemp(dir=root_path, prefix=f".{ARCHIVE_NAME}.", suffix=".part")
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            actual = _fetch(url, out, progress=progress)
-        if actual != md5.lower():
-            raise DataError(
-                f"Downloaded file from {url} has md5 {actual}, expected {md5.lower()}: the "
-                "download is corrupt or the file changed; nothing was kept."
-            )
-        os.replace(tmp, archive)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with _folder_removed_on_error(root_path):
+        fd, tmp_name = tempfile.mkstemp(dir=root_path, prefix=f".{ARCHIVE_NAME}.", suffix=".part")
+        tmp = Path(tmp_name)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                actual = _fetch(
+                    url,
+                    out,
+                    progress=progress,
+                    label=f"CIFAR-10 ({ARCHIVE_NAME})",
+                    hint=f"Check the network connection, or put {ARCHIVE_NAME} (or the extracted "
+                    f"{BATCHES_DIR}/) into {root_path} by hand, or set {DATA_ENV_VAR} (or "
+                    "--data-dir) to a folder that holds it.",
+                )
+            if actual != md5.lower():
+                raise DataError(
+                    f"Downloaded file from {url} has md5 {actual}, expected {md5.lower()}: the "
+                    "download is corrupt or the file changed; nothing was kept."
+                )
+            _publish(tmp, archive)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
     return _extract_cifar_archive(archive, root_path, md5=None, replace=force)
 
 
-def _fetch(url: str, out: Any, *, progress: bool) -> str:
-    """Stream ``url`` into the open binary file ``out``; return the hex md5 of what was read."""
-    from tqdm.auto import tqdm
+# --------------------------------------------------------------------------------------------
+# Fashion-MNIST: locate and download
+# --------------------------------------------------------------------------------------------
 
-    digest = hashlib.md5(usedforsecurity=False)
-    request = urllib.request.Request(url, headers={"User-Agent": "td-analysis"})
-    received = 0
-    try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            length = response.headers.get("Content-Length")
-            total = int(length) if length and length.isdigit() else None
-            with tqdm(
-                total=total,
-                unit="B",
-                unit_scale=True,
-                unit_divisor=1024,
-                desc=f"Downloading {ARCHIVE_NAME}",
-                disable=not progress,
-            ) as bar:
-                while True:
-                    chunk = response.read(_CHUNK_BYTES)
-                    if not chunk:
-                        break
-                    out.write(chunk)
-                    digest.update(chunk)
-                    received += len(chunk)
-                    bar.update(len(chunk))
-    except urllib.error.HTTPError as exc:
-        raise DownloadError(
-            f"Could not download CIFAR-10 from {url}: HTTP {exc.code} {exc.reason}. {_HINT}"
-        ) from exc
-    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise DownloadError(
-            f"Could not download CIFAR-10 from {url}: {reason}. Check the network connection, "
-            f"or download {ARCHIVE_NAME} by hand into the data folder. {_HINT}"
-        ) from exc
-    if total is not None and received != total:
-        raise DownloadError(f"Download from {url} is incomplete: got {received} of {total} bytes.")
-    return digest.hexdigest()
+
+def _fashion_names() -> list[str]:
+    return [record.name for record in FASHION_MNIST_FILES.values()]
+
+
+def find_fashion_mnist(
+    root: str | os.PathLike[str] | None = None,
+    download: bool = False,
+    *,
+    mirrors: Sequence[str] | None = None,
+    progress: bool = True,
+) -> Path:
+    """Locate (or download) the folder holding the four Fashion-MNIST ``.gz`` files.
+
+    Looked at in this order, the first folder holding all four files wins:
+
+    1. ``root/fashion-mnist/`` (``root`` default :func:`default_data_root`);
+    2. ``root`` itself (the files flat in it);
+    3. :data:`SYSTEM_FASHION_MNIST_DIR` (``/usr/share/datasets/fashion-mnist``, the Debian
+       package ``dataset-fashion-mnist``).
+
+    Else, with ``download=True``, :func:`download_fashion_mnist` fetches them into
+    ``root/fashion-mnist/``; otherwise :class:`FileNotFoundError` names the folders looked at,
+    which files a partial folder lacks, and how to get the data. Only presence is checked here;
+    the content is validated (and md5-verified) when loaded.
+    """
+    path = resolve_data_root(root)
+    names = _fashion_names()
+    candidates: list[Path] = []
+    for folder in (path / FASHION_MNIST_DIR, path, Path(SYSTEM_FASHION_MNIST_DIR)):
+        if folder not in candidates:
+            candidates.append(folder)
+    lines = []
+    for folder in candidates:
+        missing = [name for name in names if not (folder / name).is_file()]
+        if not missing:
+            return folder
+        if len(missing) < len(names):
+            lines.append(f"  - {folder} (lacks {', '.join(missing)})")
+        else:
+            lines.append(f"  - {folder}")
+    if download:
+        return download_fashion_mnist(path, mirrors=mirrors, progress=progress)
+    shown = "\n".join(lines)
+    raise FileNotFoundError(
+        f"Fashion-MNIST not found. Looked for {', '.join(names)} in:\n{shown}\n{_FASHION_HINT}"
+    )
+
+
+def _fashion_mirrors(mirrors: Sequence[str] | None) -> list[str]:
+    if mirrors is None:
+        env = os.environ.get(FASHION_MNIST_MIRROR_ENV, "")
+        mirrors = [m for m in env.replace(",", " ").split() if m] or list(FASHION_MNIST_MIRRORS)
+    if isinstance(mirrors, str):
+        mirrors = [mirrors]
+    if not mirrors:
+        raise ValueError("no download address (mirror) given for Fashion-MNIST")
+    return list(mirrors)
+
+
+def _download_one(record: IdxFile, folder: Path, mirrors: list[str], progress: bool) -> Path:
+    """Fetch ``record`` from the first mirror that serves it with the official ``.gz`` md5;
+    return the verified temporary file inside ``folder`` (the caller renames or deletes it)."""
+    errors: list[BaseException] = []
+    for base in mirrors:
+        url = f"{base.rstrip('/')}/{record.name}"
+        fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=f".{record.name}.", suffix=".part")
+        tmp = Path(tmp_name)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                actual = _fetch(
+                    url,
+                    out,
+                    progress=progress,
+                    label=f"Fashion-MNIST ({record.name})",
+                    hint=f"Check the network connection, or put the four files into {folder} by "
+                    "hand, install the Debian package dataset-fashion-mnist, or set "
+                    f"{DATA_ENV_VAR} (or --data-dir) to a folder that holds {FASHION_MNIST_DIR}/.",
+                )
+            if actual != record.gz_md5:
+                raise DataError(
+                    f"Downloaded file from {url} has md5 {actual}, expected {record.gz_md5}: the "
+                    "download is corrupt or the file changed; nothing was kept."
+                )
+            return tmp
+        except (DownloadError, DataError) as exc:
+            tmp.unlink(missing_ok=True)
+            errors.append(exc)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+    if len(errors) == 1:
+        raise errors[0]
+    raise DownloadError(
+        f"Could not download {record.name} from any of {len(mirrors)} addresses: "
+        + "; ".join(str(e) for e in errors)
+    )
+
+
+def download_fashion_mnist(
+    root: str | os.PathLike[str] | None = None,
+    *,
+    mirrors: Sequence[str] | None = None,
+    force: bool = False,
+    progress: bool = True,
+) -> Path:
+    """Download and verify the four Fashion-MNIST files into ``root/fashion-mnist/``.
+
+    ``root`` defaults to :func:`default_data_root`; a ``root`` named ``fashion-mnist`` is used
+    as the folder itself. ``mirrors`` are base addresses tried in order (default
+    ``$TD_ANALYSIS_FASHION_MNIST_MIRROR``, comma-separated, else :data:`FASHION_MNIST_MIRRORS`,
+    the official address). Without ``force``, files already there whose decompressed content
+    passes validation and the md5 check are kept; only missing or invalid ones are fetched.
+
+    Every file is downloaded to a hidden temporary file (a byte progress bar on a terminal when
+    ``progress``) and checked against the official ``.gz`` md5; the files get their final names
+    only once all of them arrived, then their decompressed content is verified like any load. A
+    failed download keeps nothing, and a folder created for it is removed again.
+
+    Returns the folder. Raises :class:`DownloadError` (network/HTTP, naming the address) or
+    :class:`DataError` (md5 mismatch, giving expected and actual).
+    """
+    path = resolve_data_root(root)
+    folder = path if path.name == FASHION_MNIST_DIR else path / FASHION_MNIST_DIR
+    roles = list(FASHION_MNIST_FILES)
+    needed = []
+    for role in roles:
+        target = folder / FASHION_MNIST_FILES[role].name
+        if not force and target.is_file():
+            try:
+                _idx_array(folder, role)
+                continue
+            except DataError:
+                pass  # corrupt or foreign: replaced below
+        needed.append(role)
+    if not needed:
+        return folder
+    urls = _fashion_mirrors(mirrors)
+    with _folder_removed_on_error(folder):
+        temps: dict[str, Path] = {}
+        try:
+            for role in needed:
+                temps[role] = _download_one(FASHION_MNIST_FILES[role], folder, urls, progress)
+            for role, tmp in temps.items():
+                _publish(tmp, folder / FASHION_MNIST_FILES[role].name)
+        except BaseException:
+            for tmp in temps.values():
+                tmp.unlink(missing_ok=True)
+            raise
+    for part in ("train", "test"):
+        _fashion_part(folder, part)  # decompressed content: validated and md5-checked
+    return folder
+
+
+# --------------------------------------------------------------------------------------------
+# CIFAR-10: safe extraction
+# --------------------------------------------------------------------------------------------
 
 
 def _check_member(member: tarfile.TarInfo, archive: Path) -> None:
@@ -456,9 +917,13 @@ def _extract_cifar_archive(
 
 
 # --------------------------------------------------------------------------------------------
-# Reading and validating batch files
+# CIFAR-10: reading and validating batch files (restricted unpickling)
 # --------------------------------------------------------------------------------------------
 
+# The only globals a pickled CIFAR-10 batch refers to: numpy's array/dtype reconstruction
+# (numpy.core in numpy 1.x pickles, numpy._core in 2.x) and, in protocol-2 pickles of bytes,
+# codecs.encode(text, "latin1"). Anything else (os.system, builtins.eval, numpy.load, …) is
+# refused before it is even imported.
 _SAFE_GLOBALS = frozenset(
     {
         ("numpy.core.multiarray", "_reconstruct"),
@@ -469,7 +934,6 @@ _SAFE_GLOBALS = frozenset(
         ("numpy._core.numeric", "_frombuffer"),
         ("numpy", "ndarray"),
         ("numpy", "dtype"),
-        ("_codecs", "encode"),
     }
 )
 
@@ -477,19 +941,49 @@ _SAFE_GLOBALS = frozenset(
 _NUMPY_CORE = "numpy._core" if int(np.__version__.split(".")[0]) >= 2 else "numpy.core"
 
 
+def _latin1_encode(text: object, encoding: str = "utf-8", errors: str = "strict") -> bytes:
+    """``codecs.encode`` as protocol-2 pickles use it for bytes: latin-1 text only."""
+    if not isinstance(text, str) or encoding.lower().replace("_", "-") not in (
+        "latin1",
+        "latin-1",
+    ):
+        raise pickle.UnpicklingError(
+            f"_codecs.encode with codec {encoding!r} is not allowed (latin1 text only)"
+        )
+    return text.encode("latin1", errors="strict")
+
+
+def _numpy_dtype_class(name: str) -> type | None:
+    """``numpy.dtypes.<name>`` if it is a dtype class (``Float64DType`` …), else ``None``."""
+    dtypes = getattr(np, "dtypes", None)
+    cls = getattr(dtypes, name, None) if dtypes is not None and not name.startswith("_") else None
+    return cls if isinstance(cls, type) and issubclass(cls, np.dtype) else None
+
+
 class _BatchUnpickler(pickle.Unpickler):
-    """Unpickler that only resolves the numpy globals a CIFAR-10 batch needs (no code execution)."""
+    """Unpickler that only resolves the numpy globals a CIFAR-10 batch needs (no code execution).
+
+    Allowed: :data:`_SAFE_GLOBALS`, the dtype classes of ``numpy.dtypes`` and a latin-1-only
+    ``_codecs.encode``. Every other global, and persistent ids, raise
+    :class:`pickle.UnpicklingError`.
+    """
 
     def find_class(self, module: str, name: str) -> Any:
-        allowed = (module, name) in _SAFE_GLOBALS or (
-            module == "numpy.dtypes" and name.endswith("DType")
-        )
-        if not allowed:
-            raise pickle.UnpicklingError(f"global '{module}.{name}' is not allowed")
-        if module.startswith(("numpy.core.", "numpy._core.")):
-            # pickles name numpy.core (numpy 1.x) or numpy._core (2.x): load from this numpy's
-            module = f"{_NUMPY_CORE}.{module.split('.', 2)[2]}"
-        return super().find_class(module, name)
+        if (module, name) == ("_codecs", "encode"):
+            return _latin1_encode
+        if module == "numpy.dtypes":
+            cls = _numpy_dtype_class(name)
+            if cls is not None:
+                return cls
+        elif (module, name) in _SAFE_GLOBALS:
+            if module.startswith(("numpy.core.", "numpy._core.")):
+                # pickles name numpy.core (numpy 1.x) or numpy._core (2.x): load from this numpy's
+                module = f"{_NUMPY_CORE}.{module.split('.', 2)[2]}"
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"global '{module}.{name}' is not allowed")
+
+    def persistent_load(self, pid: Any) -> Any:
+        raise pickle.UnpicklingError("persistent ids are not allowed")
 
 
 def _missing_file_error(path: Path) -> FileNotFoundError:
@@ -584,19 +1078,195 @@ def _load_files_cached(key: tuple[tuple[str, int, int], ...]) -> tuple[np.ndarra
     return data, labels
 
 
-@functools.lru_cache(maxsize=4)
-def _channel_stats_cached(key: tuple[tuple[str, int, int], ...]) -> tuple[np.ndarray, np.ndarray]:
-    """Exact per-channel mean and (population) std of the batches, in 0–255 units (float64)."""
-    data, _ = _load_files_cached(key)
+# --------------------------------------------------------------------------------------------
+# Fashion-MNIST: reading and validating IDX files
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _IdxSpec:
+    """What one IDX file must hold: ``item_shape`` per item (``()`` for labels)."""
+
+    file: IdxFile
+    item_shape: tuple[int, ...]
+    num_classes: int  # labels must lie in 0..num_classes-1 (unused for images)
+
+    @property
+    def ndim(self) -> int:
+        return 1 + len(self.item_shape)
+
+    @property
+    def what(self) -> str:
+        return "images" if self.item_shape else "labels"
+
+
+def _idx_spec(role: str) -> _IdxSpec:
+    info = DATASETS["fashion-mnist"]
+    item = info.image_shape[1:] if role.endswith("images") else ()
+    return _IdxSpec(FASHION_MNIST_FILES[role], item, info.num_classes)
+
+
+def _read_exact(f: IO[bytes], size: int, path: Path, what: str) -> bytes:
+    blob = f.read(size)
+    if len(blob) != size:
+        raise DataError(
+            f"{path} is truncated: {len(blob):,} of {size:,} bytes of {what} after decompression"
+        )
+    return blob
+
+
+def _read_idx(path: Path, spec: _IdxSpec) -> np.ndarray:
+    """Decompress, validate and md5-check one IDX file: ``(N, H·W)`` uint8 images or ``(N,)``
+    int64 labels (read-only).
+
+    IDX: a big-endian magic ``0x000008nd`` (``0x08`` = unsigned bytes, ``nd`` dimensions), the
+    ``nd`` dimensions as big-endian uint32, then the bytes. The header is checked before the
+    payload is read (so a crafted header cannot make it read more than the official size), the
+    stream must end right after the payload, and the md5 of the whole decompressed content must
+    be the official one.
+    """
+    record = spec.file
+    digest = hashlib.md5(usedforsecurity=False)
+    try:
+        with gzip.open(path, "rb") as f:
+            head = _read_exact(f, 4, path, "IDX header")
+            magic = int.from_bytes(head, "big")
+            expected = 0x0800 | spec.ndim
+            if magic != expected:
+                raise DataError(
+                    f"{path}: wrong magic number 0x{magic:08x}, expected 0x{expected:08x} (IDX "
+                    f"file of unsigned bytes with {spec.ndim} dimension(s), i.e. {spec.what}): "
+                    f"not the Fashion-MNIST {record.name}"
+                )
+            dims_raw = _read_exact(f, 4 * spec.ndim, path, "IDX dimensions")
+            dims = tuple(
+                int.from_bytes(dims_raw[4 * i : 4 * i + 4], "big") for i in range(spec.ndim)
+            )
+            if dims[1:] != spec.item_shape:
+                raise DataError(
+                    f"{path}: {spec.what} of shape {dims[1:]}, expected {spec.item_shape}"
+                )
+            count = dims[0]
+            per_item = math.prod(spec.item_shape)
+            header = 4 + 4 * spec.ndim
+            total = header + count * per_item
+            if count == 0 or total != record.size:
+                official = (record.size - header) // per_item
+                raise DataError(
+                    f"{path}: the header announces {count:,} {spec.what}, the official "
+                    f"{record.name} has {official:,}"
+                )
+            payload = _read_exact(f, count * per_item, path, spec.what)
+            if f.read(1):
+                # a corrupt stream often decodes to extra bytes: let gzip's CRC check speak first
+                f.read(_CHUNK_BYTES)
+                raise DataError(
+                    f"{path} has data after the {count:,} {spec.what} its header announces"
+                )
+    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        raise DataError(f"{path} is truncated or not a valid gzip file: {exc}") from exc
+    array = np.frombuffer(payload, dtype=np.uint8)
+    if spec.item_shape:
+        array = array.reshape(count, per_item)
+    else:
+        top = int(array.max())
+        if top >= spec.num_classes:
+            i = int(np.flatnonzero(array >= spec.num_classes)[0])
+            raise DataError(
+                f"{path}: labels must be in 0..{spec.num_classes - 1}; found {top} "
+                f"(first bad label at index {i})"
+            )
+    for blob in (head, dims_raw, payload):
+        digest.update(blob)
+    actual = digest.hexdigest()
+    if actual != record.md5:
+        raise DataError(
+            f"{path}: decompressed content has md5 {actual}, expected {record.md5}: the file is "
+            f"corrupt or not the official {record.name}. Replace it (e.g. `td-analysis download "
+            "--dataset fashion-mnist --force`)."
+        )
+    if not spec.item_shape:
+        array = array.astype(np.int64)
+    array.flags.writeable = False
+    return array
+
+
+def _file_key(path: Path) -> tuple[str, int, int]:
+    """Cache key of one file: resolved path, mtime and size; a missing file is named."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"Fashion-MNIST file {path.name!r} is missing from {path.parent} (expected "
+            f"{', '.join(_fashion_names())}). {_FASHION_HINT}"
+        ) from None
+    return (str(path.resolve()), st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=8)
+def _idx_cached(key: tuple[str, int, int], spec: _IdxSpec) -> np.ndarray:
+    """Decoded, verified IDX content (read-only, shared): decoded and md5-checked once per file
+    version (path, mtime, size) and expected content; failures are never cached."""
+    return _read_idx(Path(key[0]), spec)
+
+
+def _idx_array(folder: Path, role: str) -> np.ndarray:
+    spec = _idx_spec(role)
+    return _idx_cached(_file_key(folder / spec.file.name), spec)
+
+
+def _fashion_part(folder: Path, part: str) -> tuple[np.ndarray, np.ndarray, tuple]:
+    """``(images, labels, key)`` of the ``"train"`` or ``"test"`` files (cached, read-only)."""
+    images = _idx_array(folder, f"{part}-images")
+    labels = _idx_array(folder, f"{part}-labels")
+    if images.shape[0] != labels.shape[0]:
+        names = (
+            FASHION_MNIST_FILES[f"{part}-labels"].name,
+            FASHION_MNIST_FILES[f"{part}-images"].name,
+        )
+        raise DataError(
+            f"{folder / names[0]}: {labels.shape[0]:,} labels for {images.shape[0]:,} images "
+            f"in {names[1]} (counts must match)"
+        )
+    key = tuple(
+        _file_key(folder / FASHION_MNIST_FILES[f"{part}-{kind}"].name)
+        for kind in ("images", "labels")
+    )
+    return images, labels, key
+
+
+def _cifar_part(folder: Path, part: str) -> tuple[np.ndarray, np.ndarray, tuple]:
+    """``(data, labels, key)`` of the CIFAR-10 training or test batches (cached, read-only)."""
+    key = _files_key(folder, TRAIN_FILES if part == "train" else (TEST_FILE,))
+    data, labels = _load_files_cached(key)
+    return data, labels, key
+
+
+_PARTS: dict[str, Callable[[Path, str], tuple[np.ndarray, np.ndarray, tuple]]] = {
+    "cifar10": _cifar_part,
+    "fashion-mnist": _fashion_part,
+}
+
+
+# --------------------------------------------------------------------------------------------
+# Statistics, splits and the public loaders
+# --------------------------------------------------------------------------------------------
+
+_STATS_CACHE: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+
+
+def _histogram_stats(data: np.ndarray, channels: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact per-channel mean and (population) std of uint8 rows ``(N, C·P)``, in 0–255 units
+    (float64), from a 256-bin histogram per channel (no float rounding over N·P values)."""
     n = data.shape[0]
-    offsets = (np.arange(NUM_CHANNELS, dtype=np.intp) * 256)[None, :, None]
-    counts = np.zeros(NUM_CHANNELS * 256, dtype=np.int64)
+    offsets = (np.arange(channels, dtype=np.intp) * 256)[None, :, None]
+    counts = np.zeros(channels * 256, dtype=np.int64)
     step = 2048
     for start in range(0, n, step):  # histogram in chunks: exact and memory-light
-        block = data[start : start + step].reshape(-1, NUM_CHANNELS, PIXELS_PER_CHANNEL)
+        block = data[start : start + step].reshape(min(step, n - start), channels, -1)
         idx = block.astype(np.intp) + offsets
-        counts += np.bincount(idx.ravel(), minlength=NUM_CHANNELS * 256)
-    hist = counts.reshape(NUM_CHANNELS, 256).astype(np.float64)
+        counts += np.bincount(idx.ravel(), minlength=channels * 256)
+    hist = counts.reshape(channels, 256).astype(np.float64)
     values = np.arange(256, dtype=np.float64)
     total = hist.sum(axis=1)
     mean = (hist * values).sum(axis=1) / total
@@ -604,19 +1274,26 @@ def _channel_stats_cached(key: tuple[tuple[str, int, int], ...]) -> tuple[np.nda
     return mean, np.sqrt(var)
 
 
+def _train_stats(info: DatasetInfo, folder: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean/std (0–255, float64) of the whole official training set, cached."""
+    data, _, key = _PARTS[info.name](folder, "train")
+    cache_key = (info.name, key)
+    stats = _STATS_CACHE.get(cache_key)
+    if stats is None:
+        stats = _histogram_stats(data, info.num_channels)
+        _STATS_CACHE[cache_key] = stats
+    return stats
+
+
 def clear_cache() -> None:
-    """Forget the in-memory copies of decoded batches and channel statistics."""
+    """Forget the in-memory copies of decoded files and channel statistics."""
     _load_files_cached.cache_clear()
-    _channel_stats_cached.cache_clear()
-
-
-def _check_choice(value: str, valid: Sequence[str], what: str) -> None:
-    if value not in valid:
-        raise ValueError(f"Unknown {what} {value!r}; valid values: {', '.join(valid)}")
+    _idx_cached.cache_clear()
+    _STATS_CACHE.clear()
 
 
 def split_indices(
-    n: int = 50_000, holdout_fraction: float = 0.2, seed: int = 0
+    n: int = 50_000, holdout_fraction: float = DEFAULT_HOLDOUT_FRACTION, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
     """Indices ``(train, holdout)`` of a fixed seeded split of ``range(n)``.
 
@@ -627,7 +1304,7 @@ def split_indices(
     """
     if not 0.0 < holdout_fraction < 1.0:
         raise ValueError(f"holdout_fraction must be in (0, 1), got {holdout_fraction}")
-    n_holdout = int(round(n * holdout_fraction))
+    n_holdout = _holdout_count(n, holdout_fraction)
     if not 0 < n_holdout < n:
         raise ValueError(
             f"holdout_fraction={holdout_fraction} of n={n} gives {n_holdout} holdout images; "
@@ -638,32 +1315,15 @@ def split_indices(
     return perm[:n_train], perm[n_train:]
 
 
-def load_cifar10_uint8(
-    root: str | os.PathLike[str] | None = None,
-    split: str = "train",
-    download: bool = False,
-    *,
-    holdout_fraction: float = 0.2,
-    split_seed: int = 0,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Images as fresh ``uint8`` arrays ``(N, 3072)`` and int64 labels ``(N,)`` of a split.
-
-    Arguments as in :func:`load_cifar10`. Decoded files are cached in memory per folder (keyed on
-    the files' paths, mtimes and sizes); the returned arrays are copies the caller may modify.
-    """
-    _check_choice(split, SPLITS, "split")
-    folder = find_cifar10(root, download=download)
-    data, labels = _split_arrays(folder, split, holdout_fraction, split_seed)
-    return np.array(data), np.array(labels)  # fresh, writable copies
-
-
 def _split_arrays(
-    folder: Path, split: str, holdout_fraction: float, split_seed: int
+    info: DatasetInfo, folder: Path, split: str, holdout_fraction: float, split_seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """A split's arrays; may be the shared read-only cached arrays themselves (do not modify)."""
+    part = _PARTS[info.name]
     if split == "test":
-        return _load_files_cached(_files_key(folder, (TEST_FILE,)))
-    data, labels = _load_files_cached(_files_key(folder, TRAIN_FILES))
+        data, labels, _ = part(folder, "test")
+        return data, labels
+    data, labels, _ = part(folder, "train")
     if split == "train-full":
         return data, labels
     train_idx, holdout_idx = split_indices(data.shape[0], holdout_fraction, split_seed)
@@ -671,21 +1331,132 @@ def _split_arrays(
     return data[idx], labels[idx]
 
 
-def cifar10_channel_stats(
-    root: str | os.PathLike[str] | None = None, download: bool = False
-) -> tuple[Tensor, Tensor]:
-    """Per-channel (R, G, B) mean and std of all training images, in 0–1 units.
+def load_dataset_uint8(
+    name: str,
+    split: str = "train",
+    *,
+    root: str | os.PathLike[str] | None = None,
+    download: bool = False,
+    holdout_fraction: float = DEFAULT_HOLDOUT_FRACTION,
+    split_seed: int = DEFAULT_SPLIT_SEED,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Images as fresh ``uint8`` arrays ``(N, C·H·W)`` and int64 labels ``(N,)`` of a split.
 
-    Computed exactly over all pixels of ``data_batch_1..5`` (population std, ``ddof=0``); about
-    ``(0.4914, 0.4822, 0.4465)`` and ``(0.2470, 0.2435, 0.2616)`` for CIFAR-10. Returned as two
-    float32 tensors of shape ``(3,)``.
+    Arguments as in :func:`load_dataset`; the arrays are copies the caller may modify.
     """
-    folder = find_cifar10(root, download=download)
-    mean, std = _channel_stats_cached(_files_key(folder, TRAIN_FILES))
+    info = dataset_info(name)
+    _check_choice(split, SPLITS, "split")
+    folder = find_dataset(info.name, root, download=download)
+    data, labels = _split_arrays(info, folder, split, holdout_fraction, split_seed)
+    return np.array(data), np.array(labels)  # fresh, writable copies
+
+
+def channel_stats(
+    name: str, root: str | os.PathLike[str] | None = None, download: bool = False
+) -> tuple[Tensor, Tensor]:
+    """Per-channel mean and std of all official training images, in 0–1 units.
+
+    Exact over every pixel of the training set (population std, ``ddof=0``), e.g. CIFAR-10
+    about ``(0.4914, 0.4822, 0.4465)`` / ``(0.2470, 0.2435, 0.2616)``, Fashion-MNIST about
+    ``0.2860`` / ``0.3530``. Two float32 tensors of shape ``(C,)``.
+    """
+    info = dataset_info(name)
+    folder = find_dataset(info.name, root, download=download)
+    mean, std = _train_stats(info, folder)
     return (
         torch.tensor(mean / 255.0, dtype=torch.float32),
         torch.tensor(std / 255.0, dtype=torch.float32),
     )
+
+
+def load_dataset(
+    name: str,
+    split: str = "train",
+    *,
+    root: str | os.PathLike[str] | None = None,
+    download: bool = False,
+    preprocessing: str | None = None,
+    holdout_fraction: float = DEFAULT_HOLDOUT_FRACTION,
+    split_seed: int = DEFAULT_SPLIT_SEED,
+) -> tuple[Tensor, Tensor]:
+    """Load a split of data set ``name`` as ``(x float32 (N, C·H·W), y int64 (N,))``.
+
+    Args:
+        name: a key of :data:`DATASETS` (``"cifar10"``, ``"fashion-mnist"``).
+        split: ``"train"`` (the first ``1 - holdout_fraction`` of a seeded permutation of the
+            official training set: CIFAR-10 40,000, Fashion-MNIST 48,000), ``"holdout"`` (the
+            rest: 10,000 / 12,000), ``"train-full"`` (the whole training set, official order)
+            or ``"test"`` (the official test set, 10,000).
+        root: data location (:func:`find_cifar10`, :func:`find_fashion_mnist`); default
+            :func:`default_data_root`.
+        download: fetch the data if it is not found.
+        preprocessing: ``"standardize"`` (``(x - μ_c) / σ_c`` with the per-channel mean and
+            std over every pixel of the whole official training set), ``"unit"`` (``x / 255``)
+            or ``"raw"`` (0–255 as float); ``None``: the data set's
+            :attr:`DatasetInfo.default_preprocessing` (CIFAR-10 ``"standardize"``,
+            Fashion-MNIST ``"unit"``).
+        holdout_fraction: share of the training set in ``"holdout"``.
+        split_seed: seed of the train/holdout permutation (:func:`split_indices`).
+
+    Pixels keep the files' order (channel-major planes, each row-major); a row reshaped to
+    ``dataset_info(name).image_shape`` is a CHW image. The tensors are new on every call (safe
+    to modify in place).
+
+    Raises:
+        ValueError: unknown ``name``/``split``/``preprocessing`` (the message lists the valid
+            values).
+        FileNotFoundError: data or one of its files is missing (the message says which).
+        DataError: a file is corrupt or invalid (the message names file and problem).
+    """
+    info = dataset_info(name)
+    _check_choice(split, SPLITS, "split")
+    if preprocessing is None:
+        preprocessing = info.default_preprocessing
+    _check_choice(preprocessing, PREPROCESSINGS, "preprocessing")
+    folder = find_dataset(info.name, root, download=download)
+    data, labels = _split_arrays(info, folder, split, holdout_fraction, split_seed)
+    x = torch.from_numpy(data.astype(np.float32))  # astype always copies: fresh tensors
+    y = torch.from_numpy(labels.astype(np.int64))
+    if preprocessing == "unit":
+        x.div_(255.0)
+    elif preprocessing == "standardize":
+        mean, std = _train_stats(info, folder)
+        c = info.num_channels
+        planes = x.view(x.shape[0], c, -1)
+        planes.sub_(torch.tensor(mean, dtype=torch.float32).view(1, c, 1))
+        planes.div_(torch.tensor(std, dtype=torch.float32).view(1, c, 1))
+    return x, y
+
+
+# --------------------------------------------------------------------------------------------
+# CIFAR-10 entry points (thin calls, unchanged behaviour)
+# --------------------------------------------------------------------------------------------
+
+
+def load_cifar10_uint8(
+    root: str | os.PathLike[str] | None = None,
+    split: str = "train",
+    download: bool = False,
+    *,
+    holdout_fraction: float = DEFAULT_HOLDOUT_FRACTION,
+    split_seed: int = DEFAULT_SPLIT_SEED,
+) -> tuple[np.ndarray, np.ndarray]:
+    """CIFAR-10 as fresh ``uint8`` ``(N, 3072)`` and int64 labels: :func:`load_dataset_uint8`."""
+    return load_dataset_uint8(
+        "cifar10",
+        split,
+        root=root,
+        download=download,
+        holdout_fraction=holdout_fraction,
+        split_seed=split_seed,
+    )
+
+
+def cifar10_channel_stats(
+    root: str | os.PathLike[str] | None = None, download: bool = False
+) -> tuple[Tensor, Tensor]:
+    """CIFAR-10's per-channel (R, G, B) mean and std in 0–1 units: :func:`channel_stats`."""
+    return channel_stats("cifar10", root, download)
 
 
 def load_cifar10(
@@ -694,42 +1465,20 @@ def load_cifar10(
     download: bool = False,
     preprocessing: str = "standardize",
     *,
-    holdout_fraction: float = 0.2,
-    split_seed: int = 0,
+    holdout_fraction: float = DEFAULT_HOLDOUT_FRACTION,
+    split_seed: int = DEFAULT_SPLIT_SEED,
 ) -> tuple[Tensor, Tensor]:
-    """Load a CIFAR-10 split as ``(x float32 (N, 3072), y int64 (N,))``.
+    """CIFAR-10 as ``(x float32 (N, 3072), y int64 (N,))``: ``load_dataset("cifar10", …)``.
 
-    Args:
-        root: data location (see :func:`find_cifar10`); default :func:`default_data_root`.
-        split: ``"train"`` (first ``1 - holdout_fraction`` of a seeded permutation of the 50,000
-            training images, 40,000 by default), ``"holdout"`` (the rest, 10,000),
-            ``"train-full"`` (all 50,000, official order) or ``"test"`` (10,000).
-        download: fetch the data if it is not found.
-        preprocessing: ``"standardize"`` (subtract the per-channel mean, divide by the
-            per-channel std, both from all 50,000 training images), ``"unit"`` (÷255) or
-            ``"raw"`` (0–255 as float).
-        holdout_fraction: share of the training images in ``"holdout"``.
-        split_seed: seed of the train/holdout permutation (:func:`split_indices`).
-
-    Pixels keep the official channel-major order (R plane, G plane, B plane; 1,024 values each).
-    The tensors are new on every call (safe to modify in place).
-
-    Raises:
-        ValueError: unknown ``split``/``preprocessing`` (the message lists the valid values).
-        FileNotFoundError: data or a batch file is missing (the message says which).
-        DataError: a batch file is corrupt or invalid (the message names file and problem).
+    ``"train"`` is 40,000 images, ``"holdout"`` 10,000, ``"train-full"`` 50,000, ``"test"``
+    10,000; preprocessing ``"standardize"`` by default. See :func:`load_dataset`.
     """
-    _check_choice(split, SPLITS, "split")
-    _check_choice(preprocessing, PREPROCESSINGS, "preprocessing")
-    folder = find_cifar10(root, download=download)
-    data, labels = _split_arrays(folder, split, holdout_fraction, split_seed)
-    x = torch.from_numpy(data.astype(np.float32))  # astype always copies: fresh tensors
-    y = torch.from_numpy(labels.astype(np.int64))
-    if preprocessing == "unit":
-        x.div_(255.0)
-    elif preprocessing == "standardize":
-        mean, std = _channel_stats_cached(_files_key(folder, TRAIN_FILES))
-        planes = x.view(-1, NUM_CHANNELS, PIXELS_PER_CHANNEL)
-        planes.sub_(torch.tensor(mean, dtype=torch.float32).view(1, NUM_CHANNELS, 1))
-        planes.div_(torch.tensor(std, dtype=torch.float32).view(1, NUM_CHANNELS, 1))
-    return x, y
+    return load_dataset(
+        "cifar10",
+        split,
+        root=root,
+        download=download,
+        preprocessing=preprocessing,
+        holdout_fraction=holdout_fraction,
+        split_seed=split_seed,
+    )

@@ -35,9 +35,12 @@ __all__ = [
     "ramp_schedule",
     "validate_gamma",
     "validate_alpha",
+    "DRAWS",
+    "bernoulli_bits",
 ]
 
 REGULARISERS = ("none", "targeted-weight", "targeted-unit", "dropout", "dropconnect", "l1")
+DRAWS = ("uniform", "bits")
 
 
 def validate_gamma(gamma: float) -> float:
@@ -140,6 +143,56 @@ def ramp_schedule(step: int, gamma: float, alpha: float, ramp_steps: int) -> tup
     return g, a
 
 
+def _bits_for(alpha: float) -> tuple[int, int]:
+    """``(b, t)``: the fewest bits b ∈ {8, 16, 32} with ``t = α·2^b`` an integer, else
+    ``(32, ⌈α·2^32⌉)``; ``P(K < t) = t / 2^b`` for K uniform on ``{0, …, 2^b − 1}``."""
+    for b in (8, 16, 32):
+        t = alpha * 2.0**b
+        if t == math.floor(t):
+            return b, int(t)
+    return 32, math.ceil(alpha * 2.0**32)
+
+
+_UINT = {8: np.uint8, 16: np.uint16, 32: np.uint32}
+
+
+def bernoulli_bits(
+    shape: tuple[int, ...],
+    alpha: float,
+    generator: torch.Generator | None = None,
+    *,
+    buffer: Tensor | None = None,
+) -> Tensor:
+    """Boolean draws, True with probability α (exactly when α·2^b is an integer, b ≤ 32).
+
+    Draws ``⌈n·b/64⌉`` full-range int64 from ``generator`` (``Tensor.random_``), reads them as
+    ``n`` unsigned b-bit integers ``K`` (little-endian order of the bytes) and returns
+    ``K < α·2^b`` (:func:`_bits_for`).  ``buffer``, an int64 CPU tensor of at least that many
+    elements, is reused for the raw bits instead of a new allocation.
+    """
+    alpha = validate_alpha(alpha)
+    k, threshold = _uniform_bits(shape, alpha, generator, buffer)
+    return torch.from_numpy(np.less(k, threshold))
+
+
+def _uniform_bits(
+    shape: tuple[int, ...],
+    alpha: float,
+    generator: torch.Generator | None,
+    buffer: Tensor | None = None,
+) -> tuple[np.ndarray, np.integer | int]:
+    """``(K, t)`` of :func:`bernoulli_bits`: K a numpy view of the raw bits, drop iff K < t."""
+    n = math.prod(shape)
+    b, threshold = _bits_for(alpha)
+    words = -(-n * b // 64)
+    if buffer is None or buffer.numel() < words:
+        buffer = torch.empty(words, dtype=torch.int64)
+    raw = buffer[:words].random_(-(2**63), None, generator=generator)
+    k = raw.numpy().view(_UINT[b])[:n].reshape(shape)
+    # α = 1 gives t = 2^b, beyond the type: compare in a wider type (every K < 2^b)
+    return k, (_UINT[b](threshold) if threshold < 2**b else np.uint64(threshold))
+
+
 @dataclass
 class RegulariserConfig:
     """Which regulariser, its strength, and which layers it acts on.
@@ -153,6 +206,13 @@ class RegulariserConfig:
         layers: indices of the weight matrices it acts on; ``None`` = every layer, logits
             included.  For ``"dropout"`` the inputs of these layers are dropped, except the raw
             network input (layer 0), so that standard dropout acts on hidden units.
+        draws: how the targeted kinds draw "drop with probability α": ``"uniform"`` (one
+            ``u ~ U(0, 1)`` per weight from ``torch.rand``, ``u < α``; the project's original
+            stream) or ``"bits"`` (one uniform b-bit integer ``K`` per weight from the same
+            seeded generator, drop when ``K < α·2^b``, with b = 8, 16 or 32 the fewest bits that
+            make ``α·2^b`` an integer, i.e. exactly Bernoulli(α), else b = 32 and α rounded up
+            to a multiple of 2^-32).  Same distribution, a different stream; ``"bits"`` is ~25×
+            cheaper per weight (it makes targeted dropout of a 2.4 M-weight MLP affordable).
     """
 
     kind: str = "none"
@@ -161,8 +221,11 @@ class RegulariserConfig:
     l1: float = 0.0
     ramp_steps: int | None = None
     layers: list[int] | None = field(default=None)
+    draws: str = "uniform"
 
     def __post_init__(self) -> None:
+        if self.draws not in DRAWS:
+            raise ValueError(f"draws must be one of {DRAWS}, got {self.draws!r}")
         if self.kind not in REGULARISERS:
             raise ValueError(f"unknown regulariser {self.kind!r}; choose one of {REGULARISERS}")
         validate_gamma(self.gamma)
@@ -215,6 +278,7 @@ class Regulariser:
             raise ValueError(f"layer indices {bad} out of range for a {num_layers}-layer network")
         self.layers = frozenset(layers)
         self.generator = generator
+        self._work: dict[int, dict] = {}  # per layer: buffers of the "bits" draws
 
     def rates(self, step: int) -> tuple[float, float]:
         """(γ, α) in force at ``step`` (ramped when ``ramp_steps`` is set)."""
@@ -243,11 +307,68 @@ class Regulariser:
             return _keep_factor(u, alpha, None, 1.0 / (1.0 - alpha))
         if int(gamma * (w.shape[1] if kind == "targeted-weight" else w.shape[0])) == 0:
             return None
+        if self.config.draws == "bits":
+            return self._bits_factor(layer, w, gamma, alpha)
         if kind == "targeted-weight":
             targeted = targeted_weight_mask(w, gamma)
         else:  # targeted-unit: whole rows targeted, the draw is per weight element
             targeted = targeted_unit_mask(w, gamma)[:, None]
         return _keep_factor(self._uniform(w.shape, w.dtype, w.device), alpha, targeted)
+
+    def _bits_factor(self, layer: int, w: Tensor, gamma: float, alpha: float) -> Tensor:
+        """Targeted factor with ``"bits"`` draws: a *boolean* M (True = kept; ``W ⊙ M`` is
+        ``where(M, W, 0)``), computed in buffers kept for the next step.
+
+        The returned tensor (on the CPU: a buffer of this Regulariser) is overwritten by the
+        next call for the same layer.  Same targeting as :func:`targeted_weight_mask` /
+        :func:`targeted_unit_mask`; drops from :func:`bernoulli_bits`.
+        """
+        shape = tuple(w.shape)
+        ws = self._work.get(layer)
+        dtype = w.dtype if w.dtype in (torch.float32, torch.float64) else torch.float32
+        if ws is None or ws["shape"] != shape or ws["dtype"] != dtype:
+            np_dtype = np.float32 if dtype == torch.float32 else np.float64
+            ws = self._work[layer] = {
+                "shape": shape,
+                "dtype": dtype,
+                "raw": torch.empty(-(-math.prod(shape) * 32 // 64), dtype=torch.int64),
+                "keep": np.empty(shape, dtype=bool),
+            }
+        if self.config.kind == "targeted-weight":
+            if _numpy_fast_path(w):
+                untargeted = self._weight_untargeted(ws, w, gamma)
+            else:
+                untargeted = ~targeted_weight_mask(w, gamma).cpu().numpy()
+        else:  # whole rows targeted, the draw per weight element
+            untargeted = ~targeted_unit_mask(w, gamma).cpu().numpy()[:, None]
+        k, threshold = _uniform_bits(shape, alpha, self.generator, ws["raw"])
+        keep = ws["keep"]
+        np.greater_equal(k, threshold, out=keep)  # not drawn for dropping
+        np.logical_or(keep, untargeted, out=keep)  # kept = ¬(targeted ∧ drawn)
+        factor = torch.from_numpy(keep)
+        return factor if w.device.type == "cpu" else factor.to(w.device)
+
+    @staticmethod
+    def _weight_untargeted(ws: dict, w: Tensor, gamma: float) -> np.ndarray:
+        """``|W_oi| ≥ sort(|W_o,:|)[⌊γ·in⌋]`` (not targeted) in preallocated buffers, as
+        :func:`targeted_weight_mask` (magnitudes compared as their IEEE-754 bits)."""
+        a = w.detach().numpy()
+        int_type, sign_off = (
+            (np.int32, np.int32(0x7FFFFFFF))
+            if a.dtype == np.float32
+            else (np.int64, np.int64(0x7FFFFFFFFFFFFFFF))
+        )
+        if "mag" not in ws:
+            ws["mag"] = np.empty(a.shape, dtype=int_type)
+            ws["part"] = np.empty(a.shape, dtype=int_type)
+            ws["untargeted"] = np.empty(a.shape, dtype=bool)
+        mag, part = ws["mag"], ws["part"]
+        np.bitwise_and(a.view(int_type), sign_off, out=mag)
+        np.copyto(part, mag)
+        k = int(gamma * a.shape[1])
+        part.partition(k, axis=1)
+        np.greater_equal(mag, part[:, k : k + 1], out=ws["untargeted"])
+        return ws["untargeted"]
 
     def input_factor(
         self, layer: int, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device

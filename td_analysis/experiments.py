@@ -18,15 +18,13 @@ from __future__ import annotations
 import argparse
 import math
 import time
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
+from td_analysis import reports
 from td_analysis.cache import cached, fingerprint
 from td_analysis.coadaptation import (
     block_summary,
@@ -38,8 +36,9 @@ from td_analysis.coadaptation import (
 from td_analysis.curvature import hessian
 from td_analysis.data import load_cifar10
 from td_analysis.dropout import RegulariserConfig
-from td_analysis.io import atomic_write_json, atomic_write_text
+from td_analysis.io import atomic_write_json, atomic_write_text, staged_output
 from td_analysis.models import DenseNet
+from td_analysis.progress import progress_bar
 from td_analysis.pruning import pruning_curve, pruning_masks
 from td_analysis.taylor import estimate_pruning, pruning_sweep, random_mask_sweep, rank_correlations
 from td_analysis.training import TrainConfig, load_checkpoint, save_checkpoint, train
@@ -50,6 +49,14 @@ __all__ = [
     "regulariser_suite",
     "train_or_load",
     "figure1_matrices",
+    "ToyRun",
+    "prepare_toy",
+    "table1_numbers",
+    "figure1_outputs",
+    "pooled_figure",
+    "estimator_outputs",
+    "pruning_curve_outputs",
+    "write_table1",
     "reproduce",
     "add_commands",
 ]
@@ -63,6 +70,8 @@ PAPER_TABLE1 = {
     },
 }
 FIGURE_PARAMS = "layers.1.weight"
+QUICK_OUT = Path("runs") / "quick" / "figures"  # reproduce --quick's default output folder
+TABLE1_REGULARISERS = ("none", "targeted-weight")
 
 
 @dataclass
@@ -192,94 +201,26 @@ def figure1_matrices(
     return ordered_coadaptation(order, H), order
 
 
-def _mean_std(values: Sequence[float]) -> tuple[float, float]:
-    arr = np.asarray(values, dtype=float)
-    return float(arr.mean()), float(arr.std(ddof=1)) if arr.size > 1 else 0.0
+def toy_network_text(config: TrainConfig) -> str:
+    """``"3072 → 10 → 10 ReLU"``: the layer widths of ``config``."""
+    widths = (config.in_features, *config.hidden, config.num_classes)
+    return " → ".join(map(str, widths)) + " ReLU"
 
 
-def _fmt(values: Sequence[float], pct: bool = False, digits: int = 4) -> str:
-    m, s = _mean_std(values)
-    if pct:
-        return f"{100 * m:.2f} ± {100 * s:.2f}%"
-    return f"{m:.{digits}f} ± {s:.{digits}f}"
+@dataclass
+class ToyRun:
+    """What the toy pipeline's outputs share: settings, data, trained models, folders."""
+
+    settings: ReproduceSettings
+    data: dict[str, tuple[Tensor, Tensor]]
+    evald: dict[str, tuple[Tensor, Tensor]]
+    models: dict[str, list[DenseNet]]
+    out_dir: Path
+    cache_dir: str | Path | None = None
 
 
-def _table_markdown(
-    results: dict, settings: ReproduceSettings, n_eval: dict[str, int], fig1_set: dict
-) -> str:
-    lines = [
-        "# Table 1: change in loss and accuracy after pruning (toy network)",
-        "",
-        "Made by `td-analysis reproduce` (settings in `table1.json`). Network 3072 → 10 → 10 "
-        "ReLU on CIFAR-10, unregularised vs targeted weight dropout "
-        f"(γ = {settings.gamma}, α = {settings.alpha}), {len(settings.seeds)} seeds "
-        f"({', '.join(map(str, settings.seeds))}), {settings.epochs} epochs. Pruning: "
-        f"{settings.prune_fraction:.0%} of every output unit's incoming weights by |w|, in "
-        "both weight matrices (biases kept). |ΔE| is the change of the *mean* cross-entropy "
-        "over the split; the estimate is |−∇ᵀd + ½dᵀHd| with the exact gradient and "
-        "Hessian-vector product in float64. Mean ± std over seeds.",
-        "",
-    ]
-    for split, rows in results.items():
-        lines += [
-            f"## {split} split ({n_eval[split]:,} images)",
-            "",
-            "| regularisation | abs(ΔE) estimate | measured abs(ΔE) | unpruned accuracy | "
-            "pruned accuracy | paper abs(ΔE) | paper unpruned | paper pruned |",
-            "|---|---|---|---|---|---|---|---|",
-        ]
-        for reg, r in rows.items():
-            paper = PAPER_TABLE1[reg]
-            name = "none" if reg == "none" else "targeted dropout"
-            lines.append(
-                f"| {name} | {_fmt(r['abs_estimate'])} | {_fmt(r['abs_measured'])} | "
-                f"{_fmt(r['accuracy'], pct=True)} | {_fmt(r['pruned_accuracy'], pct=True)} | "
-                f"{paper['abs_delta_e']} | {paper['unpruned_accuracy']:.2%} | "
-                f"{paper['pruned_accuracy']:.2%} |"
-            )
-        none, td = rows.get("none"), rows.get("targeted-weight")
-        if none and td:
-            ratio_est = _mean_std(none["abs_estimate"])[0] / max(
-                _mean_std(td["abs_estimate"])[0], 1e-12
-            )
-            ratio_meas = _mean_std(none["abs_measured"])[0] / max(
-                _mean_std(td["abs_measured"])[0], 1e-12
-            )
-            drop_none = _mean_std(np.subtract(none["accuracy"], none["pruned_accuracy"]))[0]
-            drop_td = _mean_std(np.subtract(td["accuracy"], td["pruned_accuracy"]))[0]
-            lines += [
-                "",
-                f"Accuracy lost by pruning: none {100 * drop_none:.2f} points, targeted dropout "
-                f"{100 * drop_td:.2f} points (paper: 11.98 and −0.05). |ΔE| ratio none / TD: "
-                f"estimate {ratio_est:.1f}×, measured {ratio_meas:.1f}× (paper: 8.3×).",
-            ]
-        lines.append("")
-    lines += [
-        "## Differences from the paper",
-        "",
-        "- Unpruned accuracies are within about two points of the paper's 38.11% and 40.09%; the "
-        "paper's training schedule is unpublished (ours: see `settings` in `table1.json`), and "
-        "`test_batch` here is a rebuilt copy (images 1000–9999 decoded from JPEG).",
-        "- Our |ΔE| values differ from the paper's 0.1207 and 0.0146 (compare the estimate and "
-        "measured columns), most for the unregularised network, so the ratio none / TD differs "
-        "from the paper's 8.3× too. The paper does not say which parameters its ΔE deletes, "
-        "over which data, or with which loss reduction. We delete 75% of the weights of *both* "
-        "layers and use the mean cross-entropy over the split. Deleting only the 75% lowest of "
-        "the 100 hidden→output weights of Figure 1 instead gives ½dᵀHd = "
-        + ", ".join(
-            f"{_fmt([0.5 * b['pruned_pruned'] for b in fig1_set[reg]])} ({reg})" for reg in fig1_set
-        )
-        + f" on {settings.figure_split} (`figure1_set_pruning_mean_loss` in `table1.json`).",
-        "- The estimate and the measurement differ by up to tens of percent: deleting 75% of the "
-        "weights is not a small step, so the O(‖d‖³) remainder and changes of the ReLU pattern "
-        "matter (`estimates_pruning.png` shows where the second-order estimate stops tracking).",
-        "",
-    ]
-    return "\n".join(lines)
-
-
-def reproduce(
-    settings: ReproduceSettings | None = None,
+def prepare_toy(
+    settings: ReproduceSettings,
     *,
     out_dir: str | Path = "figures",
     runs_dir: str | Path = "runs",
@@ -287,17 +228,8 @@ def reproduce(
     cache_dir: str | Path | None = None,
     download: bool = True,
     progress: bool = True,
-) -> dict:
-    """Train (or reuse) the models, then write Figure 1, Table 1, estimator plots and pruning
-    curves into ``out_dir``.  Returns the numbers written to ``table1.json``.
-
-    CIFAR-10 is downloaded into the data folder first if it is not there (``download``).
-    """
-    from td_analysis import plotting
-
-    settings = settings or ReproduceSettings()
-    out_dir = Path(out_dir)
-    t0 = time.perf_counter()
+) -> ToyRun:
+    """Load the splits and train (or reuse) one model per regulariser × seed."""
     base = replace(settings.base, epochs=settings.epochs)
     pre = base.preprocessing
     data = {
@@ -308,24 +240,25 @@ def reproduce(
         s: (x[: settings.eval_limit], y[: settings.eval_limit]) if settings.eval_limit else (x, y)
         for s, (x, y) in data.items()
     }
-    suite = regulariser_suite(settings)
     models: dict[str, list[DenseNet]] = {}
-    jobs = [(name, reg, seed) for name, reg in suite.items() for seed in settings.seeds]
-    for name, reg, seed in tqdm(jobs, desc="models", disable=not progress):
+    jobs = [(n, r, seed) for n, r in regulariser_suite(settings).items() for seed in settings.seeds]
+    for name, reg, seed in progress_bar(jobs, desc="models", disable=not progress):
         cfg = replace(base, regulariser=reg, seed=seed)
         model = train_or_load(cfg, runs_dir, data=data, data_root=data_root, progress=progress)
         models.setdefault(name, []).append(model)
+    return ToyRun(settings, data, evald, models, Path(out_dir), cache_dir)
 
-    stages = tqdm(total=5, desc="analysis", disable=not progress)
-    # Table 1 ------------------------------------------------------------------------------
+
+def table1_numbers(run: ToyRun) -> dict[str, dict[str, dict[str, list[float]]]]:
+    """Table 1 per split and regulariser: one list over seeds per column (``table1.json``)."""
+    settings = run.settings
     table: dict[str, dict[str, dict[str, list[float]]]] = {}
-    fig1_set: dict[str, list[dict]] = {}
     for split in settings.splits:
-        x, y = evald[split]
+        x, y = run.evald[split]
         table[split] = {}
-        for reg in ("none", "targeted-weight"):
+        for reg in TABLE1_REGULARISERS:
             cols: dict[str, list[float]] = {}
-            for model in models[reg]:
+            for model in run.models[reg]:
                 masks = pruning_masks(model, settings.prune_fraction, "weight")
                 est = estimate_pruning(
                     model, x, y, masks, label=reg, fraction=settings.prune_fraction
@@ -342,32 +275,38 @@ def reproduce(
                 }.items():
                     cols.setdefault(k, []).append(v)
             table[split][reg] = cols
-    stages.update()
+    return table
 
-    # Figure 1 -----------------------------------------------------------------------------
-    xf, yf = evald[settings.figure_split]
-    mats, summaries = {}, {}
-    for reg in ("none", "targeted-weight"):
+
+def figure1_outputs(run: ToyRun) -> dict:
+    """Figure 1 (``figure1.png/pdf``, ``figure1_published_scale.png``), its block summaries and
+    the per-seed pruned-set sums of the mean loss."""
+    from td_analysis import plotting
+
+    settings = run.settings
+    xf, yf = run.evald[settings.figure_split]
+    mats, summaries, fig1_set = {}, {}, {}
+    for reg in TABLE1_REGULARISERS:
+        model0 = run.models[reg][0]
         C, order = figure1_matrices(
-            models[reg][0], xf, yf, reduction=settings.figure_reduction, cache_dir=cache_dir
+            model0, xf, yf, reduction=settings.figure_reduction, cache_dir=run.cache_dir
         )
         mats[reg] = C
-        pruned = pruned_set(models[reg][0], order, settings.prune_fraction, "lowest")
+        pruned = pruned_set(model0, order, settings.prune_fraction, "lowest")
         summaries[reg] = block_summary(C, pruned[order.order]).as_dict()
-        for model in models[reg]:
-            Cs, o = figure1_matrices(model, xf, yf, reduction="mean", cache_dir=cache_dir)
+        for model in run.models[reg]:
+            Cs, o = figure1_matrices(model, xf, yf, reduction="mean", cache_dir=run.cache_dir)
             s = block_summary(Cs, pruned_set(model, o, settings.prune_fraction, "weight")[o.order])
             fig1_set.setdefault(reg, []).append(s.as_dict())
-    vmax = settings.vmax
     fig = plotting.figure1(
         mats["none"],
         mats["targeted-weight"],
         gamma=settings.gamma,
-        vmax=vmax,
+        vmax=settings.vmax,
         suptitle=f"θᵀ⊙H⊙θ of the 100 hidden→output weights, H of the summed cross-entropy "
         f"over {len(yf):,} {settings.figure_split} images (seed {settings.seeds[0]})",
     )
-    plotting.save_figure(fig, out_dir / "figure1.png")
+    plotting.save_figure(fig, run.out_dir / "figure1.png")
     fig = plotting.figure1(
         mats["none"],
         mats["targeted-weight"],
@@ -375,13 +314,27 @@ def reproduce(
         vmax=plotting.PUBLISHED_VMAX,
         suptitle="the same, at the published colour scale ±3000",
     )
-    plotting.save_figure(fig, out_dir / "figure1_published_scale.png", formats=("png",))
-    stages.update()
+    plotting.save_figure(fig, run.out_dir / "figure1_published_scale.png", formats=("png",))
+    figure1 = {
+        "params": FIGURE_PARAMS,
+        "split": settings.figure_split,
+        "n": len(yf),
+        "reduction": settings.figure_reduction,
+        "block_summary_lowest": summaries,
+        "max_abs_entry": {k: float(v.abs().max()) for k, v in mats.items()},
+    }
+    return {"figure1": figure1, "figure1_set_pruning_mean_loss": fig1_set}
 
-    # Whole network, pooled ---------------------------------------------------------------
+
+def pooled_figure(run: ToyRun) -> dict[str, Tensor]:
+    """``figure1_pooled.png``: all weights, B × B block sums of C through B HVPs."""
+    from td_analysis import plotting
+
+    settings = run.settings
+    xf, yf = run.evald[settings.figure_split]
     pooled = {}
-    for reg in ("none", "targeted-weight"):
-        model = models[reg][0]
+    for reg in TABLE1_REGULARISERS:
+        model = run.models[reg][0]
         order = magnitude_order(model, "weights")
         pooled[reg] = cached(
             "pooled",
@@ -395,7 +348,7 @@ def reproduce(
             order.order,
             settings.pooled_bins,
             settings.figure_reduction,
-            cache_dir=cache_dir,
+            cache_dir=run.cache_dir,
         )
     fig = plotting.figure1(
         pooled["none"],
@@ -406,14 +359,19 @@ def reproduce(
         suptitle=f"all {order.size:,} weights, ordered by |θ|, pooled into "
         f"{settings.pooled_bins}×{settings.pooled_bins} block sums of θᵀ⊙H⊙θ",
     )
-    plotting.save_figure(fig, out_dir / "figure1_pooled.png", formats=("png",))
-    stages.update()
+    plotting.save_figure(fig, run.out_dir / "figure1_pooled.png", formats=("png",))
+    return pooled
 
-    # Estimators vs measurement -------------------------------------------------------------
-    xe, ye = evald[settings.splits[0]]
+
+def estimator_outputs(run: ToyRun) -> dict:
+    """``estimates_pruning.png`` and ``estimates_random.png``; sweeps and rank correlations."""
+    from td_analysis import plotting
+
+    settings = run.settings
+    xe, ye = run.evald[settings.splits[0]]
     sweeps, randoms = {}, {}
     for reg, label in (("none", "none"), ("targeted-weight", "targeted dropout")):
-        model = models[reg][0]
+        model = run.models[reg][0]
         sweeps[label] = pruning_sweep(model, xe, ye, settings.sweep_fractions, "weight")
         randoms[label] = random_mask_sweep(
             model, xe, ye, settings.random_masks, seed=settings.seeds[0]
@@ -423,68 +381,121 @@ def reproduce(
         title="magnitude weight pruning at 5–95%: Taylor estimates vs measured ΔE "
         f"(mean loss, {settings.splits[0]})",
     )
-    plotting.save_figure(fig, out_dir / "estimates_pruning.png", formats=("png",))
+    plotting.save_figure(fig, run.out_dir / "estimates_pruning.png", formats=("png",))
     fig = plotting.plot_estimates(
         randoms,
         title=f"{settings.random_masks} random deletions of 5–95% of the weights: "
         "Taylor estimates vs measured ΔE",
     )
-    plotting.save_figure(fig, out_dir / "estimates_random.png", formats=("png",))
-    stages.update()
-
-    # Pruning curves ----------------------------------------------------------------------
-    curve_rows = []
-    if settings.curves:
-        x, y = evald[settings.splits[0]]
-        for name, ms in models.items():
-            for seed, model in zip(settings.seeds, ms, strict=True):
-                for kind, layers in (("weight", None), ("unit", [0])):
-                    for row in pruning_curve(model, x, y, settings.curve_fractions, kind, layers):
-                        curve_rows.append({"regulariser": name, "seed": seed, **row})
-        fig = plotting.plot_pruning_curves(
-            curve_rows,
-            title="toy network: accuracy after magnitude pruning "
-            f"({settings.splits[0]}, mean ± std over {len(settings.seeds)} seeds; unit pruning "
-            "of the hidden layer)",
-        )
-        plotting.save_figure(fig, out_dir / "pruning_curves.png")
-    stages.update()
-    stages.close()
-    import matplotlib.pyplot as plt
-
-    plt.close("all")
-
-    results = {
-        "settings": settings.to_dict(),
-        "seconds": time.perf_counter() - t0,
-        "n_eval": {s: len(evald[s][1]) for s in settings.splits},
-        "table1": table,
-        "paper_table1": PAPER_TABLE1,
-        "figure1": {
-            "params": FIGURE_PARAMS,
-            "split": settings.figure_split,
-            "n": len(yf),
-            "reduction": settings.figure_reduction,
-            "block_summary_lowest": summaries,
-            "max_abs_entry": {k: float(v.abs().max()) for k, v in mats.items()},
-        },
-        "figure1_set_pruning_mean_loss": fig1_set,
+    plotting.save_figure(fig, run.out_dir / "estimates_random.png", formats=("png",))
+    return {
         "rank_correlations": {
             "pruning": {k: rank_correlations(v) for k, v in sweeps.items()},
             "random": {k: rank_correlations(v) for k, v in randoms.items()},
         },
         "sweeps": {k: [e.as_dict() for e in v] for k, v in sweeps.items()},
+    }
+
+
+def pruning_curve_outputs(run: ToyRun) -> list[dict]:
+    """``pruning_curves.png/pdf`` (if ``settings.curves``): one row per model, kind and fraction."""
+    from td_analysis import plotting
+
+    settings = run.settings
+    curve_rows: list[dict] = []
+    if not settings.curves:
+        return curve_rows
+    x, y = run.evald[settings.splits[0]]
+    for name, ms in run.models.items():
+        for seed, model in zip(settings.seeds, ms, strict=True):
+            for kind, layers in (("weight", None), ("unit", [0])):
+                for row in pruning_curve(model, x, y, settings.curve_fractions, kind, layers):
+                    curve_rows.append({"regulariser": name, "seed": seed, **row})
+    fig = plotting.plot_pruning_curves(
+        curve_rows,
+        title="toy network: accuracy after magnitude pruning "
+        f"({settings.splits[0]}, mean ± std over {len(settings.seeds)} seeds; unit pruning "
+        "of the hidden layer)",
+    )
+    plotting.save_figure(fig, run.out_dir / "pruning_curves.png")
+    return curve_rows
+
+
+def write_table1(run: ToyRun, results: dict) -> None:
+    """``table1.json`` (``results``) and ``table1.md`` (text from :mod:`td_analysis.reports`)."""
+    atomic_write_json(run.out_dir / "table1.json", results)
+    text = reports.table1_markdown(
+        results["table1"],
+        run.settings,
+        results["n_eval"],
+        results["figure1_set_pruning_mean_loss"],
+        PAPER_TABLE1,
+        network=f"{toy_network_text(run.settings.base)} on CIFAR-10",
+    )
+    atomic_write_text(run.out_dir / "table1.md", text)
+
+
+@staged_output("out_dir")  # all outputs or none: old results stay whole if interrupted
+def reproduce(
+    settings: ReproduceSettings | None = None,
+    *,
+    out_dir: str | Path = "figures",
+    runs_dir: str | Path = "runs",
+    data_root: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+    download: bool = True,
+    progress: bool = True,
+) -> dict:
+    """Train (or reuse) the models, then write Figure 1, Table 1, estimator plots and pruning
+    curves into ``out_dir``.  Returns the numbers written to ``table1.json``.
+
+    CIFAR-10 is downloaded into the data folder first if it is not there (``download``).
+    """
+    import matplotlib.pyplot as plt
+
+    settings = settings or ReproduceSettings()
+    t0 = time.perf_counter()
+    run = prepare_toy(
+        settings,
+        out_dir=out_dir,
+        runs_dir=runs_dir,
+        data_root=data_root,
+        cache_dir=cache_dir,
+        download=download,
+        progress=progress,
+    )
+    stages = progress_bar(total=5, desc="analysis", disable=not progress)
+    table = table1_numbers(run)
+    stages.update()
+    fig1 = figure1_outputs(run)
+    stages.update()
+    pooled_figure(run)
+    stages.update()
+    estimators = estimator_outputs(run)
+    stages.update()
+    curve_rows = pruning_curve_outputs(run)
+    stages.update()
+    stages.close()
+    plt.close("all")
+    results = {
+        "settings": settings.to_dict(),
+        "seconds": time.perf_counter() - t0,
+        "n_eval": {s: len(run.evald[s][1]) for s in settings.splits},
+        "table1": table,
+        "paper_table1": PAPER_TABLE1,
+        **fig1,
+        **estimators,
         "pruning_curves": curve_rows,
     }
-    atomic_write_json(out_dir / "table1.json", results)
-    atomic_write_text(
-        out_dir / "table1.md", _table_markdown(table, settings, results["n_eval"], fig1_set)
-    )
+    write_table1(run, results)
     return results
 
 
 # ----------------------------------------------------------------------------- CLI
-def _cmd_reproduce(args: argparse.Namespace) -> int:
+EXPERIMENTS = ("toy", "fashion-mlp", "all")
+
+
+def _toy_settings(args: argparse.Namespace) -> ReproduceSettings:
     overrides = {}
     if args.seeds is not None:
         overrides["seeds"] = tuple(args.seeds)
@@ -496,28 +507,88 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         overrides["vmax"] = args.vmax
     if args.no_curves:
         overrides["curves"] = False
-    settings = (
-        ReproduceSettings.quick(**overrides) if args.quick else ReproduceSettings(**overrides)
-    )
-    results = reproduce(
-        settings,
-        out_dir=args.out,
-        runs_dir=args.runs,
-        data_root=args.data_dir,
-        cache_dir=args.cache_dir,
-        progress=not args.quiet,
-    )
-    print((Path(args.out) / "table1.md").read_text())
-    print(
-        f"wrote Figure 1, Table 1 and the estimator plots to {args.out} "
-        f"in {results['seconds']:.0f} s"
-    )
+    return ReproduceSettings.quick(**overrides) if args.quick else ReproduceSettings(**overrides)
+
+
+def _fashion_settings(args: argparse.Namespace):
+    from td_analysis.experiments_fashion import FashionSettings
+
+    overrides: dict = {}
+    if args.seeds is not None:
+        overrides["seeds"] = tuple(args.seeds)
+    if args.epochs is not None:
+        overrides["epochs"] = args.epochs
+    if args.ks is not None:
+        overrides["ks"] = tuple(args.ks)
+    if args.workers is not None:
+        overrides["workers"] = args.workers
+    if args.bins is not None:
+        overrides["pooled_bins"] = args.bins
+    return FashionSettings.quick(**overrides) if args.quick else FashionSettings(**overrides)
+
+
+def _cmd_reproduce(args: argparse.Namespace) -> int:
+    if args.out is None:  # quick results never land on the committed full-run figures
+        args.out = QUICK_OUT if args.quick else Path("figures")
+    experiments = ("toy", "fashion-mlp") if args.experiment == "all" else (args.experiment,)
+    # every setting is validated before anything is trained or written
+    toy = _toy_settings(args) if "toy" in experiments else None
+    fashion = _fashion_settings(args) if "fashion-mlp" in experiments else None
+    if fashion is not None:
+        from td_analysis.experiments_fashion import check_pooled_memory
+
+        check_pooled_memory(fashion)
+    if toy is not None:
+        results = reproduce(
+            toy,
+            out_dir=args.out,
+            runs_dir=args.runs,
+            data_root=args.data_dir,
+            cache_dir=args.cache_dir,
+            progress=not args.quiet,
+        )
+        print((Path(args.out) / "table1.md").read_text())
+        print(
+            f"wrote Figure 1, Table 1 and the estimator plots to {args.out} "
+            f"in {results['seconds']:.0f} s"
+        )
+    if fashion is not None:
+        from td_analysis.experiments_fashion import reproduce_fashion
+
+        out = Path(args.out) / "fashion_mlp"
+        command = "td-analysis reproduce --experiment fashion-mlp" + (
+            " --quick" if args.quick else ""
+        )
+        results = reproduce_fashion(
+            fashion,
+            out_dir=out,
+            runs_dir=args.runs,
+            data_root=args.data_dir,
+            download=False,
+            progress=not args.quiet,
+            command=command,
+        )
+        print((out / "pruning.md").read_text())
+        print(f"wrote the fashion-mlp results to {out} in {results['seconds']:.0f} s")
     return 0
+
+
+def _percents(text: str) -> list[float]:
+    """``--ks``: comma-separated percentages, each in [0, 100]."""
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"k must be comma-separated numbers: {text}") from exc
+    bad = [v for v in values if not 0.0 <= v <= 100.0]
+    if bad or not values:
+        raise argparse.ArgumentTypeError(f"k must be percentages in [0, 100], got {text}")
+    return values
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """Register ``reproduce`` on the ``td-analysis`` parser."""
-    from td_analysis.cli import DATA_HELP, _ints
+    from td_analysis import cliargs
+    from td_analysis.cliargs import DATA_HELP
 
     p = sub.add_parser(
         "reproduce",
@@ -528,21 +599,57 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "curves. Defaults take a few minutes on 2 CPU cores; --quick takes about one.",
     )
     p.add_argument(
+        "--experiment",
+        choices=EXPERIMENTS,
+        default="toy",
+        help="toy: Figure 1 / Table 1 into --out (default); fashion-mlp: the Fashion-MNIST MLP "
+        "pruning experiment into --out/fashion_mlp; all: both",
+    )
+    p.add_argument(
         "--quick",
         action="store_true",
-        help="small setting (2 seeds, 2 epochs, 2,000 evaluation images) for CI",
+        help="small setting (toy: 2 seeds, 2 epochs, 2,000 evaluation images; fashion-mlp: one "
+        "seed, a narrower network, 1 epoch) for CI",
     )
-    p.add_argument("--seeds", type=_ints, default=None, help="seeds (default: 0,1,2)")
-    p.add_argument("--epochs", type=int, default=None, help="training epochs (default: 20)")
+    p.add_argument(
+        "--ks",
+        type=_percents,
+        default=None,
+        help="fashion-mlp: pruning percentages in [0, 100] (default: 0,25,50,60,70,80,90,95,97,99)",
+    )
+    p.add_argument(
+        "--workers",
+        type=cliargs.positive_int,
+        default=None,
+        help="fashion-mlp: networks trained and analysed in parallel processes (default: 2)",
+    )
+    p.add_argument(
+        "--bins",
+        type=cliargs.positive_int,
+        default=None,
+        help="fashion-mlp: B of the pooled B × B coadaptation block sums (default: 128)",
+    )
+    p.add_argument(
+        "--seeds",
+        type=cliargs.seeds,
+        default=None,
+        help="distinct seeds, comma-separated (default: 0,1,2; --quick: 0,1)",
+    )
+    p.add_argument(
+        "--epochs",
+        type=cliargs.positive_int,
+        default=None,
+        help="training epochs (default: 20; --quick: 2)",
+    )
     p.add_argument(
         "--eval-limit",
-        type=int,
+        type=cliargs.positive_int,
         default=None,
-        help="use only the first N images of each evaluation split",
+        help="use only the first N images of each evaluation split (default: all; --quick: 2000)",
     )
     p.add_argument(
         "--vmax",
-        type=float,
+        type=cliargs.positive_float,
         default=None,
         help="colour limit ±vmax of Figure 1 (default: the largest |entry|; the "
         "published figure used 3000)",
@@ -551,7 +658,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "--no-curves", action="store_true", help="skip the baselines and the pruning-curve figure"
     )
     p.add_argument(
-        "--out", type=Path, default=Path("figures"), help="output folder (default: figures)"
+        "--out",
+        type=cliargs.output_folder,
+        default=None,
+        help=f"output folder, replaced as a whole when every output is written (default: "
+        f"figures; --quick: {QUICK_OUT}, never over the committed figures)",
     )
     p.add_argument(
         "--runs",

@@ -5,15 +5,31 @@ A crash or an exception never leaves a half-written file under the final name.
 
 from __future__ import annotations
 
+import fnmatch
+import functools
+import inspect
 import json
 import os
+import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["atomic_path", "atomic_open", "atomic_write_text", "atomic_write_json"]
+__all__ = [
+    "atomic_path",
+    "atomic_open",
+    "atomic_write_text",
+    "atomic_write_json",
+    "staged_directory",
+    "staged_output",
+    "KEEP_IN_RESULT_FOLDER",
+]
+
+# what a result folder holds besides the run's own files: its README, git markers, and the
+# sub-folders (other experiments' results, e.g. figures/fashion_mlp/)
+KEEP_IN_RESULT_FOLDER = ("README*", ".gitignore", ".gitkeep", "*/")
 
 
 def _umask() -> int:
@@ -61,3 +77,83 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 def atomic_write_json(path: str | Path, obj: Any) -> None:
     """Write ``obj`` as indented JSON to ``path`` atomically."""
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+@contextmanager
+def staged_directory(
+    target: str | Path, *, keep: tuple[str, ...] = KEEP_IN_RESULT_FOLDER
+) -> Iterator[Path]:
+    """Yield an empty staging folder beside ``target``; swap it in for ``target`` if the block
+    succeeds, delete it if the block raises (``target`` then stays exactly as it was).
+
+    A result folder is thus never a mix of old and new outputs: after an interrupted run it
+    holds the previous run's files, after a finished one only this run's. Entries of ``target``
+    that match a ``keep`` glob are not outputs of this run: they are copied into the staging
+    folder first, so they survive the swap (by default the README, git markers and every
+    sub-folder, written by other commands; a glob ending in ``/`` matches folders only).
+
+    The swap is two renames in one folder (``target`` → a hidden ``.old`` name, staging →
+    ``target``), then the old folder is deleted; between the renames ``target`` is briefly
+    absent, never mixed. A leftover ``.<name>.old-*`` or ``.<name>.staging-*`` folder from a
+    killed process is harmless and can be deleted.
+    """
+    target = Path(target)
+    if target.exists() and not target.is_dir():
+        raise NotADirectoryError(f"{target} is a file, not a result folder")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.staging-", dir=target.parent))
+    try:
+        if target.is_dir():
+            for item in target.iterdir():
+                if item.name.startswith((f".{target.name}.staging-", f".{target.name}.old-")):
+                    continue
+                if item.is_dir() and not item.is_symlink():
+                    if any(k.endswith("/") and fnmatch.fnmatch(item.name, k[:-1]) for k in keep):
+                        shutil.copytree(item, staging / item.name, symlinks=True)
+                elif any(not k.endswith("/") and fnmatch.fnmatch(item.name, k) for k in keep):
+                    shutil.copy2(item, staging / item.name, follow_symlinks=False)
+        yield staging
+        os.chmod(staging, 0o777 & ~_umask())  # mkdtemp makes 0700 folders; give the usual mode
+        old = None
+        if target.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+            os.replace(target, old / target.name)
+        try:
+            os.replace(staging, target)
+        except BaseException:
+            if old is not None:  # put the old results back
+                os.replace(old / target.name, target)
+                shutil.rmtree(old, ignore_errors=True)
+            raise
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def staged_output(argument: str = "out_dir") -> Callable[[Callable], Callable]:
+    """Decorator: the function writes its results into a :func:`staged_directory` of its
+    ``argument`` (a folder path, default ``"out_dir"``), swapped in only when it returns.
+
+    ``@staged_output("out_dir")`` on ``reproduce(…, out_dir="figures")`` makes an interrupted or
+    failing run leave ``figures/`` exactly as it was, and a finished one leave only its own files
+    there (plus the kept README).
+    """
+
+    def decorate(func: Callable) -> Callable:
+        signature = inspect.signature(func)
+        if argument not in signature.parameters:
+            raise TypeError(f"{func.__qualname__} has no argument {argument!r}")
+
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            bound = signature.bind(*args, **kwargs)
+            bound.apply_defaults()
+            with staged_directory(bound.arguments[argument]) as staging:
+                bound.arguments[argument] = staging
+                return func(*bound.args, **bound.kwargs)
+
+        return wrapper
+
+    return decorate

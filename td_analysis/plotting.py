@@ -27,6 +27,12 @@ __all__ = [
     "plot_pruning_curves",
     "plot_unit_dependence",
     "save_figure",
+    "plot_accuracy_vs_k",
+    "plot_taylor_records",
+    "coadaptation_panels",
+    "plot_layer_maps",
+    "plot_spectral_density",
+    "plot_spectra",
 ]
 
 PUBLISHED_VMAX = 3000.0
@@ -248,3 +254,257 @@ def save_figure(
             )
         written.append(target)
     return written
+
+
+def plot_accuracy_vs_k(records: Sequence[Mapping], *, title: str | None = None) -> Figure:
+    """Accuracy (%) vs pruned percentage k, one panel per kind (``weight``, ``unit``).
+
+    ``records`` as in ``pruning.json`` (``regulariser``, ``bias``, ``seed``, ``kind``, ``k``,
+    ``accuracy``): one colour per regulariser, solid with biases and dashed without; seaborn
+    draws the mean over seeds with a ±1 std band.
+    """
+    import pandas as pd
+
+    df = pd.DataFrame(list(records))
+    need = {"regulariser", "bias", "kind", "k", "accuracy"}
+    if df.empty or not need <= set(df.columns):
+        raise ValueError(f"records must be dicts with keys {sorted(need)}")
+    df = df.assign(
+        accuracy_pct=100 * df["accuracy"],
+        biases=df["bias"].map({True: "bias", False: "no bias"}),
+    )
+    kinds = list(dict.fromkeys(df["kind"]))
+    fig, axes = plt.subplots(
+        1, len(kinds), figsize=(5.2 * len(kinds), 3.9), squeeze=False, layout="constrained"
+    )
+    for ax, kind in zip(axes[0], kinds, strict=True):
+        sns.lineplot(
+            data=df[df["kind"] == kind],
+            x="k",
+            y="accuracy_pct",
+            hue="regulariser",
+            style="biases",
+            style_order=["bias", "no bias"],
+            errorbar="sd",
+            marker="o",
+            markersize=4,
+            palette="colorblind",
+            ax=ax,
+        )
+        ax.set_title(f"{kind} pruning", fontsize=10)
+        ax.set_xlabel("k: percent of each hidden layer pruned")
+        ax.set_ylabel("test accuracy (%)")
+        ax.axhline(10, color="0.6", lw=0.7, ls=":")
+        ax.legend(fontsize=7, title=None)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def plot_taylor_records(
+    records: Sequence[Mapping],
+    estimators: Sequence[str] = ("first_order", "second_order", "diagonal", "estimate"),
+    *,
+    title: str | None = None,
+) -> Figure:
+    """One panel per estimator: estimate vs measured ΔE of each pruning record (``taylor.json``),
+    one colour per regulariser, circles for weight and crosses for unit pruning, Spearman's ρ of
+    each regulariser printed on the panel and the line y = x."""
+    from scipy import stats
+
+    unknown = [e for e in estimators if e not in ESTIMATORS]
+    if unknown:
+        raise ValueError(f"unknown estimators {unknown}; choose from {ESTIMATORS}")
+    if not records:
+        raise ValueError("no records to plot")
+    regs = list(dict.fromkeys(r["regulariser"] for r in records))
+    palette = dict(zip(regs, sns.color_palette("colorblind", len(regs)), strict=True))
+    markers = {"weight": "o", "unit": "x"}
+    n = len(estimators)
+    fig, axes = plt.subplots(1, n, figsize=(3.5 * n, 3.6), layout="constrained", squeeze=False)
+    for ax, est in zip(axes[0], estimators, strict=True):
+        lines = []
+        x_all = np.array([r["measured"] for r in records])
+        y_all = np.array([r[est] for r in records])
+        for reg in regs:
+            rows = [r for r in records if r["regulariser"] == reg]
+            for kind, marker in markers.items():
+                sub = [r for r in rows if r["kind"] == kind]
+                if sub:
+                    ax.scatter(
+                        [r["measured"] for r in sub],
+                        [r[est] for r in sub],
+                        s=14,
+                        marker=marker,
+                        color=palette[reg],
+                        alpha=0.8,
+                        label=f"{reg} ({kind})",
+                    )
+            xs = np.array([r["measured"] for r in rows])
+            ys = np.array([r[est] for r in rows])
+            ok = len(rows) >= 3 and np.ptp(xs) > 0 and np.ptp(ys) > 0
+            rho = stats.spearmanr(ys, xs).statistic if ok else float("nan")
+            lines.append(f"{reg}: ρ={rho:.2f}")
+        finite = np.isfinite(x_all) & np.isfinite(y_all)
+        if finite.any():
+            lo = min(x_all[finite].min(), y_all[finite].min())
+            hi = max(x_all[finite].max(), y_all[finite].max())
+            ax.plot([lo, hi], [lo, hi], color="0.5", lw=0.8, ls=":")
+        ax.set_xscale("symlog", linthresh=1e-3)
+        ax.set_yscale("symlog", linthresh=1e-3)
+        ax.text(
+            0.03,
+            0.97,
+            "\n".join(lines),
+            transform=ax.transAxes,
+            va="top",
+            fontsize=7,
+            bbox={"boxstyle": "round", "fc": "white", "ec": "0.8", "alpha": 0.9},
+        )
+        ax.set_title(ESTIMATOR_LABELS[est], fontsize=9)
+        ax.set_xlabel("measured ΔE")
+    axes[0][0].set_ylabel("estimate")
+    axes[0][-1].legend(fontsize=6, loc="lower right")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def coadaptation_panels(
+    matrices: Mapping[str, torch.Tensor | np.ndarray],
+    *,
+    gamma: float | None = None,
+    quantile: float = 0.99,
+    suptitle: str | None = None,
+) -> Figure:
+    """Ordered (pooled) coadaptation matrices side by side on one shared BrBG colour scale,
+    clipped at the ``quantile`` of |entries| (the top bin dwarfs the rest)."""
+    if not matrices:
+        raise ValueError("no matrices to plot")
+    vmax = symmetric_limit(*matrices.values(), quantile=quantile)
+    n = len(matrices)
+    fig, axes = plt.subplots(1, n, figsize=(4.4 * n, 4.0), layout="constrained", squeeze=False)
+    for i, (ax, (label, M)) in enumerate(zip(axes[0], matrices.items(), strict=True)):
+        plot_coadaptation(M, ax=ax, vmax=vmax, gamma=gamma, title=label, colorbar=i == n - 1)
+    if suptitle:
+        fig.suptitle(suptitle, fontsize=10)
+    return fig
+
+
+def plot_layer_maps(
+    full: Mapping[str, np.ndarray],
+    pruned: Mapping[str, np.ndarray] | None,
+    layers: Sequence[str],
+    *,
+    prune_k: float | None = None,
+) -> Figure:
+    """Layer × layer sums of θᵀ⊙H⊙θ, one column per network: all weights (top row) and the
+    weights deleted by pruning (bottom row, if ``pruned``), annotated, shared colour scale per
+    row."""
+    rows = [("all weights", full)] + ([] if pruned is None else [("pruned weights", pruned)])
+    n = len(full)
+    fig, axes = plt.subplots(
+        len(rows), n, figsize=(3.6 * n, 3.2 * len(rows)), layout="constrained", squeeze=False
+    )
+    ticks = [name.rsplit(".", 1)[-1] for name in layers]
+    for r, (what, maps) in enumerate(rows):
+        vmax = symmetric_limit(*maps.values())
+        for c, (label, M) in enumerate(maps.items()):
+            ax = axes[r][c]
+            sns.heatmap(
+                np.asarray(M),
+                ax=ax,
+                cmap="BrBG",
+                vmin=-vmax,
+                vmax=vmax,
+                annot=True,
+                fmt=".2g",
+                annot_kws={"fontsize": 6},
+                xticklabels=ticks,
+                yticklabels=ticks,
+                cbar=c == n - 1,
+                square=True,
+            )
+            where = f" (k = {prune_k:g}%)" if (what == "pruned weights" and prune_k) else ""
+            ax.set_title(f"{label}: {what}{where}", fontsize=8)
+            ax.set_xlabel("layer")
+            ax.set_ylabel("layer")
+    return fig
+
+
+def plot_spectral_density(
+    curves: Mapping[str, tuple[Sequence[float], Sequence[float]]],
+    *,
+    eigenvalues: Mapping[str, Sequence[float]] | None = None,
+    ax: plt.Axes | None = None,
+    title: str | None = None,
+    floor: float = 1e-7,
+) -> Figure:
+    """Smoothed spectral densities ``{label: (grid, density)}`` on a log scale (clipped at
+    ``floor`` × the peak), with each label's top eigenvalues as dotted vertical lines."""
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(6.4, 3.6), layout="constrained")
+    else:
+        fig = ax.figure
+    colors = sns.color_palette("colorblind", max(1, len(curves)))
+    peak = max((float(np.max(d)) for _, d in curves.values()), default=1.0)
+    for (label, (grid, dens)), color in zip(curves.items(), colors, strict=False):
+        d = np.maximum(np.asarray(dens, dtype=float), floor * peak)
+        ax.semilogy(np.asarray(grid, dtype=float), d, color=color, lw=1.2, label=label)
+        for v in (eigenvalues or {}).get(label, []):
+            ax.axvline(v, color=color, lw=0.7, ls=":", alpha=0.9)
+    ax.set_ylim(bottom=floor * peak)
+    ax.set_xlabel("eigenvalue λ")
+    ax.set_ylabel("density")
+    if len(curves) > 1 or eigenvalues:
+        ax.legend(
+            fontsize=7, title="dotted: top eigenvalues" if eigenvalues else None, title_fontsize=7
+        )
+    if title:
+        ax.set_title(title, fontsize=9)
+    return fig
+
+
+def plot_spectra(data: Mapping[str, Mapping], *, title: str | None = None) -> Figure:
+    """Hessian spectra of several networks (``td_analysis.spectra.spectra_figure_data``): one
+    panel each for the whole network, every layer and the pruned set's block H_SS, one curve
+    per network; the pruned panel lists λ_max(H_SS) and the top eigenvectors' mass on S."""
+    names = list(data)
+    if not names:
+        raise ValueError("no spectra to plot")
+    layers = list(data[names[0]]["layers"])
+    panels = [("whole network", lambda e: e["whole"])]
+    panels += [(f"layer {name}", lambda e, n=name: e["layers"][n]) for name in layers]
+    panels.append(("pruned set: H_SS", lambda e: e["pruned"]))
+    fig, axes = plt.subplots(
+        1, len(panels), figsize=(4.3 * len(panels), 3.6), layout="constrained", squeeze=False
+    )
+    for ax, (label, get) in zip(axes[0], panels, strict=True):
+        curves = {n: (get(data[n])["grid"], get(data[n])["density"]) for n in names}
+        plot_spectral_density(
+            curves, eigenvalues={n: get(data[n])["eigenvalues"] for n in names}, ax=ax
+        )
+        ax.set_title(f"{label} ({get(data[names[0]])['num_params']:,} parameters)", fontsize=9)
+    lines = []
+    for n in names:
+        s = data[n].get("pruned_summary")
+        if s:
+            mass = float(np.mean(s["pruned_mass"]))
+            lines.append(
+                f"{n}: λmax(H_SS) = {s['lambda_max_pruned']:.3g}, top-{len(s['pruned_mass'])} "
+                f"eigvec mass on S = {mass:.2f} (even: {s['expected_mass']:.2f})"
+            )
+    if lines:
+        axes[0][-1].text(
+            0.02,
+            0.02,
+            "\n".join(lines),
+            transform=axes[0][-1].transAxes,
+            fontsize=6.5,
+            va="bottom",
+            ha="left",
+            bbox={"facecolor": "white", "alpha": 0.8, "lw": 0},
+        )
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig

@@ -22,10 +22,11 @@ import numpy as np
 import torch
 from scipy import stats
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
-from td_analysis.curvature import gradient, hessian_diagonal, hvp, loss
+from td_analysis.coadaptation import hessian_operator
+from td_analysis.curvature import gradient, hessian_diagonal, loss
 from td_analysis.models import flatten_params, param_specs
+from td_analysis.progress import progress_bar as tqdm
 from td_analysis.pruning import apply_masks, pruning_masks
 from td_analysis.training import evaluate
 
@@ -34,6 +35,7 @@ __all__ = [
     "PruningEstimate",
     "deletion_vector",
     "taylor_terms",
+    "deletion_terms",
     "estimate_pruning",
     "pruning_sweep",
     "random_mask_sweep",
@@ -101,31 +103,77 @@ def taylor_terms(
     dtype: torch.dtype | None = torch.float64,
     grad: Tensor | None = None,
     diag: Tensor | None = None,
+    operator: object | None = None,
 ) -> dict[str, float]:
     """The estimators of the module doc for one deletion ``d`` over ``params``.
 
-    ``grad`` and ``diag`` (∇ and diag H over the same ``params``) may be passed to reuse them
+    ``grad`` and ``diag`` (∇ and diag H over the same ``params``) and ``operator`` (H over them,
+    e.g. from :func:`td_analysis.coadaptation.hessian_operator`) may be passed to reuse them
     across many deletions.
     """
+    op = operator or hessian_operator(
+        model, inputs, targets, params, reduction=reduction, dtype=dtype
+    )
     if grad is None:
-        grad = gradient(model, inputs, targets, params=params, reduction=reduction, dtype=dtype)
+        grad = _gradient(op, model, inputs, targets, params, reduction, dtype)
     if diag is None:
-        diag = hessian_diagonal(
-            model, inputs, targets, params=params, reduction=reduction, dtype=dtype
-        )
+        diag = _diagonal(op, model, inputs, targets, params, reduction, dtype)
     d = d.to(grad.device, grad.dtype)
     if d.shape != grad.shape:
         raise ValueError(f"d has shape {tuple(d.shape)}, the selection has {tuple(grad.shape)}")
-    hd = hvp(model, inputs, targets, d, params=params, reduction=reduction, dtype=dtype)
-    first = float(-(grad @ d))
-    second = float(0.5 * (d @ hd.to(d.dtype)))
-    return {
-        "first_order": first,
-        "second_order": second,
-        "diagonal": float(0.5 * (diag.to(d.dtype) * d * d).sum()),
-        "estimate": first + second,
-        "magnitude": float(d.abs().sum()),
-    }
+    return deletion_terms(op, d[:, None], grad=grad, diag=diag)[0]
+
+
+def deletion_terms(
+    operator: object,
+    D: Tensor,
+    *,
+    grad: Tensor,
+    diag: Tensor | None = None,
+    columns: int = 8,
+) -> list[dict[str, float]]:
+    """The estimators for each column d of ``D`` (P × m), the products H D ``columns`` at a time.
+
+    ``first_order = −∇ᵀd``, ``second_order = ½ dᵀ(Hd)``, ``diagonal = ½ Σᵢ Hᵢᵢ dᵢ²`` (NaN
+    without ``diag``), ``estimate`` = first + second, ``magnitude = Σ|dᵢ|``.
+    """
+    if D.ndim != 2 or D.shape[0] != grad.shape[0]:
+        raise ValueError(f"D must be P × m with P = {grad.shape[0]}, got {tuple(D.shape)}")
+    D = D.to(grad.device, grad.dtype)
+    out = []
+    for c0 in range(0, D.shape[1], columns):
+        block = D[:, c0 : c0 + columns].contiguous()
+        HD = (operator @ block).to(block.dtype)
+        for j in range(block.shape[1]):
+            d = block[:, j]
+            first = float(-(grad @ d))
+            second = float(0.5 * (d @ HD[:, j]))
+            obd = float("nan") if diag is None else float(0.5 * (diag.to(d.dtype) * d * d).sum())
+            out.append(
+                {
+                    "first_order": first,
+                    "second_order": second,
+                    "diagonal": obd,
+                    "estimate": first + second,
+                    "magnitude": float(d.abs().sum()),
+                }
+            )
+    return out
+
+
+def _gradient(op, model, inputs, targets, params, reduction, dtype) -> Tensor:
+    if hasattr(op, "gradient"):
+        return op.gradient()
+    return gradient(model, inputs, targets, params=params, reduction=reduction, dtype=dtype)
+
+
+def _diagonal(op, model, inputs, targets, params, reduction, dtype) -> Tensor:
+    if hasattr(op, "diagonal"):
+        try:
+            return op.diagonal()
+        except ValueError:  # no closed form for this model: exact one from basis columns
+            return op.diagonal(method="columns")
+    return hessian_diagonal(model, inputs, targets, params=params, reduction=reduction, dtype=dtype)
 
 
 def _measure(
@@ -153,6 +201,7 @@ def estimate_pruning(
     grad: Tensor | None = None,
     diag: Tensor | None = None,
     base: tuple[float, float] | None = None,
+    operator: object | None = None,
 ) -> PruningEstimate:
     """Taylor terms of removing ``masks`` (True = pruned) and the measured loss and accuracy."""
     params = [s.name for s in param_specs(model, list(masks))]
@@ -168,6 +217,7 @@ def estimate_pruning(
         dtype=dtype,
         grad=grad,
         diag=diag,
+        operator=operator,
     )
     base_loss, base_acc = base or _measure(model, inputs, targets, reduction, dtype)
     pruned_loss, pruned_acc = _measure(apply_masks(model, masks), inputs, targets, reduction, dtype)
@@ -198,10 +248,11 @@ def _sweep(
     reduction: str,
     dtype: torch.dtype | None,
 ) -> list[PruningEstimate]:
-    """:func:`estimate_pruning` for each ``(label, fraction, masks)``, with ∇, diag H and the
-    unpruned loss computed once."""
-    grad = gradient(model, inputs, targets, params=params, reduction=reduction, dtype=dtype)
-    diag = hessian_diagonal(model, inputs, targets, params=params, reduction=reduction, dtype=dtype)
+    """:func:`estimate_pruning` for each ``(label, fraction, masks)``, with the Hessian operator,
+    ∇, diag H and the unpruned loss computed once."""
+    op = hessian_operator(model, inputs, targets, params, reduction=reduction, dtype=dtype)
+    grad = _gradient(op, model, inputs, targets, params, reduction, dtype)
+    diag = _diagonal(op, model, inputs, targets, params, reduction, dtype)
     base = _measure(model, inputs, targets, reduction, dtype)
     return [
         estimate_pruning(
@@ -216,6 +267,7 @@ def _sweep(
             grad=grad,
             diag=diag,
             base=base,
+            operator=op,
         )
         for label, fraction, masks in deletions
     ]

@@ -207,3 +207,87 @@ def test_fingerprint_stable_across_processes(tmp_path):
         "hessian", m, torch.arange(5.0), ["layers.1.weight"], "sum", {"k": 1, "a": [1.5, None]}
     )
     assert outs == [here, here]
+
+
+def _entry(tmp_path):
+    (path,) = tmp_path.iterdir()
+    return path
+
+
+def test_zeroed_entry_is_recomputed_never_used(tmp_path):
+    """A file of zero bytes of the right length (a disk or sync failure) is not a result."""
+    model, x, _ = make()
+    f = Counter(model)
+    good = cached("z", f, model, x, cache_dir=tmp_path)
+    path = _entry(tmp_path)
+    path.write_bytes(bytes(path.stat().st_size))
+    again = cached("z", f, model, x, cache_dir=tmp_path)
+    assert f.calls == 2 and torch.equal(again, good)
+
+
+@pytest.mark.parametrize("how", ["zeroed payload", "changed payload", "missing checksum"])
+def test_tampered_payload_fails_its_checksum(tmp_path, how):
+    """A readable entry whose payload differs from what was stored is recomputed, not used:
+    without the checksum a zeroed Hessian would silently draw Figure 1 from zeros."""
+    model, x, _ = make()
+    f = Counter(model)
+    good = cached("t", f, model, x, cache_dir=tmp_path)
+    path = _entry(tmp_path)
+    entry = torch.load(path, weights_only=True)
+    assert torch.equal(entry["value"], good)  # the file holds the value…
+    assert entry["sha256"] == fingerprint(good)  # …and the checksum of exactly that value
+    if how == "zeroed payload":
+        entry["value"] = torch.zeros_like(good)
+    elif how == "changed payload":
+        entry["value"] = good.clone()
+        entry["value"][0] += 1.0
+    else:
+        del entry["sha256"]
+    torch.save(entry, path)
+    again = cached("t", f, model, x, cache_dir=tmp_path)
+    assert f.calls == 2
+    assert torch.equal(again, good)
+    assert torch.equal(torch.load(path, weights_only=True)["value"], good)  # rewritten
+
+
+def test_entry_of_the_old_format_is_not_used(tmp_path):
+    """A bare tensor under the entry's name (the format before checksums) is recomputed."""
+    model, x, _ = make()
+    f = Counter(model)
+    good = cached("o", f, model, x, cache_dir=tmp_path)
+    path = _entry(tmp_path)
+    torch.save(torch.zeros_like(good), path)
+    assert torch.equal(cached("o", f, model, x, cache_dir=tmp_path), good)
+    assert f.calls == 2
+
+
+def test_key_includes_the_code_version(tmp_path, monkeypatch):
+    """A change to the package's code (a fix to the maths) never reuses an old result."""
+    import td_analysis.cache as cache_module
+
+    model, x, _ = make()
+    f = Counter(model)
+    cached("v", f, model, x, cache_dir=tmp_path)
+    cached("v", f, model, x, cache_dir=tmp_path)
+    assert f.calls == 1
+    monkeypatch.setattr(cache_module, "code_version", lambda: "0.1.0+fixed")
+    cached("v", f, model, x, cache_dir=tmp_path)
+    assert f.calls == 2
+    assert len(entries(tmp_path)) == 2
+
+
+def test_code_version_hashes_the_package_source(tmp_path):
+    """Recomputed independently: SHA-256 over the package's .py files (path, then bytes)."""
+    import hashlib
+    from pathlib import Path
+
+    import td_analysis
+    from td_analysis.cache import code_version
+
+    code_version.cache_clear()  # computed once per process; the tree may have changed since
+    package = Path(td_analysis.__file__).resolve().parent
+    h = hashlib.sha256()
+    for path in sorted(package.rglob("*.py")):
+        h.update(str(path.relative_to(package)).encode())
+        h.update(path.read_bytes())
+    assert code_version() == f"{td_analysis.__version__}+{h.hexdigest()[:16]}"

@@ -166,3 +166,37 @@ def test_coadaptation_bins_agree_with_the_exact_matrix(checkpoint, data_root, tm
         assert pooled[key] == pytest.approx(exact[key], rel=1e-5, abs=1e-9)  # 6 digits printed
     assert main(["coadaptation", *common, "--bins", "101"]) == 2
     assert "--bins must be between 1 and the 100" in capsys.readouterr().err
+
+
+def test_estimate_and_coadaptation_names_encode_what_differs(
+    checkpoint, data_root, tmp_path, capsys
+):
+    """Whole stems (``td_gamma0.75``), one file per split / parameter set, ``--out`` kept whole."""
+    import shutil
+
+    ckpt = tmp_path / "td_gamma0.75.pt"
+    shutil.copy(checkpoint, ckpt)
+    common = ["--limit", "50", "--data-dir", str(data_root), "--quiet"]
+    for split in ("holdout", "test"):
+        argv = ["estimate", str(ckpt), "--fractions", "0.5", "--split", split, *common]
+        assert main(argv) == 0
+    argv = ["estimate", str(ckpt), "--fractions", "0.5", *common, "--out", str(tmp_path / "v1.2")]
+    assert main(argv) == 0
+    for params in ("layers.1.weight", "layers.1.bias", "layers.1.weight,layers.1.bias"):
+        assert main(["coadaptation", str(ckpt), "--params", params, *common]) == 0
+    capsys.readouterr()
+    names = sorted(p.name for p in tmp_path.iterdir() if p.name != ckpt.name)
+    assert names == sorted(
+        [
+            *(
+                f"td_gamma0.75-estimate-weight-{split}-limit50.{ext}"
+                for split in ("holdout", "test")
+                for ext in ("csv", "json")
+            ),
+            "v1.2.csv",
+            "v1.2.json",
+            "td_gamma0.75-coadaptation-layers.1.weight-holdout-limit50.png",
+            "td_gamma0.75-coadaptation-layers.1.bias-holdout-limit50.png",
+            "td_gamma0.75-coadaptation-layers.1.weight+layers.1.bias-holdout-limit50.png",
+        ]
+    )

@@ -227,3 +227,32 @@ def test_download_failure_is_a_clear_error(tmp_path, monkeypatch, capsys):
     assert "Name or service not known" in err and "TD_ANALYSIS_DATA" in err
     assert "Traceback" not in err
     assert list(tmp_path.rglob("*.tar.gz*")) == []
+
+
+@pytest.mark.slow
+def test_prune_output_names_keep_the_whole_stem(
+    trained: Path, data_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """``td_gamma0.75.pt`` and ``td_gamma0.5.pt`` used to both write ``td_gamma0.csv``."""
+    import shutil
+
+    common = ["--fractions", "0", "--data-dir", str(data_root), "--quiet"]
+    for name in ("td_gamma0.75.pt", "td_gamma0.5.pt"):
+        shutil.copy(trained, tmp_path / name)
+        assert main(["prune", str(tmp_path / name), *common]) == 0
+    assert main(["prune", str(tmp_path / "td_gamma0.5.pt"), "--split", "test", *common]) == 0
+    assert main(["prune", str(trained), *common, "--out", str(tmp_path / "sweep_v1.2")]) == 0
+    capsys.readouterr()
+    written = sorted(p.name for p in tmp_path.iterdir() if p.suffix in (".csv", ".json"))
+    assert written == sorted(
+        f"{stem}.{ext}"
+        for stem in (
+            "td_gamma0.75-prune-weight-holdout",
+            "td_gamma0.5-prune-weight-holdout",
+            "td_gamma0.5-prune-weight-test",
+            "sweep_v1.2",
+        )
+        for ext in ("csv", "json")
+    )
+    rows = json.loads((tmp_path / "sweep_v1.2.json").read_text())
+    assert [r["fraction"] for r in rows] == [0.0]

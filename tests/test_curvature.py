@@ -1,135 +1,26 @@
 """td_analysis.curvature against independent float64 references built here with torch.func.
 
 The reference Hessian is ``torch.func.hessian`` of the cross-entropy loss written as a function of
-the flat vector of the selected parameters (assembled in this file, not with the package's code).
-Shared small cases cover 0–3 hidden layers, with and without biases, both reductions and
-parameter subsets.
+the flat vector of the selected parameters (``tests/zoo.py``, not the package's code).  The shared
+dense cases (``zoo.CASES``) cover 0–3 hidden layers, with and without biases, both reductions and
+parameter subsets; the general models are tested in ``test_operator.py``.
 """
 
 from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.func import functional_call, jacrev
+from zoo import CASE_IDS, CASES, F64, TOL, Case, Reference, rel, selected_names
 
 from td_analysis import curvature
-from td_analysis.curvature import _memory, api
 from td_analysis.curvature import dense as dense_mod
+from td_analysis.curvature import memory as memory_mod
 from td_analysis.models import DenseNet
-
-F64 = torch.float64
-TOL = 1e-10
-
-
-# --------------------------------------------------------------------------- references
-def selected_names(model: nn.Module, params) -> list[str]:
-    names = [n for n, _ in model.named_parameters()]
-    if params is None:
-        return names
-    if params == "weights":
-        wanted = {n for n, p in model.named_parameters() if p.ndim == 2}
-    elif isinstance(params, str):
-        wanted = {params}
-    else:
-        wanted = set(params)
-    return [n for n in names if n in wanted]
-
-
-class Reference:
-    """ℓ(θ) on a float64 copy of the model, θ the flat selected parameters (row-major, in order)."""
-
-    def __init__(self, model, x, y, params=None, reduction="mean"):
-        self.model = copy.deepcopy(model).to(F64)
-        self.all = {n: p.detach() for n, p in self.model.named_parameters()}
-        self.names = selected_names(model, params)
-        self.x, self.y, self.reduction = x.to(F64), y, reduction
-        self.theta = torch.cat([self.all[n].reshape(-1) for n in self.names])
-
-    def _params(self, theta: Tensor) -> dict[str, Tensor]:
-        out, offset = dict(self.all), 0
-        for n in self.names:
-            k = self.all[n].numel()
-            out[n] = theta[offset : offset + k].reshape(self.all[n].shape)
-            offset += k
-        return out
-
-    def logits(self, theta: Tensor) -> Tensor:
-        return functional_call(self.model, self._params(theta), (self.x,))
-
-    def loss(self, theta: Tensor) -> Tensor:
-        return F.cross_entropy(self.logits(theta), self.y, reduction=self.reduction)
-
-    def hessian(self) -> Tensor:
-        return torch.func.hessian(self.loss)(self.theta)
-
-    def grad(self) -> Tensor:
-        return torch.func.grad(self.loss)(self.theta)
-
-    def ggn(self) -> Tensor:
-        """Σₙ Jₙᵀ (diag pₙ − pₙpₙᵀ) Jₙ (scaled like the loss): the Hessian minus the residual."""
-        J = jacrev(self.logits)(self.theta)  # N × K × P
-        p = torch.softmax(self.logits(self.theta), dim=1)
-        A = torch.diag_embed(p) - p[:, :, None] * p[:, None, :]
-        G = torch.einsum("nkp,nkl,nlq->pq", J, A, J)
-        return G / self.x.shape[0] if self.reduction == "mean" else G
-
-
-def rel(a: Tensor, b: Tensor) -> float:
-    return float((a - b).norm() / b.norm())
-
-
-@dataclass(frozen=True)
-class Case:
-    name: str
-    in_features: int
-    hidden: tuple[int, ...]
-    classes: int
-    n: int
-    bias: bool
-    reduction: str
-    params: object = None
-
-    def build(self, dtype=F64, seed=0):
-        torch.manual_seed(seed)
-        model = DenseNet(self.in_features, self.hidden, self.classes, bias=self.bias)
-        with torch.no_grad():  # larger weights: varied ReLU patterns, sizeable residual term
-            for p in model.parameters():
-                p.normal_(0.0, 0.7)
-        model = model.to(dtype)
-        x = torch.randn(self.n, self.in_features, dtype=dtype)
-        y = torch.randint(0, self.classes, (self.n,))
-        return model, x, y
-
-    def kwargs(self):
-        return {"params": self.params, "reduction": self.reduction}
-
-
-CASES = [
-    Case("h1-bias-mean", 7, (5,), 3, 16, True, "mean"),
-    Case("h1-nobias-sum", 7, (5,), 4, 12, False, "sum"),
-    Case("h1-bias-mean-W2", 7, (5,), 3, 16, True, "mean", "layers.1.weight"),
-    Case("h2-bias-sum", 7, (5, 4), 4, 20, True, "sum"),
-    Case("h2-nobias-mean-weights", 7, (5, 4), 3, 14, False, "mean", "weights"),
-    Case("h3-bias-mean", 6, (5, 4, 3), 4, 18, True, "mean"),
-    Case(
-        "h3-bias-sum-subset",
-        6,
-        (5, 4, 3),
-        3,
-        15,
-        True,
-        "sum",
-        ["layers.3.weight", "layers.0.bias", "layers.1.weight"],
-    ),
-    Case("h0-logistic", 7, (), 3, 10, True, "mean"),
-]
-CASE_IDS = [c.name for c in CASES]
 
 
 @pytest.fixture(scope="module")
@@ -190,9 +81,9 @@ def test_residual_term_is_exercised():
 
 def test_dense_tiling_paths(monkeypatch, references):
     """Tiny tiles exercise the unit-block triangles, the diagonal tiling and the mirrors."""
-    monkeypatch.setattr(dense_mod, "_DIAG_TILE", 2)
-    monkeypatch.setattr(dense_mod, "_MIRROR_TILE", 4)
-    monkeypatch.setattr(dense_mod, "_SMALL_TILE", 2)
+    monkeypatch.setattr(dense_mod, "DIAG_TILE", 2)
+    monkeypatch.setattr(dense_mod, "MIRROR_TILE", 4)
+    monkeypatch.setattr(dense_mod, "SMALL_TILE", 2)
     for case in CASES[:6]:
         model, x, y = case.build()
         P = references[case.name].shape[0]
@@ -216,7 +107,7 @@ def test_out_is_filled_in_place(references):
 
 def test_prefaulted_output_allocation(monkeypatch, references):
     """Large outputs come from a pre-populated mapping: same numbers, an ordinary tensor."""
-    monkeypatch.setattr(_memory, "_POPULATE_MIN_BYTES", 0)
+    monkeypatch.setattr(memory_mod, "_POPULATE_MIN_BYTES", 0)
     case = CASES[3]
     model, x, y = case.build()
     H = curvature.hessian(model, x, y, method="dense", **case.kwargs())
@@ -276,29 +167,25 @@ def test_float32_model_analysed_in_float64():
 
 def test_auto_picks_dense_for_densenet_and_autograd_otherwise(monkeypatch):
     calls = []
-    dense_into = dense_mod._Dense.hessian_into
-    autograd_into = api._autograd_hessian_into
+    dense_into = dense_mod.DenseBackend.hessian_into
 
     def spy_dense(self, *args, **kwargs):
         calls.append("dense")
         return dense_into(self, *args, **kwargs)
 
-    def spy_autograd(*args, **kwargs):
-        calls.append("autograd")
-        return autograd_into(*args, **kwargs)
-
-    monkeypatch.setattr(dense_mod._Dense, "hessian_into", spy_dense)
-    monkeypatch.setattr(api, "_autograd_hessian_into", spy_autograd)
+    monkeypatch.setattr(dense_mod.DenseBackend, "hessian_into", spy_dense)
 
     model, x, y = CASES[0].build()
     H = curvature.hessian(model, x, y)
     assert calls == ["dense"] and rel(H, Reference(model, x, y).hessian()) < TOL
     assert curvature.dense_applicable(model, x)
+    assert curvature.HessianOperator(model, (x, y)).backend == "dense"
 
     for other in (tanh_net(), TanhLayersNet().to(F64)):
         calls.clear()
         H = curvature.hessian(other, x, y)
-        assert calls == ["autograd"]
+        assert calls == []
+        assert curvature.HessianOperator(other, (x, y)).backend == "autograd"
         assert rel(H, Reference(other, x, y).hessian()) < TOL
         assert not curvature.dense_applicable(other, x)
         with pytest.raises(ValueError, match="DenseNet-like"):
@@ -319,7 +206,7 @@ def test_unknown_method_and_reduction():
 
 # --------------------------------------------------------------------------- memory check
 def test_memory_check_refuses_with_sizes(monkeypatch):
-    monkeypatch.setattr(_memory, "available_memory_bytes", lambda device="cpu": 2 * 10**9)
+    monkeypatch.setattr(memory_mod, "available_memory_bytes", lambda device="cpu": 2 * 10**9)
     toy = DenseNet()  # 3072 → 10 → 10: P = 30,840, 3.8 GB in float32
     x, y = torch.randn(4, 3072), torch.randint(0, 10, (4,))
     with pytest.raises(curvature.HessianMemoryError) as info:
@@ -336,7 +223,7 @@ def test_memory_check_refuses_with_sizes(monkeypatch):
 
 
 def test_memory_check_unknown_memory_does_not_refuse(monkeypatch):
-    monkeypatch.setattr(_memory, "available_memory_bytes", lambda device="cpu": None)
+    monkeypatch.setattr(memory_mod, "available_memory_bytes", lambda device="cpu": None)
     model, x, y = CASES[0].build()
     assert curvature.hessian(model, x, y).shape[0] == sum(p.numel() for p in model.parameters())
 

@@ -17,7 +17,7 @@ import pytest
 import torch
 from torch import nn
 
-from td_analysis.dropout import targeted_unit_mask, targeted_weight_mask
+from td_analysis.dropout import Regulariser, RegulariserConfig
 from td_analysis.models import DenseNet
 from td_analysis.pruning import PRUNING_KINDS, apply_masks, prune, pruning_curve, pruning_masks
 from td_analysis.training import evaluate
@@ -197,17 +197,26 @@ def test_biases_are_never_pruned_even_when_tiny() -> None:
         assert (layer.bias == 1e-9).all()
 
 
+@pytest.mark.parametrize("kind", ["weight", "unit"])
 @pytest.mark.parametrize("gamma", [0.25, 0.5, 0.75])
-def test_pruning_at_gamma_removes_exactly_the_targeted_set(gamma: float) -> None:
+def test_pruning_at_gamma_removes_exactly_the_targeted_set(gamma: float, kind: str) -> None:
+    """Pruning at k = γ removes the set targeted dropout targets in training.  Both sides are
+    compared with the brute-force rule (``ref_weight``/``ref_unit``); the trained-time targeted
+    set is observed from outside: with α = 1 every targeted weight is dropped, so it is the set
+    of nonzero weights that the regularised layer zeroes."""
     model = _tied_model()
-    _, masks = prune(model, gamma, "weight")
-    for layer, name in zip(model.layers, masks, strict=True):
-        assert torch.equal(masks[name], targeted_weight_mask(layer.weight, gamma))
-        assert np.array_equal(masks[name].numpy(), ref_weight(_weights(model)[name], gamma))
-    _, masks = prune(model, gamma, "unit")
-    for layer, name in zip(model.layers, masks, strict=True):
-        rows = targeted_unit_mask(layer.weight, gamma)
-        assert torch.equal(masks[name], rows[:, None].expand_as(layer.weight))
+    ref = ref_weight if kind == "weight" else ref_unit
+    ws = _weights(model)
+    _, masks = prune(model, gamma, kind)
+    reg = Regulariser(RegulariserConfig(f"targeted-{kind}", gamma=gamma, alpha=1.0), 3)
+    for l, (name, layer) in enumerate(zip(masks, model.layers, strict=True)):
+        want = ref(ws[name], gamma)
+        assert np.array_equal(masks[name].numpy(), want), name
+        with torch.no_grad():
+            dropped = (reg.weight(l, layer.weight, 0) == 0) & (layer.weight != 0)
+        nonzero = ws[name] != 0
+        assert np.array_equal(dropped.numpy(), want & nonzero), name
+        assert want.any() and not want.all(), "the case must separate targeted from kept"
 
 
 def test_apply_masks_validates() -> None:

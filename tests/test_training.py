@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from td_analysis.dropout import Regulariser, RegulariserConfig
+from td_analysis.dropout import RegulariserConfig
 from td_analysis.models import DenseNet
 from td_analysis.training import (
     Checkpoint,
@@ -132,12 +132,58 @@ def test_loss_and_gradients_rejects_wrong_factor_count() -> None:
         loss_and_gradients(list(model.layers), torch.zeros(2, 5), torch.zeros(2).long(), [None])
 
 
+def _reference_rates(reg: RegulariserConfig, step: int) -> tuple[float, float]:
+    """(γ, α) at ``step``: REFERENCE.md's piecewise ramp with R = ``ramp_steps`` for 40,000:
+    ``α(s) = α·min(1, s/R)``,
+    ``γ(s) = 0.95γ·min(1, s/(R/2)) + 0.05γ·clip((s − R/2)/(R/2), 0, 1)``."""
+    if not reg.ramp_steps:
+        return reg.gamma, reg.alpha
+    r, h = float(reg.ramp_steps), reg.ramp_steps / 2.0
+    gamma = 0.95 * reg.gamma * min(1.0, step / h) + 0.05 * reg.gamma * min(
+        max((step - h) / h, 0.0), 1.0
+    )
+    return gamma, reg.alpha * min(1.0, step / r)
+
+
+def _reference_weight_mask(
+    reg: RegulariserConfig, w: torch.Tensor, step: int, gen: torch.Generator
+) -> torch.Tensor | None:
+    """The multiplicative mask of one weight (out × in) for one step, from REFERENCE.md:
+    targeted weights: per output unit (row) ``|W| < sort(|W_o,:|)[int(γ·in)]``; targeted units:
+    rows with ``‖W_o,:‖₂ < sort(norms)[int(γ·out)]``, drawn per element; each targeted element
+    dropped when ``u < α`` (u ~ U(0, 1)), kept weights *not* rescaled.  DropConnect: keep when
+    ``u ≥ α``, rescaled by 1/(1 − α).  ``None`` (and no draw) where nothing can be dropped."""
+    gamma, alpha = _reference_rates(reg, step)
+    if reg.kind not in ("targeted-weight", "targeted-unit", "dropconnect") or alpha == 0.0:
+        return None
+    if reg.kind == "dropconnect":
+        return (torch.rand(w.shape, generator=gen) >= alpha).float() / (1.0 - alpha)
+    w = w.detach()
+    if reg.kind == "targeted-weight":
+        k = int(gamma * w.shape[1])
+        if k == 0:
+            return None
+        tau = torch.sort(w.abs(), dim=1).values[:, k : k + 1]
+        targeted = w.abs() < tau
+    else:
+        k = int(gamma * w.shape[0])
+        if k == 0:
+            return None
+        norms = torch.sqrt((w.double() ** 2).sum(1))
+        targeted = (norms < torch.sort(norms).values[k])[:, None]
+    u = torch.rand(w.shape, generator=gen)
+    return (~(targeted & (u < alpha))).float()
+
+
 def _reference_training(config: TrainConfig, x: torch.Tensor, y: torch.Tensor) -> nn.Module:
-    """The textbook loop: autograd through ``Regulariser.weight``/``activation`` and an unfused
-    torch optimiser, with the same seeded draws as ``train`` (one generator, seed + 1)."""
+    """The textbook loop with the regularisers written out here from REFERENCE.md (not the
+    package's ``Regulariser``): autograd, an unfused torch optimiser, and the same seeded draws
+    as ``train`` (one generator seeded ``seed + 1``: the shuffle per epoch, then per layer the
+    dropout draw of its input and the draw of its weight mask)."""
     model = build_model(config)
+    reg = config.regulariser
+    chosen = set(range(len(model.layers)) if reg.layers is None else reg.layers)
     gen = torch.Generator().manual_seed(config.seed + 1)
-    reg = Regulariser(config.regulariser, len(model.layers), gen)
     kw = dict(lr=config.lr, weight_decay=config.weight_decay, foreach=False)
     if config.optimizer == "sgd":
         opt = torch.optim.SGD(model.parameters(), momentum=config.momentum, **kw)
@@ -150,14 +196,18 @@ def _reference_training(config: TrainConfig, x: torch.Tensor, y: torch.Tensor) -
             idx = perm[start : start + config.batch_size]
             h = x[idx]
             for l, layer in enumerate(model.layers):
-                h = reg.activation(l, h, step)
-                h = F.linear(h, reg.weight(l, layer.weight, step), layer.bias)
+                if reg.kind == "dropout" and l > 0 and l in chosen and reg.alpha > 0:
+                    keep = torch.rand(h.shape, generator=gen) >= reg.alpha  # hidden units only
+                    h = h * keep.float() / (1.0 - reg.alpha)
+                m = _reference_weight_mask(reg, layer.weight, step, gen) if l in chosen else None
+                h = F.linear(h, layer.weight if m is None else layer.weight * m, layer.bias)
                 if l < len(model.layers) - 1:
                     h = torch.relu(h)
             loss = F.cross_entropy(h, y[idx])
-            penalty = reg.penalty([layer.weight for layer in model.layers])
+            if reg.kind == "l1":
+                loss = loss + reg.l1 * sum(model.layers[l].weight.abs().sum() for l in chosen)
             opt.zero_grad()
-            (loss if penalty is None else loss + penalty).backward()
+            loss.backward()
             if config.grad_clip is not None:
                 nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
             opt.step()

@@ -1,10 +1,12 @@
-"""Public curvature functions: loss, gradient, H·v, full Hessian, its diagonal, Uᵀ H U.
+"""Function-level curvature API: thin calls on :class:`HessianOperator`.
 
 All act on ℓ(θ) = c Σₙ CE(f_θ(xₙ), yₙ), c = 1/N ("mean") or 1 ("sum"), as a function of the flat
 vector θ of the selected parameters (``named_parameters()`` order, each tensor row-major; see
-:mod:`td_analysis.models`).  Unselected parameters are held fixed.  ``dtype`` analyses the model
-in another precision (e.g. float64 for a float32 model) on cast copies; the model and the inputs
-are never modified.  Work happens on the inputs' device, in chunks of examples.
+:mod:`td_analysis.models`; ``params=None`` = the trainable ones).  Each call builds one operator
+(validation, casting and the choice of backend happen there, once); to apply several products
+to the same model and data, build a :class:`HessianOperator` yourself and reuse it.
+``method`` is the operator's ``backend``: ``"auto"`` (closed form where the model's structure
+is a dense ReLU net), ``"dense"`` or ``"autograd"``.  The model and the inputs are never modified.
 """
 
 from __future__ import annotations
@@ -13,11 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
-from tqdm.auto import tqdm
 
-from . import _engine, dense
-from ._engine import Params, Problem, basis_block_size, basis_columns, check_reduction, prepare
-from ._memory import check_hessian_memory, empty_matrix
+from .hessian_operator import HessianOperator, Params, check_reduction
+from .structure import dense_structure
 
 __all__ = [
     "loss",
@@ -29,7 +29,6 @@ __all__ = [
     "dense_applicable",
 ]
 
-_HESSIAN_METHODS = ("auto", "dense", "autograd")
 _DIAGONAL_METHODS = ("auto", "dense", "autograd", "hutchinson")
 
 
@@ -44,6 +43,8 @@ def loss(
     """ℓ = c Σₙ CE(f(xₙ), yₙ), c = 1/N ("mean") or 1 ("sum"); differentiable in the parameters.
 
     With ``dtype`` the parameters and inputs are cast (differentiably) before the forward pass.
+    (Unlike the operator this runs the model itself, with autograd, for callers that need to
+    backpropagate; use ``HessianOperator(...).loss()`` for a validated, chunked value.)
     """
     check_reduction(reduction)
     if dtype is None:
@@ -56,6 +57,30 @@ def loss(
     return F.cross_entropy(functional_call(model, tensors, (x,)), targets, reduction=reduction)
 
 
+def _operator(
+    model: nn.Module,
+    inputs: Tensor,
+    targets: Tensor,
+    params: Params,
+    reduction: str,
+    dtype: torch.dtype | None,
+    chunk_size: int | None,
+    method: str = "auto",
+    progress: bool = False,
+) -> HessianOperator:
+    return HessianOperator(
+        model,
+        (inputs, targets),
+        params=params,
+        reduction=reduction,
+        dtype=dtype,
+        device=inputs.device if isinstance(inputs, Tensor) else None,
+        backend=method,
+        chunk_size=chunk_size,
+        progress=progress,
+    )
+
+
 def gradient(
     model: nn.Module,
     inputs: Tensor,
@@ -66,9 +91,9 @@ def gradient(
     dtype: torch.dtype | None = None,
     chunk_size: int | None = None,
 ) -> Tensor:
-    """Flat ∇_θ ℓ over the selected parameters, summed over chunks of ``chunk_size`` examples."""
-    problem = prepare(model, inputs, targets, params=params, reduction=reduction, dtype=dtype)
-    return _engine.gradient(problem, chunk_size)
+    """Flat ∇_θ ℓ over the selected parameters (:meth:`HessianOperator.gradient`)."""
+    op = _operator(model, inputs, targets, params, reduction, dtype, chunk_size, "autograd")
+    return op.gradient()
 
 
 def hvp(
@@ -87,30 +112,11 @@ def hvp(
 
     ``"autograd"``: forward-over-reverse, H v = d/dε ∇ℓ(θ + εv) (``torch.func.jvp`` of ``grad``,
     ``vmap``'d over the k columns).  ``"dense"``: the same directional derivative written out
-    for DenseNet-like ReLU nets (R-operator; all k columns in a few large GEMMs).  ``"auto"``:
-    dense where it applies.  Accumulated over chunks of ``chunk_size`` examples.
+    for dense ReLU nets (R-operator; all k columns in a few large GEMMs).  ``"auto"``:
+    dense where the model's structure allows it.  ``HessianOperator(...) @ vectors``.
     """
-    problem = prepare(model, inputs, targets, params=params, reduction=reduction, dtype=dtype)
-    if vectors.ndim not in (1, 2) or vectors.shape[0] != problem.num_params:
-        raise ValueError(
-            f"vectors must have shape ({problem.num_params},) or ({problem.num_params}, k), "
-            f"got {tuple(vectors.shape)}"
-        )
-    evaluator = _resolve(problem, method, _HESSIAN_METHODS)
-    V = vectors.detach().to(device=problem.device, dtype=problem.dtype)
-    single = V.ndim == 1
-    out = _products(problem, evaluator, V[:, None] if single else V, chunk_size)
-    return out[:, 0] if single else out
-
-
-def _products(
-    problem: Problem, evaluator: dense._Dense | None, V: Tensor, chunk_size: int | None
-) -> Tensor:
-    """H V (P × k) by the closed-form R-operator if ``evaluator`` is given, else torch.func."""
-    V = V.contiguous()
-    if evaluator is not None:
-        return evaluator.hvp(V, chunk_size)
-    return _engine.hvp_matrix(problem, V, chunk_size)
+    op = _operator(model, inputs, targets, params, reduction, dtype, chunk_size, method)
+    return op @ vectors
 
 
 def dense_applicable(
@@ -119,35 +125,15 @@ def dense_applicable(
     *,
     dtype: torch.dtype | None = None,
 ) -> bool:
-    """Whether the closed form applies: a DenseNet-like Linear → ReLU → … → Linear classifier.
+    """Whether the closed form applies, decided by structure (:func:`structure.dense_structure`).
 
-    With ``inputs`` the forward pass is also verified numerically on a few examples.
+    ``inputs`` only matter for an ``nn.Sequential`` without ``nn.Flatten`` (they must be 2-D);
+    no output is ever compared.  ``dtype`` is accepted for compatibility and ignored.
     """
-    if isinstance(dense.dense_layers(model), str):
+    found = dense_structure(model)
+    if isinstance(found, str):
         return False
-    if inputs is None:
-        return True
-    targets = torch.zeros(inputs.shape[0], dtype=torch.long, device=inputs.device)
-    problem = prepare(model, inputs, targets, dtype=dtype)
-    return not isinstance(dense.dense_support(problem), str)
-
-
-def _resolve(problem: Problem, method: str, allowed: tuple[str, ...]) -> dense._Dense | None:
-    """The closed-form evaluator if ``method`` selects it (``None`` means autograd)."""
-    if method not in allowed:
-        raise ValueError(f"method must be one of {allowed}, got {method!r}")
-    if method in ("autograd", "hutchinson"):
-        return None
-    support = dense.dense_support(problem)
-    if isinstance(support, str):
-        if method == "dense":
-            raise ValueError(
-                f"method='dense' needs a DenseNet-like model (nn.ModuleList `layers` of nn.Linear "
-                f"with ReLU between, cross-entropy on the logits): {support}. "
-                "Use method='autograd' (or 'auto')."
-            )
-        return None
-    return support
+    return found.flatten or inputs is None or inputs.ndim == 2
 
 
 def hessian(
@@ -163,53 +149,17 @@ def hessian(
     out: Tensor | None = None,
     chunk_size: int | None = None,
 ) -> Tensor:
-    """Full P × P Hessian H = ∇²_θ ℓ over the selected parameters (symmetric).
+    """Full P × P Hessian H = ∇²_θ ℓ over the selected parameters (:meth:`HessianOperator.dense`).
 
-    ``method="dense"``: closed form for DenseNet-like ReLU nets (Gauss–Newton Σₙ Jₙᵀ Aₙ Jₙ plus
-    the between-layer residual Σₙ Σ_k g_{n,k} ∇²f_k), one GEMM per row unit written into the upper
+    ``method="dense"``: closed form for dense ReLU nets (Gauss–Newton Σₙ Jₙᵀ Aₙ Jₙ plus the
+    between-layer residual Σₙ Σ_k g_{n,k} ∇²f_k), one GEMM per row unit written into the upper
     triangle, then mirrored.  ``"autograd"``: batched forward-over-reverse HVPs against chunks
     of basis vectors (any model).  ``"auto"``: dense where it applies, else autograd.
     Refuses (:class:`HessianMemoryError`) when P² entries do not fit in free memory; ``out`` may
     be a preallocated contiguous P × P tensor of the analysis dtype.
     """
-    problem = prepare(model, inputs, targets, params=params, reduction=reduction, dtype=dtype)
-    evaluator = _resolve(problem, method, _HESSIAN_METHODS)
-    P = problem.num_params
-    if out is None:
-        if evaluator is not None:
-            work = dense.workspace_bytes(evaluator, chunk_size)
-        else:
-            work = 6 * P * basis_block_size(P, problem.itemsize) * problem.itemsize
-        check_hessian_memory(P, problem.dtype, problem.device, workspace_bytes=work)
-        H = empty_matrix(P, P, problem.dtype, problem.device)
-    else:
-        if out.shape != (P, P) or out.dtype != problem.dtype or out.device != problem.device:
-            raise ValueError(
-                f"out must be a ({P}, {P}) {problem.dtype} tensor on {problem.device}, got "
-                f"{tuple(out.shape)} {out.dtype} on {out.device}"
-            )
-        if not out.is_contiguous():
-            raise ValueError("out must be contiguous")
-        H = out
-    if evaluator is not None:
-        return evaluator.hessian_into(H, chunk_size, progress)
-    return _autograd_hessian_into(problem, H, chunk_size, progress)
-
-
-def _autograd_hessian_into(
-    problem: Problem, H: Tensor, chunk_size: int | None, progress: bool
-) -> Tensor:
-    """Rows j₀…j₁ of H = (H E)ᵀ for basis blocks E = [e_{j₀} … e_{j₁−1}]; then (H + Hᵀ)/2."""
-    P = problem.num_params
-    block = basis_block_size(P, problem.itemsize)
-    starts = range(0, P, block)
-    for start in tqdm(starts, disable=not progress, desc="Hessian (autograd)"):
-        stop = min(P, start + block)
-        HE = _engine.hvp_matrix(problem, basis_columns(problem, start, stop), chunk_size)
-        H[start:stop].copy_(HE.mT)
-    with torch.no_grad():
-        dense.symmetrize_average(H)
-    return H
+    op = _operator(model, inputs, targets, params, reduction, dtype, chunk_size, method, progress)
+    return op.dense(out=out)
 
 
 def hessian_diagonal(
@@ -232,46 +182,13 @@ def hessian_diagonal(
     HVPs: small P only).  ``"hutchinson"``: unbiased estimate E[v ⊙ Hv] over ``num_samples``
     Rademacher probes v (seeded by ``seed``; any model).  ``"auto"``: dense, else autograd.
     """
-    problem = prepare(model, inputs, targets, params=params, reduction=reduction, dtype=dtype)
-    evaluator = _resolve(problem, method, _DIAGONAL_METHODS)
-    if evaluator is not None:
-        return evaluator.diagonal(chunk_size)
+    if method not in _DIAGONAL_METHODS:
+        raise ValueError(f"method must be one of {_DIAGONAL_METHODS}, got {method!r}")
+    backend = "auto" if method == "hutchinson" else method
+    op = _operator(model, inputs, targets, params, reduction, dtype, chunk_size, backend)
     if method == "hutchinson":
-        products = dense.dense_support(problem)
-        products = None if isinstance(products, str) else products
-        return _hutchinson_diagonal(problem, products, num_samples, seed, chunk_size)
-    P = problem.num_params
-    diag = torch.empty_like(problem.theta)
-    block = basis_block_size(P, problem.itemsize)
-    for start in range(0, P, block):
-        stop = min(P, start + block)
-        HE = _engine.hvp_matrix(problem, basis_columns(problem, start, stop), chunk_size)
-        diag[start:stop] = HE[start:stop].diagonal()
-    return diag
-
-
-def _hutchinson_diagonal(
-    problem: Problem,
-    evaluator: dense._Dense | None,
-    num_samples: int,
-    seed: int,
-    chunk_size: int | None,
-) -> Tensor:
-    """diag H ≈ (1/S) Σ_j v_j ⊙ H v_j with v_j ∈ {±1}^P i.i.d. (drawn on the CPU: reproducible)."""
-    if num_samples < 1:
-        raise ValueError(f"num_samples must be positive, got {num_samples}")
-    gen = torch.Generator(device="cpu").manual_seed(seed)
-    P = problem.num_params
-    batch = max(1, min(num_samples, 64))
-    total = torch.zeros_like(problem.theta)
-    done = 0
-    while done < num_samples:
-        k = min(batch, num_samples - done)
-        V = torch.randint(0, 2, (P, k), generator=gen).to(problem.dtype).mul_(2).sub_(1)
-        V = V.to(problem.device)
-        total += (V * _products(problem, evaluator, V, chunk_size)).sum(dim=1)
-        done += k
-    return total / num_samples
+        return op.hutchinson_diagonal(num_samples, seed=seed)
+    return op.diagonal(method="exact" if op.backend == "dense" else "columns")
 
 
 def projected_hessian(
@@ -286,15 +203,10 @@ def projected_hessian(
     chunk_size: int | None = None,
     method: str = "auto",
 ) -> Tensor:
-    """Uᵀ H U (B × B, symmetric) for a P × B matrix U, through B Hessian-vector products.
+    """Uᵀ H U (B × B, symmetric) for a P × B matrix U, in one pass (:meth:`projected`).
 
     With U the magnitude-ordered bin indicators scaled by θ this gives the block sums of the
     coadaptation matrix θᵢ Hᵢⱼ θⱼ without forming H.  ``method`` as in :func:`hvp`.
     """
-    problem = prepare(model, inputs, targets, params=params, reduction=reduction, dtype=dtype)
-    if U.ndim != 2 or U.shape[0] != problem.num_params:
-        raise ValueError(f"U must have shape ({problem.num_params}, B), got {tuple(U.shape)}")
-    evaluator = _resolve(problem, method, _HESSIAN_METHODS)
-    U = U.detach().to(device=problem.device, dtype=problem.dtype)
-    R = U.mT @ _products(problem, evaluator, U, chunk_size)
-    return (R + R.mT) * 0.5
+    op = _operator(model, inputs, targets, params, reduction, dtype, chunk_size, method)
+    return op.projected(U)

@@ -25,48 +25,21 @@ tiles).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from tqdm.auto import tqdm
 
-from ._engine import WORK_BYTES, Problem, balanced_chunk
+from ..models import ParamSpec
+from .structure import DenseStructure
 
-__all__ = ["dense_layers", "dense_support"]
+__all__ = ["DenseBackend", "mirror_upper_to_lower", "symmetrize_average"]
 
-_MIRROR_TILE = 1024
-_DIAG_TILE = 512
-_SMALL_TILE = 64
-
-
-def dense_layers(model: nn.Module) -> list[nn.Linear] | str:
-    """The ``nn.Linear`` layers of a DenseNet-like model, or a string saying why it is not one.
-
-    Structure required: ``model.layers`` an ``nn.ModuleList`` of ``nn.Linear`` with matching
-    widths, and no parameters outside it.  (That ReLU sits between them and the logits come last is
-    verified numerically on the data, see :func:`dense_support`.)
-    """
-    layers = getattr(model, "layers", None)
-    if not isinstance(layers, nn.ModuleList) or len(layers) == 0:
-        return f"{type(model).__name__} has no non-empty nn.ModuleList `layers`"
-    if not all(type(layer) is nn.Linear for layer in layers):
-        kinds = sorted({type(layer).__name__ for layer in layers})
-        return f"`layers` must hold only nn.Linear modules, found {kinds}"
-    for i in range(len(layers) - 1):
-        if layers[i].out_features != layers[i + 1].in_features:
-            return f"layers {i} and {i + 1} have mismatched widths"
-    expected = set()
-    for i, layer in enumerate(layers):
-        expected.add(f"layers.{i}.weight")
-        if layer.bias is not None:
-            expected.add(f"layers.{i}.bias")
-    names = {n for n, _ in model.named_parameters()}
-    if names != expected:
-        return f"parameters outside `layers`: {sorted(names - expected)}"
-    if any(True for _ in model.buffers()):
-        return "the model has buffers (e.g. normalisation statistics)"
-    return list(layers)
+MIRROR_TILE = 1024
+DIAG_TILE = 512
+SMALL_TILE = 64
 
 
 @dataclass(frozen=True)
@@ -84,25 +57,34 @@ class _Group:
         return self.rows * self.cols
 
 
-class _Dense:
-    """Cast weights/biases of a DenseNet-like model plus the selected parameter groups."""
+class DenseBackend:
+    """Closed-form products of a model recognised by :func:`structure.dense_structure`.
 
-    def __init__(self, problem: Problem, layers: list[nn.Linear]) -> None:
-        self.problem = problem
-        p = problem.param_dict(problem.theta)  # addressed by name: layers.{i}.weight / .bias
-        self.L = len(layers)
-        self.W = [p[f"layers.{i}.weight"] for i in range(self.L)]
-        self.b = [p.get(f"layers.{i}.bias") for i in range(self.L)]
+    ``params`` maps every parameter name of the model to its (analysis-dtype) value; ``specs``
+    are the selected ones (the flat layout of θ).  Per chunk of examples every method returns
+    *unscaled* sums over the chunk except where a ``scale`` c is passed in.
+    """
+
+    def __init__(
+        self, structure: DenseStructure, params: dict[str, Tensor], specs: list[ParamSpec]
+    ) -> None:
+        self.L = len(structure.layers)
+        self.W: list[Tensor] = [None] * self.L  # type: ignore[list-item]
+        self.b: list[Tensor | None] = [None] * self.L
+        for name, (layer, kind) in structure.roles.items():
+            (self.W if kind == "weight" else self.b)[layer] = params[name]
         self.groups: list[_Group] = []
-        for spec in problem.specs:
-            _, idx, kind = spec.name.split(".")
-            layer = int(idx)
+        for spec in specs:
+            layer, kind = structure.roles[spec.name]
             if kind == "weight":
                 rows, cols = spec.shape
                 self.groups.append(_Group(layer, True, rows, cols, spec.offset))
             else:
                 self.groups.append(_Group(layer, False, spec.shape[0], 1, spec.offset))
         self.K = self.W[-1].shape[0]
+        self.itemsize = self.W[0].element_size()
+        self.first = min(gr.layer for gr in self.groups)
+        self.by_role = {(gr.layer, gr.is_weight): gr for gr in self.groups}
 
     # ----------------------------------------------------------------------------- forward
     def forward(self, x: Tensor) -> Tensor:
@@ -112,9 +94,8 @@ class _Dense:
             z = torch.relu(a) if i < self.L - 1 else a
         return z
 
-    def quantities(self, x: Tensor, y: Tensor, *, full: bool = True) -> dict:
-        """Per-example δ, M, e, T of one chunk (M and e already scaled by c)."""
-        scale = self.problem.scale
+    def quantities(self, x: Tensor, y: Tensor, scale: float = 1.0, *, full: bool = True) -> dict:
+        """Per-example δ, M, e, T of one chunk (M and e already scaled by c = ``scale``)."""
         z = [x.flatten(1)]
         s: list[Tensor] = []
         for i in range(self.L):
@@ -172,29 +153,46 @@ class _Dense:
         units = [w.shape[0] for w in self.W]  # a_l: per-example δ, M, T are (K or H) × H
         per = self.max_cols() + 3 * sum(inputs)
         per += 3 * self.K * sum(units) + 2 * sum(a * b for a in units for b in units)
-        return per * self.problem.itemsize
+        return per * self.itemsize
 
     def num_steps(self) -> int:
         return sum(gr.rows for i, gr in enumerate(self.groups) for _ in self.groups[i:])
 
     # ----------------------------------------------------------------------------- Hessian
-    def hessian_into(self, H: Tensor, chunk_size: int | None, progress: bool) -> Tensor:
-        problem = self.problem
-        cs = chunk_size or balanced_chunk(problem.num_examples, self.example_bytes())
-        cs = min(cs, problem.num_examples)
-        gbuf = torch.empty(cs * self.max_cols(), dtype=problem.dtype, device=problem.device)
-        num_chunks = -(-problem.num_examples // cs)
+    def hessian_into(
+        self,
+        H: Tensor,
+        chunks: Iterable[tuple[Tensor, Tensor]],
+        chunk_size: int,
+        scale: float,
+        *,
+        num_chunks: int = 1,
+        progress: bool = False,
+        mirror: bool = True,
+    ) -> Tensor:
+        """H ← c Σ_chunks (upper triangle of the closed form), then mirrored if ``mirror``.
+
+        ``chunk_size`` bounds the length of every chunk (sizes the G work buffer).  With
+        ``mirror=False`` only the upper triangle is valid (a caller that still has to sum over
+        processes mirrors afterwards with :meth:`mirror`).
+        """
+        gbuf = torch.empty(chunk_size * self.max_cols(), dtype=H.dtype, device=H.device)
         bar = tqdm(total=num_chunks * self.num_steps(), disable=not progress, desc="Hessian")
+        first = True
         with torch.no_grad():
-            for ci, (x, y) in enumerate(problem.chunks(cs)):
-                q = self.quantities(x, y)
+            for x, y in chunks:
+                q = self.quantities(x, y, scale)
                 for ia, ga in enumerate(self.groups):
                     xa_t = self.features(q, ga).mT
                     for gb in self.groups[ia:]:
-                        self._block(H, q, ga, gb, xa_t, gbuf, first=ci == 0)
+                        self._block(H, q, ga, gb, xa_t, gbuf, first=first)
                         bar.update(ga.rows)
+                first = False
             bar.close()
-            self.mirror(H)
+            if first:  # no examples (an empty shard): H = 0
+                H.zero_()
+            if mirror:
+                self.mirror(H)
         return H
 
     def mirror(self, H: Tensor) -> None:
@@ -224,8 +222,8 @@ class _Dense:
                 mirror_upper_to_lower(H[a0:a1, a0:a1])
             for gb in self.groups[ia + 1 :]:
                 b0, b1 = gb.offset, gb.offset + gb.numel
-                for t0 in range(a0, a1, _MIRROR_TILE):  # row strips keep the copy cache-sized
-                    t1 = min(a1, t0 + _MIRROR_TILE)
+                for t0 in range(a0, a1, MIRROR_TILE):  # row strips keep the copy cache-sized
+                    t1 = min(a1, t0 + MIRROR_TILE)
                     H[b0:b1, t0:t1].copy_(H[t0:t1, b0:b1].mT)
 
     def _block(
@@ -254,8 +252,8 @@ class _Dense:
                 # symmetric: compute the upper triangle of each, tile by tile (half the work).
                 S = ga.cols
                 G3 = G.view(n, ga.rows - r0, S)
-                for t0 in range(0, S, _DIAG_TILE):
-                    t1 = min(S, t0 + _DIAG_TILE)
+                for t0 in range(0, S, DIAG_TILE):
+                    t1 = min(S, t0 + DIAG_TILE)
                     a = xa_t[t0:t1]
                     for u in range(ga.rows - r0):
                         c = col0 + u * S
@@ -266,109 +264,156 @@ class _Dense:
             _mm_into(H[row0 : row0 + ga.cols, col0 : gb.offset + gb.numel], xa_t, G, first)
 
     # ----------------------------------------------------------------------------- diagonal
-    def diagonal(self, chunk_size: int | None) -> Tensor:
-        """diag H: for W_l[r, s], Σₙ Mₙ[r,r] zₙ[s]² (the residual never touches the diagonal)."""
-        problem = self.problem
-        per = problem.itemsize * (3 * problem.inputs[0].numel() + 64 * self.K * self.K)
-        cs = chunk_size or balanced_chunk(problem.num_examples, per)
-        out = torch.zeros_like(problem.theta)
+    def diagonal_bytes(self, features: int) -> int:
+        """Work space per example of :meth:`diagonal_chunk`."""
+        return self.itemsize * (3 * features + 64 * self.K * self.K)
+
+    def diagonal_chunk(self, x: Tensor, y: Tensor, out: Tensor) -> None:
+        """out += Σₙ diag ∇²ℓₙ: for W_l[r, s], Σₙ Mₙ[r,r] zₙ[s]² (no residual on the diagonal)."""
         with torch.no_grad():
-            for x, y in problem.chunks(cs):
-                q = self.quantities(x, y, full=False)
-                for gr in self.groups:
-                    m = torch.einsum("nkr,nkr->nr", q["delta"][gr.layer], q["Ad"][gr.layer])
-                    xi = self.features(q, gr)
-                    block = (m.mT @ xi.square()).reshape(-1)
-                    out[gr.offset : gr.offset + gr.numel] += block
-        return out.mul_(problem.scale)
+            q = self.quantities(x, y, full=False)
+            for gr in self.groups:
+                m = torch.einsum("nkr,nkr->nr", q["delta"][gr.layer], q["Ad"][gr.layer])
+                xi = self.features(q, gr)
+                block = (m.mT @ xi.square()).reshape(-1)
+                out[gr.offset : gr.offset + gr.numel] += block
 
     # ----------------------------------------------------------------------------- H·V
-    def hvp(self, V: Tensor, chunk_size: int | None) -> Tensor:
-        """H V for V of shape P × k by the R-operator (Pearlmutter), all k at once in GEMMs.
-
-        Forward tangents ȧ_l = Ẇ_l z_{l−1} + ḃ_l + W_l ż_{l−1}, ż_l = s_l ⊙ ȧ_l (relu'' = 0);
-        backward e_L = g, ė_L = A ȧ_L, ė_l = s_l ⊙ (W_{l+1}ᵀ ė_{l+1} + Ẇ_{l+1}ᵀ e_{l+1});
-        (H V)_{W_l} = Σₙ ė_l z_{l−1}ᵀ + e_l ż_{l−1}ᵀ, (H V)_{b_l} = Σₙ ė_l.
-        """
-        problem = self.problem
-        k = V.shape[1]
+    def hvp_bytes(self, k: int) -> int:
+        """Work space per example of :meth:`hvp_chunk` with k vectors."""
         widths = [w.shape[1] for w in self.W] + [self.K]
-        per = problem.itemsize * (2 * widths[0] + 4 * k * sum(widths[1:]) + 2 * k * self.K)
-        cs = chunk_size or balanced_chunk(problem.num_examples, per)
-        # tangents of the selected groups: weights as (in × (H·k)) for the forward GEMM
-        VW: dict[int, Tensor] = {}  # layer → H × in × k
-        VWt: dict[int, Tensor] = {}  # layer → in × (H·k)
-        Vb: dict[int, Tensor] = {}  # layer → H × k
+        return self.itemsize * (2 * widths[0] + 4 * k * sum(widths[1:]) + 2 * k * self.K)
+
+    def tangents(self, V: Tensor) -> dict:
+        """The blocks of V (P × k) per layer, laid out for the GEMMs of :meth:`hvp_from`.
+
+        Tangent activations are kept k-major (n × k × width) so that every propagation through
+        a weight matrix is one GEMM with n·k rows.  For a weight group Ẇ (H × w × k):
+        ``fwd`` = w × (k·H) with fwd[s, j·H + r] = Ẇ_j[r, s] (for z Ẇ_jᵀ, all j at once) and
+        ``back`` = H × (k·w) with back[r, j·w + s] = Ẇ_j[r, s] (for e Ẇ_j).
+        """
+        k = V.shape[1]
+        fwd: dict[int, Tensor] = {}
+        back: dict[int, Tensor] = {}
+        bias: dict[int, Tensor] = {}  # layer → k × H
         for gr in self.groups:
             block = V[gr.offset : gr.offset + gr.numel]
             if gr.is_weight:
-                VW[gr.layer] = block.view(gr.rows, gr.cols, k)
-                VWt[gr.layer] = VW[gr.layer].permute(1, 0, 2).reshape(gr.cols, gr.rows * k)
+                VW = block.view(gr.rows, gr.cols, k)
+                fwd[gr.layer] = VW.permute(1, 2, 0).reshape(gr.cols, k * gr.rows)
+                if gr.layer > self.first:
+                    back[gr.layer] = VW.permute(0, 2, 1).reshape(gr.rows, k * gr.cols)
             else:
-                Vb[gr.layer] = block.view(gr.rows, k)
-        out = torch.zeros_like(V)
-        with torch.no_grad():
-            for x, y in problem.chunks(cs):
-                self._hvp_chunk(x, y, VW, VWt, Vb, out)
-        return out.mul_(problem.scale)
+                bias[gr.layer] = block.view(gr.rows, k).mT.contiguous()
+        return {"fwd": fwd, "back": back, "bias": bias, "k": k, "acc": {}}
 
-    def _hvp_chunk(
-        self,
-        x: Tensor,
-        y: Tensor,
-        VW: dict[int, Tensor],
-        VWt: dict[int, Tensor],
-        Vb: dict[int, Tensor],
-        out: Tensor,
-    ) -> None:
-        L, k = self.L, out.shape[1]
-        n = x.shape[0]
-        z, s = [x.flatten(1)], []
-        zdot: list[Tensor | None] = [None]  # n × width × k; the inputs have no tangent
-        for i in range(L):
-            a = torch.nn.functional.linear(z[-1], self.W[i], self.b[i])
-            adot = None
-            if i in VWt:
-                adot = (z[-1] @ VWt[i]).view(n, -1, k)
-            if i in Vb:
-                adot = Vb[i].expand(n, -1, -1) if adot is None else adot + Vb[i]
-            if zdot[-1] is not None:
-                prop = self.W[i] @ zdot[-1]
-                adot = prop if adot is None else adot + prop
-            if i < L - 1:
-                s.append((a > 0).to(a.dtype))
-                z.append(torch.relu(a))
-                zdot.append(None if adot is None else adot * s[-1][:, :, None])
+    def accumulators(self, tangents: dict, out: Tensor) -> dict:
+        """Per weight group, (k·H) × w and H × (k·w) sums of the two weight-gradient GEMMs.
+
+        For k = 1 both are the group's own (H × w) view of ``out`` (no copy, no permute); for
+        k > 1 they are zeroed buffers that :meth:`finish` permutes into ``out`` once.
+        """
+        k = tangents["k"]
+        acc = tangents["acc"]
+        for gr in self.groups:
+            if not gr.is_weight:
+                continue
+            if k == 1:
+                view = out[gr.offset : gr.offset + gr.numel].view(gr.rows, gr.cols)
+                acc[gr.layer] = (view, view)
             else:
-                f, fdot = a, adot
-        p = torch.softmax(f, dim=1)
-        e = p.clone()
-        e[torch.arange(n, device=e.device), y] -= 1
-        if fdot is None:  # nothing selected feeds the logits (cannot happen: groups non-empty)
-            fdot = torch.zeros(n, self.K, k, dtype=f.dtype, device=f.device)
-        edot = p[:, :, None] * (fdot - (p[:, None, :] @ fdot))
-        first = min(gr.layer for gr in self.groups)
-        groups = {(gr.layer, gr.is_weight): gr for gr in self.groups}
+                acc[gr.layer] = (
+                    out.new_zeros(k * gr.rows, gr.cols),
+                    out.new_zeros(gr.rows, k * gr.cols),
+                )
+        return tangents
+
+    def forward_quantities(self, x: Tensor, y: Tensor) -> dict:
+        """What H·V needs of the point θ for one chunk, independent of V (cacheable).
+
+        z_l (layer inputs, z_0 = flattened x), p = softmax(f) and e_l = ∂ℓₙ/∂a_l for the layers
+        from the first selected one up (e_{L−1} = p − onehot(y), e_l = s_l ⊙ W_{l+1}ᵀ e_{l+1}).
+        """
+        with torch.no_grad():
+            z = [x.flatten(1)]
+            for i in range(self.L - 1):
+                z.append(torch.relu(torch.nn.functional.linear(z[-1], self.W[i], self.b[i])))
+            f = torch.nn.functional.linear(z[-1], self.W[-1], self.b[-1])
+            p = torch.softmax(f, dim=1)
+            e: list[Tensor | None] = [None] * self.L
+            g = p.clone()
+            g[torch.arange(g.shape[0], device=g.device), y] -= 1
+            e[-1] = g
+            for i in range(self.L - 2, self.first - 1, -1):
+                e[i] = (e[i + 1] @ self.W[i + 1]) * (z[i + 1] > 0)
+        return {"z": z, "p": p, "e": e}
+
+    def finish(self, tangents: dict, out: Tensor) -> None:
+        """Move the weight-gradient accumulators of a k > 1 product into ``out`` (P × k)."""
+        k = tangents["k"]
+        if k == 1:
+            return  # they were views of ``out``
+        for gr in self.groups:
+            if gr.is_weight:
+                acc1, acc2 = tangents["acc"][gr.layer]
+                target = out[gr.offset : gr.offset + gr.numel].view(gr.rows, gr.cols, k)
+                target += acc1.view(k, gr.rows, gr.cols).permute(1, 2, 0)
+                target += acc2.view(gr.rows, k, gr.cols).permute(0, 2, 1)
+
+    def hvp_chunk(self, x: Tensor, y: Tensor, tangents: dict, out: Tensor) -> None:
+        """out += Σₙ ∇²ℓₙ V over the chunk (forward quantities computed here)."""
+        self.hvp_from(self.forward_quantities(x, y), tangents, out)
+
+    def hvp_from(self, q: dict, tangents: dict, out: Tensor) -> None:
+        """out += Σₙ ∇²ℓₙ V by the R-operator (Pearlmutter), all k columns in the same GEMMs.
+
+        Forward tangents ȧ_l = Ẇ_l z_{l−1} + ḃ_l + W_l ż_{l−1}, ż_l = s_l ⊙ ȧ_l (relu'' = 0);
+        backward ė_L = A ȧ_L = p ⊙ (ȧ_L − pᵀȧ_L), ė_l = s_l ⊙ (W_{l+1}ᵀ ė_{l+1} + Ẇ_{l+1}ᵀ e_{l+1});
+        (H V)_{W_l} = Σₙ ė_l z_{l−1}ᵀ + e_l ż_{l−1}ᵀ, (H V)_{b_l} = Σₙ ė_l.
+        ``q`` comes from :meth:`forward_quantities` (s_l = 1[z_{l+1} > 0] = 1[a_l > 0]).
+        """
+        with torch.no_grad():
+            self._hvp_from(q, tangents, out)
+
+    def _hvp_from(self, q: dict, t: dict, out: Tensor) -> None:
+        L, k, first, acc = self.L, t["k"], self.first, t["acc"]
+        z, p, e = q["z"], q["p"], q["e"]
+        n = z[0].shape[0]
+        fwd, back, bias = t["fwd"], t["back"], t["bias"]
+        zdot: list[Tensor | None] = [None] * L  # tangent of layer inputs, n × k × width
+        adot = None
+        for i in range(first, L):
+            width = self.W[i].shape[0]
+            adot = None
+            if zdot[i] is not None:
+                adot = (zdot[i].view(n * k, -1) @ self.W[i].mT).view(n, k, width)
+            if i in fwd:
+                term = (z[i] @ fwd[i]).view(n, k, width)
+                adot = term if adot is None else adot.add_(term)
+            if i in bias:
+                adot = (
+                    bias[i].expand(n, k, width).contiguous() if adot is None else adot.add_(bias[i])
+                )
+            if i < L - 1:
+                zdot[i + 1] = adot * (z[i + 1] > 0)[:, None, :]
+        # ė at the logits: A ȧ = p ⊙ (ȧ − ⟨p, ȧ⟩)
+        edot = (adot - (adot @ p[:, :, None])) * p[:, None, :]
+        groups = self.by_role
         for i in range(L - 1, first - 1, -1):
-            if i < L - 1:  # e_i, ė_i from layer i + 1
-                back = edot.mT @ self.W[i + 1]  # n × k × H_i
-                edot = back.mT
-                if i + 1 in VW:
-                    h_next, h_i = VW[i + 1].shape[:2]
-                    extra = (e @ VW[i + 1].reshape(h_next, h_i * k)).view(n, h_i, k)
-                    edot = edot + extra
-                edot = edot * s[i][:, :, None]
-                e = (e @ self.W[i + 1]) * s[i]
-            gw = groups.get((i, True))
-            if gw is not None:
-                target = out[gw.offset : gw.offset + gw.numel].view(gw.rows, gw.cols, k)
-                first_term = z[i].mT @ edot.reshape(n, gw.rows * k)  # in × (H·k)
-                target += first_term.view(gw.cols, gw.rows, k).permute(1, 0, 2)
+            if i < L - 1:  # ė_i from layer i + 1
+                width = self.W[i].shape[0]
+                nxt = (edot.reshape(n * k, -1) @ self.W[i + 1]).view(n, k, width)
+                if i + 1 in back:
+                    nxt.add_((e[i + 1] @ back[i + 1]).view(n, k, width))
+                edot = nxt.mul_((z[i + 1] > 0)[:, None, :])
+            if (i, True) in groups:
+                acc1, acc2 = acc[i]
+                acc1.addmm_(edot.reshape(n, -1).mT, z[i])  # (k·H) × w: [j, r, s]
                 if zdot[i] is not None:
-                    target += (e.mT @ zdot[i].reshape(n, gw.cols * k)).view(gw.rows, gw.cols, k)
+                    acc2.addmm_(e[i].mT, zdot[i].reshape(n, -1))  # H × (k·w): [r, j, s]
             gb = groups.get((i, False))
             if gb is not None:
-                out[gb.offset : gb.offset + gb.numel] += edot.sum(0)
+                out[gb.offset : gb.offset + gb.numel] += edot.sum(0).mT
 
 
 def _unit_symmetric(group: _Group) -> bool:
@@ -377,7 +422,7 @@ def _unit_symmetric(group: _Group) -> bool:
     Worth it for wide weight groups (the 3,072 inputs of the toy network's first layer): it
     halves the multiply-adds of that block, N·D²·H(H+1)/4 instead of N·D²·H(H+1)/2.
     """
-    return group.is_weight and group.cols >= 2 * _DIAG_TILE
+    return group.is_weight and group.cols >= 2 * DIAG_TILE
 
 
 def _mm_into(target: Tensor, a: Tensor, b: Tensor, first: bool) -> None:
@@ -386,32 +431,6 @@ def _mm_into(target: Tensor, a: Tensor, b: Tensor, first: bool) -> None:
         torch.mm(a, b, out=target)
     else:
         target.addmm_(a, b)
-
-
-def dense_support(problem: Problem, *, check_examples: int = 32) -> _Dense | str:
-    """A closed-form evaluator for ``problem`` or the reason it does not apply.
-
-    Beyond the structure (:func:`dense_layers`) this checks numerically, on the first few
-    examples, that the model's output equals ``W_L relu(… relu(W_1 x + b_1) …) + b_L``.
-    """
-    layers = dense_layers(problem.model)
-    if isinstance(layers, str):
-        return layers
-    dense = _Dense(problem, layers)
-    x = problem.inputs[:check_examples]
-    with torch.no_grad():
-        try:
-            ours = dense.forward(x)
-            theirs = problem.logits(problem.theta, x)
-        except Exception as exc:  # a model whose forward does not take flat inputs
-            return f"forward check failed: {exc}"
-    if theirs.shape != ours.shape:
-        return f"the model's output shape {tuple(theirs.shape)} is not {tuple(ours.shape)}"
-    tol = 1e-12 if problem.dtype == torch.float64 else 1e-4
-    scale = float(ours.abs().max()) if ours.numel() else 0.0
-    if not torch.allclose(theirs, ours, rtol=tol, atol=tol * (1.0 + scale)):
-        return "the model's forward is not Linear → ReLU → … → Linear on `layers`"
-    return dense
 
 
 def _tiles(H: Tensor, offset: int, batch: tuple[tuple[int, int], ...], tile: int) -> Tensor:
@@ -430,13 +449,13 @@ def mirror_upper_to_lower(H: Tensor, tile: int | None = None) -> None:
     """H ← triu(H) + triu(H, 1)ᵀ in place (no second P² buffer).
 
     Tiles (I, I+k) of the upper triangle are copied, transposed, onto tiles (I+k, I), one
-    batched copy per diagonal offset k (tile = ``_MIRROR_TILE``); inside the diagonal tiles the
-    same is done with ``_SMALL_TILE`` sub-tiles, and the small diagonal sub-tiles are fixed in one
+    batched copy per diagonal offset k (tile = ``MIRROR_TILE``); inside the diagonal tiles the
+    same is done with ``SMALL_TILE`` sub-tiles, and the small diagonal sub-tiles are fixed in one
     batched triu.  Few, large operations: cheap on a busy machine, where each parallel region
     can wait for a descheduled thread.
     """
-    tile = _MIRROR_TILE if tile is None else tile
-    small = min(_SMALL_TILE, tile)
+    tile = MIRROR_TILE if tile is None else tile
+    small = min(SMALL_TILE, tile)
     tile -= tile % small
     P = H.shape[0]
     m = (P // tile) * tile  # leading part covered by whole tiles
@@ -464,7 +483,7 @@ def mirror_upper_to_lower(H: Tensor, tile: int | None = None) -> None:
 
 def symmetrize_average(H: Tensor, tile: int | None = None) -> None:
     """H ← (H + Hᵀ)/2 in place, tile by tile."""
-    tile = _MIRROR_TILE if tile is None else tile
+    tile = MIRROR_TILE if tile is None else tile
     P = H.shape[0]
     for i0 in range(0, P, tile):
         i1 = min(P, i0 + tile)
@@ -478,8 +497,6 @@ def symmetrize_average(H: Tensor, tile: int | None = None) -> None:
             lower.copy_(avg.mT)
 
 
-def workspace_bytes(dense: _Dense, chunk_size: int | None) -> int:
-    """Bytes of work space the closed form allocates besides the P × P output."""
-    per = dense.example_bytes()
-    cs = chunk_size or balanced_chunk(dense.problem.num_examples, per, WORK_BYTES)
-    return min(cs, dense.problem.num_examples) * per
+def workspace_bytes(dense: DenseBackend, chunk_size: int) -> int:
+    """Bytes of work space the closed-form Hessian allocates besides the P × P output."""
+    return chunk_size * dense.example_bytes()

@@ -1,0 +1,624 @@
+"""Spectral algorithms for any symmetric linear operator: top eigenpairs, trace, spectral density.
+
+An *operator* is anything with ``.shape == (P, P)`` whose ``op @ V`` accepts a ``(P,)`` vector or
+a ``(P, k)`` block and returns the product of a symmetric matrix with it: a
+:class:`td_analysis.curvature.HessianOperator`, a plain symmetric ``torch.Tensor``, or
+:func:`restrict` of either.  The algorithms work in float64 on the operator's device (its
+``device`` attribute when it has one), cast blocks to the operator's ``dtype`` for the product,
+and spend their products in blocks (for the Hessian a ``(P, 16)`` block costs about 1.7 times one
+vector, since it passes over the data once).
+
+* :func:`top_eigenpairs`: restarted block Lanczos with full reorthogonalisation and
+  Rayleigh–Ritz, converged when every residual ‖Hv − λv‖ ≤ tol · ‖H‖.
+* :func:`hessian_trace`: Hutch++, Hutchinson or exact, with a standard error.
+* :func:`spectral_density`: stochastic Lanczos quadrature with Gaussian smoothing.
+* :func:`restrict`, :func:`pruned_spectrum`: the operator H_SS of a parameter subset S (e.g. the
+  weights a pruning mask removes) and the curvature bound it gives.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+__all__ = [
+    "SymmetricOperator",
+    "top_eigenpairs",
+    "hessian_trace",
+    "lanczos_quadrature",
+    "spectral_density",
+    "restrict",
+    "RestrictedOperator",
+    "PrunedSpectrum",
+    "pruned_spectrum",
+    "WHICH",
+    "TRACE_METHODS",
+]
+
+WHICH = ("largest", "smallest", "magnitude")
+TRACE_METHODS = ("hutch++", "hutchinson", "exact")
+#: Columns per operator product when an algorithm needs many (basis blocks, trace probes).
+MAX_BLOCK = 64
+#: Memory budget (bytes) for the Lanczos bases of a group of density probes.
+DENSITY_BYTES = 2 * 2**30
+
+
+@runtime_checkable
+class SymmetricOperator(Protocol):
+    """What the algorithms need: a square ``shape`` and ``@`` on ``(P,)`` and ``(P, k)``."""
+
+    shape: Any
+
+    def __matmul__(self, other: Tensor) -> Tensor: ...
+
+
+# ----------------------------------------------------------------------------- plumbing
+def _size(op: Any) -> int:
+    """P of a square operator; a clear ValueError for anything else."""
+    shape = getattr(op, "shape", None)
+    if shape is None or not hasattr(op, "__matmul__"):
+        raise ValueError(
+            f"expected an operator with .shape == (P, P) and '@', got {type(op).__name__}"
+        )
+    shape = tuple(int(s) for s in shape)
+    if len(shape) != 2 or shape[0] != shape[1]:
+        raise ValueError(f"the operator must be square (P, P), got shape {shape}")
+    if shape[0] < 1:
+        raise ValueError("the operator is empty (P = 0)")
+    return shape[0]
+
+
+def _device(op: Any) -> torch.device:
+    device = getattr(op, "device", None)
+    return torch.device(device) if device is not None else torch.device("cpu")
+
+
+def _op_dtype(op: Any) -> torch.dtype:
+    dtype = getattr(op, "dtype", None)
+    return dtype if isinstance(dtype, torch.dtype) else torch.float64
+
+
+def _apply(op: Any, V: Tensor) -> Tensor:
+    """op @ V for a float64 block V (P × k), in the operator's dtype, back in float64."""
+    out = op @ V.to(_op_dtype(op))
+    if out.shape != V.shape:
+        raise ValueError(
+            f"the operator returned shape {tuple(out.shape)} for a block of {tuple(V.shape)}"
+        )
+    return out.to(device=V.device, dtype=torch.float64)
+
+
+def _generator(seed: int) -> torch.Generator:
+    return torch.Generator(device="cpu").manual_seed(int(seed))
+
+
+def _randn(P: int, k: int, gen: torch.Generator, device: torch.device) -> Tensor:
+    return torch.randn(P, k, generator=gen, dtype=torch.float64).to(device)
+
+
+def _rademacher(P: int, k: int, gen: torch.Generator, device: torch.device) -> Tensor:
+    z = torch.randint(0, 2, (P, k), generator=gen).to(torch.float64).mul_(2).sub_(1)
+    return z.to(device)
+
+
+def _column_blocks(n: int, block: int):
+    for start in range(0, n, block):
+        yield start, min(n, start + block)
+
+
+def _apply_blocked(op: Any, V: Tensor, block: int = MAX_BLOCK) -> Tensor:
+    """op @ V in groups of at most ``block`` columns (bounded work space for wide V)."""
+    if V.shape[1] <= block:
+        return _apply(op, V)
+    return torch.cat([_apply(op, V[:, a:b]) for a, b in _column_blocks(V.shape[1], block)], 1)
+
+
+def _dense(op: Any, P: int, device: torch.device) -> Tensor:
+    """The P × P matrix of ``op`` from products with blocks of basis vectors, symmetrised."""
+    M = torch.empty(P, P, dtype=torch.float64, device=device)
+    for a, b in _column_blocks(P, MAX_BLOCK):
+        E = torch.zeros(P, b - a, dtype=torch.float64, device=device)
+        E[torch.arange(a, b), torch.arange(b - a)] = 1.0
+        M[:, a:b] = _apply(op, E)
+    return (M + M.mT) * 0.5
+
+
+def _orthonormal_extension(
+    Q: Tensor, X: Tensor, gen: torch.Generator, *, want: int | None = None
+) -> Tensor:
+    """An orthonormal basis of span(X) ⊥ span(Q) (classical Gram–Schmidt twice, then an SVD
+    that drops directions already in span(Q)); refilled with random directions up to ``want``
+    columns when X is (nearly) inside span(Q) (Krylov breakdown, low-rank operators)."""
+    P = X.shape[0]
+    want = X.shape[1] if want is None else want
+    want = min(want, P - Q.shape[1])
+    out = X.new_zeros(P, 0)
+    for _ in range(4):
+        if want <= 0 or out.shape[1] >= want:
+            break
+        ref = X.norm(dim=0).max().clamp_min(torch.finfo(X.dtype).tiny)
+        basis = torch.cat([Q, out], 1)
+        for _ in range(2):
+            X = X - basis @ (basis.mT @ X)
+        U, s, _ = torch.linalg.svd(X, full_matrices=False)
+        keep = s > 1e-10 * ref
+        U = U[:, keep][:, : want - out.shape[1]]
+        U = U - basis @ (basis.mT @ U)  # one more pass against rounding
+        U, _ = torch.linalg.qr(U)
+        out = torch.cat([out, U], 1)
+        X = _randn(P, want - out.shape[1], gen, X.device)
+    return out
+
+
+def _select(theta: Tensor, which: str, count: int) -> Tensor:
+    """Indices of ``count`` Ritz values in the order ``which`` names."""
+    if which == "largest":
+        order = torch.argsort(theta, descending=True)
+    elif which == "smallest":
+        order = torch.argsort(theta)
+    else:
+        order = torch.argsort(theta.abs(), descending=True)
+    return order[:count]
+
+
+def _check_which(which: str) -> None:
+    if which not in WHICH:
+        raise ValueError(f"which must be one of {WHICH}, got {which!r}")
+
+
+def _fix_signs(V: Tensor) -> Tensor:
+    """Eigenvectors with their largest-|entry| component positive (a reproducible sign)."""
+    idx = V.abs().argmax(dim=0)
+    signs = torch.sign(V[idx, torch.arange(V.shape[1], device=V.device)])
+    signs[signs == 0] = 1.0
+    return V * signs
+
+
+# ----------------------------------------------------------------------------- eigenpairs
+def top_eigenpairs(
+    op: Any,
+    k: int,
+    *,
+    which: str = "largest",
+    tol: float = 1e-6,
+    max_iter: int | None = None,
+    seed: int = 0,
+    block_size: int | None = None,
+    basis_size: int | None = None,
+    progress: bool = False,
+) -> tuple[Tensor, Tensor]:
+    """k eigenpairs of a symmetric operator, eigenvalues sorted in the order ``which`` names.
+
+    ``which``: ``"largest"`` (algebraic, descending), ``"smallest"`` (ascending) or
+    ``"magnitude"`` (by |λ|, descending).  Returns ``(eigenvalues (k,), eigenvectors (P, k))``,
+    float64 on the operator's device, orthonormal columns.
+
+    Restarted block Lanczos: the block Krylov space K_m(H, X₀) = span{X₀, HX₀, …, H^{m−1}X₀}
+    (block of b = ``block_size`` columns, one operator product per block) is kept orthonormal by
+    full reorthogonalisation; Rayleigh–Ritz on T = QᵀHQ gives Ritz pairs (θ, Qy).  When the
+    basis reaches ``basis_size`` columns it is thick-restarted on the k + b wanted Ritz vectors
+    (no products: HQy = (HQ)y) plus the dominant b directions of their residuals, which span
+    the next Krylov block.  Converged when every wanted residual ‖Hv − θv‖₂ ≤ ``tol``·‖H‖
+    (‖H‖ estimated by the largest |θ|); then |λ − θ| ≤ ‖r‖ and, away from other eigenvalues,
+    |λ − θ| ≤ ‖r‖²/gap.  When ``basis_size`` ≥ P the P × P matrix is formed from basis blocks
+    and diagonalised exactly.  ``max_iter`` caps the number of block products (a
+    ``RuntimeWarning`` names the residual reached).  Degenerate eigenvalues of multiplicity up
+    to b are resolved by the block.
+    """
+    P = _size(op)
+    _check_which(which)
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k < P:
+        raise ValueError(f"k must be an integer with 1 <= k < P = {P}, got {k!r}")
+    if not tol > 0:
+        raise ValueError(f"tol must be positive, got {tol}")
+    device = _device(op)
+    b = max(1, min(P, block_size if block_size is not None else max(k, 8)))
+    keep = min(P, k + b)
+    m = basis_size if basis_size is not None else keep + 3 * b
+    if m < keep + b:
+        raise ValueError(f"basis_size must be at least k + 2·block_size = {keep + b}, got {m}")
+    if m >= P:
+        evals, evecs = torch.linalg.eigh(_dense(op, P, device))
+        idx = _select(evals, which, k)
+        return evals[idx], _fix_signs(evecs[:, idx])
+    max_iter = max_iter if max_iter is not None else max(200, 20 * math.ceil(P / b))
+
+    gen = _generator(seed)
+    Q = torch.empty(P, m, dtype=torch.float64, device=device)
+    HQ = torch.empty_like(Q)
+    T = torch.zeros(m, m, dtype=torch.float64, device=device)
+    n = 0
+    block = _orthonormal_extension(Q[:, :0], _randn(P, b, gen, device), gen)
+    products, worst = 0, math.inf
+    bar = tqdm(total=max_iter, desc="eigenpairs", unit="block", disable=not progress)
+    while True:
+        # extend the basis by one block and its image
+        nb = block.shape[1]
+        Q[:, n : n + nb] = block
+        HQ[:, n : n + nb] = _apply(op, block)
+        products += 1
+        bar.update()
+        T[: n + nb, n : n + nb] = Q[:, : n + nb].mT @ HQ[:, n : n + nb]
+        T[n : n + nb, :n] = T[:n, n : n + nb].mT
+        n += nb
+        # Rayleigh–Ritz and residuals of the wanted Ritz pairs
+        S = (T[:n, :n] + T[:n, :n].mT) * 0.5
+        theta, Y = torch.linalg.eigh(S)
+        want = _select(theta, which, k)
+        Yw = Y[:, want]
+        R = HQ[:, :n] @ Yw - (Q[:, :n] @ Yw) * theta[want]
+        scale = float(theta.abs().max().clamp_min(torch.finfo(torch.float64).tiny))
+        res = R.norm(dim=0)
+        worst = float(res.max()) / scale
+        bar.set_postfix(residual=f"{worst:.1e}")
+        if worst <= tol or n >= P:
+            break
+        if products >= max_iter:
+            warnings.warn(
+                f"top_eigenpairs stopped after max_iter={max_iter} block products with relative "
+                f"residual {worst:.2e} > tol={tol:.1e}",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            break
+        if n + b > m:  # thick restart on the wanted Ritz vectors
+            kept = _select(theta, which, min(keep, n))
+            Yk = Y[:, kept]
+            Rk = HQ[:, :n] @ Yk - (Q[:, :n] @ Yk) * theta[kept]
+            Q[:, : len(kept)] = Q[:, :n] @ Yk
+            HQ[:, : len(kept)] = HQ[:, :n] @ Yk
+            n = len(kept)
+            T.zero_()
+            T[:n, :n] = torch.diag(theta[kept])
+            # dominant b directions of the residuals: the continuation of the Krylov space
+            U, s, _ = torch.linalg.svd(Rk, full_matrices=False)
+            nxt = U[:, : min(b, int((s > 1e-14 * s.max().clamp_min(1e-300)).sum()) or 1)]
+        else:
+            nxt = HQ[:, n - nb : n]
+        block = _orthonormal_extension(Q[:, :n], nxt, gen, want=min(b, m - n))
+        if block.shape[1] == 0:  # the whole space is spanned: Rayleigh–Ritz was exact
+            break
+    bar.close()
+    vecs = Q[:, :n] @ Yw
+    return theta[want].clone(), _fix_signs(vecs)
+
+
+# ----------------------------------------------------------------------------- trace
+def _exact_diagonal(op: Any) -> Tensor | None:
+    """``op.diagonal()`` where the operator has an exact one (a HessianOperator of a ReLU net,
+    a tensor); ``None`` where it has none or refuses (ValueError: no closed form)."""
+    diag = getattr(op, "diagonal", None)
+    if not callable(diag):
+        return None
+    try:
+        return diag()
+    except (ValueError, NotImplementedError):
+        return None
+
+
+def hessian_trace(
+    op: Any,
+    *,
+    method: str = "hutch++",
+    num_matvecs: int = 99,
+    seed: int = 0,
+    block_size: int = MAX_BLOCK,
+) -> tuple[float, float]:
+    """tr H and a standard error of the estimate (0 for ``"exact"``).
+
+    * ``"hutchinson"``: tr H ≈ (1/m) Σᵢ zᵢᵀHzᵢ with m = ``num_matvecs`` Rademacher probes
+      (E[zzᵀ] = I); standard error = sample std / √m (Var zᵀHz = 2(‖H‖_F² − Σᵢ Hᵢᵢ²)).
+    * ``"hutch++"`` (Meyer et al. 2021): with m/3 probes S, Q = orth(HS);
+      tr H = tr(QᵀHQ) + tr((I−QQᵀ)H(I−QQᵀ)), the first exact, the second by Hutchinson on the
+      remaining m/3 probes; the standard error is that of the Hutchinson part.  Exact when
+      rank H ≤ m/3.
+    * ``"exact"``: Σᵢ Hᵢᵢ from the operator's ``diagonal()`` when it has one, else from
+      products with blocks of basis vectors (P products: small P only).
+    """
+    P = _size(op)
+    if method not in TRACE_METHODS:
+        raise ValueError(f"method must be one of {TRACE_METHODS}, got {method!r}")
+    device = _device(op)
+    if method == "exact":
+        diag = _exact_diagonal(op)
+        if diag is not None:
+            return float(diag.to(torch.float64).sum()), 0.0
+        total = 0.0
+        for a, b in _column_blocks(P, block_size):
+            E = torch.zeros(P, b - a, dtype=torch.float64, device=device)
+            E[torch.arange(a, b), torch.arange(b - a)] = 1.0
+            total += float(_apply(op, E)[a:b].diagonal().sum())
+        return total, 0.0
+    gen = _generator(seed)
+    if method == "hutchinson":
+        if num_matvecs < 2:
+            raise ValueError(f"hutchinson needs num_matvecs >= 2, got {num_matvecs}")
+        samples = []
+        for a, b in _column_blocks(num_matvecs, block_size):
+            Z = _rademacher(P, b - a, gen, device)
+            samples.append((Z * _apply(op, Z)).sum(0))
+        g = torch.cat(samples)
+        return float(g.mean()), float(g.std() / math.sqrt(g.numel()))
+    if num_matvecs < 6:
+        raise ValueError(f"hutch++ needs num_matvecs >= 6, got {num_matvecs}")
+    s = num_matvecs // 3
+    g = num_matvecs - 2 * s
+    S = _rademacher(P, s, gen, device)
+    Q = _orthonormal_extension(S[:, :0], _apply_blocked(op, S, block_size), gen)
+    low = float((Q * _apply_blocked(op, Q, block_size)).sum()) if Q.shape[1] else 0.0
+    Z = _rademacher(P, g, gen, device)
+    Z = Z - Q @ (Q.mT @ Z)
+    samples = (Z * _apply_blocked(op, Z, block_size)).sum(0)
+    return low + float(samples.mean()), float(samples.std() / math.sqrt(g))
+
+
+# ----------------------------------------------------------------------------- density
+def lanczos_quadrature(op: Any, probes: Tensor, num_steps: int) -> tuple[Tensor, Tensor]:
+    """Gauss quadrature nodes and weights of the spectral measure seen by each probe.
+
+    For each column v of ``probes`` (P × n, or a single (P,)), ``num_steps`` Lanczos steps with
+    full reorthogonalisation give T = Vᵀ H V (tridiagonal); with T = U diag(θ) Uᵀ and q₁ = v/‖v‖,
+    q₁ᵀ f(H) q₁ ≈ Σⱼ U₁ⱼ² f(θⱼ), exact for polynomials of degree < 2·``num_steps``.  Returns
+    ``(nodes, weights)`` of shape (n, num_steps); the weights of each probe sum to 1 (padded
+    with zero weights where the Krylov space was exhausted early).  All probes run together,
+    one block product per step.
+    """
+    P = _size(op)
+    if probes.ndim == 1:
+        probes = probes[:, None]
+    if probes.ndim != 2 or probes.shape[0] != P:
+        raise ValueError(f"probes must have shape ({P},) or ({P}, n), got {tuple(probes.shape)}")
+    if num_steps < 1:
+        raise ValueError(f"num_steps must be positive, got {num_steps}")
+    device = _device(op)
+    steps = min(num_steps, P)
+    V = probes.to(device=device, dtype=torch.float64)
+    n = V.shape[1]
+    norms = V.norm(dim=0)
+    if bool((norms == 0).any()):
+        raise ValueError("a probe vector is zero")
+    basis = torch.zeros(n, steps, P, dtype=torch.float64, device=device)
+    alpha = torch.zeros(n, steps, dtype=torch.float64, device=device)
+    beta = torch.zeros(n, steps, dtype=torch.float64, device=device)
+    length = torch.full((n,), steps, dtype=torch.long)
+    q = V / norms
+    q_prev = torch.zeros_like(q)
+    active = torch.ones(n, dtype=torch.bool, device=device)
+    for j in range(steps):
+        basis[:, j] = q.mT
+        w = _apply(op, q)
+        alpha[:, j] = (q * w).sum(0)
+        w = w - alpha[:, j] * q - (beta[:, j - 1] * q_prev if j else 0.0)
+        for _ in range(2):  # full reorthogonalisation, per probe, against its own basis
+            B = basis[:, : j + 1]  # n × (j+1) × P
+            w = w - torch.einsum("njp,nj->pn", B, torch.einsum("njp,pn->nj", B, w))
+        bj = w.norm(dim=0)
+        scale = alpha[:, : j + 1].abs().amax(1).clamp_min(1e-300)
+        done = active & (bj <= 1e-10 * scale)
+        for c in torch.nonzero(done).flatten().tolist():
+            length[c] = j + 1
+        active &= ~done
+        if j + 1 == steps or not bool(active.any()):
+            break
+        beta[:, j] = torch.where(active, bj, torch.zeros_like(bj))
+        q_prev, q = q, torch.where(active, w / bj.clamp_min(1e-300), torch.zeros_like(w))
+    nodes = torch.zeros(n, steps, dtype=torch.float64, device=device)
+    weights = torch.zeros_like(nodes)
+    for c in range(n):
+        L = int(length[c])
+        Tc = torch.diag(alpha[c, :L])
+        if L > 1:
+            off = beta[c, : L - 1]
+            Tc = Tc + torch.diag(off, 1) + torch.diag(off, -1)
+        theta, U = torch.linalg.eigh(Tc)
+        nodes[c, :L] = theta
+        nodes[c, L:] = theta[-1]
+        weights[c, :L] = U[0] ** 2
+    return nodes, weights
+
+
+def spectral_density(
+    op: Any,
+    *,
+    num_probes: int = 8,
+    num_steps: int = 64,
+    grid: Tensor | int | None = None,
+    sigma: float | None = None,
+    seed: int = 0,
+    progress: bool = False,
+) -> tuple[Tensor, Tensor]:
+    """Smoothed spectral density φ(t) = (1/P) Σᵢ g_σ(t − λᵢ) by stochastic Lanczos quadrature.
+
+    With unit probes v = z/√P (z Rademacher, E[vvᵀ] = I/P), φ(t) = E[vᵀ g_σ(t − H) v] ≈
+    (1/n) Σ_probes Σⱼ wⱼ g_σ(t − θⱼ) from :func:`lanczos_quadrature` (``num_steps`` steps each),
+    g_σ the Gaussian of width ``sigma``.  ``grid``: points (tensor) or a number of points
+    (default 1000) spanning [θ_min − 5σ, θ_max + 5σ]; ``sigma`` defaults to 1% of that Ritz
+    range.  Returns ``(grid, density)`` (float64, CPU), the density rescaled to integrate to 1
+    over the grid (trapezoid rule).  Probes are run in groups whose Lanczos bases fit in 2 GiB.
+    """
+    P = _size(op)
+    if num_probes < 1:
+        raise ValueError(f"num_probes must be positive, got {num_probes}")
+    if sigma is not None and not sigma > 0:
+        raise ValueError(f"sigma must be positive, got {sigma}")
+    device = _device(op)
+    gen = _generator(seed)
+    steps = min(num_steps, P)
+    group = max(1, min(num_probes, DENSITY_BYTES // max(1, P * steps * 8)))
+    nodes, weights = [], []
+    for a, b in tqdm(list(_column_blocks(num_probes, group)), desc="density", disable=not progress):
+        z = _rademacher(P, b - a, gen, device) / math.sqrt(P)
+        nd, wt = lanczos_quadrature(op, z, num_steps)
+        nodes.append(nd.cpu())
+        weights.append(wt.cpu())
+    nodes_t, weights_t = torch.cat(nodes), torch.cat(weights)
+    lo, hi = float(nodes_t.min()), float(nodes_t.max())
+    width = hi - lo
+    if sigma is None:
+        sigma = 0.01 * width if width > 0 else max(abs(hi), 1.0) * 1e-3
+    if grid is None or isinstance(grid, int):
+        points = 1000 if grid is None else grid
+        if points < 2:
+            raise ValueError(f"the grid needs at least 2 points, got {points}")
+        grid_t = torch.linspace(lo - 5 * sigma, hi + 5 * sigma, points, dtype=torch.float64)
+    else:
+        grid_t = torch.as_tensor(grid, dtype=torch.float64).flatten().cpu()
+        if grid_t.numel() < 2 or not bool((grid_t.diff() > 0).all()):
+            raise ValueError("grid must be increasing with at least 2 points")
+    density = torch.zeros_like(grid_t)
+    for nd, wt in zip(nodes_t, weights_t, strict=True):
+        z = (grid_t[:, None] - nd[None, :]) / sigma
+        density += (torch.exp(-0.5 * z**2) * wt).sum(1)
+    density /= num_probes * sigma * math.sqrt(2 * math.pi)
+    mass = float(torch.trapezoid(density, grid_t))
+    if not mass > 0:
+        raise ValueError(
+            f"the grid [{float(grid_t[0]):.3g}, {float(grid_t[-1]):.3g}] holds none of the "
+            f"spectrum (Ritz values in [{lo:.3g}, {hi:.3g}])"
+        )
+    return grid_t, density / mass
+
+
+# ----------------------------------------------------------------------------- subsets
+class RestrictedOperator:
+    """H_SS: the operator restricted to the index set S (rows and columns).
+
+    H_SS V = (H E V)[S], E the embedding of ℝ^|S| into ℝ^P by zero-padding.
+    """
+
+    def __init__(self, op: Any, indices: Tensor) -> None:
+        P = _size(op)
+        idx = torch.as_tensor(indices)
+        if idx.dtype == torch.bool:
+            if idx.shape != (P,):
+                raise ValueError(f"a boolean mask must have shape ({P},), got {tuple(idx.shape)}")
+            idx = torch.nonzero(idx).flatten()
+        idx = idx.to(torch.long).flatten()
+        if idx.numel() == 0:
+            raise ValueError("the index set is empty")
+        if int(idx.min()) < 0 or int(idx.max()) >= P:
+            raise ValueError(
+                f"indices must lie in [0, {P}), got [{int(idx.min())}, {int(idx.max())}]"
+            )
+        if torch.unique(idx).numel() != idx.numel():
+            raise ValueError("indices must not repeat")
+        self.op = op
+        self.full_size = P
+        self.indices = idx.to(_device(op))
+        self.shape = (idx.numel(), idx.numel())
+        self.dtype = _op_dtype(op)
+        self.device = _device(op)
+
+    def __matmul__(self, V: Tensor) -> Tensor:
+        single = V.ndim == 1
+        V2 = V[:, None] if single else V
+        if V2.ndim != 2 or V2.shape[0] != self.shape[0]:
+            raise ValueError(
+                f"expected a vector ({self.shape[0]},) or block ({self.shape[0]}, k), got "
+                f"{tuple(V.shape)}"
+            )
+        full = V2.new_zeros(self.full_size, V2.shape[1])
+        full[self.indices.to(V2.device)] = V2
+        out = (self.op @ full)[self.indices.to(V2.device)]
+        return out[:, 0] if single else out
+
+    def diagonal(self) -> Tensor:
+        """diag H_SS = (diag H)[S], from the parent's ``diagonal()`` (its errors propagate)."""
+        if not callable(getattr(self.op, "diagonal", None)):
+            raise ValueError(f"{type(self.op).__name__} has no diagonal()")
+        return self.op.diagonal()[self.indices]
+
+
+def restrict(op: Any, indices: Tensor) -> RestrictedOperator:
+    """The operator H_SS for an index tensor or a boolean mask S over the P coordinates."""
+    return RestrictedOperator(op, indices)
+
+
+@dataclass
+class PrunedSpectrum:
+    """Curvature of the pruned set S (see :func:`pruned_spectrum`)."""
+
+    num_params: int
+    num_pruned: int
+    lambda_max_pruned: float
+    top_eigenvalues: list[float]
+    pruned_mass: list[float]
+    second_order: float | None = None
+    bound: float | None = None
+
+    @property
+    def expected_mass(self) -> float:
+        """|S|/P: the mass a direction spread evenly over all parameters puts on S."""
+        return self.num_pruned / self.num_params
+
+    def as_dict(self) -> dict:
+        return {
+            "num_params": self.num_params,
+            "num_pruned": self.num_pruned,
+            "lambda_max_pruned": self.lambda_max_pruned,
+            "top_eigenvalues": list(self.top_eigenvalues),
+            "pruned_mass": list(self.pruned_mass),
+            "expected_mass": self.expected_mass,
+            "second_order": self.second_order,
+            "bound": self.bound,
+        }
+
+
+def pruned_spectrum(
+    op: Any,
+    pruned: Tensor,
+    *,
+    theta: Tensor | None = None,
+    k: int = 5,
+    tol: float = 1e-6,
+    seed: int = 0,
+) -> PrunedSpectrum:
+    """λ_max(H_SS) of the pruned set S, the bound it gives, and where H's top directions live.
+
+    Deleting the weights S is the step −d with d = θ on S and 0 elsewhere, so the second-order
+    change of the loss is ½dᵀHd = ½d_Sᵀ H_SS d_S ≤ ½ λ_max(H_SS) ‖d‖² (Rayleigh quotient).
+    ``pruned_mass`` is ‖u_S‖² for each of H's top-k eigenvectors u (largest algebraic λ): how
+    much of the sharpest curvature directions lies on the weights pruning removes (|S|/P for a
+    direction spread evenly; near 0 when the kept and pruned weights do not interact).
+    ``theta`` (flat parameters) adds ``second_order`` = ½dᵀHd and ``bound`` = ½λ_max‖d‖².
+    """
+    P = _size(op)
+    mask = torch.as_tensor(pruned)
+    if mask.dtype != torch.bool:
+        m = torch.zeros(P, dtype=torch.bool)
+        m[mask.to(torch.long).cpu()] = True
+        mask = m
+    if mask.shape != (P,):
+        raise ValueError(f"the pruned mask must have shape ({P},), got {tuple(mask.shape)}")
+    size = int(mask.sum())
+    if size == 0:
+        raise ValueError("the pruned set is empty")
+    sub = restrict(op, mask)
+    if size == 1:
+        lam = float(_apply(sub, torch.ones(1, 1, dtype=torch.float64, device=sub.device)))
+    else:
+        lam = float(top_eigenpairs(sub, min(1, size - 1), tol=tol, seed=seed)[0][0])
+    kk = min(k, P - 1)
+    evals, evecs = top_eigenpairs(op, kk, tol=tol, seed=seed)
+    mass = (evecs[mask.to(evecs.device)] ** 2).sum(0)
+    result = PrunedSpectrum(
+        num_params=P,
+        num_pruned=size,
+        lambda_max_pruned=lam,
+        top_eigenvalues=evals.cpu().tolist(),
+        pruned_mass=mass.cpu().tolist(),
+    )
+    if theta is not None:
+        theta = torch.as_tensor(theta).flatten()
+        if theta.shape != (P,):
+            raise ValueError(f"theta must have {P} entries, got {theta.numel()}")
+        d = torch.where(mask, theta.detach().cpu().to(torch.float64), 0.0).to(_device(op))
+        result.second_order = 0.5 * float(d @ _apply(op, d[:, None])[:, 0])
+        result.bound = 0.5 * lam * float(d @ d)
+    return result

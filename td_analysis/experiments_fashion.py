@@ -1,0 +1,566 @@
+"""The second experiment: the deep ReLU MLP of seed 002 (task ``"fashion-mlp"``), pruned by weight
+and by unit, with and without targeted dropout and biases, analysed through Hessian-vector
+products only (``td-analysis reproduce --experiment fashion-mlp``).
+
+Per network (regulariser × bias × seed, trained in parallel processes):
+
+* ``pruning.json``: loss and accuracy on the test split after the seed's per-layer weight and
+  unit pruning (:func:`td_analysis.pruning.pruning_table`) at every k;
+* ``taylor.json``: for every pruning (k > 0) the Taylor terms of the deleted vector d = θ − θ_pruned
+  over all parameters (−∇ᵀd, ½dᵀHd by one HVP, OBD ½Σ Hᵢᵢdᵢ² with the exact diagonal) and the
+  measured ΔE = E(θ − d) − E(θ), mean cross-entropy in float64 on ``analysis_examples`` holdout
+  images, and Spearman's ρ between each estimator and the measured ΔE;
+* ``coadaptation.json`` (one seed, one bias setting, every regulariser): the B × B block sums of
+  θᵀ⊙H⊙θ over all weights ordered by |θ| (B HVPs, U never stored) and the layer × layer sums of
+  the same matrix, over all weights and over the weights that pruning at k = 100·γ deletes.
+
+The task definition (:mod:`td_analysis.tasks`) is the only place naming the data set and the
+widths; everything here reads it.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import time
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from td_analysis import reports
+from td_analysis.coadaptation import (
+    group_sums,
+    hessian_operator,
+    layer_index,
+    magnitude_order,
+    pooled_coadaptation,
+    projection_bytes,
+)
+from td_analysis.curvature import HessianMemoryError, available_memory_bytes, loss
+from td_analysis.io import atomic_write_json, atomic_write_text, staged_directory
+from td_analysis.pruning import apply_masks, pruning_table, seed_pruning_masks, validate_percent
+from td_analysis.tasks import Task, get_task
+from td_analysis.taylor import ESTIMATORS, deletion_terms
+from td_analysis.training import TrainConfig, evaluate, load_data
+
+__all__ = [
+    "FASHION_KS",
+    "FASHION_REGULARISERS",
+    "PRUNING_KINDS",
+    "FashionSettings",
+    "network_config",
+    "load_split",
+    "deletion_vector_all",
+    "taylor_records",
+    "coadaptation_maps",
+    "analyse_network",
+    "rank_correlation_table",
+    "write_outputs",
+    "reproduce_fashion",
+]
+
+FASHION_KS = (0, 25, 50, 60, 70, 80, 90, 95, 97, 99)
+FASHION_REGULARISERS = ("none", "targeted-weight", "targeted-unit")
+PRUNING_KINDS = ("weight", "unit")
+_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+@dataclass
+class FashionSettings:
+    """What ``reproduce --experiment fashion-mlp`` runs; :meth:`quick` is the CI setting.
+
+    ``epochs``/``hidden`` override the task's protocol and widths (``None``: the task's);
+    ``train_limit``/``test_limit`` use only the first images of the train/test splits.
+    """
+
+    task: str = "fashion-mlp"
+    protocol: str = "default"
+    seeds: tuple[int, ...] = (0, 1)
+    regularisers: tuple[str, ...] = FASHION_REGULARISERS
+    biases: tuple[bool, ...] = (True, False)
+    ks: tuple[float, ...] = FASHION_KS
+    epochs: int | None = None
+    hidden: tuple[int, ...] | None = None
+    train_limit: int | None = None
+    test_limit: int | None = None
+    analysis_split: str = "holdout"
+    analysis_examples: int = 500
+    taylor_dtype: str = "float64"
+    pooled_bins: int = 128
+    pooled_dtype: str = "float32"
+    pooled_bias: bool = True
+    workers: int = 2
+
+    @classmethod
+    def quick(cls, **overrides) -> FashionSettings:
+        """One seed, a 4× narrower network, 1 epoch on 6,000 images: the whole pipeline in
+        well under two minutes."""
+        defaults = dict(
+            seeds=(0,),
+            epochs=1,
+            hidden=(250, 250, 125, 50),
+            train_limit=6000,
+            test_limit=2000,
+            analysis_examples=300,
+            pooled_bins=32,
+        )
+        defaults.update(overrides)
+        return cls(**defaults)
+
+    def __post_init__(self) -> None:
+        self.seeds = tuple(int(s) for s in self.seeds)
+        self.ks = tuple(validate_percent(k) for k in self.ks)
+        self.biases = tuple(bool(b) for b in self.biases)
+        if self.hidden is not None:
+            self.hidden = tuple(int(h) for h in self.hidden)
+        task = get_task(self.task)
+        task.protocol(self.protocol)  # raises on an unknown protocol
+        for reg in self.regularisers:
+            task.regulariser(reg)  # raises on an unknown regulariser
+        if not self.seeds or not self.regularisers or not self.biases or not self.ks:
+            raise ValueError("seeds, regularisers, biases and ks must not be empty")
+        for name in ("taylor_dtype", "pooled_dtype"):
+            if getattr(self, name) not in _DTYPES:
+                raise ValueError(
+                    f"{name} must be one of {tuple(_DTYPES)}, got {getattr(self, name)}"
+                )
+        if self.analysis_examples < 1 or self.pooled_bins < 1 or self.workers < 1:
+            raise ValueError("analysis_examples, pooled_bins and workers must be ≥ 1")
+        if self.epochs is not None and self.epochs < 0:
+            raise ValueError(f"epochs must be ≥ 0, got {self.epochs}")
+
+    @property
+    def task_def(self) -> Task:
+        """The task, with ``hidden`` replaced when the settings override it."""
+        task = get_task(self.task)
+        return task if self.hidden is None else task.replace(hidden=self.hidden)
+
+    @property
+    def pooled_seed(self) -> int:
+        """The seed whose networks get the (expensive) pooled coadaptation maps."""
+        return self.seeds[0]
+
+    def to_dict(self) -> dict:
+        """A JSON-able dict of the settings."""
+        return asdict(self)
+
+
+# ----------------------------------------------------------------------------- per network
+def network_config(
+    settings: FashionSettings, regulariser: str, bias: bool, seed: int
+) -> TrainConfig:
+    """The :class:`TrainConfig` of one network of the experiment."""
+    task = settings.task_def
+    overrides: dict = {"regulariser": regulariser, "bias": bias, "seed": seed}
+    if settings.hidden is not None:
+        overrides["hidden"] = settings.hidden
+    if settings.epochs is not None:
+        overrides["epochs"] = settings.epochs
+    return task.config(settings.protocol, **overrides)
+
+
+@functools.lru_cache(maxsize=8)
+def _load(dataset: str, preprocessing: str, in_features: int, split: str, root, limit, download):
+    config = TrainConfig(dataset=dataset, preprocessing=preprocessing, in_features=in_features)
+    x, y = load_data(config, split, root=root, download=download)
+    return (x[:limit], y[:limit]) if limit else (x, y)
+
+
+def load_split(
+    config: TrainConfig,
+    split: str,
+    *,
+    root: str | Path | None = None,
+    limit: int | None = None,
+    download: bool = False,
+) -> tuple[Tensor, Tensor]:
+    """Split ``split`` of the network's data set, preprocessed as trained (first ``limit``);
+    cached per process (every network of a task shares its data; do not modify in place)."""
+    root = None if root is None else str(root)
+    return _load(
+        config.dataset, config.preprocessing, config.in_features, split, root, limit, download
+    )
+
+
+def deletion_vector_all(model: nn.Module, masks: dict[str, Tensor], dtype: torch.dtype) -> Tensor:
+    """d = θ ⊙ m over *all* parameters (``named_parameters()`` order), m = 1 where pruned."""
+    parts = []
+    for name, p in model.named_parameters():
+        m = masks.get(name)
+        v = p.detach().reshape(-1).to(dtype)
+        parts.append(v * m.reshape(-1).to(dtype) if m is not None else torch.zeros_like(v))
+    return torch.cat(parts)
+
+
+def taylor_records(
+    model: nn.Module,
+    inputs: Tensor,
+    targets: Tensor,
+    ks: Sequence[float],
+    kinds: Sequence[str] = PRUNING_KINDS,
+    *,
+    dtype: torch.dtype = torch.float64,
+    columns: int = 6,
+) -> list[dict]:
+    """Taylor terms (:func:`td_analysis.taylor.deletion_terms`) and the measured ΔE of every
+    pruning ``(kind, k)``, k > 0, over all parameters; one Hessian operator, ∇ and exact diag H.
+
+    Records: ``{"kind", "k", "n_pruned", *ESTIMATORS, "loss", "pruned_loss", "measured",
+    "accuracy", "pruned_accuracy"}`` (mean cross-entropy, ``dtype``).
+    """
+    op = hessian_operator(model, inputs, targets, None, reduction="mean", dtype=dtype)
+    base_loss, grad = op.loss_and_gradient()
+    try:
+        diag = op.diagonal()  # exact closed form (DenseNet-like ReLU nets)
+    except ValueError:  # any other model: exact, from P Hessian-vector products
+        diag = op.diagonal(method="columns")
+    base_acc = evaluate(model, inputs, targets)["accuracy"]
+    jobs = [(kind, k) for kind in kinds for k in ks if k > 0]
+    out = []
+    for start in range(0, len(jobs), columns):
+        block = jobs[start : start + columns]
+        masks = [seed_pruning_masks(model, k, kind) for kind, k in block]
+        D = torch.stack([deletion_vector_all(model, m, dtype) for m in masks], dim=1)
+        terms = deletion_terms(op, D, grad=grad, diag=diag, columns=columns)
+        del D
+        for (kind, k), m, t in zip(block, masks, terms, strict=True):
+            pruned = apply_masks(model, m)
+            with torch.no_grad():
+                pruned_loss = float(loss(pruned, inputs, targets, reduction="mean", dtype=dtype))
+            rec = {
+                "kind": kind,
+                "k": float(k),
+                "n_pruned": int(sum(int(v.sum()) for v in m.values())),
+                **t,
+                "loss": float(base_loss),
+                "pruned_loss": pruned_loss,
+                "measured": pruned_loss - float(base_loss),
+                "accuracy": base_acc,
+                "pruned_accuracy": evaluate(pruned, inputs, targets)["accuracy"],
+            }
+            out.append(rec)
+    return out
+
+
+def coadaptation_maps(
+    model: nn.Module,
+    inputs: Tensor,
+    targets: Tensor,
+    bins: int,
+    *,
+    prune_k: float,
+    dtype: torch.dtype = torch.float32,
+    progress: bool = False,
+) -> dict:
+    """Pooled B × B block sums of the |θ|-ordered θᵀ⊙H⊙θ over all weights, the layer × layer
+    sums of the same matrix, and those over the weights deleted by weight pruning at ``prune_k``
+    (mean loss; one operator for all of them)."""
+    order = magnitude_order(model, "weights")
+    op = hessian_operator(model, inputs, targets, order, reduction="mean", dtype=dtype)
+    pooled = pooled_coadaptation(
+        model, inputs, targets, order, bins, operator=op, progress=progress
+    )
+    ids, layers = layer_index(order)
+    full = group_sums(op, order.theta, ids, len(layers))
+    masks = seed_pruning_masks(model, prune_k, "weight")
+    named = dict(model.named_parameters())
+    pruned = torch.cat(
+        [
+            masks.get(s.name, torch.zeros_like(named[s.name], dtype=torch.bool)).reshape(-1)
+            for s in order.specs
+        ]
+    )
+    sub = group_sums(op, order.theta, torch.where(pruned, ids, -1), len(layers))
+    return {
+        "params": order.names,
+        "num_weights": order.size,
+        "bins": bins,
+        "pooled": pooled.double().tolist(),
+        "layers": layers,
+        "layer_sums": full.double().tolist(),
+        "prune_k": float(prune_k),
+        "pruned_layer_sums": sub.double().tolist(),
+        "n_pruned": int(pruned.sum()),
+    }
+
+
+def analyse_network(job: dict) -> dict:
+    """Train (or load) one network, then its pruning records, Taylor records and (if asked)
+    coadaptation maps.  Runs in a worker process; everything in and out is plain data."""
+    from td_analysis.experiments import train_or_load
+
+    torch.set_num_threads(1)
+    t0 = time.perf_counter()
+    settings = FashionSettings(**job["settings"])
+    config = TrainConfig.from_dict(job["config"])
+    root, dl = job["data_root"], job["download"]
+    train = load_split(
+        config, config.train_split, root=root, limit=settings.train_limit, download=dl
+    )
+    held = load_split(config, config.eval_split, root=root, download=dl)
+    model = train_or_load(
+        config,
+        job["runs_dir"],
+        data={config.train_split: train, config.eval_split: held},
+        data_root=root,
+        progress=False,
+    )
+    model.eval()
+    t_train = time.perf_counter() - t0
+    task = settings.task_def
+    x_test, y_test = load_split(
+        config, task.test_split, root=root, limit=settings.test_limit, download=dl
+    )
+    tag = {"regulariser": job["regulariser"], "bias": config.bias, "seed": config.seed}
+    rows = pruning_table(model, x_test, y_test, settings.ks, PRUNING_KINDS)
+    records = [
+        {
+            **tag,
+            "kind": r["kind"],
+            "k": r["k"],
+            "accuracy": r["accuracy"],
+            "loss": r["loss"],
+            "removed_share": r["removed_share"],
+        }
+        for r in rows
+    ]
+    xa, ya = load_split(
+        config, settings.analysis_split, root=root, limit=settings.analysis_examples, download=dl
+    )
+    taylor = [
+        {**tag, **r}
+        for r in taylor_records(model, xa, ya, settings.ks, dtype=_DTYPES[settings.taylor_dtype])
+    ]
+    maps = None
+    if job["pooled"]:
+        maps = {
+            **tag,
+            **coadaptation_maps(
+                model,
+                xa,
+                ya,
+                settings.pooled_bins,
+                prune_k=100 * task.gamma,
+                dtype=_DTYPES[settings.pooled_dtype],
+            ),
+        }
+    return {
+        "tag": tag,
+        "records": records,
+        "taylor": taylor,
+        "coadaptation": maps,
+        "train_seconds": t_train,
+        "seconds": time.perf_counter() - t0,
+    }
+
+
+# ----------------------------------------------------------------------------- summaries
+def rank_correlation_table(taylor: Sequence[dict]) -> list[dict]:
+    """Spearman ρ of each estimator vs the measured ΔE, per (regulariser, bias, kind) over all
+    seeds and k (and ``"all"`` kinds together)."""
+    from scipy import stats
+
+    groups: dict[tuple, list[dict]] = {}
+    for r in taylor:
+        for kind in (r["kind"], "all"):
+            groups.setdefault((r["regulariser"], r["bias"], kind), []).append(r)
+    out = []
+    for (reg, bias, kind), rows in groups.items():
+        measured = np.array([r["measured"] for r in rows])
+        row = {"regulariser": reg, "bias": bias, "kind": kind, "n": len(rows)}
+        for est in ESTIMATORS:
+            values = np.array([r[est] for r in rows])
+            ok = len(rows) >= 3 and np.ptp(values) > 0 and np.ptp(measured) > 0
+            row[est] = float(stats.spearmanr(values, measured).statistic) if ok else float("nan")
+        out.append(row)
+    return out
+
+
+# ----------------------------------------------------------------------------- outputs
+def write_pruning(out: Path, records: list[dict], settings: FashionSettings, n_test: int) -> None:
+    """``pruning.json`` (the long-form records) and ``pruning.md`` (mean ± std table)."""
+    atomic_write_json(out / "pruning.json", records)
+    text = reports.fashion_pruning_markdown(
+        records, network=_network_text(settings), n_test=n_test, settings=settings.to_dict()
+    )
+    atomic_write_text(out / "pruning.md", text)
+
+
+def write_accuracy_curves(out: Path, records: list[dict], settings: FashionSettings) -> None:
+    """``accuracy_vs_k.png/pdf``: accuracy vs k, weight and unit pruning, mean ± std bands."""
+    from td_analysis import plotting
+
+    fig = plotting.plot_accuracy_vs_k(
+        records,
+        title=f"{_network_text(settings)}: test accuracy after pruning the hidden layers "
+        f"(mean ± std over {len(settings.seeds)} seed(s))",
+    )
+    plotting.save_figure(fig, out / "accuracy_vs_k.png")
+
+
+def write_estimators(out: Path, taylor: list[dict], settings: FashionSettings) -> list[dict]:
+    """``taylor.json`` and ``estimators.png``: Taylor estimates vs measured ΔE; returns ρ."""
+    from td_analysis import plotting
+
+    rho = rank_correlation_table(taylor)
+    atomic_write_json(out / "taylor.json", {"records": taylor, "rank_correlations": rho})
+    fig = plotting.plot_taylor_records(
+        taylor,
+        title=f"Taylor estimates vs measured ΔE of every pruning (mean loss, "
+        f"{settings.analysis_examples:,} {settings.analysis_split} images, float64)",
+    )
+    plotting.save_figure(fig, out / "estimators.png", formats=("png",))
+    return rho
+
+
+def write_coadaptation(out: Path, maps: list[dict], settings: FashionSettings) -> None:
+    """``coadaptation.json``, ``coadaptation_pooled.png`` (none vs targeted weight vs targeted
+    unit) and ``coadaptation_layers.png`` (layer × layer sums)."""
+    from td_analysis import plotting
+
+    atomic_write_json(out / "coadaptation.json", maps)
+    if not maps:
+        return
+    labels = [f"{m['regulariser']}" for m in maps]
+    mats = [np.asarray(m["pooled"]) for m in maps]
+    n = maps[0]["num_weights"]
+    fig = plotting.coadaptation_panels(
+        dict(zip(labels, mats, strict=True)),
+        gamma=get_task(settings.task).gamma,
+        suptitle=f"θᵀ⊙H⊙θ of all {n:,} weights ordered by |θ|, {settings.pooled_bins}×"
+        f"{settings.pooled_bins} block sums (mean loss, {settings.analysis_examples:,} images, "
+        f"seed {settings.pooled_seed}, bias {'on' if settings.pooled_bias else 'off'})",
+    )
+    plotting.save_figure(fig, out / "coadaptation_pooled.png", formats=("png",))
+    fig = plotting.plot_layer_maps(
+        {m["regulariser"]: np.asarray(m["layer_sums"]) for m in maps},
+        {m["regulariser"]: np.asarray(m["pruned_layer_sums"]) for m in maps},
+        maps[0]["layers"],
+        prune_k=maps[0]["prune_k"],
+    )
+    plotting.save_figure(fig, out / "coadaptation_layers.png", formats=("png",))
+
+
+def write_outputs(out: Path, results: dict, settings: FashionSettings, command: str) -> None:
+    """Every file of ``figures/fashion_mlp/`` from the collected ``results``."""
+    import matplotlib.pyplot as plt
+
+    write_pruning(out, results["records"], settings, results["n_test"])
+    write_accuracy_curves(out, results["records"], settings)
+    results["rank_correlations"] = write_estimators(out, results["taylor"], settings)
+    write_coadaptation(out, results["coadaptation"], settings)
+    plt.close("all")
+    summary = {k: v for k, v in results.items() if k not in ("records", "taylor", "coadaptation")}
+    atomic_write_json(out / "summary.json", summary)
+    atomic_write_text(
+        out / "README.md",
+        reports.fashion_readme(
+            settings.to_dict(), network=_network_text(settings), command=command, summary=summary
+        ),
+    )
+
+
+def _network_text(settings: FashionSettings) -> str:
+    task = settings.task_def
+    widths = (task.in_features, *task.hidden, task.num_classes)
+    return f"{' → '.join(map(str, widths))} ReLU MLP on {task.dataset}"
+
+
+def check_pooled_memory(settings: FashionSettings) -> None:
+    """Refuse up front (:class:`HessianMemoryError`) a pooled projection that cannot fit."""
+    task = settings.task_def
+    widths = (task.in_features, *task.hidden, task.num_classes)
+    p = sum(a * b for a, b in zip(widths[:-1], widths[1:], strict=True))
+    if settings.pooled_bins > p:
+        raise ValueError(f"pooled_bins must be ≤ the {p:,} weights, got {settings.pooled_bins}")
+    itemsize = torch.empty((), dtype=_DTYPES[settings.pooled_dtype]).element_size()
+    need = projection_bytes(p, settings.pooled_bins, 1, itemsize)
+    avail = available_memory_bytes("cpu")
+    if avail is not None and need * max(1, min(settings.workers, 2)) > avail:
+        raise HessianMemoryError(
+            f"the pooled projection of {p:,} weights into {settings.pooled_bins:,} bins needs "
+            f"{need / 1e9:.2f} GB per process but only {avail / 1e9:.2f} GB are available; "
+            "use fewer bins"
+        )
+
+
+def reproduce_fashion(
+    settings: FashionSettings | None = None,
+    *,
+    out_dir: str | Path = "figures/fashion_mlp",
+    runs_dir: str | Path = "runs",
+    data_root: str | Path | None = None,
+    download: bool = False,
+    progress: bool = True,
+    command: str = "td-analysis reproduce --experiment fashion-mlp",
+) -> dict:
+    """Train (or reuse) every network, analyse each, and write ``out_dir`` (swapped in whole at
+    the end: an interrupted run leaves the previous results untouched).  Returns the summary."""
+    from td_analysis.progress import progress_bar
+
+    settings = settings or FashionSettings()
+    check_pooled_memory(settings)
+    t0 = time.perf_counter()
+    jobs = []
+    for reg in settings.regularisers:
+        for bias in settings.biases:
+            for seed in settings.seeds:
+                config = network_config(settings, reg, bias, seed)
+                pooled = seed == settings.pooled_seed and bias == settings.pooled_bias
+                jobs.append(
+                    {
+                        "settings": settings.to_dict(),
+                        "config": config.to_dict(),
+                        "regulariser": reg,
+                        "runs_dir": str(runs_dir),
+                        "data_root": None if data_root is None else str(data_root),
+                        "download": download,
+                        "pooled": pooled,
+                    }
+                )
+    jobs.sort(key=lambda j: not j["pooled"])  # the longest jobs first
+    # data present (or downloaded) once, before the workers start
+    first = TrainConfig.from_dict(jobs[0]["config"])
+    x_test, _ = load_split(
+        first,
+        settings.task_def.test_split,
+        root=data_root,
+        limit=settings.test_limit,
+        download=download,
+    )
+    workers = max(1, min(settings.workers, len(jobs), os.cpu_count() or 1))
+    bar = progress_bar(total=len(jobs), desc="fashion-mlp networks", disable=not progress)
+    done = []
+    if workers == 1:
+        for job in jobs:
+            done.append(analyse_network(job))
+            bar.update()
+    else:
+        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+            for result in pool.map(analyse_network, jobs):
+                done.append(result)
+                bar.update()
+    bar.close()
+    key = {r: i for i, r in enumerate(settings.regularisers)}
+    done.sort(key=lambda d: (key[d["tag"]["regulariser"]], not d["tag"]["bias"], d["tag"]["seed"]))
+    results = {
+        "settings": settings.to_dict(),
+        "network": _network_text(settings),
+        "n_test": int(x_test.shape[0]),
+        "records": [r for d in done for r in d["records"]],
+        "taylor": [r for d in done for r in d["taylor"]],
+        "coadaptation": [d["coadaptation"] for d in done if d["coadaptation"]],
+        "network_seconds": [
+            {**d["tag"], "train": d["train_seconds"], "total": d["seconds"]} for d in done
+        ],
+    }
+    with staged_directory(out_dir) as staging:
+        results["seconds"] = time.perf_counter() - t0
+        write_outputs(Path(staging), results, settings, command)
+    return results

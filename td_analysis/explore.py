@@ -1,0 +1,450 @@
+"""``td-analysis explore``: the interactive explorer (notebook 03) served as a web app by Voilà.
+
+Voilà runs the notebook in a fresh kernel and shows its outputs and live widgets, without the code
+cells. The kernel sees the same folders as the notebooks (``TD_ANALYSIS_RUNS``,
+``TD_ANALYSIS_CACHE``, ``TD_ANALYSIS_DATA``, made absolute here because the kernel starts in
+``notebooks/``) and ``TD_ANALYSIS_QUICK`` for ``--quick``.
+
+The explorer opens on two trained networks (unregularised and targeted weight dropout, first seed
+of :func:`explorer_settings`). Before the server starts they must be in the runs folder: with
+``--quick`` (2 epochs, a few seconds each) or ``--train`` the missing ones are trained here,
+otherwise the command stops with a one-line error saying how to make them. Other choices made in
+the page (another regulariser, γ, α, seed) are trained on first use by the notebook itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import importlib.util
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import webbrowser
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # heavy imports (torch) only where a command needs them
+    from td_analysis.dropout import RegulariserConfig
+    from td_analysis.experiments import ReproduceSettings
+    from td_analysis.training import TrainConfig
+
+__all__ = [
+    "DEFAULT_NOTEBOOK",
+    "DEFAULT_PORT",
+    "explorer_settings",
+    "model_config",
+    "default_configs",
+    "checkpoint_path",
+    "missing_models",
+    "ensure_models",
+    "notebooks_dir",
+    "find_notebook",
+    "explorer_folders",
+    "kernel_environment",
+    "check_port",
+    "voila_command",
+    "jupyter_dir",
+    "serve",
+    "add_commands",
+]
+
+DEFAULT_NOTEBOOK = "03_explore_dependence.ipynb"
+DEFAULT_PORT = 8866
+READY_TIMEOUT = 60.0  # seconds for Voilà to open its port
+STOP_TIMEOUT = 15.0  # seconds for Voilà to shut its kernels down after SIGTERM
+
+
+# ----------------------------------------------------------------------------- models
+def explorer_settings(quick: bool = False) -> ReproduceSettings:
+    """The setting notebook 03 runs in: ``td-analysis reproduce``'s defaults without the baseline
+    curves; quick: one seed, 2 epochs, 2,000 evaluation images."""
+    from td_analysis.experiments import ReproduceSettings
+
+    if quick:
+        return ReproduceSettings.quick(seeds=(0,), random_masks=6, curves=False)
+    return ReproduceSettings(curves=False)
+
+
+def model_config(
+    settings: ReproduceSettings, regulariser: RegulariserConfig, seed: int
+) -> TrainConfig:
+    """The training recipe of the explorer's networks: ``settings.base`` for ``settings.epochs``
+    epochs with ``regulariser`` and ``seed``."""
+    return replace(settings.base, epochs=settings.epochs, regulariser=regulariser, seed=int(seed))
+
+
+def default_configs(settings: ReproduceSettings) -> dict[str, TrainConfig]:
+    """The networks the explorer opens on: each regulariser of the suite at the first seed."""
+    from td_analysis.experiments import regulariser_suite
+
+    seed = settings.seeds[0]
+    return {
+        name: model_config(settings, reg, seed) for name, reg in regulariser_suite(settings).items()
+    }
+
+
+def checkpoint_path(config: TrainConfig, runs_dir: str | Path) -> Path:
+    """Where :func:`td_analysis.experiments.train_or_load` keeps the checkpoint of ``config``:
+    ``<runs>/<regulariser>-seed<seed>-<first 12 hex digits of the config's fingerprint>.pt``."""
+    from td_analysis.cache import fingerprint
+
+    key = fingerprint(config.to_dict())[:12]
+    return Path(runs_dir) / f"{config.regulariser.kind}-seed{config.seed}-{key}.pt"
+
+
+def missing_models(settings: ReproduceSettings, runs_dir: str | Path) -> dict[str, TrainConfig]:
+    """The default networks that have no checkpoint in ``runs_dir`` yet."""
+    return {
+        name: config
+        for name, config in default_configs(settings).items()
+        if not checkpoint_path(config, runs_dir).is_file()
+    }
+
+
+def ensure_models(
+    settings: ReproduceSettings,
+    runs_dir: str | Path,
+    *,
+    data_root: str | Path | None = None,
+    progress: bool = True,
+) -> list[Path]:
+    """Train the missing default networks into ``runs_dir``; returns the checkpoints written."""
+    import torch
+
+    from td_analysis.experiments import train_or_load
+
+    written = []
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # fastest for this tiny network
+    try:
+        for name, config in missing_models(settings, runs_dir).items():
+            print(f"training {name} (seed {config.seed}, {config.epochs} epochs)", flush=True)
+            train_or_load(config, runs_dir, data_root=data_root, progress=progress)
+            path = checkpoint_path(config, runs_dir)
+            if not path.is_file():
+                raise RuntimeError(f"training {name} did not write the expected checkpoint {path}")
+            written.append(path)
+    finally:
+        torch.set_num_threads(threads)
+    return written
+
+
+# ----------------------------------------------------------------------------- notebook, folders
+def notebooks_dir() -> Path:
+    """``notebooks/`` of the source checkout this package runs from."""
+    return Path(__file__).resolve().parents[1] / "notebooks"
+
+
+def find_notebook(name: str | None = None) -> Path:
+    """The notebook to serve: a path, or a name in ``notebooks/`` with or without ``.ipynb``, or
+    its number (``03``); default the explorer, ``03_explore_dependence.ipynb``."""
+    name = name or DEFAULT_NOTEBOOK
+    path = Path(name).expanduser()
+    if path.suffix == ".ipynb" and path.is_file():
+        return path.resolve()
+    folder = notebooks_dir()
+    stem = path.name.removesuffix(".ipynb")
+    candidates = sorted(folder.glob(f"{stem}.ipynb")) or sorted(folder.glob(f"{stem}_*.ipynb"))
+    if len(candidates) == 1:
+        return candidates[0]
+    available = ", ".join(p.stem for p in sorted(folder.glob("[0-9][0-9]_*.ipynb"))) or "none"
+    if not folder.is_dir():
+        raise FileNotFoundError(
+            f"no notebooks folder at {folder}: `td-analysis explore` serves the notebooks of a "
+            "source checkout (git clone, then pip install -e '.[explore]')"
+        )
+    raise FileNotFoundError(f"notebook {name!r} not found in {folder} (available: {available})")
+
+
+def _repo_root(notebook: Path) -> Path:
+    """The first folder upwards from the notebook that holds pyproject.toml (as the notebooks)."""
+    for folder in notebook.resolve().parents:
+        if (folder / "pyproject.toml").is_file():
+            return folder
+    return notebook.resolve().parent
+
+
+def explorer_folders(
+    notebook: Path,
+    *,
+    runs: str | Path | None = None,
+    cache: str | Path | None = None,
+    data: str | Path | None = None,
+) -> dict[str, Path | None]:
+    """Absolute runs, cache and data folders, resolved as the notebooks do: the option, else the
+    environment variable, else ``<repo>/runs`` and ``<repo>/.cache/td_analysis`` (data: None, the
+    package's default search)."""
+    root = _repo_root(notebook)
+    env = os.environ
+    runs = runs or env.get("TD_ANALYSIS_RUNS") or root / "runs"
+    cache = cache or env.get("TD_ANALYSIS_CACHE") or root / ".cache" / "td_analysis"
+    data = data or env.get("TD_ANALYSIS_DATA") or None
+    return {
+        "runs": Path(os.path.abspath(Path(runs).expanduser())),
+        "cache": Path(os.path.abspath(Path(cache).expanduser())),
+        "data": Path(os.path.abspath(Path(data).expanduser())) if data else None,
+    }
+
+
+def kernel_environment(folders: dict[str, Path | None], quick: bool) -> dict[str, str]:
+    """The environment of the Voilà server and its kernel: absolute folders, the quick flag."""
+    env = {**os.environ, "TD_ANALYSIS_QUICK": "1" if quick else "0"}
+    env["TD_ANALYSIS_RUNS"] = str(folders["runs"])
+    env["TD_ANALYSIS_CACHE"] = str(folders["cache"])
+    if folders.get("data"):
+        env["TD_ANALYSIS_DATA"] = str(folders["data"])
+    env.setdefault("MPLBACKEND", "Agg")
+    return env
+
+
+# ----------------------------------------------------------------------------- server
+def check_port(ip: str, port: int) -> None:
+    """Raise a one-line :class:`OSError` if ``ip:port`` cannot be bound (e.g. already in use)."""
+    if not 0 < port < 65536:
+        raise ValueError(f"--port must lie in 1..65535, not {port}")
+    family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server will
+        try:
+            s.bind((ip, port))
+        except OSError as exc:
+            reason = (
+                "is already in use"
+                if exc.errno == errno.EADDRINUSE
+                else f"cannot be opened ({exc.strerror})"
+            )
+            raise OSError(
+                f"port {port} on {ip} {reason}: stop what uses it or choose another with --port"
+            ) from None
+
+
+# Voilà's lab template links Font Awesome from a CDN (an error in the console of any browser
+# without internet; the icons are bundled anyway); the explorer's template drops those links.
+TEMPLATE = "td-explorer"
+_CDN_CSS = (
+    '<link rel="stylesheet" href="https://cdn.jsdelivr.net/npm/@fortawesome/fontawesome-free@^5/'
+    'css/{}.min.css" type="text/css" />'
+)
+_TEMPLATE_INDEX = (
+    "{%- extends 'voila/templates/lab/index.html.j2' -%}\n"
+    "{%- block notebook_css -%}\n"
+    "{{ super() | replace('" + _CDN_CSS.format("all") + "', '')"
+    " | replace('" + _CDN_CSS.format("v4-shims") + "', '') }}\n"
+    "{%- endblock notebook_css -%}\n"
+)
+# front-end extensions the page loads: the widget managers only (other JupyterLab extensions
+# installed beside, e.g. Notebook 7's, fail to load outside JupyterLab)
+EXTENSIONS = ("@voila-dashboards/widgets-manager8", "@voila-dashboards/widgets-manager7")
+
+
+def voila_command(notebook: Path, ip: str, port: int) -> list[str]:
+    """The Voilà command line serving ``notebook`` on ``ip:port`` (run in its folder; the
+    template comes from :func:`jupyter_dir` on ``JUPYTER_PATH``)."""
+    return [
+        sys.executable,
+        "-m",
+        "voila",
+        notebook.name,
+        "--no-browser",
+        f"--port={port}",
+        f"--Voila.ip={ip}",
+        "--Voila.port_retries=0",  # a taken port is an error, not a silent other address
+        "--strip_sources=True",
+        "--show_tracebacks=False",
+        f"--template={TEMPLATE}",
+        *(f"--VoilaConfiguration.extension_allowlist={name}" for name in EXTENSIONS),
+        "--Voila.log_level=WARN",
+    ]
+
+
+def jupyter_dir() -> Path:
+    """A temporary folder for the front of ``JUPYTER_PATH``: kernel "python3" as this interpreter
+    (whatever kernelspecs the machine has) and the explorer's Voilà template."""
+    from ipykernel.kernelspec import write_kernel_spec
+
+    path = Path(tempfile.mkdtemp(prefix="td-analysis-explore-"))
+    write_kernel_spec(path / "kernels" / "python3")
+    template = path / "voila" / "templates" / TEMPLATE
+    template.mkdir(parents=True)
+    (template / "conf.json").write_text('{"base_template": "lab"}\n')
+    (template / "index.html.j2").write_text(_TEMPLATE_INDEX)
+    return path
+
+
+def _port_open(ip: str, port: int) -> bool:
+    try:
+        with socket.create_connection((ip, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """SIGTERM (Voilà shuts its kernels down), then SIGKILL after STOP_TIMEOUT seconds."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(STOP_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def serve(
+    notebook: Path,
+    *,
+    ip: str = "127.0.0.1",
+    port: int = DEFAULT_PORT,
+    env: dict[str, str] | None = None,
+    open_browser: bool = True,
+) -> int:
+    """Serve ``notebook`` with Voilà until Ctrl-C (or SIGTERM); returns the exit status.
+
+    Voilà runs in its own process group, so Ctrl-C reaches only this process, which then stops
+    Voilà (and with it the kernels) cleanly."""
+    check_port(ip, port)
+    jupyter = jupyter_dir()
+    env = dict(env or os.environ)
+    env["JUPYTER_PATH"] = os.pathsep.join([str(jupyter), env.get("JUPYTER_PATH", "")])
+    host = f"[{ip}]" if ":" in ip else ip
+    url = f"http://{host}:{port}/"
+
+    def on_sigterm(signum, frame):  # a stop request from a supervisor: same as Ctrl-C
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    # Ctrl-C even where SIGINT was ignored at start (a background job of a script)
+    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
+    proc = None
+    try:
+        proc = subprocess.Popen(
+            voila_command(notebook, ip, port),
+            cwd=notebook.parent,
+            env=env,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + READY_TIMEOUT
+        while not _port_open(ip, port):
+            if proc.poll() is not None:
+                raise OSError(f"Voilà exited with status {proc.returncode} before serving {url}")
+            if time.monotonic() > deadline:
+                raise OSError(f"Voilà did not open {url} within {READY_TIMEOUT:.0f} s")
+            time.sleep(0.2)
+        print(f"explorer ({notebook.name}) running at {url}  (Ctrl-C to stop)", flush=True)
+        if open_browser:
+            webbrowser.open(url)
+        status = proc.wait()
+        if status != 0:
+            raise OSError(f"Voilà stopped with status {status}")
+        return 0
+    except KeyboardInterrupt:
+        print("stopping the explorer", flush=True)
+        return 0
+    finally:
+        if proc is not None:
+            _stop(proc)
+        signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)
+        shutil.rmtree(jupyter, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------- command
+def _cmd_explore(args: argparse.Namespace) -> int:
+    if importlib.util.find_spec("voila") is None:
+        print(
+            "td-analysis explore: error: Voilà is not installed: pip install -e '.[explore]' "
+            "(in the repository folder)",
+            file=sys.stderr,
+        )
+        return 2
+    notebook = find_notebook(args.notebook)
+    folders = explorer_folders(notebook, runs=args.runs, cache=args.cache_dir, data=args.data_dir)
+    check_port(args.ip, args.port)  # before any training, so a taken port fails at once
+
+    from td_analysis.data import find_cifar10
+
+    try:
+        find_cifar10(folders["data"], download=False)
+    except FileNotFoundError:
+        where = folders["data"] or "$TD_ANALYSIS_DATA / ~/.cache/td_analysis"
+        raise FileNotFoundError(
+            f"CIFAR-10 not found in {where}: run `td-analysis download` or pass --data-dir"
+        ) from None
+
+    settings = explorer_settings(args.quick)
+    explorer = notebook.name == DEFAULT_NOTEBOOK  # the other notebooks train what they need
+    missing = missing_models(settings, folders["runs"]) if explorer else {}
+    if missing and not (args.quick or args.train):
+        names = " and ".join(missing)
+        raise FileNotFoundError(
+            f"no trained {names} network (seed {settings.seeds[0]}, {settings.epochs} epochs) in "
+            f"{folders['runs']}: run notebook 01 or `td-analysis explore --train` (about "
+            f"{15 * len(missing)} s), or try `td-analysis explore --quick`"
+        )
+    if missing:
+        print(f"training the explorer's networks into {folders['runs']}", flush=True)
+        ensure_models(settings, folders["runs"], data_root=folders["data"])
+    env = kernel_environment(folders, args.quick)
+    print(
+        f"checkpoints: {folders['runs']}; cache: {folders['cache']}; "
+        f"{'quick' if args.quick else 'full'} setting",
+        flush=True,
+    )
+    return serve(notebook, ip=args.ip, port=args.port, env=env, open_browser=not args.no_browser)
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    """Register ``explore`` on the ``td-analysis`` parser."""
+    from td_analysis.cli import DATA_HELP
+
+    p = sub.add_parser(
+        "explore",
+        help="the interactive explorer (notebook 03) as a web app in the browser (Voilà)",
+        description="Serve notebook 03 (03_explore_dependence) with Voilà: its figures and live "
+        "widgets, without code. Uses the same checkpoints (runs/), cache and data as the "
+        "notebooks. Needs the explore extra: pip install -e '.[explore]'.",
+    )
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default: {DEFAULT_PORT})")
+    p.add_argument(
+        "--ip", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine)"
+    )
+    p.add_argument("--no-browser", action="store_true", help="do not open a browser")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="the small setting (1 seed, 2 epochs, 2,000 evaluation images); trains its two "
+        "networks first if they are missing (a few seconds)",
+    )
+    p.add_argument(
+        "--train",
+        action="store_true",
+        help="train the default networks if they are missing (full setting: about 30 s)",
+    )
+    p.add_argument(
+        "--notebook",
+        default=None,
+        help=f"notebook to serve: a name or number in notebooks/, or a path (default: "
+        f"{DEFAULT_NOTEBOOK})",
+    )
+    p.add_argument(
+        "--runs",
+        type=Path,
+        default=None,
+        help="checkpoint folder (default: $TD_ANALYSIS_RUNS, else <repo>/runs, as the notebooks)",
+    )
+    p.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=None,
+        help="Hessian cache (default: $TD_ANALYSIS_CACHE, else <repo>/.cache/td_analysis)",
+    )
+    p.add_argument("--data-dir", type=Path, default=None, help=DATA_HELP)
+    p.set_defaults(func=_cmd_explore)

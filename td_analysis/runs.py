@@ -1,0 +1,227 @@
+"""Many independent training runs, in parallel processes, each saved as a checkpoint.
+
+:func:`train_many` trains a list of :class:`~td_analysis.training.TrainConfig` (e.g. every
+regulariser × bias on/off × seed of an experiment) in ``processes`` worker processes with one
+intra-op thread each, writes one checkpoint per config into a runs folder and reuses the
+checkpoints of configs that were trained before.  A run depends on its config only (seeded
+initialisation, shuffling and dropout draws; one thread), so the weights are bit-for-bit the same
+whatever the number of processes.
+
+Checkpoint names are :func:`run_name`: readable fields and a hash of the whole config, so two
+configs never share a file and a changed config is retrained.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing
+import os
+import re
+import sys
+import time
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from td_analysis.training import (
+    TrainConfig,
+    load_checkpoint,
+    load_data,
+    save_checkpoint,
+    train,
+)
+
+__all__ = ["RunResult", "config_key", "run_name", "available_cores", "train_many", "train_one"]
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """One run of :func:`train_many`: where its checkpoint is and how it went."""
+
+    config: TrainConfig
+    path: Path
+    metrics: dict
+    seconds: float
+    reused: bool
+
+
+def config_key(config: TrainConfig) -> str:
+    """12 hex digits of the SHA-256 of the config's JSON (sorted keys)."""
+    text = json.dumps(config.to_dict(), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def run_name(config: TrainConfig) -> str:
+    """``{task}-{regulariser}[-ramp]-{bias|nobias}-seed{seed}-{key}``, a file-name-safe stem."""
+    reg = config.regulariser
+    parts = [
+        config.task or config.dataset,
+        reg.kind + ("-ramp" if reg.ramp_steps else ""),
+        "bias" if config.bias else "nobias",
+        f"seed{config.seed}",
+        config_key(config),
+    ]
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", "-".join(parts))
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not on Linux
+        return os.cpu_count() or 1
+
+
+_DATA: dict[tuple, tuple[Tensor, Tensor]] = {}  # per worker process: splits already loaded
+_GIVEN: dict[str, tuple[Tensor, Tensor]] = {}  # per worker process: splits passed in as data
+
+
+def _set_given(data: dict[str, tuple[Tensor, Tensor]] | None) -> None:
+    _GIVEN.clear()
+    _GIVEN.update(data or {})
+
+
+def _data(config: TrainConfig, split: str, root: str | None) -> tuple[Tensor, Tensor]:
+    if split in _GIVEN:
+        return _GIVEN[split]
+    key = (config.dataset, split, config.preprocessing, root)
+    if key not in _DATA:
+        _DATA[key] = load_data(config, split, root=root)
+    return _DATA[key]
+
+
+def train_one(
+    config: TrainConfig,
+    path: str | Path,
+    *,
+    data_root: str | Path | None = None,
+    progress: bool = False,
+) -> RunResult:
+    """Train ``config`` and save its checkpoint to ``path`` (atomically); one thread at least.
+
+    ``config.train_limit`` trains on the first N examples of the training split.
+    """
+    if config.num_threads is None:
+        torch.set_num_threads(1)
+    root = None if data_root is None else str(data_root)
+    x, y = _data(config, config.train_split, root)
+    eval_data = _data(config, config.eval_split, root) if config.eval_split else None
+    t0 = time.perf_counter()
+    result = train(config, train_data=(x, y), eval_data=eval_data, progress=progress)
+    seconds = time.perf_counter() - t0
+    metrics = {"history": result.history, **result.final, "train_seconds": seconds}
+    save_checkpoint(path, result.model, config, metrics)
+    return RunResult(config, Path(path), metrics, seconds, reused=False)
+
+
+def _init_worker(data: dict[str, tuple[Tensor, Tensor]] | None) -> None:
+    torch.set_num_threads(1)
+    _set_given(data)
+
+
+def _worker(config_dict: dict, path: str, data_root: str | None) -> tuple[str, dict, float]:
+    result = train_one(TrainConfig.from_dict(config_dict), path, data_root=data_root)
+    return str(result.path), result.metrics, result.seconds
+
+
+def _reusable(path: Path, config: TrainConfig) -> dict | None:
+    if not path.is_file():
+        return None
+    try:
+        ckpt = load_checkpoint(path)
+    except ValueError:
+        return None  # corrupt or foreign: trained again and replaced atomically
+    return ckpt.metrics if ckpt.config.to_dict() == config.to_dict() else None
+
+
+def train_many(
+    configs: Sequence[TrainConfig],
+    runs_dir: str | Path,
+    *,
+    processes: int | None = None,
+    data_root: str | Path | None = None,
+    reuse: bool = True,
+    progress: bool = True,
+    data: dict[str, tuple[Tensor, Tensor]] | None = None,
+) -> list[RunResult]:
+    """Train every config (in parallel processes) into ``runs_dir``; results in config order.
+
+    Args:
+        configs: the runs; each is trained with ``config.num_threads`` intra-op threads (1 by
+            default, also when it is ``None``).
+        runs_dir: folder of the checkpoints ``{run_name(config)}.pt``.
+        processes: worker processes (default: one per available core, at most one per run to
+            train); 1 trains in this process.  The trained weights do not depend on it.
+        data_root: data folder (:func:`td_analysis.data.load_dataset`); each worker loads a
+            split once.
+        reuse: take an existing checkpoint of exactly the same config instead of training.
+        data: splits given in memory, ``{"train": (x, y), "holdout": (x, y)}``, used instead of
+            loading them (sent once to each worker); the others are loaded.
+        progress: one line per finished run on stderr (and a bar over steps when in-process).
+    """
+    configs = list(configs)
+    for c in configs:
+        if not isinstance(c, TrainConfig):
+            raise TypeError(f"train_many takes TrainConfig objects, got {type(c).__name__}")
+    if processes is not None and processes < 1:
+        raise ValueError(f"processes must be ≥ 1, got {processes}")
+    runs_dir = Path(runs_dir)
+    paths = [runs_dir / f"{run_name(c)}.pt" for c in configs]
+    if len(set(paths)) != len(paths):
+        raise ValueError("train_many got the same config twice")
+    results: list[RunResult | None] = [None] * len(configs)
+    todo = []
+    for i, (c, p) in enumerate(zip(configs, paths, strict=True)):
+        metrics = _reusable(p, c) if reuse else None
+        if metrics is not None:
+            results[i] = RunResult(c, p, metrics, 0.0, reused=True)
+        else:
+            todo.append(i)
+    if processes is None:
+        processes = available_cores()
+    processes = max(1, min(processes, len(todo)))
+    root = None if data_root is None else str(data_root)
+    t_start = time.perf_counter()
+
+    def report(i: int, done: int) -> None:
+        if not progress:
+            return
+        r = results[i]
+        acc = r.metrics.get("eval_accuracy")
+        shown = f"{r.config.eval_split} accuracy {acc:.2%}, " if acc is not None else ""
+        print(
+            f"trained {done}/{len(todo)}: {r.path.stem} ({shown}{r.seconds:.0f} s; "
+            f"{time.perf_counter() - t_start:.0f} s elapsed)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    if processes == 1 or not todo:
+        saved = dict(_GIVEN)
+        _set_given(data)
+        try:
+            for done, i in enumerate(todo, 1):
+                results[i] = train_one(configs[i], paths[i], data_root=root, progress=progress)
+                report(i, done)
+        finally:
+            _set_given(saved)
+    else:
+        runs_dir.mkdir(parents=True, exist_ok=True)
+        ctx = multiprocessing.get_context("spawn")  # no fork of a process with torch threads
+        with ProcessPoolExecutor(
+            max_workers=processes, mp_context=ctx, initializer=_init_worker, initargs=(data,)
+        ) as pool:
+            futures = {
+                pool.submit(_worker, configs[i].to_dict(), str(paths[i]), root): i for i in todo
+            }
+            for done, fut in enumerate(as_completed(futures), 1):
+                i = futures[fut]
+                path, metrics, seconds = fut.result()
+                results[i] = RunResult(configs[i], Path(path), metrics, seconds, reused=False)
+                report(i, done)
+    return [r for r in results if r is not None]

@@ -1,0 +1,350 @@
+"""Hessian spectra of trained networks: ``td-analysis spectrum`` and the ``spectra.png`` figure.
+
+* :func:`spectrum_report`: top-k eigenvalues (block Lanczos, exact to ``tol``), the trace
+  (Hutch++ with a standard error, or exact) and optionally the smoothed spectral density (SLQ)
+  of the Hessian of the mean cross-entropy over the selected parameters, through
+  :class:`td_analysis.curvature.HessianOperator` (float64; any number of parameters: only
+  Hessian-vector products).  ``distributed=True`` sums every product over the ranks of
+  ``torch.distributed`` (this process holds its shard of the data).
+* :func:`spectra_figure_data`: for each network, the spectrum of the whole Hessian, of each
+  layer's block and of the block H_SS of the weights magnitude pruning removes, with the bound
+  ½dᵀHd ≤ ½λ_max(H_SS)‖d‖² and the share of the top eigenvectors' mass on the pruned set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from td_analysis.curvature import (
+    HessianOperator,
+    hessian_trace,
+    pruned_spectrum,
+    restrict,
+    spectral_density,
+    top_eigenpairs,
+)
+from td_analysis.io import atomic_write_json
+
+__all__ = [
+    "SpectrumReport",
+    "spectrum_report",
+    "report_text",
+    "flat_mask",
+    "layer_groups",
+    "spectra_figure_data",
+    "add_commands",
+]
+
+
+@dataclass
+class SpectrumReport:
+    """What ``td-analysis spectrum`` prints and writes (``as_dict`` → the JSON file)."""
+
+    params: list[str]
+    num_params: int
+    num_examples: int
+    which: str
+    tol: float
+    eigenvalues: list[float]
+    trace: float
+    trace_se: float
+    trace_method: str
+    grid: list[float] | None = None
+    density: list[float] | None = None
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def spectrum_report(
+    model: nn.Module,
+    data: tuple[Tensor, Tensor],
+    *,
+    params: str | Sequence[str] | None = None,
+    k: int = 20,
+    which: str = "largest",
+    tol: float = 1e-6,
+    trace_method: str = "hutch++",
+    trace_matvecs: int = 99,
+    density: bool = False,
+    num_probes: int = 8,
+    num_steps: int = 64,
+    seed: int = 0,
+    num_examples: int | None = None,
+    distributed: bool = False,
+    progress: bool = False,
+) -> SpectrumReport:
+    """Eigenvalues, trace and (optionally) density of H = ∇²_θ (1/N) Σₙ CE(f_θ(xₙ), yₙ).
+
+    ``params``: names (or ``"weights"``; default all).  ``num_examples``: the global N to report
+    when ``data`` is one rank's shard.  Every rank of a distributed run gets the same numbers.
+    """
+    t0 = time.perf_counter()
+    H = HessianOperator(
+        model.eval(),
+        data,
+        params=params,
+        dtype=torch.float64,
+        distributed=distributed,
+        progress=progress,
+    )
+    P = H.shape[0]
+    if not 1 <= k < P:
+        raise ValueError(f"--k must be between 1 and {P - 1} (the selection has {P} parameters)")
+    evals, _ = top_eigenpairs(H, k, which=which, tol=tol, seed=seed, progress=progress)
+    trace, se = hessian_trace(H, method=trace_method, num_matvecs=trace_matvecs, seed=seed)
+    grid = dens = None
+    if density:
+        g, d = spectral_density(
+            H, num_probes=num_probes, num_steps=num_steps, seed=seed, progress=progress
+        )
+        grid, dens = g.tolist(), d.tolist()
+    return SpectrumReport(
+        params=list(H.param_names),
+        num_params=P,
+        num_examples=int(num_examples if num_examples is not None else len(data[1])),
+        which=which,
+        tol=tol,
+        eigenvalues=evals.cpu().tolist(),
+        trace=trace,
+        trace_se=se,
+        trace_method=trace_method,
+        grid=grid,
+        density=dens,
+        seconds=time.perf_counter() - t0,
+    )
+
+
+def report_text(report: SpectrumReport, title: str = "") -> str:
+    """The printed report: one line per eigenvalue, then the trace."""
+    order = {"largest": "largest", "smallest": "smallest", "magnitude": "largest |λ|"}[report.which]
+    names = ", ".join(report.params)
+    lines = [
+        f"{title}Hessian of the mean cross-entropy over {report.num_examples:,} examples, "
+        f"{report.num_params:,} parameters ({names}), float64",
+        f"top {len(report.eigenvalues)} eigenvalues ({order}; residual ≤ {report.tol:g}·‖H‖):",
+    ]
+    lines += [f"  λ{i + 1:<3d} {v: .10g}" for i, v in enumerate(report.eigenvalues)]
+    if report.trace_method == "exact":
+        lines.append(f"trace (exact): {report.trace:.10g}")
+    else:
+        lines.append(
+            f"trace ({report.trace_method}): {report.trace:.6g} ± {report.trace_se:.2g} "
+            "(standard error)"
+        )
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- figure data
+def flat_mask(H: HessianOperator, masks: Mapping[str, Tensor]) -> Tensor:
+    """A (P,) boolean mask over θ of ``H`` from per-parameter masks (absent names: False)."""
+    unknown = sorted(set(masks) - set(H.param_names))
+    if unknown:
+        raise ValueError(f"masks name parameters {unknown} outside the operator's {H.param_names}")
+    parts = []
+    for name, sl in H.offsets.items():
+        m = masks.get(name)
+        n = sl.stop - sl.start
+        parts.append(torch.zeros(n, dtype=torch.bool) if m is None else m.reshape(-1).cpu().bool())
+    return torch.cat(parts)
+
+
+def layer_groups(model: nn.Module) -> dict[str, list[str]]:
+    """Parameter names of each ``nn.Linear`` layer (weight and bias), keyed by the layer name."""
+    groups = {}
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Linear):
+            prefix = f"{name}." if name else ""
+            groups[name or "linear"] = [
+                f"{prefix}{p}" for p, _ in module.named_parameters(recurse=False)
+            ]
+    return groups
+
+
+def _spectrum(op, k: int, probes: int, steps: int, seed: int) -> dict:
+    P = op.shape[0]
+    k = min(k, P - 1)
+    evals, _ = top_eigenpairs(op, k, seed=seed) if k >= 1 else (torch.zeros(0), None)
+    grid, dens = spectral_density(op, num_probes=probes, num_steps=min(steps, P), seed=seed)
+    return {
+        "num_params": P,
+        "eigenvalues": evals.cpu().tolist(),
+        "grid": grid.tolist(),
+        "density": dens.tolist(),
+    }
+
+
+def spectra_figure_data(
+    models: Mapping[str, nn.Module],
+    inputs: Tensor,
+    targets: Tensor,
+    masks: Mapping[str, Mapping[str, Tensor]],
+    *,
+    k: int = 5,
+    num_probes: int = 4,
+    num_steps: int = 48,
+    seed: int = 0,
+    progress: bool = False,
+) -> dict[str, dict]:
+    """Per network: spectra of the whole Hessian, each layer's block and the pruned block H_SS.
+
+    ``masks[name]`` are the pruning masks (True = removed) of network ``name``.  Each spectrum
+    is ``{"num_params", "eigenvalues" (top k, largest first), "grid", "density"}``;
+    ``"pruned_summary"`` holds :class:`td_analysis.curvature.PrunedSpectrum` as a dict (λ_max of
+    H_SS, the Rayleigh bound on ½dᵀHd, the top eigenvectors' mass on S).
+    """
+    from td_analysis.progress import progress_bar as tqdm
+
+    out = {}
+    for name, model in tqdm(models.items(), desc="spectra", disable=not progress):
+        model = model.eval()
+        H = HessianOperator(model, (inputs, targets), dtype=torch.float64)
+        entry = {"whole": _spectrum(H, k, num_probes, num_steps, seed), "layers": {}}
+        for layer, names in layer_groups(model).items():
+            HL = HessianOperator(model, (inputs, targets), params=names, dtype=torch.float64)
+            entry["layers"][layer] = _spectrum(HL, k, num_probes, num_steps, seed)
+        mask = flat_mask(H, masks[name])
+        entry["pruned"] = _spectrum(restrict(H, mask), k, num_probes, num_steps, seed)
+        entry["pruned_summary"] = pruned_spectrum(H, mask, theta=H.theta, k=k, seed=seed).as_dict()
+        out[name] = entry
+    return out
+
+
+# ----------------------------------------------------------------------------- CLI
+def _cmd_spectrum(args: argparse.Namespace) -> int:
+    from td_analysis import cliargs, plotting
+    from td_analysis.curvature import distributed as dist_utils
+    from td_analysis.training import load_checkpoint, load_data
+
+    stem = Path(args.out) if args.out else Path(f"{Path(args.checkpoint).with_suffix('')}-spectrum")
+    cliargs.check_output_file(stem.with_suffix(".json"))
+    rank, world = 0, 1
+    if args.distributed:
+        try:
+            rank, world = dist_utils.init_from_env()
+        except RuntimeError as exc:  # not started by torchrun: one line, exit 2
+            raise ValueError(f"--distributed: {exc}") from exc
+    try:
+        ckpt = load_checkpoint(args.checkpoint)
+        x, y = load_data(ckpt.config, args.split, root=args.data_dir)
+        if args.limit is not None:
+            x, y = x[: args.limit], y[: args.limit]
+        n = len(y)
+        if args.distributed:
+            part = dist_utils.shard(n, rank, world)
+            x, y = x[part], y[part]
+        params = None
+        if args.params:
+            params = args.params if args.params == "weights" else args.params.split(",")
+        report = spectrum_report(
+            ckpt.model,
+            (x, y),
+            params=params,
+            k=args.k,
+            which=args.which,
+            tol=args.tol,
+            trace_method=args.trace_method,
+            trace_matvecs=args.trace_matvecs,
+            density=args.density,
+            num_probes=args.probes,
+            num_steps=args.steps,
+            seed=args.seed,
+            num_examples=n,
+            distributed=args.distributed,
+            progress=not args.quiet and rank == 0,
+        )
+        if rank != 0:
+            return 0
+        where = f" on {world} processes" if args.distributed else ""
+        print(report_text(report, f"{args.checkpoint} ({args.split}{where}): "))
+        atomic_write_json(stem.with_suffix(".json"), report.as_dict())
+        print(f"wrote {stem.with_suffix('.json')}")
+        if args.density:
+            fig = plotting.plot_spectral_density(
+                {ckpt.config.regulariser.label: (report.grid, report.density)},
+                eigenvalues={ckpt.config.regulariser.label: report.eigenvalues},
+                title=f"Hessian spectral density (SLQ, {args.probes} probes × {args.steps} "
+                f"steps), {report.num_params:,} parameters, {n:,} {args.split} examples",
+            )
+            for path in plotting.save_figure(fig, stem, formats=("png",)):
+                print(f"wrote {path}")
+        return 0
+    finally:
+        if args.distributed and dist_utils.is_initialized():
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    """Register ``spectrum`` on the ``td-analysis`` parser."""
+    from td_analysis import cliargs
+    from td_analysis.curvature.spectrum import TRACE_METHODS, WHICH
+
+    p = sub.add_parser(
+        "spectrum",
+        help="top Hessian eigenvalues, trace and spectral density of a checkpoint",
+        description="Top-k eigenvalues of the Hessian of the mean cross-entropy (block Lanczos, "
+        "exact to --tol), its trace (Hutch++ with a standard error, or exact) and with --density "
+        "its smoothed spectral density (stochastic Lanczos quadrature, PNG), float64, through "
+        "Hessian-vector products only. Writes STEM.json (and STEM.png). Data-parallel: "
+        "torchrun --nproc-per-node 2 $(which td-analysis) spectrum CKPT --distributed.",
+        formatter_class=cliargs.DefaultsHelpFormatter,
+    )
+    p.add_argument("checkpoint", type=Path, help="a checkpoint written by 'td-analysis train'")
+    p.add_argument(
+        "--params",
+        default=None,
+        help="parameter names (comma-separated) or 'weights' (default: all parameters)",
+    )
+    p.add_argument("--k", type=cliargs.positive_int, default=20, help="number of eigenvalues")
+    p.add_argument("--which", choices=WHICH, default="largest", help="which end of the spectrum")
+    p.add_argument(
+        "--tol",
+        type=cliargs.positive_float,
+        default=1e-6,
+        help="residual tolerance ‖Hv − λv‖ ≤ tol·‖H‖",
+    )
+    p.add_argument("--trace-method", choices=TRACE_METHODS, default="hutch++")
+    p.add_argument(
+        "--trace-matvecs",
+        type=cliargs.int_at_least(6),
+        default=99,
+        help="Hessian-vector products of the stochastic trace",
+    )
+    p.add_argument("--density", action="store_true", help="also plot the spectral density")
+    p.add_argument("--probes", type=cliargs.positive_int, default=8, help="SLQ probe vectors")
+    p.add_argument("--steps", type=cliargs.positive_int, default=64, help="Lanczos steps per probe")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random start and probes")
+    p.add_argument(
+        "--split",
+        choices=("holdout", "test", "train"),
+        default="holdout",
+        help="data the loss is taken over",
+    )
+    p.add_argument(
+        "--limit", type=cliargs.positive_int, default=None, help="use only the first N examples"
+    )
+    p.add_argument("--data-dir", type=Path, default=None, help=cliargs.DATA_HELP)
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="output stem for .json/.png (default: CHECKPOINT-spectrum)",
+    )
+    p.add_argument(
+        "--distributed",
+        action="store_true",
+        help="under torchrun: each process takes its shard of the data, products are summed "
+        "with all_reduce (gloo on CPU, NCCL on CUDA); rank 0 prints and writes",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_spectrum)

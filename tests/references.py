@@ -1,0 +1,242 @@
+"""Independent references for the by-value tests, written from REFERENCE.md's definitions.
+
+Nothing here imports ``td_analysis``: plain float64 torch (autograd through ``torch.func``),
+numpy brute force and closed forms of the dense ReLU network, so that a test comparing a
+pipeline output with these functions cannot pass because the pipeline and the reference share a
+bug.  Shapes follow ``torch.nn.Linear``: a weight ``W`` is ``out × in``, so "per output unit"
+means per *row* (the official TensorFlow code stores ``in × out`` and works per column).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+# ------------------------------------------------------------------------------------------------
+# The dense ReLU network in float64
+# ------------------------------------------------------------------------------------------------
+
+
+def dense_params(model: torch.nn.Module) -> tuple[list[Tensor], list[Tensor | None]]:
+    """Weights ``layers.{l}.weight`` and biases ``layers.{l}.bias`` (or None), float64 copies."""
+    sd = model.state_dict()
+    n = sum(1 for k in sd if k.startswith("layers.") and k.endswith(".weight"))
+    ws = [sd[f"layers.{l}.weight"].detach().double().clone() for l in range(n)]
+    bs = [
+        None if f"layers.{l}.bias" not in sd else sd[f"layers.{l}.bias"].detach().double().clone()
+        for l in range(n)
+    ]
+    return ws, bs
+
+
+def logits64(ws: Sequence[Tensor], bs: Sequence[Tensor | None], x: Tensor) -> Tensor:
+    """``W_L relu(… relu(W_1 x + b_1) …) + b_L`` in float64."""
+    h = x.double().flatten(1)
+    for l, (w, b) in enumerate(zip(ws, bs, strict=True)):
+        h = h @ w.T
+        if b is not None:
+            h = h + b
+        if l < len(ws) - 1:
+            h = torch.relu(h)
+    return h
+
+
+def cross_entropy64(
+    ws: Sequence[Tensor],
+    bs: Sequence[Tensor | None],
+    x: Tensor,
+    y: Tensor,
+    reduction: str = "mean",
+) -> Tensor:
+    """Cross-entropy of the float64 network (``F.cross_entropy``), mean or sum over the data."""
+    return F.cross_entropy(logits64(ws, bs, x), y, reduction=reduction)
+
+
+def accuracy_range(logits: Tensor, y: Tensor, margin: float = 1e-4) -> tuple[int, int]:
+    """``(lo, hi)`` bounds on the number of correct predictions a float32 evaluation may count.
+
+    Images whose two largest float64 logits are closer than ``margin`` could flip under float32
+    rounding; all others are certain.
+    """
+    top2 = torch.topk(logits, 2, dim=1).values
+    uncertain = (top2[:, 0] - top2[:, 1]) < margin
+    correct = logits.argmax(1) == y
+    return int((correct & ~uncertain).sum()), int((correct | uncertain).sum())
+
+
+def assert_accuracy(got: float, logits: Tensor, y: Tensor) -> None:
+    """``got`` is a count over ``len(y)`` images within :func:`accuracy_range` of the reference."""
+    n = len(y)
+    count = got * n
+    assert abs(count - round(count)) < 1e-6, f"accuracy {got} is not a count over {n} images"
+    lo, hi = accuracy_range(logits, y)
+    assert lo <= round(count) <= hi, f"accuracy {got}: reference {lo / n}–{hi / n}"
+
+
+# ------------------------------------------------------------------------------------------------
+# Magnitude pruning by brute force (REFERENCE.md: per output unit by |w|; units by L2 norm)
+# ------------------------------------------------------------------------------------------------
+
+
+def weight_prune_mask(w: Tensor | np.ndarray, k: float) -> np.ndarray:
+    """Removed (True): per row o, ``|W_oi| < sort(|W_o,:|)[int(k·in)]``."""
+    mag = np.abs(np.asarray(w, dtype=np.float64))
+    tau = np.sort(mag, axis=1)[:, int(k * mag.shape[1])]
+    return mag < tau[:, None]
+
+
+def unit_prune_mask(w: Tensor | np.ndarray, k: float) -> np.ndarray:
+    """Removed (True): whole rows with ``‖W_o,:‖₂ < sort(norms)[int(k·out)]``, W-shaped."""
+    w = np.asarray(w, dtype=np.float64)
+    norms = np.sqrt((w * w).sum(axis=1))
+    rows = norms < np.sort(norms)[int(k * w.shape[0])]
+    return np.repeat(rows[:, None], w.shape[1], axis=1)
+
+
+def lowest_set(theta: Tensor | np.ndarray, k: float) -> np.ndarray:
+    """Boolean over a flat θ: the ``int(k·P)`` entries of smallest |θ| (argsort)."""
+    mag = np.abs(np.asarray(theta, dtype=np.float64).reshape(-1))
+    out = np.zeros(mag.size, dtype=bool)
+    out[np.argsort(mag, kind="stable")[: int(k * mag.size)]] = True
+    return out
+
+
+def random_deletions(
+    shapes: Sequence[tuple[int, ...]], n_masks: int, seed: int, lo: float = 0.05, hi: float = 0.95
+) -> list[tuple[float, list[np.ndarray]]]:
+    """The documented random-deletion protocol of ``random_mask_sweep``: one generator seeded with
+    ``seed``; per mask a fraction ``lo + (hi − lo)·u`` then, per weight in network order, remove
+    each entry with ``u < fraction``."""
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(n_masks):
+        fraction = lo + (hi - lo) * float(torch.rand((), generator=gen))
+        out.append((fraction, [(torch.rand(s, generator=gen) < fraction).numpy() for s in shapes]))
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# Taylor terms and curvature
+# ------------------------------------------------------------------------------------------------
+
+
+def hessian_diagonal_2layer(
+    ws: Sequence[Tensor],
+    bs: Sequence[Tensor | None],
+    x: Tensor,
+    y: Tensor,
+    reduction: str = "mean",
+) -> list[Tensor]:
+    """Closed-form diag H of the cross-entropy of ``W₂ relu(W₁x + b₁) + b₂`` (ReLU'' = 0 a.e.).
+
+    With ``u = W₁x + b₁``, ``a = relu(u)``, ``p = softmax(z)``:
+    ``∂²L/∂W₂[c,o]² = Σ_n p_nc(1 − p_nc) a_no²`` and
+    ``∂²L/∂W₁[o,i]² = Σ_n x_ni² 1[u_no > 0] (Σ_c p_nc W₂[c,o]² − (Σ_c p_nc W₂[c,o])²)``.
+    """
+    if len(ws) != 2:
+        raise ValueError("the closed form is for one hidden layer")
+    w1, w2 = ws
+    x = x.double().flatten(1)
+    u = x @ w1.T + (0 if bs[0] is None else bs[0])
+    a = torch.relu(u)
+    p = torch.softmax(a @ w2.T + (0 if bs[1] is None else bs[1]), dim=1)
+    d2 = (p * (1 - p)).T @ (a * a)
+    s = p @ (w2 * w2) - (p @ w2) ** 2
+    d1 = ((u > 0).double() * s).T @ (x * x)
+    scale = 1.0 / len(y) if reduction == "mean" else 1.0
+    return [d1 * scale, d2 * scale]
+
+
+def taylor_reference(
+    ws: Sequence[Tensor],
+    bs: Sequence[Tensor | None],
+    x: Tensor,
+    y: Tensor,
+    masks: Sequence[np.ndarray | None],
+) -> dict[str, float]:
+    """Every Taylor term and measurement of deleting ``d = θ ⊙ mask`` (mean cross-entropy).
+
+    ∇ by ``torch.func.grad``, ``Hd`` by ``torch.func.jvp`` of the gradient (forward over
+    reverse), diag H in closed form; the measured ΔE = E(θ − d) − E(θ).
+    """
+    ws = tuple(w.double() for w in ws)
+    d = tuple(
+        torch.zeros_like(w) if m is None else w * torch.from_numpy(np.asarray(m)).to(w.dtype)
+        for w, m in zip(ws, masks, strict=True)
+    )
+
+    def loss(wt: tuple[Tensor, ...]) -> Tensor:
+        return cross_entropy64(list(wt), bs, x, y)
+
+    g, hd = torch.func.jvp(torch.func.grad(loss), (ws,), (d,))
+    diag = hessian_diagonal_2layer(ws, bs, x, y)
+    first = -sum(float((gi * di).sum()) for gi, di in zip(g, d, strict=True))
+    second = 0.5 * sum(float((di * hi).sum()) for di, hi in zip(d, hd, strict=True))
+    with torch.no_grad():
+        logits = logits64(ws, bs, x)
+        pruned_logits = logits64([w - di for w, di in zip(ws, d, strict=True)], bs, x)
+        base, pruned = F.cross_entropy(logits, y), F.cross_entropy(pruned_logits, y)
+    return {
+        "n_pruned": int(sum(0 if m is None else int(np.asarray(m).sum()) for m in masks)),
+        "first_order": first,
+        "second_order": second,
+        "diagonal": 0.5 * sum(float((h * di * di).sum()) for h, di in zip(diag, d, strict=True)),
+        "estimate": first + second,
+        "magnitude": sum(float(di.abs().sum()) for di in d),
+        "loss": float(base),
+        "pruned_loss": float(pruned),
+        "measured": float(pruned) - float(base),
+        "logits": logits,
+        "pruned_logits": pruned_logits,
+    }
+
+
+def last_layer_coadaptation(
+    ws: Sequence[Tensor],
+    bs: Sequence[Tensor | None],
+    x: Tensor,
+    y: Tensor,
+    reduction: str,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(θ, C)`` over the last weight matrix, flat row-major: ``C_ij = θ_i H_ij θ_j`` with H from
+    ``torch.func.hessian`` of the float64 cross-entropy (``reduction``: "sum" or "mean")."""
+    ws = [w.double() for w in ws]
+
+    def loss(w: Tensor) -> Tensor:
+        return cross_entropy64([*ws[:-1], w], bs, x, y, reduction)
+
+    p = ws[-1].numel()
+    H = torch.func.hessian(loss)(ws[-1]).reshape(p, p)
+    theta = ws[-1].reshape(-1)
+    return theta.numpy(), (theta[:, None] * H * theta[None, :]).numpy()
+
+
+def block_sums(C: np.ndarray, pruned: np.ndarray) -> dict[str, float]:
+    """Sums of C over kept×kept, both kept×pruned blocks and pruned×pruned, by index sets (no
+    ordering), with the shares of Σ|C| and ½·pruned×pruned."""
+    P = np.asarray(pruned, dtype=bool)
+    K = ~P
+
+    def block(M: np.ndarray, r: np.ndarray, c: np.ndarray) -> float:
+        return float(M[np.ix_(r, c)].sum())
+
+    A = np.abs(C)
+    kk, kp, pp = block(C, K, K), block(C, K, P) + block(C, P, K), block(C, P, P)
+    akk, akp, app = block(A, K, K), block(A, K, P) + block(A, P, K), block(A, P, P)
+    total_abs = akk + akp + app
+    return {
+        "kept_kept": kk,
+        "kept_pruned": kp,
+        "pruned_pruned": pp,
+        "abs_share_kept_kept": akk / total_abs,
+        "abs_share_kept_pruned": akp / total_abs,
+        "abs_share_pruned_pruned": app / total_abs,
+        "n_kept": int(K.sum()),
+        "n_pruned": int(P.sum()),
+        "total": float(C.sum()),
+        "second_order_estimate": 0.5 * pp,
+    }

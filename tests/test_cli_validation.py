@@ -1,0 +1,292 @@
+"""Bad input is refused up front: one line naming the option, exit status 2, nothing written.
+
+Also: diverging training writes no checkpoint, a checkpoint of another input size is refused,
+large matrices go through the memory check, help pages show defaults, progress goes to logs as
+plain lines, and output names keep the whole stem and encode what differs between runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from td_analysis import cliargs
+from td_analysis.cli import build_parser, main, output_stem
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _run(argv: list[str]) -> int:
+    try:
+        return int(main(argv))
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 1
+
+
+def _one_line_error(capsys: pytest.CaptureFixture, *needles: str) -> str:
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert "error:" in lines[0] and "Traceback" not in err
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]
+
+
+BAD = [
+    (["train", "--epochs", "0"], "--epochs"),
+    (["train", "--epochs", "-3"], "--epochs"),
+    (["train", "--lr", "0"], "--lr"),
+    (["train", "--lr", "-1"], "--lr"),
+    (["train", "--lr", "nan"], "--lr"),
+    (["train", "--lr", "inf"], "--lr"),
+    (["train", "--batch-size", "0"], "--batch-size"),
+    (["train", "--momentum", "1"], "--momentum"),
+    (["train", "--weight-decay", "-1e-4"], "--weight-decay"),
+    (["train", "--grad-clip", "0"], "--grad-clip"),
+    (["train", "--seed", "-1"], "--seed"),
+    (["train", "--gamma", "1.5"], "--gamma"),
+    (["train", "--alpha", "nan"], "--alpha"),
+    (["train", "--hidden", "10,0"], "--hidden"),
+    (["train", "--layers", "-1"], "--layers"),
+    (["train", "--ramp-steps", "0"], "--ramp-steps"),
+    (["train", "--device", "nonsense"], "--device"),
+    (["prune", "x.pt", "--fractions", ""], "--fractions"),
+    (["prune", "x.pt", "--layers", "0,-2"], "--layers"),
+    (["estimate", "x.pt", "--limit", "-5"], "--limit"),
+    (["estimate", "x.pt", "--limit", "0"], "--limit"),
+    (["coadaptation", "x.pt", "--limit", "-5"], "--limit"),
+    (["coadaptation", "x.pt", "--bins", "0"], "--bins"),
+    (["coadaptation", "x.pt", "--vmax", "-1"], "--vmax"),
+    (["coadaptation", "x.pt", "--gamma", "2"], "--gamma"),
+    (["reproduce", "--seeds="], "--seeds"),
+    (["reproduce", "--seeds", ","], "--seeds"),
+    (["reproduce", "--seeds", "0,0"], "--seeds"),
+    (["reproduce", "--seeds", "0,1,0"], "--seeds"),
+    (["reproduce", "--seeds", "-1"], "--seeds"),
+    (["reproduce", "--epochs", "0"], "--epochs"),
+    (["reproduce", "--eval-limit", "-5"], "--eval-limit"),
+    (["reproduce", "--eval-limit", "0"], "--eval-limit"),
+    (["reproduce", "--vmax", "0"], "--vmax"),
+]
+
+
+@pytest.mark.parametrize(("argv", "option"), BAD, ids=[" ".join(a) for a, _ in BAD])
+def test_bad_option_is_one_line_naming_it(
+    argv: list[str], option: str, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    before = sorted(tmp_path.iterdir())
+    cwd = os.getcwd()
+    os.chdir(tmp_path)  # nothing may be written anywhere, not even a runs/ folder
+    try:
+        assert _run(argv) == 2
+    finally:
+        os.chdir(cwd)
+    _one_line_error(capsys, f"argument {option}")
+    assert sorted(tmp_path.iterdir()) == before
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_cuda_on_a_cpu_build_is_refused_before_training(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    out = tmp_path / "x.pt"
+    assert _run(["train", "--device", "cuda", "--out", str(out)]) == 2
+    line = _one_line_error(capsys, "argument --device", "'cuda' is not available")
+    assert "CPU-only build" in line or "no CUDA GPU" in line
+    assert _run(["train", "--device", "cuda:7", "--out", str(out)]) == 2
+    _one_line_error(capsys, "argument --device")
+    assert not out.exists()
+
+
+def test_output_that_is_a_folder_is_refused_before_training(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    # no --data-dir: were training to start first, the error would be about missing data
+    assert _run(["train", "--out", str(tmp_path)]) == 2
+    _one_line_error(capsys, "argument --out", "is a folder")
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert _run(["train", "--out", str(blocker / "x.pt")]) == 2
+    _one_line_error(capsys, "argument --out", "is a file, not a folder")
+    assert _run(["prune", "x.pt", "--out", str(tmp_path)]) == 2
+    _one_line_error(capsys, "argument --out", "is a folder")
+    assert _run(["reproduce", "--out", str(blocker)]) == 2
+    _one_line_error(capsys, "argument --out", "not a folder")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere")
+def test_unwritable_output_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    assert _run(["train", "--out", str(locked / "x.pt")]) == 2
+    _one_line_error(capsys, "argument --out", "not writable")
+
+
+def test_check_output_file_walks_up_to_an_existing_parent(tmp_path: Path) -> None:
+    assert cliargs.check_output_file(tmp_path / "new" / "deeper" / "x.pt") == (
+        tmp_path / "new" / "deeper" / "x.pt"
+    )
+    assert not (tmp_path / "new").exists()  # checking creates nothing
+    with pytest.raises(ValueError, match="is a folder"):
+        cliargs.check_output_file(tmp_path)
+
+
+def test_seeds_parser() -> None:
+    assert cliargs.seeds("2, 0,1") == [2, 0, 1]
+    for text, why in (("", "at least one"), ("1,1", "distinct"), ("a", "integers")):
+        with pytest.raises(argparse.ArgumentTypeError, match=why):
+            cliargs.seeds(text)
+
+
+def test_output_stem_keeps_the_whole_name() -> None:
+    assert output_stem(Path("sweep_v1.2"), "d") == "sweep_v1.2"
+    assert output_stem(Path("out/td_gamma0.75"), "d") == "out/td_gamma0.75"
+    assert output_stem(Path("sweep_v1.2.csv"), "d") == "sweep_v1.2"
+    assert output_stem(Path("x.json"), "d") == "x"
+    assert output_stem(None, "runs/td_gamma0.5-prune") == "runs/td_gamma0.5-prune"
+
+
+# ----------------------------------------------------------------------------- help pages
+def _commands() -> dict[str, argparse.ArgumentParser]:
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return dict(sub.choices)
+
+
+@pytest.mark.parametrize("command", sorted(_commands()))
+def test_help_shows_every_default(command: str, capsys: pytest.CaptureFixture) -> None:
+    parser = _commands()[command]
+    text = "".join(parser.format_help().split())  # wrapping may break lines at hyphens
+    formatter = parser._get_formatter()
+    for action in parser._actions:
+        if not action.option_strings or action.nargs == 0 or action.default is False:
+            continue
+        if action.default is argparse.SUPPRESS:
+            continue
+        entry = "".join(formatter._expand_help(action).split())  # as printed in the help page
+        assert entry in text, f"{command}: {action.option_strings} not in help"
+        assert "default" in entry.lower(), f"{command} {action.option_strings[-1]}: {entry!r}"
+
+
+def test_progress_flag_everywhere() -> None:
+    for name, parser in _commands().items():
+        assert "--progress" in parser._option_string_actions, name
+
+
+# ----------------------------------------------------------------------------- download
+def test_failed_download_into_a_new_folder_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    import urllib.error
+    import urllib.request
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("Name or service not known")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    root = tmp_path / "new" / "data"
+    assert main(["download", "--data-dir", str(root)]) == 2
+    line = _one_line_error(capsys, "Could not download", "Name or service not known")
+    assert "td-analysis download" not in line.split("error:", 1)[1]  # not "run what just failed"
+    assert list(tmp_path.iterdir()) == []  # the folders it made are gone again
+    existing = tmp_path / "kept"
+    existing.mkdir()
+    assert main(["download", "--data-dir", str(existing)]) == 2
+    capsys.readouterr()
+    assert existing.is_dir()  # a folder that was there before stays
+
+
+# ----------------------------------------------------------------------------- memory
+def test_coadaptation_huge_bins_goes_through_the_memory_check(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, data_root
+) -> None:
+    """``--params weights --bins 30820``: 4 × 30,820² float64 = 30 GB, refused before any HVP."""
+    import td_analysis.curvature
+    from td_analysis.training import TrainConfig, build_model, save_checkpoint
+
+    config = TrainConfig()
+    ckpt = save_checkpoint(tmp_path / "m.pt", build_model(config), config)
+    monkeypatch.setattr(td_analysis.curvature, "available_memory_bytes", lambda *a: 16 * 10**9)
+    argv = ["coadaptation", str(ckpt), "--params", "weights", "--bins", "30820", "--limit", "50"]
+    code = _run([*argv, "--data-dir", str(data_root), "--quiet"])
+    assert code == 2
+    # independent arithmetic: 4 copies × 30,820² × 8 bytes
+    need = 4 * 30820**2 * 8
+    _one_line_error(capsys, "--bins", f"{need / 1e9:.1f} GB", "16.0 GB")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pt"]
+
+
+# ----------------------------------------------------------------------------- checkpoints
+@pytest.mark.parametrize("command", ["prune", "estimate", "coadaptation"])
+def test_checkpoint_of_another_input_size_is_refused(
+    command: str, tmp_path: Path, capsys: pytest.CaptureFixture, data_root
+) -> None:
+    from td_analysis.training import TrainConfig, build_model, save_checkpoint
+
+    config = TrainConfig(in_features=20)
+    ckpt = save_checkpoint(tmp_path / "small.pt", build_model(config), config)
+    code = _run([command, str(ckpt), "--data-dir", str(data_root), "--quiet"])
+    assert code == 2
+    line = _one_line_error(capsys, "20", "3072")
+    assert "mat1 and mat2" not in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["small.pt"]
+
+
+# ----------------------------------------------------------------------------- divergence
+@pytest.mark.slow
+def test_diverging_training_writes_no_checkpoint(
+    tmp_path: Path, capsys: pytest.CaptureFixture, data_root
+) -> None:
+    out = tmp_path / "x.pt"
+    argv = ["train", "--lr", "1e6", "--epochs", "3", "--out", str(out), "--quiet"]
+    assert _run([*argv, "--data-dir", str(data_root)]) == 2
+    _one_line_error(capsys, "diverged", "epoch 1", "lr")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_divergence_is_detected_on_small_data() -> None:
+    from td_analysis.training import TrainConfig, train
+
+    torch.manual_seed(0)
+    # inputs of 1e20: the second step's logits overflow float32, the loss becomes NaN
+    x, y = torch.randn(64, 6) * 1e20, torch.randint(0, 3, (64,))
+    config = TrainConfig(in_features=6, num_classes=3, hidden=(4,), epochs=3, batch_size=8)
+    with pytest.raises(FloatingPointError, match="diverged in epoch 1"):
+        train(config, train_data=(x, y), progress=False)
+
+
+# ----------------------------------------------------------------------------- progress
+def test_progress_in_a_log_is_plain_lines(tmp_path: Path, data_root) -> None:
+    """stderr to a file: no carriage returns, periodic lines; --progress forces the bar."""
+    env = {
+        **os.environ,
+        "TD_ANALYSIS_DATA": str(data_root),
+        "TD_ANALYSIS_PROGRESS_INTERVAL": "0",
+    }
+    env.pop("TD_ANALYSIS_PROGRESS", None)
+    config = "from td_analysis.training import TrainConfig, build_model, save_checkpoint\n"
+    config += f"c = TrainConfig(); save_checkpoint({str(tmp_path / 'm.pt')!r}, build_model(c), c)"
+    subprocess.run([sys.executable, "-c", config], check=True, env=env)
+    argv = ["estimate", str(tmp_path / "m.pt"), "--limit", "200", "--fractions", "0.5,0.75"]
+    cmd = [sys.executable, "-m", "td_analysis.cli", *argv]
+
+
+    def stderr(*extra: str) -> str:  # bytes decoded by hand: text=True would turn \r into \n
+        proc = subprocess.run([*cmd, *extra], env=env, capture_output=True, check=True)
+        return proc.stderr.decode()
+
+    log = stderr()
+    assert "\r" not in log
+    lines = log.splitlines()
+    assert lines and all("Taylor weight: " in line and "/2 it (" in line for line in lines), log
+    assert lines[-1].startswith("Taylor weight: 2/2 it (100%)")
+    forced = stderr("--progress")
+    assert "\r" in forced and "2/2 [" in forced  # a tqdm bar, as asked
+    assert stderr("--quiet") == ""

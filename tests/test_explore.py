@@ -1,0 +1,401 @@
+"""``td-analysis explore``: notebook 03 served by Voilà, driven in a real (headless) Chromium.
+
+The module starts ``td-analysis explore --quick`` on a free port of 127.0.0.1 with empty runs and
+cache folders (so the command trains its two quick networks itself), loads the page once in
+Chromium (Debian's ``chromium`` and ``chromium-driver`` through Selenium), and checks it as a
+user would: no errors in the browser console, the controls render, changing the regulariser,
+the parameter set and the zoom window redraws the figure (other image bytes, a title naming the
+new choice), an empty zoom window shows a readable message instead of a traceback. At the end
+the server gets Ctrl-C (SIGINT) and must stop cleanly. The command-line errors (port in use, no
+trained networks, unknown notebook) are checked without a browser.
+
+Without a browser the browser tests skip with the reason, except in CI (``CI`` set), where they
+fail: ``.ci/run`` installs Chromium. ``TD_ANALYSIS_SCREENSHOT=figures/explorer.png`` saves a
+screenshot of the zoomed view (the README's figure).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+PAGE_TIMEOUT = 300  # seconds for Voilà to run the whole notebook on a busy 2-core machine
+REDRAW_TIMEOUT = 120
+
+pytestmark = pytest.mark.slow
+
+
+def _needed(what: str, how: str):
+    """Fail in CI, skip elsewhere, when a browser-test requirement is missing."""
+    reason = f"{what} is not installed ({how}): the browser tests need it"
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason}; CI must install it (.ci/run)")
+    pytest.skip(reason)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _explore(*args: str, env: dict | None = None, **kwargs) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "td_analysis.cli", "explore", "--no-browser", *args],
+        env=env or os.environ.copy(),
+        **kwargs,
+    )
+
+
+def _port_open(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+# ----------------------------------------------------------------------------- command line
+@pytest.fixture
+def voila_installed():
+    pytest.importorskip("voila", reason="Voilà is not installed (pip install -e '.[explore]')")
+
+
+def test_port_in_use_is_a_one_line_error(voila_installed, tmp_path):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        proc = _explore(
+            "--quick",
+            "--port",
+            str(port),
+            "--runs",
+            str(tmp_path),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2, (out, err)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and f"port {port} on 127.0.0.1 is already in use" in lines[0], err
+    assert not list(tmp_path.iterdir()), "nothing may be trained before the port is checked"
+
+
+def test_missing_models_is_a_one_line_error_saying_how_to_make_them(
+    voila_installed, data_root, tmp_path
+):
+    env = {**os.environ, "TD_ANALYSIS_DATA": str(data_root)}
+    proc = _explore(
+        "--port",
+        str(_free_port()),
+        "--runs",
+        str(tmp_path / "runs"),
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2, (out, err)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    for hint in (
+        "no trained none and targeted-weight network",
+        "notebook 01",
+        "--train",
+        "--quick",
+    ):
+        assert hint in lines[0], err
+
+
+def test_unknown_notebook_is_a_one_line_error(voila_installed):
+    proc = _explore(
+        "--notebook",
+        "99_nothing",
+        "--port",
+        str(_free_port()),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2 and len(err.strip().splitlines()) == 1, (out, err)
+    assert "notebook '99_nothing' not found" in err and "03_explore_dependence" in err
+
+
+# ----------------------------------------------------------------------------- browser
+@pytest.fixture(scope="module")
+def chrome():
+    """(chromium binary, chromedriver) paths; fail in CI, skip elsewhere, when missing."""
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        _needed("Selenium", "pip install selenium")
+    binary = next(
+        (
+            shutil.which(n)
+            for n in ("chromium", "chromium-browser", "google-chrome")
+            if shutil.which(n)
+        ),
+        None,
+    )
+    driver = shutil.which("chromedriver")
+    if not binary or not driver:
+        _needed("Chromium or its driver", "apt-get install chromium chromium-driver")
+    return binary, driver
+
+
+@pytest.fixture(scope="module")
+def explorer(chrome, data_root, tmp_path_factory):
+    """``td-analysis explore --quick`` on a free port, with fresh runs and cache folders."""
+    pytest.importorskip("voila", reason="Voilà is not installed (pip install -e '.[explore]')")
+    work = tmp_path_factory.mktemp("explore")
+    runs = work / "runs"
+    port = _free_port()
+    env = {**os.environ, "TD_ANALYSIS_DATA": str(data_root), "MPLBACKEND": "Agg"}
+    log = (work / "explore.log").open("w+")
+    proc = _explore(
+        "--quick",
+        "--port",
+        str(port),
+        "--runs",
+        str(runs),
+        "--cache-dir",
+        str(work / "cache"),
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    t0 = time.monotonic()
+    url = f"http://127.0.0.1:{port}/"
+    while "running at " + url not in (work / "explore.log").read_text():
+        if proc.poll() is not None or time.monotonic() - t0 > 180:
+            proc.kill()
+            pytest.fail(f"explore did not start:\n{(work / 'explore.log').read_text()}")
+        time.sleep(0.3)
+    trained = sorted(p.name for p in runs.glob("*.pt"))
+    assert len(trained) == 2, f"--quick must train the two default networks, got {trained}"
+    yield {"url": url, "port": port, "runs": runs, "trained": trained, "proc": proc, "log": log}
+    if proc.poll() is None:  # a test failed before the Ctrl-C test
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    log.close()
+
+
+@pytest.fixture(scope="module")
+def driver(chrome):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    binary, chromedriver = chrome
+    options = webdriver.ChromeOptions()
+    options.binary_location = binary
+    profile = tempfile.mkdtemp(prefix="td-analysis-chromium-")
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={profile}",
+        "--window-size=1280,1000",
+    ):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    d = webdriver.Chrome(service=Service(chromedriver), options=options)
+    yield d
+    d.quit()
+    shutil.rmtree(profile, ignore_errors=True)
+
+
+def _view(driver, label: str):
+    """The live view (controls above an output) that has a control labelled ``label``."""
+    from selenium.webdriver.common.by import By
+
+    return driver.find_element(
+        By.XPATH,
+        f"//div[contains(@class, 'widget-vbox')][.//label[normalize-space()='{label}']]"
+        "[.//div[contains(@class, 'widget-output')]]",
+    )
+
+
+def _state(view) -> tuple[str, str]:
+    """(figure caption, image bytes as the page holds them) of a view; empty while redrawing."""
+    from selenium.webdriver.common.by import By
+
+    titles = view.find_elements(By.CSS_SELECTOR, ".widget-output .td-figure-title")
+    images = view.find_elements(By.CSS_SELECTOR, ".widget-output img")
+    return (titles[0].text if titles else ""), (images[0].get_attribute("src") if images else "")
+
+
+def _wait(driver, condition, timeout=REDRAW_TIMEOUT, what="the page"):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, timeout, poll_frequency=0.5).until(
+        lambda d: condition(), message=f"timed out waiting for {what}"
+    )
+
+
+@pytest.fixture(scope="module")
+def page(explorer, driver):
+    """The explorer loaded once, all notebook cells run and every live view drawn."""
+    from selenium.webdriver.common.by import By
+
+    t0 = time.monotonic()
+    driver.set_page_load_timeout(PAGE_TIMEOUT)
+    driver.get(explorer["url"])
+
+    def ready():
+        outputs = driver.find_elements(By.CSS_SELECTOR, ".widget-output")
+        titles = driver.find_elements(By.CSS_SELECTOR, ".widget-output .td-figure-title")
+        return len(outputs) >= 4 and len(titles) >= 3
+
+    _wait(driver, ready, PAGE_TIMEOUT, "the live views")
+    print(f"explorer page ready in {time.monotonic() - t0:.0f} s")
+    return driver
+
+
+def test_page_loads_without_console_errors(page, explorer):
+    from selenium.webdriver.common.by import By
+
+    severe = [e for e in page.get_log("browser") if e["level"] == "SEVERE"]
+    assert not severe, f"errors in the browser console: {severe}"
+    text = page.find_element(By.TAG_NAME, "body").text
+    assert "Traceback" not in text and "Error" not in text, "an error is shown on the page"
+    assert "Exploring the dependence between weights" in text  # the notebook's markdown
+    assert "import " not in text, "code cells must not be shown"
+    # the notebook loaded the networks the command trained: nothing else was trained
+    assert sorted(p.name for p in explorer["runs"].glob("*.pt")) == explorer["trained"]
+
+
+def test_widgets_render(page):
+    from selenium.webdriver.common.by import By
+
+    view = _view(page, "rows")
+    labels = {e.text for e in view.find_elements(By.CSS_SELECTOR, "label.widget-label")}
+    for label in ("regulariser", "γ", "α", "seed", "parameters", "fraction", "rows", "columns"):
+        assert label in labels, f"control {label!r} missing; labels: {sorted(labels)}"
+    assert view.find_elements(By.CSS_SELECTOR, ".widget-output img"), "no figure in the view"
+    title, _ = _state(view)
+    assert "targeted-weight γ=0.75 α=0.5, seed 0" in title and "layers.1.weight" in title
+    for label in ("unit", "partner", "position", "k"):  # the other views
+        _view(page, label)
+
+
+def _choose(view, label: str, option: str) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    select = view.find_element(
+        By.XPATH,
+        f".//div[contains(@class, 'widget-dropdown')][.//label[normalize-space()='{label}']]"
+        "//select",
+    )
+    Select(select).select_by_visible_text(option)
+
+
+def _type_range(view, label: str, text: str) -> None:
+    """Type ``text`` ("a-b") into the editable readout of the range slider ``label``."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    readout = view.find_element(
+        By.XPATH,
+        f".//div[contains(@class, 'widget-slider')][.//label[normalize-space()='{label}']]"
+        "//div[contains(@class, 'widget-readout')]",
+    )
+    readout.click()
+    readout.send_keys(Keys.CONTROL, "a")
+    readout.send_keys(text, Keys.ENTER)
+
+
+def _redrawn(page, view, before: tuple[str, str], expected: str, what: str) -> tuple[str, str]:
+    """Wait until the view shows a new figure whose title contains ``expected``."""
+
+    def changed():
+        title, image = _state(view)
+        return (title, image) if expected in title and image and image != before[1] else False
+
+    return _wait(page, changed, what=what)
+
+
+def test_regulariser_changes_the_figure(page):
+    view = _view(page, "rows")
+    before = _state(view)
+    _choose(view, "regulariser", "none")
+    title, _ = _redrawn(page, view, before, "none, seed 0", "the unregularised figure")
+    assert "targeted-weight" not in title
+
+
+def test_parameter_set_changes_the_figure(page):
+    view = _view(page, "rows")
+    before = _state(view)
+    _choose(view, "parameters", "layers.0.weight pooled")
+    title, _ = _redrawn(page, view, before, "layers.0.weight pooled", "the pooled figure")
+    # the zoom sliders follow the new 32 × 32 matrix (quick setting: 32 bins)
+    assert "zoom rows 0–31, columns 0–31" in title
+
+
+def test_zoom_window_changes_the_figure(page):
+    view = _view(page, "rows")
+    before = _state(view)
+    _type_range(view, "rows", "0-8")
+    _redrawn(page, view, before, "zoom rows 0–7, columns 0–31", "the zoomed figure")
+    before = _state(view)
+    _type_range(view, "columns", "8-32")
+    _redrawn(page, view, before, "zoom rows 0–7, columns 8–31", "the zoomed figure")
+    shot = os.environ.get("TD_ANALYSIS_SCREENSHOT")
+    if shot:  # the README's picture: this view, as a user sees it
+        page.execute_script("arguments[0].scrollIntoView();", view)
+        Path(shot).parent.mkdir(parents=True, exist_ok=True)
+        view.screenshot(shot)
+
+
+def test_invalid_zoom_shows_a_readable_message(page):
+    from selenium.webdriver.common.by import By
+
+    view = _view(page, "rows")
+    _type_range(view, "rows", "5-5")
+
+    def message():
+        found = view.find_elements(By.CSS_SELECTOR, ".widget-output .td-explorer-message")
+        return found[0].text if found else False
+
+    text = _wait(page, message, what="the message about the empty zoom window")
+    assert "invalid choice" in text and "zoom window rows 5–5" in text
+    output = view.find_element(By.CSS_SELECTOR, ".widget-output").text
+    assert "Traceback" not in output and "File " not in output
+    assert not view.find_elements(By.CSS_SELECTOR, ".widget-output img"), "stale figure shown"
+    # a valid window again draws again
+    _type_range(view, "rows", "0-16")
+    _wait(page, lambda: "zoom rows 0–15" in _state(view)[0], what="the figure after the message")
+    severe = [e for e in page.get_log("browser") if e["level"] == "SEVERE"]
+    assert not severe, f"errors in the browser console: {severe}"
+
+
+def test_ctrl_c_stops_the_server(explorer, page):
+    proc = explorer["proc"]
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(60) == 0
+    assert not _port_open(explorer["port"]), "Voilà still serves after Ctrl-C"
+    explorer["log"].flush()
+    log = Path(explorer["log"].name).read_text()
+    assert "stopping the explorer" in log and "Traceback" not in log, log

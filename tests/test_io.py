@@ -1,0 +1,119 @@
+"""Tests of ``td_analysis.io``: staged result folders (all outputs or none) and atomic files."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from td_analysis.io import staged_directory, staged_output
+
+
+def listing(folder: Path) -> dict[str, str]:
+    """Every file under ``folder`` (relative path → text)."""
+    return {
+        str(p.relative_to(folder)): p.read_text() for p in sorted(folder.rglob("*")) if p.is_file()
+    }
+
+
+def old_results(folder: Path) -> dict[str, str]:
+    folder.mkdir()
+    (folder / "README.md").write_text("how these were made")
+    (folder / "figure1.png").write_text("old figure")
+    (folder / "table1.md").write_text("old table")
+    (folder / "fashion_mlp").mkdir()
+    (folder / "fashion_mlp" / "pruning.md").write_text("other experiment")
+    return listing(folder)
+
+
+def test_failure_leaves_the_old_results_whole(tmp_path: Path) -> None:
+    target = tmp_path / "figures"
+    before = old_results(target)
+    with pytest.raises(RuntimeError, match="killed"):
+        with staged_directory(target) as staging:
+            (staging / "figure1.png").write_text("new figure")  # written, then the run dies
+            raise RuntimeError("killed after Figure 1")
+    assert listing(target) == before  # no new figure1 next to the old table1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["figures"], "staging folder left"
+
+
+def test_success_replaces_outputs_and_keeps_readme_and_subfolders(tmp_path: Path) -> None:
+    target = tmp_path / "figures"
+    old_results(target)
+    with staged_directory(target) as staging:
+        assert staging.parent == tmp_path and staging != target
+        assert listing(target)["figure1.png"] == "old figure"  # untouched while running
+        (staging / "figure1.png").write_text("new figure")
+    assert listing(target) == {
+        "README.md": "how these were made",  # not an output: kept
+        "fashion_mlp/pruning.md": "other experiment",  # another command's results: kept
+        "figure1.png": "new figure",
+        # the old table1.md is gone: this run did not write one, so it would be stale
+    }
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["figures"]
+    assert oct(target.stat().st_mode & 0o777) == oct(0o777 & ~_umask())
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def test_new_target_is_created(tmp_path: Path) -> None:
+    target = tmp_path / "a" / "b"
+    with staged_directory(target) as staging:
+        (staging / "x.json").write_text("{}")
+    assert listing(target) == {"x.json": "{}"}
+
+
+def test_target_that_is_a_file_is_refused(tmp_path: Path) -> None:
+    target = tmp_path / "figures"
+    target.write_text("a file")
+    with pytest.raises(NotADirectoryError):
+        with staged_directory(target):
+            pass
+    assert target.read_text() == "a file"
+
+
+def test_staged_output_decorator_rebinds_the_folder_argument(tmp_path: Path) -> None:
+    seen = []
+
+    @staged_output("out_dir")
+    def run(n: int, *, out_dir: Path = tmp_path / "default", fail: bool = False) -> int:
+        seen.append(out_dir)
+        (Path(out_dir) / "n.txt").write_text(str(n))
+        if fail:
+            raise KeyboardInterrupt
+        return n
+
+    assert run(1, out_dir=tmp_path / "out") == 1
+    assert seen[-1] != tmp_path / "out" and listing(tmp_path / "out") == {"n.txt": "1"}
+    with pytest.raises(KeyboardInterrupt):
+        run(2, out_dir=tmp_path / "out", fail=True)
+    assert listing(tmp_path / "out") == {"n.txt": "1"}
+    assert run(3) == 3 and listing(tmp_path / "default") == {"n.txt": "3"}
+    with pytest.raises(TypeError, match="no argument"):
+        staged_output("nope")(lambda out_dir: None)
+
+
+def test_killed_process_leaves_the_old_results_whole(tmp_path: Path) -> None:
+    """A real SIGKILL in the middle of writing (no Python cleanup runs at all)."""
+    target = tmp_path / "figures"
+    before = old_results(target)
+    script = textwrap.dedent(
+        f"""
+        import os, signal
+        from td_analysis.io import staged_directory
+        with staged_directory({str(target)!r}) as staging:
+            (staging / "figure1.png").write_text("new figure")
+            os.kill(os.getpid(), signal.SIGKILL)
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", script], check=False)
+    assert proc.returncode == -9
+    assert listing(target) == before
