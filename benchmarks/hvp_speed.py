@@ -175,12 +175,67 @@ def _copy64(model: nn.Module) -> nn.Module:
     return copy.deepcopy(model).double()
 
 
+def _dist_worker(rank: int, world: int, port: int, n: int, repeats: int, queue) -> None:
+    import torch.distributed as dist
+
+    from td_analysis.curvature import distributed
+
+    torch.set_num_threads(1)
+    dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
+    )
+    try:
+        torch.manual_seed(0)
+        model = DenseNet(784, (1000, 1000, 500, 200), 10)
+        x, y = torch.randn(n, 784), torch.randint(0, 10, (n,))
+        part = distributed.shard(n)
+        H = HessianOperator(model, (x[part], y[part]), distributed=True)
+        v = torch.randn(H.num_params, generator=torch.Generator().manual_seed(1))
+        t = best_of(lambda: H @ v, repeats)
+        t0 = best_of(
+            lambda: HessianOperator(model, (x[part], y[part]), distributed=True, cache_bytes=0) @ v,
+            1,
+        )
+        norm = float((H @ v).norm())  # collective: every rank calls it
+        if rank == 0:
+            queue.put((t, t0, norm))
+    finally:
+        dist.destroy_process_group()
+
+
+def distributed_table(n: int, repeats: int, world: int) -> None:
+    """One H @ v of the MLP with the examples split over 1 … ``world`` gloo processes."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    print(f"\n### Data-parallel H @ v, Fashion MLP, N = {n:,} (gloo, 127.0.0.1, 1 thread each)\n")
+    print("| processes | H @ v cached (s) | H @ v incl. building, cache_bytes=0 (s) | ‖Hv‖ |")
+    print("|---:|---:|---:|---:|")
+    for r in range(1, world + 1):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        ctx = mp.get_context("fork")
+        queue = ctx.Queue()
+        procs = [
+            ctx.Process(target=_dist_worker, args=(i, r, port, n, repeats, queue)) for i in range(r)
+        ]
+        for proc in procs:
+            proc.start()
+        t, t0, norm = queue.get(timeout=3600)
+        for proc in procs:
+            proc.join()
+        print(f"| {r} | {t:.3f} | {t0:.3f} | {norm:.6g} |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--quick", action="store_true", help="3 repeats, MLP at N = 2,000")
     ap.add_argument("--no-peers", action="store_true")
-    ap.add_argument("--only", choices=["toy", "mlp"], default=None)
+    ap.add_argument("--only", choices=["toy", "mlp", "distributed"], default=None)
+    ap.add_argument("--processes", type=int, default=2, help="max processes, distributed table")
     args = ap.parse_args()
     torch.set_num_threads(1)
     repeats = 3 if args.quick else args.repeats
@@ -196,6 +251,8 @@ def main() -> None:
         mlp = DenseNet(784, (1000, 1000, 500, 200), 10)
         n = 2000 if args.quick else 10000
         run("Fashion MLP 784-1000-1000-500-200-10", mlp, n, repeats, not args.no_peers, False)
+    if args.only in (None, "distributed"):
+        distributed_table(2000 if args.quick else 10000, repeats, args.processes)
 
 
 if __name__ == "__main__":

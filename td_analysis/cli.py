@@ -276,10 +276,12 @@ def config_from_args(args: argparse.Namespace):
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from td_analysis.runs import run_name
     from td_analysis.training import save_checkpoint, train
 
     config = config_from_args(args)
-    out = args.out or Path("runs") / f"{config.regulariser.kind}-seed{config.seed}.pt"
+    # the default name carries a hash of the whole config: other settings never overwrite it
+    out = args.out or Path("runs") / f"{run_name(config)}.pt"
     cliargs.check_output_file(out)  # before training, not after it
     # a diverging run raises FloatingPointError here: no checkpoint is written
     result = train(config, data_root=args.data_dir, progress=not args.quiet)
@@ -613,7 +615,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--out",
         type=cliargs.output_file,
         default=None,
-        help="checkpoint path (default: runs/<reg>-seed<seed>.pt)",
+        help="checkpoint path (default: runs/<task>-<reg>-<bias>-seed<seed>-<config hash>.pt, "
+        "so runs with other settings never overwrite it)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_train_options(p)
@@ -777,15 +780,33 @@ def _add_analysis_commands(sub: argparse._SubParsersAction) -> None:
     spectra.add_commands(sub)  # Hessian eigenvalues, trace, density (issue 10)
 
 
+def _terminate_cleanly(handler: object = None) -> object:
+    """SIGTERM (``kill``, a batch system's time limit) unwinds like Ctrl-C, so staging folders
+    and temporary files are removed instead of left behind (exit status 143). Returns the
+    previous handler; ``_terminate_cleanly(previous)`` puts it back."""
+    import signal
+    import threading
+
+    def stop(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    try:
+        return signal.signal(signal.SIGTERM, stop if handler is None else handler)
+    except (ValueError, OSError, TypeError):  # pragma: no cover - no signals here
+        return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``td-analysis`` with ``argv``; returns the exit status (2 for bad input)."""
     from td_analysis.progress import set_progress_mode
 
     parser = build_parser()
     args = parser.parse_args(argv)
-    set_progress_mode(
-        "off" if getattr(args, "quiet", False) else "bar" if getattr(args, "progress", False) else None
-    )
+    quiet, forced = getattr(args, "quiet", False), getattr(args, "progress", False)
+    set_progress_mode("off" if quiet else "bar" if forced else None)
+    previous = _terminate_cleanly()
     try:
         return int(args.func(args) or 0)
     except (OSError, ValueError, KeyError, MemoryError, FloatingPointError) as exc:
@@ -797,6 +818,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     finally:
         set_progress_mode(None)
+        if previous is not None:
+            _terminate_cleanly(previous)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -282,4 +282,3 @@ def output_folder(text: str) -> Path:
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from exc
     return path
-

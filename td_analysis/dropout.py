@@ -327,7 +327,6 @@ class Regulariser:
         ws = self._work.get(layer)
         dtype = w.dtype if w.dtype in (torch.float32, torch.float64) else torch.float32
         if ws is None or ws["shape"] != shape or ws["dtype"] != dtype:
-            np_dtype = np.float32 if dtype == torch.float32 else np.float64
             ws = self._work[layer] = {
                 "shape": shape,
                 "dtype": dtype,

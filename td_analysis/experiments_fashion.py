@@ -63,6 +63,7 @@ __all__ = [
     "rank_correlation_table",
     "write_outputs",
     "reproduce_fashion",
+    "load_results",
 ]
 
 FASHION_KS = (0, 25, 50, 60, 70, 80, 90, 95, 97, 99)
@@ -563,4 +564,24 @@ def reproduce_fashion(
     with staged_directory(out_dir) as staging:
         results["seconds"] = time.perf_counter() - t0
         write_outputs(Path(staging), results, settings, command)
+    return results
+
+
+def load_results(out_dir: str | Path = "figures/fashion_mlp") -> dict:
+    """The results a finished run wrote to ``out_dir``, in the form :func:`reproduce_fashion`
+    returns them (``summary.json`` plus ``records``, ``taylor`` and ``coadaptation``)."""
+    import json
+
+    out = Path(out_dir)
+    missing = [
+        f
+        for f in ("summary.json", "pruning.json", "taylor.json", "coadaptation.json")
+        if not (out / f).is_file()
+    ]
+    if missing:
+        raise FileNotFoundError(f"{out} has no {', '.join(missing)}: run reproduce_fashion first")
+    results = json.loads((out / "summary.json").read_text())
+    results["records"] = json.loads((out / "pruning.json").read_text())
+    results["taylor"] = json.loads((out / "taylor.json").read_text())["records"]
+    results["coadaptation"] = json.loads((out / "coadaptation.json").read_text())
     return results

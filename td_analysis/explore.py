@@ -240,8 +240,12 @@ _TEMPLATE_INDEX = (
     "{%- endblock notebook_css -%}\n"
 )
 # front-end extensions the page loads: the widget managers only (other JupyterLab extensions
-# installed beside, e.g. Notebook 7's, fail to load outside JupyterLab)
-EXTENSIONS = ("@voila-dashboards/widgets-manager8", "@voila-dashboards/widgets-manager7")
+# installed beside, e.g. Notebook 7's, fail to load outside JupyterLab: console errors)
+EXTENSIONS = (
+    "@jupyter-widgets/jupyterlab-manager",  # registers the widget models
+    "@voila-dashboards/widgets-manager8",
+    "@voila-dashboards/widgets-manager7",
+)
 
 
 def voila_command(notebook: Path, ip: str, port: int) -> list[str]:

@@ -58,8 +58,8 @@ def _interval() -> float:
 
 
 class LineProgress:
-    """The tqdm calls the package uses (``update``, ``set_postfix``, ``close``, iteration, ``with``),
-    printed as plain lines at most every ``interval`` seconds, and once at the end."""
+    """The tqdm calls the package uses (``update``, ``set_postfix``, ``close``, iterating,
+    ``with``), printed as plain lines at most every ``interval`` seconds, and once at the end."""
 
     def __init__(
         self,
@@ -105,7 +105,9 @@ class LineProgress:
         if time.monotonic() - self.last >= self.interval:
             self._emit()
 
-    def set_postfix(self, ordered_dict: dict | None = None, refresh: bool = True, **kw: Any) -> None:
+    def set_postfix(
+        self, ordered_dict: dict | None = None, refresh: bool = True, **kw: Any
+    ) -> None:
         """Text after the counts (``loss=0.42, acc=0.38``), as tqdm."""
         items = {**(ordered_dict or {}), **kw}
         self.postfix = ", ".join(f"{k}={v}" for k, v in items.items())

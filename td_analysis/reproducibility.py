@@ -23,7 +23,7 @@ import os
 import platform
 import sys
 
-__all__ = ["PINNED_KERNELS", "pin_cpu_kernels", "kernel_report"]
+__all__ = ["PINNED_KERNELS", "pin_cpu_kernels", "kernel_report", "has_avx2"]
 
 PINNED_KERNELS = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2"}
 OPT_OUT = "TD_ANALYSIS_NATIVE_KERNELS"
@@ -34,13 +34,13 @@ def pin_cpu_kernels() -> bool:
     returns whether the pinned settings are what torch will use."""
     if os.environ.get(OPT_OUT, "").strip() not in ("", "0"):
         return False
-    if "torch" not in sys.modules and _has_avx2():
+    if "torch" not in sys.modules and has_avx2():
         for name, value in PINNED_KERNELS.items():
             os.environ.setdefault(name, value)
     return all(os.environ.get(k, "").upper() == v.upper() for k, v in PINNED_KERNELS.items())
 
 
-def _has_avx2() -> bool:
+def has_avx2() -> bool:
     """Whether this is an x86-64 CPU with AVX2 (Linux: ``/proc/cpuinfo``; elsewhere unknown, so
     no: forcing AVX2 kernels on a CPU without them would crash)."""
     if platform.machine().lower() not in ("x86_64", "amd64"):

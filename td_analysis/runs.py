@@ -148,6 +148,7 @@ def train_many(
     reuse: bool = True,
     progress: bool = True,
     data: dict[str, tuple[Tensor, Tensor]] | None = None,
+    in_process: bool = False,
 ) -> list[RunResult]:
     """Train every config (in parallel processes) into ``runs_dir``; results in config order.
 
@@ -156,13 +157,17 @@ def train_many(
             default, also when it is ``None``).
         runs_dir: folder of the checkpoints ``{run_name(config)}.pt``.
         processes: worker processes (default: one per available core, at most one per run to
-            train); 1 trains in this process.  The trained weights do not depend on it.
+            train).  Every run is trained in a fresh worker process of its own, so its weights
+            do not depend on the number of processes nor on the runs before it (MKL's products
+            can differ in the last bits between processes with different histories).
         data_root: data folder (:func:`td_analysis.data.load_dataset`); each worker loads a
             split once.
         reuse: take an existing checkpoint of exactly the same config instead of training.
         data: splits given in memory, ``{"train": (x, y), "holdout": (x, y)}``, used instead of
             loading them (sent once to each worker); the others are loaded.
         progress: one line per finished run on stderr (and a bar over steps when in-process).
+        in_process: train one run after the other in this process instead (no start-up cost,
+            for small runs; weights equal to a worker's up to MKL's last-bit differences).
     """
     configs = list(configs)
     for c in configs:
@@ -201,7 +206,7 @@ def train_many(
             flush=True,
         )
 
-    if processes == 1 or not todo:
+    if in_process or not todo:
         saved = dict(_GIVEN)
         _set_given(data)
         try:
@@ -213,8 +218,13 @@ def train_many(
     else:
         runs_dir.mkdir(parents=True, exist_ok=True)
         ctx = multiprocessing.get_context("spawn")  # no fork of a process with torch threads
+        # one fresh process per run: a run never depends on what its worker did before
         with ProcessPoolExecutor(
-            max_workers=processes, mp_context=ctx, initializer=_init_worker, initargs=(data,)
+            max_workers=processes,
+            mp_context=ctx,
+            initializer=_init_worker,
+            initargs=(data,),
+            max_tasks_per_child=1,
         ) as pool:
             futures = {
                 pool.submit(_worker, configs[i].to_dict(), str(paths[i]), root): i for i in todo

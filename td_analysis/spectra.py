@@ -39,6 +39,7 @@ __all__ = [
     "flat_mask",
     "layer_groups",
     "spectra_figure_data",
+    "spectra_outputs",
     "add_commands",
 ]
 
@@ -189,8 +190,8 @@ def spectra_figure_data(
     masks: Mapping[str, Mapping[str, Tensor]],
     *,
     k: int = 5,
-    num_probes: int = 4,
-    num_steps: int = 48,
+    num_probes: int = 3,
+    num_steps: int = 32,
     seed: int = 0,
     progress: bool = False,
 ) -> dict[str, dict]:
@@ -216,6 +217,48 @@ def spectra_figure_data(
         entry["pruned_summary"] = pruned_spectrum(H, mask, theta=H.theta, k=k, seed=seed).as_dict()
         out[name] = entry
     return out
+
+
+#: Examples of the figure split the ``spectra.png`` Hessians are taken over (the first ones).
+FIGURE_EXAMPLES = 2000
+FIGURE_NETWORKS = {"none": "none", "targeted-weight": "targeted dropout"}
+
+
+def spectra_outputs(run) -> dict:
+    """``spectra.png`` of ``td-analysis reproduce`` and its numbers (for ``table1.json``).
+
+    ``run``: the toy pipeline's :class:`td_analysis.experiments.ToyRun`.  Seed 0 of the
+    unregularised and the targeted-dropout network; H of the mean cross-entropy over the first
+    :data:`FIGURE_EXAMPLES` images of the figure split; the pruned set is the weight-pruning mask
+    at the Table 1 fraction (both layers).
+    """
+    from td_analysis import plotting
+    from td_analysis.pruning import pruning_masks
+
+    settings = run.settings
+    x, y = run.evald[settings.figure_split]
+    x, y = x[:FIGURE_EXAMPLES], y[:FIGURE_EXAMPLES]
+    models = {label: run.models[reg][0] for reg, label in FIGURE_NETWORKS.items()}
+    masks = {
+        label: pruning_masks(model, settings.prune_fraction, "weight")
+        for label, model in models.items()
+    }
+    data = spectra_figure_data(models, x, y, masks)
+    fig = plotting.plot_spectra(
+        data,
+        title=f"Hessian spectra (SLQ densities, dotted: top eigenvalues) of the mean "
+        f"cross-entropy over {len(y):,} {settings.figure_split} images; pruned set: "
+        f"{settings.prune_fraction:.0%} weight pruning",
+    )
+    plotting.save_figure(fig, run.out_dir / "spectra.png", formats=("png",))
+    return {
+        label: {
+            "top_eigenvalues": entry["whole"]["eigenvalues"],
+            "layers": {k: v["eigenvalues"] for k, v in entry["layers"].items()},
+            "pruned_set": entry["pruned_summary"],
+        }
+        for label, entry in data.items()
+    }
 
 
 # ----------------------------------------------------------------------------- CLI

@@ -76,7 +76,9 @@ def test_eigenvalues_and_trace_match_eigh(checkpoint, reference, data_root, tmp_
     assert se == 0 and exact == pytest.approx(float(H.trace()), rel=1e-9)
     saved = json.loads(out.with_suffix(".json").read_text())
     assert saved["num_params"] == 3093 and saved["num_examples"] == LIMIT
-    assert torch.allclose(torch.tensor(saved["eigenvalues"], dtype=torch.float64), lam.flip(0)[:6], rtol=1e-8)
+    assert torch.allclose(
+        torch.tensor(saved["eigenvalues"], dtype=torch.float64), lam.flip(0)[:6], rtol=1e-8
+    )
 
     text = run([*base, "--which", "magnitude", "--trace-matvecs", 30, "--out", out], capsys)
     by_mag = lam[lam.abs().argsort(descending=True)][:6]
@@ -151,3 +153,47 @@ def test_distributed_matches_single_process(checkpoint, data_root, tmp_path, cap
     two = json.loads((tmp_path / "two.json").read_text())
     assert two["num_examples"] == LIMIT
     assert two["trace"] == pytest.approx(one["trace"], rel=1e-9)
+
+
+def test_spectra_figure_data_against_eigh(tmp_path):
+    """The pipeline behind spectra.png: whole net, each layer and the pruned block H_SS."""
+    from zoo import CASES
+
+    from td_analysis import plotting
+    from td_analysis.pruning import pruning_masks
+    from td_analysis.spectra import spectra_figure_data
+
+    case = next(c for c in CASES if c.name == "h3-bias-mean")
+    model, x, y = case.build()
+    masks = pruning_masks(model, 0.5, "weight")
+    data = spectra_figure_data({"net": model}, x, y, {"net": masks}, k=3, num_steps=20)["net"]
+
+    def top3(H):
+        return torch.linalg.eigvalsh((H + H.mT) / 2).flip(0)[:3]
+
+    H = Reference(model, x, y).hessian()
+    got = torch.tensor(data["whole"]["eigenvalues"], dtype=torch.float64)
+    assert torch.allclose(got, top3(H), atol=1e-8)
+    for layer in range(4):
+        names = [f"layers.{layer}.weight", f"layers.{layer}.bias"]
+        ref = top3(Reference(model, x, y, params=names).hessian())
+        got = torch.tensor(data["layers"][f"layers.{layer}"]["eigenvalues"], dtype=torch.float64)
+        assert torch.allclose(got, ref, atol=1e-8), layer
+    S = torch.cat(
+        [
+            masks[n].reshape(-1) if n in masks else torch.zeros(p.numel(), dtype=torch.bool)
+            for n, p in model.named_parameters()
+        ]
+    )
+    got = torch.tensor(data["pruned"]["eigenvalues"], dtype=torch.float64)
+    assert torch.allclose(got, top3(H[S][:, S]), atol=1e-8)
+    summary = data["pruned_summary"]
+    assert summary["num_pruned"] == int(S.sum())
+    assert summary["lambda_max_pruned"] == pytest.approx(float(top3(H[S][:, S])[0]), abs=1e-8)
+    for part in (data["whole"], data["pruned"], *data["layers"].values()):
+        grid = torch.tensor(part["grid"], dtype=torch.float64)
+        dens = torch.tensor(part["density"], dtype=torch.float64)
+        assert float(torch.trapezoid(dens, grid)) == pytest.approx(1.0, abs=1e-9)
+    fig = plotting.plot_spectra({"net": data, "copy": data}, title="t")
+    (path,) = plotting.save_figure(fig, tmp_path / "spectra.png", formats=("png",))
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -263,6 +263,7 @@ def test_divergence_is_detected_on_small_data() -> None:
 
 
 # ----------------------------------------------------------------------------- progress
+@pytest.mark.slow
 def test_progress_in_a_log_is_plain_lines(tmp_path: Path, data_root) -> None:
     """stderr to a file: no carriage returns, periodic lines; --progress forces the bar."""
     env = {
@@ -277,7 +278,6 @@ def test_progress_in_a_log_is_plain_lines(tmp_path: Path, data_root) -> None:
     argv = ["estimate", str(tmp_path / "m.pt"), "--limit", "200", "--fractions", "0.5,0.75"]
     cmd = [sys.executable, "-m", "td_analysis.cli", *argv]
 
-
     def stderr(*extra: str) -> str:  # bytes decoded by hand: text=True would turn \r into \n
         proc = subprocess.run([*cmd, *extra], env=env, capture_output=True, check=True)
         return proc.stderr.decode()
@@ -290,3 +290,151 @@ def test_progress_in_a_log_is_plain_lines(tmp_path: Path, data_root) -> None:
     forced = stderr("--progress")
     assert "\r" in forced and "2/2 [" in forced  # a tqdm bar, as asked
     assert stderr("--quiet") == ""
+
+
+def test_progress_modes(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    from td_analysis import progress
+
+    monkeypatch.delenv("TD_ANALYSIS_PROGRESS", raising=False)
+    assert progress.progress_mode() == "lines"  # pytest's stderr is not a terminal
+    monkeypatch.setenv("TD_ANALYSIS_PROGRESS", "off")
+    assert progress.progress_mode() == "off"
+    progress.set_progress_mode("bar")  # the CLI's --progress wins over the environment
+    try:
+        assert progress.progress_mode() == "bar"
+    finally:
+        progress.set_progress_mode(None)
+    with pytest.raises(ValueError, match="progress mode"):
+        progress.set_progress_mode("loud")
+    monkeypatch.setenv("TD_ANALYSIS_PROGRESS", "lines")
+    monkeypatch.setenv("TD_ANALYSIS_PROGRESS_INTERVAL", "0")
+    assert list(progress.progress_bar(range(3), desc="work", unit="step")) == [0, 1, 2]
+    err = capsys.readouterr().err
+    assert err.splitlines() == [
+        "work: 1/3 step (33%), 0 s",
+        "work: 2/3 step (67%), 0 s",
+        "work: 3/3 step (100%), 0 s",
+        "work: 3/3 step (100%), 0 s",  # the closing line
+    ]
+    assert list(progress.progress_bar(range(3), disable=True)) == [0, 1, 2]
+    assert capsys.readouterr().err == ""
+
+
+def test_line_progress_is_periodic(capsys: pytest.CaptureFixture) -> None:
+    from td_analysis.progress import LineProgress
+
+    bar = LineProgress(total=1000, desc="train", unit="step", interval=3600)
+    for _ in range(1000):
+        bar.update()
+    bar.set_postfix(loss="0.420")
+    assert capsys.readouterr().err == ""  # nothing within the interval…
+    bar.close()
+    bar.close()  # …and one closing line, once
+    assert capsys.readouterr().err == "train: 1,000/1,000 step (100%), 0 s, loss=0.420\n"
+
+
+# ----------------------------------------------------------------------------- quick outputs
+def test_reproduce_quick_never_writes_into_figures(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """The output folder each invocation gets (the pipeline itself is replaced by a stub)."""
+    from td_analysis import experiments
+
+    folders = []
+
+    def fake(settings, *, out_dir, **kwargs):
+        folders.append((Path(out_dir), settings.epochs))
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        (Path(out_dir) / "table1.md").write_text("stub")
+        return {"seconds": 0.0}
+
+    monkeypatch.setattr(experiments, "reproduce", fake)
+    monkeypatch.chdir(tmp_path)
+    assert main(["reproduce", "--quick", "--quiet"]) == 0
+    assert main(["reproduce", "--quiet"]) == 0
+    assert main(["reproduce", "--quick", "--out", "mine", "--quiet"]) == 0
+    capsys.readouterr()
+    assert folders == [
+        (Path("runs/quick/figures"), 2),
+        (Path("figures"), 20),
+        (Path("mine"), 2),
+    ]
+
+
+def test_notebooks_quick_mode_writes_elsewhere(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "notebooks" / "execute_notebooks.py"
+    spec = importlib.util.spec_from_file_location("execute_notebooks", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    calls = []
+
+    def fake(nb: Path, *, quick: bool, out: Path, **kwargs) -> float:
+        calls.append((nb.name, quick, out))
+        return 0.0
+
+    monkeypatch.setattr(module, "execute", fake)
+    monkeypatch.setattr(module, "use_this_python", lambda: None)
+    monkeypatch.setattr(Path, "stat", lambda self: os.stat(__file__))  # no file was written
+    name = module.NOTEBOOKS[0]
+    assert module.main(["--quick", name]) == 0
+    assert module.main([name]) == 0
+    assert calls == [
+        (name, True, module.QUICK_OUT / name),
+        (name, False, module.HERE / name),  # the full run updates the committed notebook
+    ]
+    assert module.QUICK_OUT.parts[-3:] == ("runs", "quick", "notebooks")
+    with pytest.raises(SystemExit):  # quick output over the committed notebooks: refused
+        module.main(["--quick", "--out-dir", str(module.HERE), name])
+
+
+def test_train_default_names_differ_with_the_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """``train --gamma 0.5`` and ``--gamma 0.75`` used to both write runs/targeted-weight-seed0.pt
+    (training replaced by a stub: only the file names are under test)."""
+    import td_analysis.training as training
+
+    def fake_train(config, **kwargs):
+        history = [{"train_loss": 1.0, "eval_accuracy": 0.5}]
+        return training.TrainResult(training.build_model(config), config, history)
+
+    monkeypatch.setattr(training, "train", fake_train)
+    monkeypatch.chdir(tmp_path)
+    for gamma in ("0.5", "0.75", "0.75"):
+        assert main(["train", "--reg", "targeted-weight", "--gamma", gamma, "--quiet"]) == 0
+    capsys.readouterr()
+    names = sorted(p.name for p in (tmp_path / "runs").iterdir())
+    assert len(names) == 2 and all("targeted-weight" in n and "seed0" in n for n in names)
+    configs = {
+        training.load_checkpoint(tmp_path / "runs" / n).config.regulariser.gamma for n in names
+    }
+    assert configs == {0.5, 0.75}
+
+
+@pytest.mark.slow
+def test_interrupted_reproduce_leaves_the_old_results_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, data_root
+) -> None:
+    """Ctrl-C after Figure 1 is written: ``--out`` keeps exactly the previous run's files."""
+    from td_analysis import experiments
+
+    out = tmp_path / "figures"
+    out.mkdir()
+    old = {"README.md": "kept", "figure1.png": "old figure", "table1.md": "old table"}
+    for name, text in old.items():
+        (out / name).write_text(text)
+
+    def interrupted(run):
+        assert (run.out_dir / "figure1.png").is_file()  # the new Figure 1 exists (staged)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(experiments, "pooled_figure", interrupted)
+    argv = ["reproduce", "--quick", "--no-curves", "--seeds", "0", "--epochs", "1"]
+    argv += ["--eval-limit", "200", "--out", str(out), "--runs", str(tmp_path / "runs")]
+    argv += ["--cache-dir", str(tmp_path / "cache"), "--data-dir", str(data_root), "--quiet"]
+    assert main(argv) == 130
+    capsys.readouterr()
+    assert {p.name: p.read_text() for p in out.iterdir()} == old
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "figures", "runs"]

@@ -335,3 +335,15 @@ def test_inputs_are_not_modified_and_buffers_are_copies():
     with torch.no_grad():  # the operator keeps its own copies: later edits do not leak in
         model[1].running_mean.add_(1.0)
     assert rel(H.dense(), Reference(model, x, y).hessian()) > 1e-3
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_cuda_matches_float64_reference():
+    for case in (ZOO[0], ZOO[ZOO_IDS.index("cnn")]):
+        model, x, y = case.build()
+        H_ref = Reference(model, x, y, case.params, case.reduction).hessian()
+        V = torch.randn(H_ref.shape[0], 3, dtype=F64)
+        H = HessianOperator(model.cuda(), (x, y), device="cuda", **case.kwargs())
+        assert H.device.type == "cuda" and H.backend == case.backend
+        assert rel((H @ V.cuda()).cpu(), H_ref @ V) < TOL
+        assert rel(H.dense().cpu(), H_ref) < TOL

@@ -196,7 +196,9 @@ def test_k_zero_changes_nothing_and_k_100_removes_every_hidden_weight() -> None:
     for kind in SEED_KINDS:
         pruned, masks = prune_percent(model, 0, kind)
         assert not any(m.any() for m in masks.values())
-        assert all(torch.equal(a, b) for a, b in zip(pruned.parameters(), model.parameters()))
+        assert all(
+            torch.equal(a, b) for a, b in zip(pruned.parameters(), model.parameters(), strict=True)
+        )
     pruned, _ = prune_percent(model, 100, "weight")
     for l in hidden_layers(model):
         assert not pruned.layers[l].weight.any()

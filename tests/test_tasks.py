@@ -186,8 +186,12 @@ def test_checkpoints_record_task_and_dataset(tmp_path: Path) -> None:
     ckpt = load_checkpoint(path)
     assert (ckpt.config.dataset, ckpt.config.task) == ("fashion-mnist", "tiny")
     assert ckpt.config.regulariser.draws == "bits"
-    assert ckpt.model.arch == {"in_features": 784, "hidden": [6, 5], "num_classes": 10,
-                               "bias": False}  # fmt: skip
+    assert ckpt.model.arch == {
+        "in_features": 784,
+        "hidden": [6, 5],
+        "num_classes": 10,
+        "bias": False,
+    }
     # a checkpoint written before the task layer (no dataset/task fields) is a CIFAR-10 one
     payload = torch.load(path, weights_only=True)
     for key in ("dataset", "task", "train_limit"):
@@ -212,8 +216,9 @@ def test_train_limit_trains_on_the_first_examples() -> None:
     gen = torch.Generator().manual_seed(1)
     x = torch.randn(80, 3072, generator=gen)
     y = torch.randint(0, 10, (80,), generator=gen)
-    a = train(task.config(epochs=2, train_limit=50, eval_split=""), train_data=(x, y),
-              progress=False)  # fmt: skip
+    a = train(
+        task.config(epochs=2, train_limit=50, eval_split=""), train_data=(x, y), progress=False
+    )
     b = train(task.config(epochs=2, eval_split=""), train_data=(x[:50], y[:50]), progress=False)
     for p, q in zip(a.model.parameters(), b.model.parameters(), strict=True):
         assert torch.equal(p, q)
@@ -249,11 +254,37 @@ def test_cli_train_and_prune_on_fashion_mnist(data_root: Path, tmp_path: Path, c
 
 
 def test_cli_bad_task_options(tmp_path: Path, capsys) -> None:
-    assert main(["train", "--task", "toy", "--dataset", "fashion-mnist", "--epochs", "1",
-                 "--out", str(tmp_path / "x.pt")]) == 2  # fmt: skip
+    assert (
+        main(
+            [
+                "train",
+                "--task",
+                "toy",
+                "--dataset",
+                "fashion-mnist",
+                "--epochs",
+                "1",
+                "--out",
+                str(tmp_path / "x.pt"),
+            ]
+        )
+        == 2
+    )
     assert "toy is trained on cifar10, not on fashion-mnist" in capsys.readouterr().err
-    assert main(["train", "--dataset", "fashion-mnist", "--protocol", "fast",
-                 "--out", str(tmp_path / "x.pt")]) == 2  # fmt: skip
+    assert (
+        main(
+            [
+                "train",
+                "--dataset",
+                "fashion-mnist",
+                "--protocol",
+                "fast",
+                "--out",
+                str(tmp_path / "x.pt"),
+            ]
+        )
+        == 2
+    )
     assert "no protocol 'fast'" in capsys.readouterr().err
     assert not (tmp_path / "x.pt").exists()
     with pytest.raises(SystemExit) as exc:
@@ -273,7 +304,8 @@ def test_cli_config_follows_the_task() -> None:
     )
     assert fm == get_task("fashion-mlp").config(regulariser="targeted-unit")
     seed = config_from_args(
-        parser.parse_args(["train", "--task", "fashion-mlp", "--protocol", "seed", "--no-bias",
-                           "--epochs", "3"])  # fmt: skip
+        parser.parse_args(
+            ["train", "--task", "fashion-mlp", "--protocol", "seed", "--no-bias", "--epochs", "3"]
+        )
     )
     assert (seed.batch_size, seed.epochs, seed.bias) == (32, 3, False)

@@ -7,6 +7,8 @@ vector θ of the selected parameters (``named_parameters()`` order, each tensor 
 to the same model and data, build a :class:`HessianOperator` yourself and reuse it.
 ``method`` is the operator's ``backend``: ``"auto"`` (closed form where the model's structure
 is a dense ReLU net), ``"dense"`` or ``"autograd"``.  The model and the inputs are never modified.
+Targets are integer labels in [0, K); label -100 is ignored as by ``F.cross_entropy`` (the mean
+divides by the number of the other examples).
 """
 
 from __future__ import annotations
@@ -67,7 +69,9 @@ def _operator(
     chunk_size: int | None,
     method: str = "auto",
     progress: bool = False,
+    cache: bool = False,
 ) -> HessianOperator:
+    """One operator for one call: no forward cache unless the call makes several passes."""
     return HessianOperator(
         model,
         (inputs, targets),
@@ -78,6 +82,7 @@ def _operator(
         backend=method,
         chunk_size=chunk_size,
         progress=progress,
+        cache_bytes=None if cache else 0,
     )
 
 
@@ -185,7 +190,9 @@ def hessian_diagonal(
     if method not in _DIAGONAL_METHODS:
         raise ValueError(f"method must be one of {_DIAGONAL_METHODS}, got {method!r}")
     backend = "auto" if method == "hutchinson" else method
-    op = _operator(model, inputs, targets, params, reduction, dtype, chunk_size, backend)
+    op = _operator(
+        model, inputs, targets, params, reduction, dtype, chunk_size, backend, cache=True
+    )
     if method == "hutchinson":
         return op.hutchinson_diagonal(num_samples, seed=seed)
     return op.diagonal(method="exact" if op.backend == "dense" else "columns")

@@ -3,6 +3,13 @@
 ℓ(θ) = c Σₙ CE(f_θ(xₙ), yₙ), c = 1/N (``reduction="mean"``) or 1 (``"sum"``), over the examples
 whose label is not ``ignore_index``, as a function of the flat vector θ of the selected
 parameters (``named_parameters()`` order, each tensor row-major).  H = ∇²ℓ(θ) is P × P.
+
+Everything is a sum over examples, so every product is accumulated over chunks of examples
+(memory O(P·k + chunk)), scaled by c once, and, when distributed, summed over ranks with one
+``all_reduce``.  The operator validates the model, the labels and the data once, copies θ, the
+other parameters and the buffers once (the model is never touched), and chooses its backend once
+from the model's *structure* (:mod:`.structure`): the closed form of :mod:`.dense` for dense ReLU
+networks, ``torch.func`` (:mod:`.functional`) for anything else.
 """
 
 from __future__ import annotations
@@ -267,7 +274,7 @@ class HessianOperator:
             self._tensors = (x, y)
             self._input_ndim = data[0].ndim
             local, longest = int(y.shape[0]), int(y.shape[0])
-            features = int(x[0].numel()) if x.shape[0] else int(data[0][0].numel())
+            features = int(data[0].shape[1:].numel())
         else:
             if isinstance(data, Iterator) or not isinstance(data, Iterable):
                 raise TypeError(
@@ -286,7 +293,7 @@ class HessianOperator:
                 position += int(batch[1].shape[0])
                 if i == 0:
                     self._input_ndim = batch[0].ndim
-                    features = int(batch[0][0].numel()) if batch[0].shape[0] else 0
+                    features = int(batch[0].shape[1:].numel())
                 local += int(y.shape[0])
                 longest = max(longest, int(y.shape[0]))
         self.local_num_examples = local
@@ -527,14 +534,14 @@ class HessianOperator:
         if self._dense is not None:
             self._dense_matmat(V, out)
         else:
-            cs = self._chunk_len(self._fm.example_bytes(k, self._features, self.num_classes))
+            cs = self._chunk_len(self._fm.example_bytes(k, self._features, self._num_classes or 1))
             for x, y in self.chunks(cs):
                 self._fm.hvp(x, y, V, out)
         return self._finish(out)
 
     def loss_and_gradient(self) -> tuple[Tensor, Tensor]:
         """(ℓ, ∇ℓ) in one pass (0-d and (P,) tensors of the analysis dtype)."""
-        cs = self._chunk_len(self._fm.example_bytes(1, self._features, self.num_classes))
+        cs = self._chunk_len(self._fm.example_bytes(1, self._features, self._num_classes or 1))
         buf = torch.zeros(self.num_params + 1, dtype=self._dtype, device=self._device)
         for x, y in self.chunks(cs):
             value, g = self._fm.loss_and_grad(x, y)
@@ -549,7 +556,7 @@ class HessianOperator:
 
     def loss(self) -> Tensor:
         """ℓ(θ) = c Σₙ CE(f_θ(xₙ), yₙ), a 0-d tensor (forward passes only)."""
-        cs = self._chunk_len(self._fm.example_bytes(0, self._features, self.num_classes))
+        cs = self._chunk_len(self._fm.example_bytes(0, self._features, self._num_classes or 1))
         total = torch.zeros(1, dtype=self._dtype, device=self._device)
         with torch.no_grad():
             for x, y in self.chunks(cs):

@@ -45,6 +45,8 @@ WHICH = ("largest", "smallest", "magnitude")
 TRACE_METHODS = ("hutch++", "hutchinson", "exact")
 #: Columns per operator product when an algorithm needs many (basis blocks, trace probes).
 MAX_BLOCK = 64
+#: top_eigenpairs stops (with a warning) when its residual has not halved in this many products.
+STAGNATION = 60
 #: Memory budget (bytes) for the Lanczos bases of a group of density probes.
 DENSITY_BYTES = 2 * 2**30
 
@@ -207,8 +209,10 @@ def top_eigenpairs(
     the next Krylov block.  Converged when every wanted residual ‖Hv − θv‖₂ ≤ ``tol``·‖H‖
     (‖H‖ estimated by the largest |θ|); then |λ − θ| ≤ ‖r‖ and, away from other eigenvalues,
     |λ − θ| ≤ ‖r‖²/gap.  When ``basis_size`` ≥ P the P × P matrix is formed from basis blocks
-    and diagonalised exactly.  ``max_iter`` caps the number of block products (a
-    ``RuntimeWarning`` names the residual reached).  Degenerate eigenvalues of multiplicity up
+    and diagonalised exactly.  ``max_iter`` (default 500) caps the number of block
+    products; it stops early when the residual has not halved in 60 products (e.g. ``tol``
+    below the precision of float32 products); either way a ``RuntimeWarning`` names the
+    residual reached.  Degenerate eigenvalues of multiplicity up
     to b are resolved by the block.
     """
     P = _size(op)
@@ -218,7 +222,7 @@ def top_eigenpairs(
     if not tol > 0:
         raise ValueError(f"tol must be positive, got {tol}")
     device = _device(op)
-    b = max(1, min(P, block_size if block_size is not None else max(k, 8)))
+    b = max(1, min(P, block_size if block_size is not None else min(k, 4)))
     keep = min(P, k + b)
     m = basis_size if basis_size is not None else keep + 3 * b
     if m < keep + b:
@@ -227,37 +231,53 @@ def top_eigenpairs(
         evals, evecs = torch.linalg.eigh(_dense(op, P, device))
         idx = _select(evals, which, k)
         return evals[idx], _fix_signs(evecs[:, idx])
-    max_iter = max_iter if max_iter is not None else max(200, 20 * math.ceil(P / b))
+    max_iter = max_iter if max_iter is not None else 500
 
     gen = _generator(seed)
-    Q = torch.empty(P, m, dtype=torch.float64, device=device)
-    HQ = torch.empty_like(Q)
-    T = torch.zeros(m, m, dtype=torch.float64, device=device)
+    # basis and its image stored as rows (m × P): contiguous row writes and GEMMs
+    Qt = torch.empty(m, P, dtype=torch.float64, device=device)
+    HQt = torch.empty_like(Qt)
+    T = torch.zeros(m, m, dtype=torch.float64, device=device)  # QᵀHQ
+    G = torch.zeros(m, m, dtype=torch.float64, device=device)  # (HQ)ᵀ(HQ), for residual norms
     n = 0
-    block = _orthonormal_extension(Q[:, :0], _randn(P, b, gen, device), gen)
-    products, worst = 0, math.inf
+    block = _orthonormal_extension(Qt[:0].mT, _randn(P, b, gen, device), gen).mT
+    products, worst, best, best_at = 0, math.inf, math.inf, 0
     bar = tqdm(total=max_iter, desc="eigenpairs", unit="block", disable=not progress)
     while True:
         # extend the basis by one block and its image
-        nb = block.shape[1]
-        Q[:, n : n + nb] = block
-        HQ[:, n : n + nb] = _apply(op, block)
+        nb = block.shape[0]
+        Qt[n : n + nb] = block
+        HQt[n : n + nb] = _apply(op, block.mT).mT
         products += 1
         bar.update()
-        T[: n + nb, n : n + nb] = Q[:, : n + nb].mT @ HQ[:, n : n + nb]
+        T[: n + nb, n : n + nb] = Qt[: n + nb] @ HQt[n : n + nb].mT
         T[n : n + nb, :n] = T[:n, n : n + nb].mT
+        G[: n + nb, n : n + nb] = HQt[: n + nb] @ HQt[n : n + nb].mT
+        G[n : n + nb, :n] = G[:n, n : n + nb].mT
         n += nb
-        # Rayleigh–Ritz and residuals of the wanted Ritz pairs
-        S = (T[:n, :n] + T[:n, :n].mT) * 0.5
-        theta, Y = torch.linalg.eigh(S)
+        # Rayleigh–Ritz; ‖HQy − θQy‖² = yᵀGy − θ² (QᵀHQy = θy, ‖y‖ = 1)
+        theta, Y = torch.linalg.eigh((T[:n, :n] + T[:n, :n].mT) * 0.5)
         want = _select(theta, which, k)
-        Yw = Y[:, want]
-        R = HQ[:, :n] @ Yw - (Q[:, :n] @ Yw) * theta[want]
+        Yw, tw = Y[:, want], theta[want]
         scale = float(theta.abs().max().clamp_min(torch.finfo(torch.float64).tiny))
-        res = R.norm(dim=0)
-        worst = float(res.max()) / scale
+        res2 = ((Yw * (G[:n, :n] @ Yw)).sum(0) - tw**2).clamp_min(0.0)
+        worst = math.sqrt(float(res2.max())) / scale
+        if worst <= max(tol, 1e-6) or n >= P:  # confirm explicitly (the Gram form cancels)
+            R = Yw.mT @ HQt[:n] - tw[:, None] * (Yw.mT @ Qt[:n])
+            worst = float(R.norm(dim=1).max()) / scale
         bar.set_postfix(residual=f"{worst:.1e}")
         if worst <= tol or n >= P:
+            break
+        if worst < 0.5 * best:
+            best, best_at = worst, products
+        if products - best_at >= STAGNATION:
+            warnings.warn(
+                f"top_eigenpairs stagnated at relative residual {best:.2e} > tol={tol:.1e} (no "
+                f"halving in {STAGNATION} block products): tol is likely below the precision "
+                f"of the operator's {_op_dtype(op)} products",
+                RuntimeWarning,
+                stacklevel=2,
+            )
             break
         if products >= max_iter:
             warnings.warn(
@@ -267,26 +287,44 @@ def top_eigenpairs(
                 stacklevel=2,
             )
             break
-        if n + b > m:  # thick restart on the wanted Ritz vectors
+        if n + b > m:  # thick restart on the wanted Ritz vectors (no products)
             kept = _select(theta, which, min(keep, n))
             Yk = Y[:, kept]
-            Rk = HQ[:, :n] @ Yk - (Q[:, :n] @ Yk) * theta[kept]
-            Q[:, : len(kept)] = Q[:, :n] @ Yk
-            HQ[:, : len(kept)] = HQ[:, :n] @ Yk
+            Qt[: len(kept)] = Yk.mT @ Qt[:n]
+            HQt[: len(kept)] = Yk.mT @ HQt[:n]
+            Gk = Yk.mT @ G[:n, :n] @ Yk
             n = len(kept)
             T.zero_()
             T[:n, :n] = torch.diag(theta[kept])
-            # dominant b directions of the residuals: the continuation of the Krylov space
-            U, s, _ = torch.linalg.svd(Rk, full_matrices=False)
-            nxt = U[:, : min(b, int((s > 1e-14 * s.max().clamp_min(1e-300)).sum()) or 1)]
+            G.zero_()
+            G[:n, :n] = (Gk + Gk.mT) * 0.5
+            # the residuals HQy − θQy span the next Krylov block: keep their dominant b directions
+            Rk = HQt[:n] - theta[kept][:, None] * Qt[:n]
+            evals, W = torch.linalg.eigh(Rk @ Rk.mT)
+            count = max(1, min(b, int((evals > 1e-28 * evals.max().clamp_min(1e-300)).sum())))
+            nxt = W[:, -count:].mT @ Rk
         else:
-            nxt = HQ[:, n - nb : n]
-        block = _orthonormal_extension(Q[:, :n], nxt, gen, want=min(b, m - n))
-        if block.shape[1] == 0:  # the whole space is spanned: Rayleigh–Ritz was exact
+            nxt = HQt[n - nb : n]
+        block = _extend_rows(Qt[:n], nxt, gen, min(b, m - n))
+        if block.shape[0] == 0:  # the whole space is spanned: Rayleigh–Ritz was exact
             break
     bar.close()
-    vecs = Q[:, :n] @ Yw
-    return theta[want].clone(), _fix_signs(vecs)
+    vecs = (Yw.mT @ Qt[:n]).mT
+    return tw.clone(), _fix_signs(vecs)
+
+
+def _extend_rows(Qt: Tensor, X: Tensor, gen: torch.Generator, want: int) -> Tensor:
+    """Orthonormal rows spanning span(X) ⊥ span(Qt) (rows), by classical Gram–Schmidt twice and
+    a QR; falls back to :func:`_orthonormal_extension` (rank-revealing, random refill) when X
+    is (nearly) dependent on the basis."""
+    ref = X.norm(dim=1).max().clamp_min(torch.finfo(X.dtype).tiny)
+    for _ in range(2):
+        X = X - (X @ Qt.mT) @ Qt
+    if X.shape[0] <= want:
+        Qx, R = torch.linalg.qr(X.mT)
+        if bool((R.diagonal().abs() > 1e-8 * ref).all()):
+            return Qx.mT
+    return _orthonormal_extension(Qt.mT, X.mT, gen, want=want).mT
 
 
 # ----------------------------------------------------------------------------- trace

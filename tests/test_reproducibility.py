@@ -1,0 +1,114 @@
+"""Runs reproduce bit for bit, also on "another machine".
+
+The quick pipeline runs twice in fresh processes with separate checkpoint and cache folders: once
+as is, once emulating an AVX2 machine with two threads (MKL dispatching its AVX2 kernels,
+``MKL_ENABLE_INSTRUCTIONS=AVX2``; OpenMP/MKL thread counts 2). Without the pinned kernels of
+:mod:`td_analysis.reproducibility`, the second run's weights differ from the first in the last
+bits after one epoch (measured: ``BENCHMARKS.md``). Every number of ``table1.json`` (timings
+aside), every pixel of every PNG and the text of ``table1.md`` must agree exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from td_analysis.reproducibility import PINNED_KERNELS, has_avx2, pin_cpu_kernels
+
+ARGV = ["reproduce", "--quick", "--no-curves", "--seeds", "0", "--epochs", "1"]
+ARGV += ["--eval-limit", "500", "--quiet"]
+OTHER_MACHINE = {"MKL_ENABLE_INSTRUCTIONS": "AVX2", "OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"}
+
+
+def _without_timings(obj):
+    if isinstance(obj, dict):
+        return {k: _without_timings(v) for k, v in obj.items() if k != "seconds"}
+    if isinstance(obj, list):
+        return [_without_timings(v) for v in obj]
+    return obj
+
+
+def _start(folder: Path, data_root: Path, extra: dict[str, str]) -> subprocess.Popen:
+    env = {**os.environ, "TD_ANALYSIS_DATA": str(data_root), **extra}
+    for name in (*PINNED_KERNELS, "TD_ANALYSIS_NATIVE_KERNELS"):
+        env.pop(name, None)  # what a user's shell has: the package pins the kernels itself
+    argv = [*ARGV, "--out", str(folder / "out"), "--runs", str(folder / "runs")]
+    argv += ["--cache-dir", str(folder / "cache")]
+    return subprocess.Popen(
+        [sys.executable, "-m", "td_analysis.cli", *argv],
+        env=env,
+        cwd=folder,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not has_avx2(), reason="the pinned kernels need an x86-64 CPU with AVX2")
+def test_quick_reproduce_is_bit_identical_on_another_machine(tmp_path: Path, data_root) -> None:
+    import matplotlib.image as mpimg
+
+    runs = {"here": tmp_path / "here", "avx2, 2 threads": tmp_path / "other"}
+    procs = {}
+    for (name, folder), extra in zip(runs.items(), ({}, OTHER_MACHINE), strict=True):
+        folder.mkdir()
+        procs[name] = _start(folder, data_root, extra)
+    for name, proc in procs.items():  # the two runs share the machine's two cores
+        _, err = proc.communicate(timeout=900)
+        assert proc.returncode == 0, f"{name}: {err.decode()[-2000:]}"
+    a, b = (folder / "out" for folder in runs.values())
+    names = sorted(p.name for p in a.iterdir())
+    assert names == sorted(p.name for p in b.iterdir())
+    assert {"table1.json", "table1.md", "figure1.png"} <= set(names)
+    ja = json.loads((a / "table1.json").read_text())
+    jb = json.loads((b / "table1.json").read_text())
+    assert _without_timings(ja) == _without_timings(jb)  # float equality: every bit
+    assert (a / "table1.md").read_text() == (b / "table1.md").read_text()
+    for name in names:
+        if name.endswith(".png"):  # PNG files may embed metadata: compare the pixels
+            pa, pb = mpimg.imread(a / name), mpimg.imread(b / name)
+            assert pa.shape == pb.shape and np.array_equal(pa, pb), name
+    # the checkpoints themselves, weight for weight
+    import torch
+
+    ca = sorted((runs["here"] / "runs").glob("*.pt"))
+    cb = sorted((runs["avx2, 2 threads"] / "runs").glob("*.pt"))
+    assert [p.name for p in ca] == [p.name for p in cb] and len(ca) == 2
+    for pa, pb in zip(ca, cb, strict=True):
+        sa = torch.load(pa, weights_only=True)["state_dict"]
+        sb = torch.load(pb, weights_only=True)["state_dict"]
+        assert all(torch.equal(sa[k], sb[k]) for k in sa), pa.name
+
+
+def test_pinning_sets_the_environment_only_before_torch(monkeypatch) -> None:
+    """In this process torch is imported already: nothing is changed; in a fresh one the two
+    variables are set (unless the user set them, or opted out)."""
+    for name in PINNED_KERNELS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv("TD_ANALYSIS_NATIVE_KERNELS", raising=False)
+    assert "torch" in sys.modules
+    pin_cpu_kernels()
+    assert all(name not in os.environ for name in PINNED_KERNELS)
+    code = (
+        "import os, td_analysis, torch\n"
+        "print(os.environ.get('ATEN_CPU_CAPABILITY'), os.environ.get('MKL_CBWR'),"
+        " torch.backends.cpu.get_cpu_capability())"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in PINNED_KERNELS}
+
+    def fresh(**extra: str) -> list[str]:
+        out = subprocess.run(
+            [sys.executable, "-c", code], env={**env, **extra}, capture_output=True, text=True
+        )
+        return out.stdout.split()
+
+    if has_avx2():
+        assert fresh() == ["avx2", "AVX2", "AVX2"]
+        assert fresh(MKL_CBWR="COMPATIBLE")[:2] == ["avx2", "COMPATIBLE"]  # the user's choice
+    assert fresh(TD_ANALYSIS_NATIVE_KERNELS="1")[:2] == ["None", "None"]
