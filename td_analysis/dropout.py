@@ -316,8 +316,8 @@ class Regulariser:
         return _keep_factor(self._uniform(w.shape, w.dtype, w.device), alpha, targeted)
 
     def _bits_factor(self, layer: int, w: Tensor, gamma: float, alpha: float) -> Tensor:
-        """Targeted factor with ``"bits"`` draws: a *boolean* M (True = kept; ``W ⊙ M`` is
-        ``where(M, W, 0)``), computed in buffers kept for the next step.
+        """Targeted factor ``M`` (0/1, the weight's float type) with ``"bits"`` draws,
+        computed in buffers kept for the next step.
 
         The returned tensor (on the CPU: a buffer of this Regulariser) is overwritten by the
         next call for the same layer.  Same targeting as :func:`targeted_weight_mask` /
@@ -332,6 +332,7 @@ class Regulariser:
                 "dtype": dtype,
                 "raw": torch.empty(-(-math.prod(shape) * 32 // 64), dtype=torch.int64),
                 "keep": np.empty(shape, dtype=bool),
+                "factor": np.empty(shape, dtype=torch.empty((), dtype=dtype).numpy().dtype),
             }
         if self.config.kind == "targeted-weight":
             if _numpy_fast_path(w):
@@ -344,8 +345,10 @@ class Regulariser:
         keep = ws["keep"]
         np.greater_equal(k, threshold, out=keep)  # not drawn for dropping
         np.logical_or(keep, untargeted, out=keep)  # kept = ¬(targeted ∧ drawn)
-        factor = torch.from_numpy(keep)
-        return factor if w.device.type == "cpu" else factor.to(w.device)
+        # as a 0/1 float factor: W ⊙ M by a float multiply is ~7× faster than where(M, W, 0)
+        np.copyto(ws["factor"], keep)
+        factor = torch.from_numpy(ws["factor"])
+        return factor if w.device.type == "cpu" else factor.to(w.device, w.dtype)
 
     @staticmethod
     def _weight_untargeted(ws: dict, w: Tensor, gamma: float) -> np.ndarray:

@@ -71,6 +71,8 @@ PAPER_TABLE1 = {
 }
 FIGURE_PARAMS = "layers.1.weight"
 QUICK_OUT = Path("runs") / "quick" / "figures"  # reproduce --quick's default output folder
+# the files `reproduce` writes into its folder (replaced together; other files there are kept)
+TOY_OUTPUTS = ("figure1*.png", "figure1*.pdf", "estimates_*.png", "pruning_curves.*", "table1.*")
 TABLE1_REGULARISERS = ("none", "targeted-weight")
 
 
@@ -435,7 +437,7 @@ def write_table1(run: ToyRun, results: dict) -> None:
     atomic_write_text(run.out_dir / "table1.md", text)
 
 
-@staged_output("out_dir")  # all outputs or none: old results stay whole if interrupted
+@staged_output("out_dir", owned=TOY_OUTPUTS)  # all or none: old results stay whole if interrupted
 def reproduce(
     settings: ReproduceSettings | None = None,
     *,

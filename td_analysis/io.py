@@ -27,9 +27,8 @@ __all__ = [
     "KEEP_IN_RESULT_FOLDER",
 ]
 
-# what a result folder holds besides the run's own files: its README, git markers, and the
-# sub-folders (other experiments' results, e.g. figures/fashion_mlp/)
-KEEP_IN_RESULT_FOLDER = ("README*", ".gitignore", ".gitkeep", "*/")
+# files of a result folder that are never a run's outputs: its README and git markers
+KEEP_IN_RESULT_FOLDER = ("README*", ".gitignore", ".gitkeep", ".gitattributes")
 
 
 def _umask() -> int:
@@ -81,21 +80,26 @@ def atomic_write_json(path: str | Path, obj: Any) -> None:
 
 @contextmanager
 def staged_directory(
-    target: str | Path, *, keep: tuple[str, ...] = KEEP_IN_RESULT_FOLDER
+    target: str | Path,
+    *,
+    owned: tuple[str, ...] = ("*",),
+    keep: tuple[str, ...] = KEEP_IN_RESULT_FOLDER,
 ) -> Iterator[Path]:
-    """Yield an empty staging folder beside ``target``; swap it in for ``target`` if the block
-    succeeds, delete it if the block raises (``target`` then stays exactly as it was).
+    """Yield a staging folder beside ``target``; swap it in for ``target`` if the block succeeds,
+    delete it if the block raises (``target`` then stays exactly as it was).
 
-    A result folder is thus never a mix of old and new outputs: after an interrupted run it
-    holds the previous run's files, after a finished one only this run's. Entries of ``target``
-    that match a ``keep`` glob are not outputs of this run: they are copied into the staging
-    folder first, so they survive the swap (by default the README, git markers and every
-    sub-folder, written by other commands; a glob ending in ``/`` matches folders only).
+    ``owned`` globs name the run's outputs among ``target``'s files: those are left out of the
+    staging folder, so after the swap ``target`` holds this run's outputs only, never a mix of
+    old and new ones (an output this run did not write is gone, not stale). Everything else, the
+    files matching ``keep`` (the README) or no ``owned`` glob and every sub-folder (e.g. another
+    experiment's results), is carried over into the staging folder first, as hard links (copies
+    where links are impossible): writers must replace files by renaming (the ``atomic_*``
+    helpers do), never rewrite them in place.
 
     The swap is two renames in one folder (``target`` → a hidden ``.old`` name, staging →
     ``target``), then the old folder is deleted; between the renames ``target`` is briefly
-    absent, never mixed. A leftover ``.<name>.old-*`` or ``.<name>.staging-*`` folder from a
-    killed process is harmless and can be deleted.
+    absent, never mixed. A ``.<name>.staging-*`` or ``.<name>.old-*`` folder left by a process
+    killed with SIGKILL is harmless and can be deleted.
     """
     target = Path(target)
     if target.exists() and not target.is_dir():
@@ -104,14 +108,7 @@ def staged_directory(
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.staging-", dir=target.parent))
     try:
         if target.is_dir():
-            for item in target.iterdir():
-                if item.name.startswith((f".{target.name}.staging-", f".{target.name}.old-")):
-                    continue
-                if item.is_dir() and not item.is_symlink():
-                    if any(k.endswith("/") and fnmatch.fnmatch(item.name, k[:-1]) for k in keep):
-                        shutil.copytree(item, staging / item.name, symlinks=True)
-                elif any(not k.endswith("/") and fnmatch.fnmatch(item.name, k) for k in keep):
-                    shutil.copy2(item, staging / item.name, follow_symlinks=False)
+            _carry_over(target, staging, owned, keep)
         yield staging
         os.chmod(staging, 0o777 & ~_umask())  # mkdtemp makes 0700 folders; give the usual mode
         old = None
@@ -132,13 +129,36 @@ def staged_directory(
         raise
 
 
-def staged_output(argument: str = "out_dir") -> Callable[[Callable], Callable]:
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst, follow_symlinks=False)
+    except OSError:
+        shutil.copy2(src, dst, follow_symlinks=False)
+
+
+def _carry_over(target: Path, staging: Path, owned: tuple[str, ...], keep: tuple[str, ...]) -> None:
+    """Link every entry of ``target`` that is not an owned output into ``staging``."""
+    for item in target.iterdir():
+        if item.name.startswith((f".{target.name}.staging-", f".{target.name}.old-")):
+            continue
+        if item.is_dir() and not item.is_symlink():
+            shutil.copytree(item, staging / item.name, symlinks=True, copy_function=_link_or_copy)
+        elif any(fnmatch.fnmatch(item.name, k) for k in keep) or not any(
+            fnmatch.fnmatch(item.name, o) for o in owned
+        ):
+            _link_or_copy(str(item), str(staging / item.name))
+
+
+def staged_output(
+    argument: str = "out_dir", *, owned: tuple[str, ...] = ("*",)
+) -> Callable[[Callable], Callable]:
     """Decorator: the function writes its results into a :func:`staged_directory` of its
     ``argument`` (a folder path, default ``"out_dir"``), swapped in only when it returns.
 
-    ``@staged_output("out_dir")`` on ``reproduce(…, out_dir="figures")`` makes an interrupted or
-    failing run leave ``figures/`` exactly as it was, and a finished one leave only its own files
-    there (plus the kept README).
+    ``@staged_output("out_dir", owned=("figure1*", "table1.*"))`` on ``reproduce(…,
+    out_dir="figures")`` makes an interrupted or failing run leave ``figures/`` exactly as it
+    was, and a finished one leave its own outputs there, none of an earlier run's, next to the
+    files it does not own (README, other commands' figures, sub-folders).
     """
 
     def decorate(func: Callable) -> Callable:
@@ -150,7 +170,7 @@ def staged_output(argument: str = "out_dir") -> Callable[[Callable], Callable]:
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             bound = signature.bind(*args, **kwargs)
             bound.apply_defaults()
-            with staged_directory(bound.arguments[argument]) as staging:
+            with staged_directory(bound.arguments[argument], owned=owned) as staging:
                 bound.arguments[argument] = staging
                 return func(*bound.args, **bound.kwargs)
 

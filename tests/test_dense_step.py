@@ -151,7 +151,8 @@ def test_bits_factor_is_targeted_and_drawn(kind: str, alpha: float) -> None:
         gen.set_state(state)
         drawn = bernoulli_bits(tuple(w.shape), alpha, gen).numpy()
         targeted = _ref_targeted(w, 0.5, kind)
-        np.testing.assert_array_equal(keep.numpy(), ~(targeted & drawn))
+        assert keep.dtype == w.dtype  # a 0/1 factor in the weight's type
+        np.testing.assert_array_equal(keep.numpy(), (~(targeted & drawn)).astype(np.float32))
         w = w + 0.01 * torch.randn(30, 40)
     # the same targeted set as the "uniform" draws (and as the package's mask functions)
     ref = targeted_weight_mask(w, 0.5) if kind == "targeted-weight" else targeted_unit_mask(w, 0.5)

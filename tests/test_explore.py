@@ -43,6 +43,14 @@ def _needed(what: str, how: str):
     pytest.skip(reason)
 
 
+def _require(module: str, how: str) -> None:
+    """Import ``module`` or fail in CI / skip elsewhere."""
+    try:
+        __import__(module)
+    except ImportError:
+        _needed(module, how)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -68,7 +76,7 @@ def _port_open(port: int) -> bool:
 # ----------------------------------------------------------------------------- command line
 @pytest.fixture
 def voila_installed():
-    pytest.importorskip("voila", reason="Voilà is not installed (pip install -e '.[explore]')")
+    _require("voila", "pip install -e '.[explore]'")
 
 
 def test_port_in_use_is_a_one_line_error(voila_installed, tmp_path):
@@ -139,10 +147,7 @@ def test_unknown_notebook_is_a_one_line_error(voila_installed):
 @pytest.fixture(scope="module")
 def chrome():
     """(chromium binary, chromedriver) paths; fail in CI, skip elsewhere, when missing."""
-    try:
-        import selenium  # noqa: F401
-    except ImportError:
-        _needed("Selenium", "pip install selenium")
+    _require("selenium", "pip install selenium")
     binary = next(
         (
             shutil.which(n)
@@ -160,7 +165,7 @@ def chrome():
 @pytest.fixture(scope="module")
 def explorer(chrome, data_root, tmp_path_factory):
     """``td-analysis explore --quick`` on a free port, with fresh runs and cache folders."""
-    pytest.importorskip("voila", reason="Voilà is not installed (pip install -e '.[explore]')")
+    _require("voila", "pip install -e '.[explore]'")
     work = tmp_path_factory.mktemp("explore")
     runs = work / "runs"
     port = _free_port()
@@ -283,7 +288,7 @@ def voila_page(explorer, driver):
 @pytest.fixture(scope="module")
 def jupyterlab_page(explorer, driver, data_root, tmp_path_factory):
     """Notebook 03 (a copy: Lab may save it) opened in JupyterLab, all cells run."""
-    pytest.importorskip("jupyterlab", reason="JupyterLab is not installed (pip install jupyterlab)")
+    _require("jupyterlab", "pip install jupyterlab")
     from td_analysis.explore import jupyter_dir
 
     work = tmp_path_factory.mktemp("lab")
@@ -325,6 +330,7 @@ def jupyterlab_page(explorer, driver, data_root, tmp_path_factory):
             "--ServerApp.port_retries=0",
             "--IdentityProvider.token=",
             f"--ServerApp.root_dir={work}",
+            "--allow-root",  # CI runs as root; harmless otherwise
             "--LabApp.news_url=None",
             "--LabApp.expose_app_in_browser=True",
         ],
@@ -479,7 +485,7 @@ def test_zoom_window_changes_the_figure(page):
     _redrawn(page, view, before, "zoom rows 0–7, columns 8–31", "the zoomed figure")
     shot = os.environ.get("TD_ANALYSIS_SCREENSHOT")
     if shot and page.front_end == "voila":  # the README's picture: this view, as a user sees it
-        page.execute_script("arguments[0].scrollIntoView();", view)
+        page.execute_script("document.activeElement.blur(); arguments[0].scrollIntoView();", view)
         Path(shot).parent.mkdir(parents=True, exist_ok=True)
         view.screenshot(shot)
 

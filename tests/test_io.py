@@ -44,13 +44,15 @@ def test_failure_leaves_the_old_results_whole(tmp_path: Path) -> None:
 def test_success_replaces_outputs_and_keeps_readme_and_subfolders(tmp_path: Path) -> None:
     target = tmp_path / "figures"
     old_results(target)
-    with staged_directory(target) as staging:
+    (target / "explorer.png").write_text("another command's figure")
+    with staged_directory(target, owned=("figure1*", "table1.*")) as staging:
         assert staging.parent == tmp_path and staging != target
         assert listing(target)["figure1.png"] == "old figure"  # untouched while running
         (staging / "figure1.png").write_text("new figure")
     assert listing(target) == {
         "README.md": "how these were made",  # not an output: kept
         "fashion_mlp/pruning.md": "other experiment",  # another command's results: kept
+        "explorer.png": "another command's figure",  # not owned by this run: kept
         "figure1.png": "new figure",
         # the old table1.md is gone: this run did not write one, so it would be stale
     }
@@ -62,6 +64,31 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def test_by_default_every_file_but_the_readme_is_an_output(tmp_path: Path) -> None:
+    target = tmp_path / "fashion_mlp"
+    target.mkdir()
+    (target / "README.md").write_text("kept")
+    (target / "old.json").write_text("stale")
+    with staged_directory(target) as staging:
+        (staging / "new.json").write_text("{}")
+    assert listing(target) == {"README.md": "kept", "new.json": "{}"}
+
+
+def test_carried_files_are_not_rewritten_in_the_old_folder(tmp_path: Path) -> None:
+    """Carried files are hard links: replacing one by rename leaves the old folder's copy."""
+    target = tmp_path / "figures"
+    old_results(target)
+    with pytest.raises(RuntimeError):
+        with staged_directory(target, owned=("figure1*",)) as staging:
+            from td_analysis.io import atomic_write_text
+
+            atomic_write_text(staging / "README.md", "rewritten")
+            atomic_write_text(staging / "fashion_mlp" / "pruning.md", "rewritten")
+            raise RuntimeError
+    assert listing(target)["README.md"] == "how these were made"
+    assert listing(target)["fashion_mlp/pruning.md"] == "other experiment"
 
 
 def test_new_target_is_created(tmp_path: Path) -> None:
