@@ -262,6 +262,9 @@ def voila_command(notebook: Path, ip: str, port: int) -> list[str]:
         "--Voila.port_retries=0",  # a taken port is an error, not a silent other address
         "--strip_sources=True",
         "--show_tracebacks=False",
+        # cells run through the page's own connection, not a long server-side stream (whose
+        # response can stall after the kernel finished, voila-dashboards/voila#1446)
+        "--progressive_rendering=True",
         f"--template={TEMPLATE}",
         *(f"--VoilaConfiguration.extension_allowlist={name}" for name in EXTENSIONS),
         "--Voila.log_level=WARN",

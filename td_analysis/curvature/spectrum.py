@@ -242,6 +242,8 @@ def top_eigenpairs(
     n = 0
     block = _orthonormal_extension(Qt[:0].mT, _randn(P, b, gen, device), gen).mT
     products, worst, best, best_at = 0, math.inf, math.inf, 0
+    # below ~√ε of the products' precision yᵀGy − θ² is rounding: residuals computed explicitly
+    floor = 10 * math.sqrt(torch.finfo(_op_dtype(op)).eps)
     bar = tqdm(total=max_iter, desc="eigenpairs", unit="block", disable=not progress)
     while True:
         # extend the basis by one block and its image
@@ -262,7 +264,7 @@ def top_eigenpairs(
         scale = float(theta.abs().max().clamp_min(torch.finfo(torch.float64).tiny))
         res2 = ((Yw * (G[:n, :n] @ Yw)).sum(0) - tw**2).clamp_min(0.0)
         worst = math.sqrt(float(res2.max())) / scale
-        if worst <= max(tol, 1e-6) or n >= P:  # confirm explicitly (the Gram form cancels)
+        if worst <= max(tol, floor) or n >= P:  # confirm explicitly (the Gram form cancels)
             R = Yw.mT @ HQt[:n] - tw[:, None] * (Yw.mT @ Qt[:n])
             worst = float(R.norm(dim=1).max()) / scale
         bar.set_postfix(residual=f"{worst:.1e}")
