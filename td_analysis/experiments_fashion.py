@@ -473,6 +473,15 @@ def _network_text(settings: FashionSettings) -> str:
     return f"{' → '.join(map(str, widths))} ReLU MLP on {task.dataset}"
 
 
+def _load_average() -> float | None:
+    """The 1-minute load average (``None`` where the OS has none): a busy machine explains a
+    slow run."""
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return None
+
+
 def check_pooled_memory(settings: FashionSettings) -> None:
     """Refuse up front (:class:`HessianMemoryError`) a pooled projection that cannot fit."""
     task = settings.task_def
@@ -508,6 +517,7 @@ def reproduce_fashion(
     settings = settings or FashionSettings()
     check_pooled_memory(settings)
     t0 = time.perf_counter()
+    load_start = _load_average()
     jobs = []
     for reg in settings.regularisers:
         for bias in settings.biases:
@@ -563,6 +573,7 @@ def reproduce_fashion(
     }
     with staged_directory(out_dir) as staging:
         results["seconds"] = time.perf_counter() - t0
+        results["load_average"] = [load_start, _load_average()]
         write_outputs(Path(staging), results, settings, command)
     return results
 

@@ -262,9 +262,6 @@ def voila_command(notebook: Path, ip: str, port: int) -> list[str]:
         "--Voila.port_retries=0",  # a taken port is an error, not a silent other address
         "--strip_sources=True",
         "--show_tracebacks=False",
-        # cells run through the page's own connection, not a long server-side stream (whose
-        # response can stall after the kernel finished, voila-dashboards/voila#1446)
-        "--progressive_rendering=True",
         f"--template={TEMPLATE}",
         *(f"--VoilaConfiguration.extension_allowlist={name}" for name in EXTENSIONS),
         "--Voila.log_level=WARN",
@@ -393,8 +390,9 @@ def _cmd_explore(args: argparse.Namespace) -> int:
         names = " and ".join(missing)
         raise FileNotFoundError(
             f"no trained {names} network (seed {settings.seeds[0]}, {settings.epochs} epochs) in "
-            f"{folders['runs']}: run notebook 01 or `td-analysis explore --train` (about "
-            f"{15 * len(missing)} s), or try `td-analysis explore --quick`"
+            f"{folders['runs']}: run `td-analysis reproduce` or notebook 01, or "
+            f"`td-analysis explore --train` (about {15 * len(missing)} s), or try "
+            "`td-analysis explore --quick`"
         )
     if missing:
         print(f"training the explorer's networks into {folders['runs']}", flush=True)

@@ -188,9 +188,10 @@ FASHION_FIGURES = {
     "ΔE for every pruning (k > 0) of every network: first order −∇ᵀd, second order ½dᵀHd (one "
     "Hessian-vector product), OBD ½Σ Hᵢᵢdᵢ² with the exact diagonal, their sum; Spearman ρ per "
     "regulariser in each panel (`taylor.json`)",
-    "coadaptation_pooled.png": "θᵀ⊙H⊙θ of all weights ordered by decreasing |θ|, pooled into "
+    "coadaptation_pooled.png": "θᵀ⊙H⊙θ of all weights ordered by decreasing \\|θ\\|, pooled into "
     "B × B block sums through B Hessian-vector products (never the full Hessian), unregularised "
-    "vs targeted weight vs targeted unit dropout; the dashed line marks the lowest-|θ| fraction γ",
+    "vs targeted weight vs targeted unit dropout; the dashed line marks the lowest-\\|θ\\| "
+    "fraction γ",
     "coadaptation_layers.png": "layer × layer sums of the same matrix: over all weights (top) "
     "and over the weights that weight pruning at k = 100·γ deletes (bottom; ½ of its total is "
     "the second-order term ½dᵀHd of that deletion)",
@@ -200,11 +201,17 @@ FASHION_FIGURES = {
 def fashion_readme(settings: Mapping, *, network: str, command: str, summary: Mapping) -> str:
     """``figures/fashion_mlp/README.md``: what each file shows and which command made it."""
     minutes = summary.get("seconds", float("nan")) / 60
+    load = summary.get("load_average")
+    load_text = (
+        f", 1-minute load average {load[0]:.1f} at the start and {load[1]:.1f} at the end"
+        if load and None not in load
+        else ""
+    )
     lines = [
         "# Fashion-MNIST MLP: pruning with and without targeted dropout (issue #11)",
         "",
-        f"Everything here was made by `{command}` in {minutes:.1f} minutes "
-        f"({network}; settings in `summary.json`).",
+        f"Everything here was made by `{command}` in {minutes:.1f} minutes of wall-clock time "
+        f"on the 2-core machine{load_text} ({network}; settings in `summary.json`).",
         "",
         "| file | what it shows |",
         "|---|---|",

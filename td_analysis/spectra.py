@@ -170,17 +170,17 @@ def layer_groups(model: nn.Module) -> dict[str, list[str]]:
     return groups
 
 
-def _spectrum(op, k: int, probes: int, steps: int, seed: int) -> dict:
+def _spectrum(op, k: int, probes: int, steps: int, tol: float, seed: int) -> tuple[dict, Tensor]:
     P = op.shape[0]
-    k = min(k, P - 1)
-    evals, _ = top_eigenpairs(op, k, seed=seed) if k >= 1 else (torch.zeros(0), None)
+    evals, evecs = top_eigenpairs(op, min(k, P - 1), tol=tol, seed=seed)
     grid, dens = spectral_density(op, num_probes=probes, num_steps=min(steps, P), seed=seed)
-    return {
+    out = {
         "num_params": P,
         "eigenvalues": evals.cpu().tolist(),
         "grid": grid.tolist(),
         "density": dens.tolist(),
     }
+    return out, (evals, evecs)
 
 
 def spectra_figure_data(
@@ -190,31 +190,42 @@ def spectra_figure_data(
     masks: Mapping[str, Mapping[str, Tensor]],
     *,
     k: int = 5,
-    num_probes: int = 3,
+    tol: float = 1e-5,
+    num_probes: int = 2,
     num_steps: int = 32,
+    dtype: torch.dtype | None = None,
     seed: int = 0,
     progress: bool = False,
 ) -> dict[str, dict]:
     """Per network: spectra of the whole Hessian, each layer's block and the pruned block H_SS.
 
     ``masks[name]`` are the pruning masks (True = removed) of network ``name``.  Each spectrum
-    is ``{"num_params", "eigenvalues" (top k, largest first), "grid", "density"}``;
-    ``"pruned_summary"`` holds :class:`td_analysis.curvature.PrunedSpectrum` as a dict (λ_max of
-    H_SS, the Rayleigh bound on ½dᵀHd, the top eigenvectors' mass on S).
+    is ``{"num_params", "eigenvalues" (top k, largest first, residual ≤ ``tol``·‖H‖), "grid",
+    "density"}``; ``"pruned_summary"`` holds :class:`td_analysis.curvature.PrunedSpectrum` as a
+    dict (λ_max of H_SS, the Rayleigh bound on ½dᵀHd, the top eigenvectors' mass on S).
+    ``dtype``: of the Hessian-vector products (default: the model's; the algebra is float64).
     """
-    from td_analysis.progress import progress_bar as tqdm
+    from tqdm.auto import tqdm
 
     out = {}
     for name, model in tqdm(models.items(), desc="spectra", disable=not progress):
         model = model.eval()
-        H = HessianOperator(model, (inputs, targets), dtype=torch.float64)
-        entry = {"whole": _spectrum(H, k, num_probes, num_steps, seed), "layers": {}}
+        H = HessianOperator(model, (inputs, targets), dtype=dtype)
+        whole, pairs = _spectrum(H, k, num_probes, num_steps, tol, seed)
+        entry = {"whole": whole, "layers": {}}
         for layer, names in layer_groups(model).items():
-            HL = HessianOperator(model, (inputs, targets), params=names, dtype=torch.float64)
-            entry["layers"][layer] = _spectrum(HL, k, num_probes, num_steps, seed)
+            HL = HessianOperator(model, (inputs, targets), params=names, dtype=dtype)
+            entry["layers"][layer] = _spectrum(HL, k, num_probes, num_steps, tol, seed)[0]
         mask = flat_mask(H, masks[name])
-        entry["pruned"] = _spectrum(restrict(H, mask), k, num_probes, num_steps, seed)
-        entry["pruned_summary"] = pruned_spectrum(H, mask, theta=H.theta, k=k, seed=seed).as_dict()
+        entry["pruned"] = _spectrum(restrict(H, mask), k, num_probes, num_steps, tol, seed)[0]
+        summary = pruned_spectrum(
+            H,
+            mask,
+            theta=H.theta,
+            eigenpairs=pairs,
+            lambda_max=entry["pruned"]["eigenvalues"][0],
+        )
+        entry["pruned_summary"] = summary.as_dict()
         out[name] = entry
     return out
 

@@ -166,7 +166,8 @@ def test_spectra_figure_data_against_eigh(tmp_path):
     case = next(c for c in CASES if c.name == "h3-bias-mean")
     model, x, y = case.build()
     masks = pruning_masks(model, 0.5, "weight")
-    data = spectra_figure_data({"net": model}, x, y, {"net": masks}, k=3, num_steps=20)["net"]
+    data = spectra_figure_data({"net": model}, x, y, {"net": masks}, k=3, tol=1e-10, num_steps=20)
+    data = data["net"]
 
     def top3(H):
         return torch.linalg.eigvalsh((H + H.mT) / 2).flip(0)[:3]

@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-PAGE_TIMEOUT = 300  # seconds for Voilà to run the whole notebook on a busy 2-core machine
+PAGE_TIMEOUT = 240  # seconds for Voilà to run the whole notebook on a busy 2-core machine
 REDRAW_TIMEOUT = 120
 
 pytestmark = pytest.mark.slow
@@ -121,6 +121,7 @@ def test_missing_models_is_a_one_line_error_saying_how_to_make_them(
     assert len(lines) == 1, err
     for hint in (
         "no trained none and targeted-weight network",
+        "td-analysis reproduce",
         "notebook 01",
         "--train",
         "--quick",
@@ -225,6 +226,9 @@ def driver(chrome):
     ):
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    # Voilà streams the page while it runs the notebook: get() returns at once and the tests
+    # wait for the views themselves (a blocking get() would hit the driver's 120 s read timeout)
+    options.page_load_strategy = "none"
     d = webdriver.Chrome(service=Service(chromedriver), options=options)
     yield d
     d.quit()
@@ -275,112 +279,26 @@ def _ready(driver) -> bool:
 
 
 @pytest.fixture(scope="module")
-def voila_page(explorer, driver):
-    """The explorer loaded once in Voilà."""
-    t0 = time.monotonic()
-    driver.set_page_load_timeout(PAGE_TIMEOUT)
-    driver.get(explorer["url"])
-    _wait(driver, lambda: _ready(driver), PAGE_TIMEOUT, "the live views")
-    print(f"explorer page ready in {time.monotonic() - t0:.0f} s")
-    return driver
+def page(explorer, driver):
+    """The explorer loaded once in Voilà, every cell run and every live view drawn.
 
+    Voilà sometimes stops streaming the page although the kernel has run every cell
+    (voila-dashboards/voila#1446, seen here only on an overloaded machine): then the page is
+    loaded once more, with a fresh kernel, and the retry is reported."""
+    from selenium.common.exceptions import TimeoutException
 
-@pytest.fixture(scope="module")
-def jupyterlab_page(explorer, driver, data_root, tmp_path_factory):
-    """Notebook 03 (a copy: Lab may save it) opened in JupyterLab, all cells run."""
-    _require("jupyterlab", "pip install jupyterlab")
-    from td_analysis.explore import jupyter_dir
-
-    work = tmp_path_factory.mktemp("lab")
-    shutil.copy(REPO / "notebooks" / "03_explore_dependence.ipynb", work)
-    (work / "pyproject.toml").touch()  # the notebook's repository root
-    settings = work / "settings"
-    for plugin, values in {
-        "notebook-extension/tracker": '{"windowingMode": "none"}',  # every cell in the DOM
-        "apputils-extension/notification": '{"fetchNews": "false", "checkForUpdates": false}',
-        "docmanager-extension/plugin": '{"autosave": false}',
-    }.items():
-        path = settings / "@jupyterlab" / f"{plugin}.jupyterlab-settings"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(values)
-    jupyter = jupyter_dir()  # kernel "python3" = this interpreter
-    env = {
-        **os.environ,
-        "TD_ANALYSIS_QUICK": "1",
-        "TD_ANALYSIS_DATA": str(data_root),
-        "TD_ANALYSIS_RUNS": str(explorer["runs"]),
-        "TD_ANALYSIS_CACHE": str(explorer["runs"].parent / "cache"),
-        "JUPYTER_PATH": str(jupyter),
-        "JUPYTER_CONFIG_DIR": str(work / "config"),
-        "JUPYTER_DATA_DIR": str(work / "data"),
-        "JUPYTER_RUNTIME_DIR": str(work / "runtime"),
-        "JUPYTERLAB_SETTINGS_DIR": str(settings),
-        "JUPYTERLAB_WORKSPACES_DIR": str(work / "workspaces"),
-    }
-    port = _free_port()
-    log = (work / "lab.log").open("w")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "jupyterlab",
-            "--no-browser",
-            f"--ServerApp.port={port}",
-            "--ServerApp.ip=127.0.0.1",
-            "--ServerApp.port_retries=0",
-            "--IdentityProvider.token=",
-            f"--ServerApp.root_dir={work}",
-            "--allow-root",  # CI runs as root; harmless otherwise
-            "--LabApp.news_url=None",
-            "--LabApp.expose_app_in_browser=True",
-        ],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
+    for attempt in (1, 2):
         t0 = time.monotonic()
-        while not _port_open(port):
-            if proc.poll() is not None or time.monotonic() - t0 > 120:
-                pytest.fail(f"JupyterLab did not start:\n{(work / 'lab.log').read_text()}")
-            time.sleep(0.3)
-        driver.get(f"http://127.0.0.1:{port}/lab/tree/03_explore_dependence.ipynb")
-        # the kernel is up when the notebook toolbar shows it idle; then run every cell
-        _wait(
-            driver,
-            lambda: driver.execute_script(
-                "const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;"
-                "return !!(w && w.sessionContext && w.sessionContext.session"
-                " && w.sessionContext.session.kernel"
-                " && w.sessionContext.session.kernel.status === 'idle');"
-            ),
-            120,
-            "the JupyterLab kernel",
-        )
-        driver.execute_script("window.jupyterapp.commands.execute('notebook:run-all-cells');")
-        _wait(driver, lambda: _ready(driver), PAGE_TIMEOUT, "the live views in JupyterLab")
-        print(f"JupyterLab notebook ready in {time.monotonic() - t0:.0f} s")
-        yield driver
-    finally:
-        proc.send_signal(signal.SIGINT)  # JupyterLab asks to confirm on a terminal only
         try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.terminate()
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        log.close()
-        shutil.rmtree(jupyter, ignore_errors=True)
-
-
-@pytest.fixture(scope="module", params=["voila", "jupyterlab"])
-def page(request):
-    """The explorer in each front end: Voilà (``td-analysis explore``) and JupyterLab."""
-    driver = request.getfixturevalue(f"{request.param}_page")
-    driver.front_end = request.param
-    return driver
+            driver.get(explorer["url"])
+            _wait(driver, lambda: _ready(driver), PAGE_TIMEOUT, "the live views")
+        except TimeoutException:
+            if attempt == 2:
+                raise
+            print(f"explorer page not complete after {PAGE_TIMEOUT} s: loading it again")
+            continue
+        print(f"explorer page ready in {time.monotonic() - t0:.0f} s (attempt {attempt})")
+        return driver
 
 
 def test_page_loads_without_console_errors(page, explorer):
@@ -391,8 +309,7 @@ def test_page_loads_without_console_errors(page, explorer):
     text = page.find_element(By.TAG_NAME, "body").text
     assert "Traceback" not in text and "Error" not in text, "an error is shown on the page"
     assert "Exploring the dependence between weights" in text  # the notebook's markdown
-    if page.front_end == "voila":
-        assert "import " not in text, "code cells must not be shown"
+    assert "import " not in text, "code cells must not be shown"
     # the notebook loaded the networks the command trained: nothing else was trained
     assert sorted(p.name for p in explorer["runs"].glob("*.pt")) == explorer["trained"]
 
@@ -484,7 +401,7 @@ def test_zoom_window_changes_the_figure(page):
     _type_range(view, "columns", "8-32")
     _redrawn(page, view, before, "zoom rows 0–7, columns 8–31", "the zoomed figure")
     shot = os.environ.get("TD_ANALYSIS_SCREENSHOT")
-    if shot and page.front_end == "voila":  # the README's picture: this view, as a user sees it
+    if shot:  # the README's picture: this view, as a user sees it
         page.execute_script("document.activeElement.blur(); arguments[0].scrollIntoView();", view)
         Path(shot).parent.mkdir(parents=True, exist_ok=True)
         view.screenshot(shot)
@@ -512,7 +429,7 @@ def test_invalid_zoom_shows_a_readable_message(page):
     assert not severe, f"errors in the browser console: {severe}"
 
 
-def test_ctrl_c_stops_the_server(explorer, voila_page):
+def test_ctrl_c_stops_the_server(explorer, page):
     proc = explorer["proc"]
     proc.send_signal(signal.SIGINT)
     assert proc.wait(60) == 0

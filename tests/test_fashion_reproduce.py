@@ -284,3 +284,15 @@ def test_bad_input_exits_2_and_writes_nothing(tmp_path, data_root, monkeypatch, 
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "pooled projection" in err[0]
     assert not out.exists() and not (tmp_path / "runs").exists()
+
+
+def test_load_results_reads_back_the_run(run):
+    from td_analysis.experiments_fashion import load_results
+
+    back = load_results(run["out"])
+    assert back["records"] == run["records"]
+    assert back["taylor"] == run["taylor"]["records"]
+    assert back["coadaptation"] == run["maps"]
+    assert back["settings"] == run["summary"]["settings"]
+    with pytest.raises(FileNotFoundError, match="summary.json"):
+        load_results(run["out"].parent / "nothing-here")

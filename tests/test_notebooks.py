@@ -22,6 +22,7 @@ NOTEBOOKS = [
     "01_reproduce_figure1.ipynb",
     "02_pruning_error_estimates.ipynb",
     "03_explore_dependence.ipynb",
+    "04_fashion_mlp.ipynb",
     "05_spectrum.ipynb",
 ]
 MAX_BYTES = 1_500_000

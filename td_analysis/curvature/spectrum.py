@@ -212,8 +212,11 @@ def top_eigenpairs(
     and diagonalised exactly.  ``max_iter`` (default 500) caps the number of block
     products; it stops early when the residual has not halved in 60 products (e.g. ``tol``
     below the precision of float32 products); either way a ``RuntimeWarning`` names the
-    residual reached.  Degenerate eigenvalues of multiplicity up
-    to b are resolved by the block.
+    residual reached.  Degenerate eigenvalues of multiplicity up to b are resolved by the
+    block.  Defaults: b = min(k, 4) (the Hessian's (P, b) products cost little more than one
+    vector for small b), ``basis_size`` = max(k + 4b, 2k + 20) columns (memory 2·P·that·8 bytes:
+    basis and image).  The residuals ‖HQy − θQy‖² = yᵀ(HQ)ᵀ(HQ)y − θ² come from a small Gram
+    matrix each step and are recomputed explicitly near convergence.
     """
     P = _size(op)
     _check_which(which)
@@ -224,7 +227,7 @@ def top_eigenpairs(
     device = _device(op)
     b = max(1, min(P, block_size if block_size is not None else min(k, 4)))
     keep = min(P, k + b)
-    m = basis_size if basis_size is not None else keep + 3 * b
+    m = basis_size if basis_size is not None else max(keep + 3 * b, 2 * k + 20)
     if m < keep + b:
         raise ValueError(f"basis_size must be at least k + 2·block_size = {keep + b}, got {m}")
     if m >= P:
@@ -618,6 +621,8 @@ def pruned_spectrum(
     k: int = 5,
     tol: float = 1e-6,
     seed: int = 0,
+    eigenpairs: tuple[Tensor, Tensor] | None = None,
+    lambda_max: float | None = None,
 ) -> PrunedSpectrum:
     """λ_max(H_SS) of the pruned set S, the bound it gives, and where H's top directions live.
 
@@ -627,6 +632,8 @@ def pruned_spectrum(
     much of the sharpest curvature directions lies on the weights pruning removes (|S|/P for a
     direction spread evenly; near 0 when the kept and pruned weights do not interact).
     ``theta`` (flat parameters) adds ``second_order`` = ½dᵀHd and ``bound`` = ½λ_max‖d‖².
+    ``eigenpairs`` (H's top-k from :func:`top_eigenpairs`) and ``lambda_max`` (of H_SS) reuse
+    results the caller already has.
     """
     P = _size(op)
     mask = torch.as_tensor(pruned)
@@ -640,12 +647,15 @@ def pruned_spectrum(
     if size == 0:
         raise ValueError("the pruned set is empty")
     sub = restrict(op, mask)
-    if size == 1:
+    if lambda_max is not None:
+        lam = float(lambda_max)
+    elif size == 1:
         lam = float(_apply(sub, torch.ones(1, 1, dtype=torch.float64, device=sub.device)))
     else:
         lam = float(top_eigenpairs(sub, min(1, size - 1), tol=tol, seed=seed)[0][0])
-    kk = min(k, P - 1)
-    evals, evecs = top_eigenpairs(op, kk, tol=tol, seed=seed)
+    if eigenpairs is None:
+        eigenpairs = top_eigenpairs(op, min(k, P - 1), tol=tol, seed=seed)
+    evals, evecs = eigenpairs
     mass = (evecs[mask.to(evecs.device)] ** 2).sum(0)
     result = PrunedSpectrum(
         num_params=P,
