@@ -34,14 +34,13 @@ from td_analysis.coadaptation import (
     pruned_set,
 )
 from td_analysis.curvature import hessian
-from td_analysis.data import load_cifar10
 from td_analysis.dropout import RegulariserConfig
 from td_analysis.io import atomic_write_json, atomic_write_text, staged_output
 from td_analysis.models import DenseNet
 from td_analysis.progress import progress_bar
 from td_analysis.pruning import pruning_curve, pruning_masks
 from td_analysis.taylor import estimate_pruning, pruning_sweep, random_mask_sweep, rank_correlations
-from td_analysis.training import TrainConfig, load_checkpoint, save_checkpoint, train
+from td_analysis.training import TrainConfig, load_checkpoint, load_data, save_checkpoint, train
 
 __all__ = [
     "PAPER_TABLE1",
@@ -233,9 +232,8 @@ def prepare_toy(
 ) -> ToyRun:
     """Load the splits and train (or reuse) one model per regulariser × seed."""
     base = replace(settings.base, epochs=settings.epochs)
-    pre = base.preprocessing
     data = {
-        s: load_cifar10(data_root, split=s, preprocessing=pre, download=download)
+        s: load_data(base, s, root=data_root, download=download)
         for s in {base.train_split, base.eval_split, *settings.splits}
     }
     evald = {
