@@ -288,7 +288,8 @@ def test_progress_in_a_log_is_plain_lines(tmp_path: Path, data_root) -> None:
     assert lines and all("Taylor weight: " in line and "/2 it (" in line for line in lines), log
     assert lines[-1].startswith("Taylor weight: 2/2 it (100%)")
     forced = stderr("--progress")
-    assert "\r" in forced and "2/2 [" in forced  # a tqdm bar, as asked
+    # a tqdm bar, as asked (redrawn in place; a bar with leave=False erases its last state)
+    assert "\r" in forced and "/2 [" in forced and "Taylor weight:" in forced
     assert stderr("--quiet") == ""
 
 
