@@ -25,7 +25,8 @@ from pathlib import Path
 
 import nbformat
 from ipykernel.kernelspec import write_kernel_spec
-from nbclient import NotebookClient
+
+from td_analysis.nbexec import PollingNotebookClient
 
 HERE = Path(__file__).resolve().parent
 NOTEBOOKS = sorted(p.name for p in HERE.glob("[0-9][0-9]_*.ipynb"))
@@ -59,7 +60,7 @@ def execute(
     for var in ("TD_ANALYSIS_DATA", "TD_ANALYSIS_RUNS", "TD_ANALYSIS_CACHE"):
         if env.get(var):  # relative to where this was started, not to the kernel's notebooks/
             env[var] = os.path.abspath(env[var])
-    client = NotebookClient(
+    client = PollingNotebookClient(
         nb,
         timeout=timeout,
         kernel_name="python3",

@@ -16,6 +16,7 @@ import pytest
 
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
+PollingNotebookClient = pytest.importorskip("td_analysis.nbexec").PollingNotebookClient
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 NOTEBOOKS = [
@@ -94,7 +95,7 @@ def test_notebook_executes(name, data_root, workdir):
         "TD_ANALYSIS_RUNS": str(workdir / "runs"),
         "TD_ANALYSIS_CACHE": str(workdir / "cache"),
     }
-    client = nbclient.NotebookClient(
+    client = PollingNotebookClient(
         nb,
         timeout=600,
         kernel_name="python3",
