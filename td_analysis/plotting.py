@@ -174,21 +174,8 @@ def plot_estimates(
                 lo, hi = min(lo, x.min(), y.min()), max(hi, x.max(), y.max())
         if est != "magnitude" and np.isfinite(lo):
             ax.plot([lo, hi], [lo, hi], color="0.5", lw=0.8, ls=":")
-        ax.text(
-            0.03,
-            0.97,
-            "\n".join(lines),
-            transform=ax.transAxes,
-            va="top",
-            fontsize=7.5,
-            bbox={"boxstyle": "round", "fc": "white", "ec": "0.8", "alpha": 0.9},
-        )
-        ax.set_title(ESTIMATOR_LABELS[est], fontsize=9)
-        ax.set_xlabel("measured ΔE")
-    axes[0][0].set_ylabel("estimate")
-    axes[0][-1].legend(fontsize=7, loc="lower right")
-    if title:
-        fig.suptitle(title, fontsize=10)
+        _finish_estimator_panel(ax, est, lines, fontsize=7.5)
+    _finish_estimator_figure(fig, axes, title, legend_size=7)
     return fig
 
 
@@ -352,21 +339,8 @@ def plot_taylor_records(
             ax.plot([lo, hi], [lo, hi], color="0.5", lw=0.8, ls=":")
         ax.set_xscale("symlog", linthresh=1e-3)
         ax.set_yscale("symlog", linthresh=1e-3)
-        ax.text(
-            0.03,
-            0.97,
-            "\n".join(lines),
-            transform=ax.transAxes,
-            va="top",
-            fontsize=7,
-            bbox={"boxstyle": "round", "fc": "white", "ec": "0.8", "alpha": 0.9},
-        )
-        ax.set_title(ESTIMATOR_LABELS[est], fontsize=9)
-        ax.set_xlabel("measured ΔE")
-    axes[0][0].set_ylabel("estimate")
-    axes[0][-1].legend(fontsize=6, loc="lower right")
-    if title:
-        fig.suptitle(title, fontsize=10)
+        _finish_estimator_panel(ax, est, lines, fontsize=7)
+    _finish_estimator_figure(fig, axes, title, legend_size=6)
     return fig
 
 
@@ -508,3 +482,26 @@ def plot_spectra(data: Mapping[str, Mapping], *, title: str | None = None) -> Fi
     if title:
         fig.suptitle(title, fontsize=10)
     return fig
+
+
+def _finish_estimator_panel(ax: plt.Axes, est: str, lines: list[str], *, fontsize: float) -> None:
+    """The ρ box (one line per group), title and x label of one estimator panel."""
+    ax.text(
+        0.03,
+        0.97,
+        "\n".join(lines),
+        transform=ax.transAxes,
+        va="top",
+        fontsize=fontsize,
+        bbox={"boxstyle": "round", "fc": "white", "ec": "0.8", "alpha": 0.9},
+    )
+    ax.set_title(ESTIMATOR_LABELS[est], fontsize=9)
+    ax.set_xlabel("measured ΔE")
+
+
+def _finish_estimator_figure(fig: Figure, axes, title: str | None, *, legend_size: float) -> None:
+    """y label, legend and title of a row of estimator panels."""
+    axes[0][0].set_ylabel("estimate")
+    axes[0][-1].legend(fontsize=legend_size, loc="lower right")
+    if title:
+        fig.suptitle(title, fontsize=10)
