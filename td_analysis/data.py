@@ -577,6 +577,28 @@ def _check_md5(path: Path, expected: str) -> None:
         )
 
 
+def _fetch_verified(
+    url: str, folder: Path, name: str, md5: str, *, progress: bool, label: str, hint: str
+) -> Path:
+    """Download ``url`` into a hidden temporary file in ``folder`` and return it once its md5 is
+    ``md5``; on any failure the temporary file is removed (a mismatch raises DataError naming
+    both sums, a transfer error DownloadError naming the address, with ``hint``)."""
+    fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".part")
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            actual = _fetch(url, out, progress=progress, label=label, hint=hint)
+        if actual != md5.lower():
+            raise DataError(
+                f"Downloaded file from {url} has md5 {actual}, expected {md5.lower()}: the "
+                "download is corrupt or the file changed; nothing was kept."
+            )
+        return tmp
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def download_cifar10(
     root: str | os.PathLike[str] | None = None,
     *,
@@ -619,24 +641,18 @@ def download_cifar10(
                 pass  # stale or foreign archive: download a fresh one (replaced atomically)
 
     with _folder_removed_on_error(root_path):
-        fd, tmp_name = tempfile.mkstemp(dir=root_path, prefix=f".{ARCHIVE_NAME}.", suffix=".part")
-        tmp = Path(tmp_name)
+        tmp = _fetch_verified(
+            url,
+            root_path,
+            ARCHIVE_NAME,
+            md5,
+            progress=progress,
+            label=f"CIFAR-10 ({ARCHIVE_NAME})",
+            hint=f"Check the network connection, or put {ARCHIVE_NAME} (or the extracted "
+            f"{BATCHES_DIR}/) into {root_path} by hand, or set {DATA_ENV_VAR} (or "
+            "--data-dir) to a folder that holds it.",
+        )
         try:
-            with os.fdopen(fd, "wb") as out:
-                actual = _fetch(
-                    url,
-                    out,
-                    progress=progress,
-                    label=f"CIFAR-10 ({ARCHIVE_NAME})",
-                    hint=f"Check the network connection, or put {ARCHIVE_NAME} (or the extracted "
-                    f"{BATCHES_DIR}/) into {root_path} by hand, or set {DATA_ENV_VAR} (or "
-                    "--data-dir) to a folder that holds it.",
-                )
-            if actual != md5.lower():
-                raise DataError(
-                    f"Downloaded file from {url} has md5 {actual}, expected {md5.lower()}: the "
-                    "download is corrupt or the file changed; nothing was kept."
-                )
             _publish(tmp, archive)
         except BaseException:
             tmp.unlink(missing_ok=True)
@@ -714,31 +730,20 @@ def _download_one(record: IdxFile, folder: Path, mirrors: list[str], progress: b
     errors: list[BaseException] = []
     for base in mirrors:
         url = f"{base.rstrip('/')}/{record.name}"
-        fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=f".{record.name}.", suffix=".part")
-        tmp = Path(tmp_name)
         try:
-            with os.fdopen(fd, "wb") as out:
-                actual = _fetch(
-                    url,
-                    out,
-                    progress=progress,
-                    label=f"Fashion-MNIST ({record.name})",
-                    hint=f"Check the network connection, or put the four files into {folder} by "
-                    "hand, install the Debian package dataset-fashion-mnist, or set "
-                    f"{DATA_ENV_VAR} (or --data-dir) to a folder that holds {FASHION_MNIST_DIR}/.",
-                )
-            if actual != record.gz_md5:
-                raise DataError(
-                    f"Downloaded file from {url} has md5 {actual}, expected {record.gz_md5}: the "
-                    "download is corrupt or the file changed; nothing was kept."
-                )
-            return tmp
+            return _fetch_verified(
+                url,
+                folder,
+                record.name,
+                record.gz_md5,
+                progress=progress,
+                label=f"Fashion-MNIST ({record.name})",
+                hint=f"Check the network connection, or put the four files into {folder} by "
+                "hand, install the Debian package dataset-fashion-mnist, or set "
+                f"{DATA_ENV_VAR} (or --data-dir) to a folder that holds {FASHION_MNIST_DIR}/.",
+            )
         except (DownloadError, DataError) as exc:
-            tmp.unlink(missing_ok=True)
             errors.append(exc)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
     if len(errors) == 1:
         raise errors[0]
     raise DownloadError(

@@ -250,10 +250,13 @@ EXTENSIONS = (
 
 def voila_command(notebook: Path, ip: str, port: int) -> list[str]:
     """The Voilà command line serving ``notebook`` on ``ip:port`` (run in its folder; the
-    template comes from :func:`jupyter_dir` on ``JUPYTER_PATH``)."""
+    template comes from :func:`jupyter_dir` on ``JUPYTER_PATH``).  Voilà runs through
+    :func:`td_analysis.nbexec.voila_main`, whose executor polls the kernel's replies (nbclient
+    #312 made a first page take minutes)."""
     return [
         sys.executable,
         "-m",
+        "td_analysis.nbexec",
         "voila",
         notebook.name,
         "--no-browser",

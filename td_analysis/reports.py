@@ -228,11 +228,18 @@ def fashion_readme(settings: Mapping, *, network: str, command: str, summary: Ma
         lines.append(f"| `{name}` | {text} |")
     lines += [
         "",
-        f"Settings: seeds {settings['seeds']}, regularisers {settings['regularisers']}, biases "
-        f"{settings['biases']}, k {settings['ks']}; Taylor terms on "
+        f"Settings: seeds {_listed(settings['seeds'])}; regularisers "
+        f"{_listed(settings['regularisers'])}; biases "
+        f"{_listed('on' if b else 'off' for b in settings['biases'])}; k (%) "
+        f"{_listed(f'{k:g}' for k in settings['ks'])}; Taylor terms on "
         f"{settings['analysis_examples']:,} {settings['analysis_split']} images in "
         f"{settings['taylor_dtype']}, pooled maps with B = {settings['pooled_bins']} in "
         f"{settings['pooled_dtype']} (seed {settings['seeds'][0]}).",
         "",
     ]
     return "\n".join(lines)
+
+
+def _listed(values) -> str:
+    """``a, b, c``: a list or tuple of settings as plain text (the same from JSON or Python)."""
+    return ", ".join(str(v) for v in values)

@@ -82,11 +82,14 @@ def spectrum_report(
     num_examples: int | None = None,
     distributed: bool = False,
     progress: bool = False,
+    block_size: int | None = None,
 ) -> SpectrumReport:
     """Eigenvalues, trace and (optionally) density of H = ∇²_θ (1/N) Σₙ CE(f_θ(xₙ), yₙ).
 
     ``params``: names (or ``"weights"``; default all).  ``num_examples``: the global N to report
-    when ``data`` is one rank's shard.  Every rank of a distributed run gets the same numbers.
+    when ``data`` is one rank's shard.  ``block_size``: vectors per product of the eigensolver
+    (:func:`~td_analysis.curvature.top_eigenpairs`).  Every rank of a distributed run gets the
+    same numbers.
     """
     t0 = time.perf_counter()
     H = HessianOperator(
@@ -100,7 +103,9 @@ def spectrum_report(
     P = H.shape[0]
     if not 1 <= k < P:
         raise ValueError(f"--k must be between 1 and {P - 1} (the selection has {P} parameters)")
-    evals, _ = top_eigenpairs(H, k, which=which, tol=tol, seed=seed, progress=progress)
+    evals, _ = top_eigenpairs(
+        H, k, which=which, tol=tol, seed=seed, progress=progress, block_size=block_size
+    )
     trace, se = hessian_trace(H, method=trace_method, num_matvecs=trace_matvecs, seed=seed)
     grid = dens = None
     if density:
@@ -203,7 +208,8 @@ def spectra_figure_data(
     is ``{"num_params", "eigenvalues" (top k, largest first, residual ≤ ``tol``·‖H‖), "grid",
     "density"}``; ``"pruned_summary"`` holds :class:`td_analysis.curvature.PrunedSpectrum` as a
     dict (λ_max of H_SS, the Rayleigh bound on ½dᵀHd, the top eigenvectors' mass on S).
-    ``dtype``: of the Hessian-vector products (default: the model's; the algebra is float64).
+    ``dtype``: of the Hessian-vector products (default: the model's; the Lanczos basis in that
+    precision, the projected problems and eigenvalues in float64).
     """
     from tqdm.auto import tqdm
 
@@ -314,6 +320,7 @@ def _cmd_spectrum(args: argparse.Namespace) -> int:
             num_examples=n,
             distributed=args.distributed,
             progress=not args.quiet and rank == 0,
+            block_size=args.block_size,
         )
         if rank != 0:
             return 0
@@ -366,6 +373,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         type=cliargs.positive_float,
         default=1e-6,
         help="residual tolerance ‖Hv − λv‖ ≤ tol·‖H‖",
+    )
+    p.add_argument(
+        "--block-size",
+        type=cliargs.positive_int,
+        default=None,
+        help="vectors per Hessian product in the eigensolver (default: min(k, 4)); 1 suits wide "
+        "networks, whose (P, b) products cost about b single ones",
     )
     p.add_argument("--trace-method", choices=TRACE_METHODS, default="hutch++")
     p.add_argument(

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from td_analysis.dropout import Regulariser, RegulariserConfig
 from td_analysis.io import atomic_open
-from td_analysis.models import DenseNet
+from td_analysis.models import DenseNet, relu_backward_
 from td_analysis.progress import progress_bar
 from td_analysis.tasks import DEFAULT_TASK, get_task
 
@@ -257,7 +257,7 @@ def loss_and_gradients(
             g = g @ weights[l]
             if input_factors[l] is not None:
                 g.mul_(input_factors[l])
-            g.mul_(pre[l - 1] > 0)
+            relu_backward_(g, pre[l - 1])
     return loss, logits, grads
 
 
@@ -350,7 +350,7 @@ class DenseStep:
                 g = torch.mm(g, weights[l], out=self.err[l - 1][:b])
                 if input_factors[l] is not None:
                     g.mul_(input_factors[l])
-                g.mul_(self.pre[l - 1][:b] > 0)
+                relu_backward_(g, self.pre[l - 1][:b])
         return loss, logits
 
 

@@ -38,3 +38,29 @@ def sorted_reference(lam: Tensor, which: str) -> Tensor:
     if which == "smallest":
         return lam.sort().values
     return lam[lam.abs().argsort(descending=True)]
+
+
+class HouseholderOperator:
+    """A = R diag(λ) R with the reflection R = I − 2uuᵀ: a large symmetric operator with a known
+    spectrum whose products cost O(P), applied in ``dtype`` (float32 by default)."""
+
+    def __init__(self, eigenvalues: Tensor, seed: int = 0, dtype: torch.dtype = torch.float32):
+        gen = torch.Generator().manual_seed(seed)
+        u = torch.randn(eigenvalues.numel(), generator=gen, dtype=F64)
+        self.u = (u / u.norm()).to(dtype)
+        self.d = eigenvalues.to(dtype)
+        self.shape = (eigenvalues.numel(), eigenvalues.numel())
+        self.dtype = dtype
+        self.device = torch.device("cpu")
+
+    def __matmul__(self, V: Tensor) -> Tensor:
+        W = V if V.ndim == 2 else V[:, None]
+        W = W - 2 * self.u[:, None] * (self.u @ W)
+        W = self.d[:, None] * W
+        W = W - 2 * self.u[:, None] * (self.u @ W)
+        return W if V.ndim == 2 else W[:, 0]
+
+    def eigenvector(self, i: int) -> Tensor:
+        """R eᵢ (float64)."""
+        u = self.u.to(F64)
+        return -2 * u[i] * u + torch.nn.functional.one_hot(torch.tensor(i), len(u)).to(F64)

@@ -23,7 +23,7 @@ from td_analysis.dropout import (
     targeted_unit_mask,
     targeted_weight_mask,
 )
-from td_analysis.models import DenseNet
+from td_analysis.models import DenseNet, relu_backward_
 from td_analysis.tasks import get_task
 from td_analysis.training import DenseStep, build_model, loss_and_gradients, train
 
@@ -216,3 +216,24 @@ def test_train_with_bits_draws_matches_an_autograd_loop(kind: str) -> None:
             task.config(epochs=2, batch_size=16, eval_split=""), train_data=(x, y), progress=False
         ).model
         assert not torch.allclose(plain.layers[0].weight, got.layers[0].weight)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_relu_backward_in_place_equals_the_masked_product(dtype):
+    """relu_backward_(g, z) = g ⊙ 1[z > 0] (relu'(0) = 0), in place, also for a broadcast z
+    (the curvature backend passes z[:, None, :] against k tangents)."""
+    gen = torch.Generator().manual_seed(0)
+    z = torch.randn(6, 7, generator=gen, dtype=dtype)
+    z[0, :3] = 0.0  # exact zeros: no gradient, as autograd's relu
+    for g, zz in [
+        (torch.randn(6, 7, generator=gen, dtype=dtype), z),
+        (torch.randn(6, 3, 7, generator=gen, dtype=dtype), z[:, None, :]),
+    ]:
+        expected = g * (zz > 0).to(dtype)
+        out = relu_backward_(g, zz)
+        assert out.data_ptr() == g.data_ptr()  # in place
+        assert torch.equal(out, expected)
+    x = torch.randn(6, 7, generator=gen, dtype=dtype, requires_grad=True)
+    upstream = torch.randn(6, 7, generator=gen, dtype=dtype)
+    (torch.relu(x) * upstream).sum().backward()
+    assert torch.equal(relu_backward_(upstream.clone(), x.detach()), x.grad)

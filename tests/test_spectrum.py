@@ -9,7 +9,13 @@ import math
 
 import pytest
 import torch
-from spectrum_cases import F64, known_spectra, sorted_reference, with_spectrum
+from spectrum_cases import (
+    F64,
+    HouseholderOperator,
+    known_spectra,
+    sorted_reference,
+    with_spectrum,
+)
 from zoo import CASE_IDS, CASES, Reference
 
 from td_analysis.curvature import (
@@ -110,8 +116,24 @@ def test_seed_reproducible_and_float32_operator():
     a = top_eigenpairs(A, 3, seed=11)
     b = top_eigenpairs(A, 3, seed=11)
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
-    lam32, _ = top_eigenpairs(A.float(), 3, tol=1e-5)  # products in float32, algebra float64
+    lam32, _ = top_eigenpairs(A.float(), 3, tol=1e-5)  # float32 products and basis
     assert lam32.dtype == F64 and torch.allclose(lam32, a[0], rtol=1e-5)
+
+
+def test_large_float32_operator_keeps_eigenvalue_accuracy():
+    """P = 300,000, float32 products and basis: the float64 Rayleigh quotients of the Ritz
+    vectors keep the eigenvalues to the products' accuracy (not the basis's length-P float32
+    sums); eigenvectors orthonormal and aligned to float32 accuracy."""
+    top = torch.tensor([10.0, 8, 6, 5, 4], dtype=F64)
+    gen = torch.Generator().manual_seed(3)
+    rest = torch.rand(300_000 - 5, generator=gen, dtype=F64) * 2 - 1
+    op = HouseholderOperator(torch.cat([top, rest]), seed=4)
+    lam, V = top_eigenpairs(op, 5, tol=1e-4)
+    assert lam.dtype == F64 and V.dtype == F64 and V.shape == (300_000, 5)
+    assert float(((lam - top).abs() / top).max()) < 1e-6
+    assert float((V.mT @ V - torch.eye(5, dtype=F64)).abs().max()) < 2e-5
+    for i in range(5):  # |cos| between computed and true eigenvector
+        assert abs(float(V[:, i] @ op.eigenvector(i))) > 1 - 1e-5
 
 
 def test_max_iter_warns_with_the_residual():

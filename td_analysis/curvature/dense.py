@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ..models import ParamSpec
+from ..models import ParamSpec, relu_backward_
 from .structure import DenseStructure
 
 __all__ = ["DenseBackend", "mirror_upper_to_lower", "symmetrize_average"]
@@ -345,7 +345,7 @@ class DenseBackend:
             g[torch.arange(g.shape[0], device=g.device), y] -= 1
             e[-1] = g
             for i in range(self.L - 2, self.first - 1, -1):
-                e[i] = (e[i + 1] @ self.W[i + 1]) * (z[i + 1] > 0)
+                e[i] = relu_backward_(e[i + 1] @ self.W[i + 1], z[i + 1])
         return {"z": z, "p": p, "e": e}
 
     def finish(self, tangents: dict, out: Tensor) -> None:
@@ -395,7 +395,7 @@ class DenseBackend:
                     bias[i].expand(n, k, width).contiguous() if adot is None else adot.add_(bias[i])
                 )
             if i < L - 1:
-                zdot[i + 1] = adot * (z[i + 1] > 0)[:, None, :]
+                zdot[i + 1] = relu_backward_(adot, z[i + 1][:, None, :])  # adot is fresh
         # ė at the logits: A ȧ = p ⊙ (ȧ − ⟨p, ȧ⟩)
         edot = (adot - (adot @ p[:, :, None])) * p[:, None, :]
         groups = self.by_role
@@ -405,7 +405,7 @@ class DenseBackend:
                 nxt = (edot.reshape(n * k, -1) @ self.W[i + 1]).view(n, k, width)
                 if i + 1 in back:
                     nxt.add_((e[i + 1] @ back[i + 1]).view(n, k, width))
-                edot = nxt.mul_((z[i + 1] > 0)[:, None, :])
+                edot = relu_backward_(nxt, z[i + 1][:, None, :])
             if (i, True) in groups:
                 acc1, acc2 = acc[i]
                 acc1.addmm_(edot.reshape(n, -1).mT, z[i])  # (k·H) × w: [j, r, s]

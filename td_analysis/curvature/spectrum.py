@@ -47,6 +47,8 @@ TRACE_METHODS = ("hutch++", "hutchinson", "exact")
 MAX_BLOCK = 64
 #: top_eigenpairs stops (with a warning) when its residual has not halved in this many products.
 STAGNATION = 60
+#: Gram–Schmidt is repeated when a row keeps less than this share of its norm (DGKS criterion).
+DGKS = 2**-0.5
 #: Memory budget (bytes) for the Lanczos bases of a group of density probes.
 DENSITY_BYTES = 2 * 2**30
 
@@ -86,14 +88,34 @@ def _op_dtype(op: Any) -> torch.dtype:
     return dtype if isinstance(dtype, torch.dtype) else torch.float64
 
 
-def _apply(op: Any, V: Tensor) -> Tensor:
-    """op @ V for a float64 block V (P × k), in the operator's dtype, back in float64."""
+def _apply(op: Any, V: Tensor, dtype: torch.dtype = torch.float64) -> Tensor:
+    """op @ V for a block V (P × k), in the operator's dtype, returned in ``dtype``."""
     out = op @ V.to(_op_dtype(op))
     if out.shape != V.shape:
         raise ValueError(
             f"the operator returned shape {tuple(out.shape)} for a block of {tuple(V.shape)}"
         )
-    return out.to(device=V.device, dtype=torch.float64)
+    return out.to(device=V.device, dtype=dtype)
+
+
+def _work_dtype(op: Any) -> torch.dtype:
+    """Precision of the Lanczos basis: float32 for an operator of float32 (or lower) precision,
+    whose products carry only that many digits anyway; float64 otherwise."""
+    dtype = _op_dtype(op)
+    return (
+        torch.float32
+        if dtype.is_floating_point and torch.finfo(dtype).bits <= 32
+        else (torch.float64)
+    )
+
+
+def _rank_tol(dtype: torch.dtype, float64_tol: float) -> float:
+    """Relative size below which a direction counts as dependent: ``float64_tol`` in float64,
+    the same multiple of √ε (at least 10 ε) in a lower precision."""
+    if dtype == torch.float64:
+        return float64_tol
+    eps = torch.finfo(dtype).eps
+    return max(10 * eps, float64_tol * math.sqrt(eps / torch.finfo(torch.float64).eps))
 
 
 def _generator(seed: int) -> torch.Generator:
@@ -149,12 +171,12 @@ def _orthonormal_extension(
         for _ in range(2):
             X = X - basis @ (basis.mT @ X)
         U, s, _ = torch.linalg.svd(X, full_matrices=False)
-        keep = s > 1e-10 * ref
+        keep = s > _rank_tol(X.dtype, 1e-10) * ref
         U = U[:, keep][:, : want - out.shape[1]]
         U = U - basis @ (basis.mT @ U)  # one more pass against rounding
         U, _ = torch.linalg.qr(U)
         out = torch.cat([out, U], 1)
-        X = _randn(P, want - out.shape[1], gen, X.device)
+        X = _randn(P, want - out.shape[1], gen, X.device).to(X.dtype)
     return out
 
 
@@ -214,9 +236,12 @@ def top_eigenpairs(
     below the precision of float32 products); either way a ``RuntimeWarning`` names the
     residual reached.  Degenerate eigenvalues of multiplicity up to b are resolved by the
     block.  Defaults: b = min(k, 4) (the Hessian's (P, b) products cost little more than one
-    vector for small b), ``basis_size`` = max(k + 4b, 2k + 20) columns (memory 2·P·that·8 bytes:
-    basis and image).  The residuals ‖HQy − θQy‖² = yᵀ(HQ)ᵀ(HQ)y − θ² come from a small Gram
-    matrix each step and are recomputed explicitly near convergence.
+    vector for small b), ``basis_size`` = max(k + 4b, 2k + 20) columns (memory 2·P·that
+    numbers: basis and image).  The basis is kept in the operator's precision (float32 for a
+    float32 operator, whose products carry no more digits: half the memory traffic of the
+    reorthogonalisation); the projected matrices, Ritz values and eigenvectors are float64.
+    The residuals ‖HQy − θQy‖² = yᵀ(HQ)ᵀ(HQ)y − θ² come from a small Gram matrix each step
+    and are recomputed explicitly near convergence.
     """
     P = _size(op)
     _check_which(which)
@@ -237,13 +262,15 @@ def top_eigenpairs(
     max_iter = max_iter if max_iter is not None else 500
 
     gen = _generator(seed)
-    # basis and its image stored as rows (m × P): contiguous row writes and GEMMs
-    Qt = torch.empty(m, P, dtype=torch.float64, device=device)
+    work = _work_dtype(op)
+    # basis and its image stored as rows (m × P) in the operator's precision: contiguous row
+    # writes and GEMMs; the small projected matrices in float64
+    Qt = torch.empty(m, P, dtype=work, device=device)
     HQt = torch.empty_like(Qt)
     T = torch.zeros(m, m, dtype=torch.float64, device=device)  # QᵀHQ
     G = torch.zeros(m, m, dtype=torch.float64, device=device)  # (HQ)ᵀ(HQ), for residual norms
     n = 0
-    block = _orthonormal_extension(Qt[:0].mT, _randn(P, b, gen, device), gen).mT
+    block = _orthonormal_extension(Qt[:0].mT, _randn(P, b, gen, device).to(work), gen).mT
     products, worst, best, best_at = 0, math.inf, math.inf, 0
     # below ~√ε of the products' precision yᵀGy − θ² is rounding: residuals computed explicitly
     floor = 10 * math.sqrt(torch.finfo(_op_dtype(op)).eps)
@@ -252,7 +279,7 @@ def top_eigenpairs(
         # extend the basis by one block and its image
         nb = block.shape[0]
         Qt[n : n + nb] = block
-        HQt[n : n + nb] = _apply(op, block.mT).mT
+        HQt[n : n + nb] = _apply(op, block.mT, work).mT
         products += 1
         bar.update()
         T[: n + nb, n : n + nb] = Qt[: n + nb] @ HQt[n : n + nb].mT
@@ -268,7 +295,8 @@ def top_eigenpairs(
         res2 = ((Yw * (G[:n, :n] @ Yw)).sum(0) - tw**2).clamp_min(0.0)
         worst = math.sqrt(float(res2.max())) / scale
         if worst <= max(tol, floor) or n >= P:  # confirm explicitly (the Gram form cancels)
-            R = Yw.mT @ HQt[:n] - tw[:, None] * (Yw.mT @ Qt[:n])
+            Yr = Yw.mT.to(work)
+            R = Yr @ HQt[:n] - tw.to(work)[:, None] * (Yr @ Qt[:n])
             worst = float(R.norm(dim=1).max()) / scale
         bar.set_postfix(residual=f"{worst:.1e}")
         if worst <= tol or n >= P:
@@ -295,8 +323,8 @@ def top_eigenpairs(
         if n + b > m:  # thick restart on the wanted Ritz vectors (no products)
             kept = _select(theta, which, min(keep, n))
             Yk = Y[:, kept]
-            Qt[: len(kept)] = Yk.mT @ Qt[:n]
-            HQt[: len(kept)] = Yk.mT @ HQt[:n]
+            Qt[: len(kept)] = Yk.mT.to(work) @ Qt[:n]
+            HQt[: len(kept)] = Yk.mT.to(work) @ HQt[:n]
             Gk = Yk.mT @ G[:n, :n] @ Yk
             n = len(kept)
             T.zero_()
@@ -304,30 +332,67 @@ def top_eigenpairs(
             G.zero_()
             G[:n, :n] = (Gk + Gk.mT) * 0.5
             # the residuals HQy − θQy span the next Krylov block: keep their dominant b directions
-            Rk = HQt[:n] - theta[kept][:, None] * Qt[:n]
-            evals, W = torch.linalg.eigh(Rk @ Rk.mT)
-            count = max(1, min(b, int((evals > 1e-28 * evals.max().clamp_min(1e-300)).sum())))
-            nxt = W[:, -count:].mT @ Rk
-        else:
-            nxt = HQt[n - nb : n]
-        block = _extend_rows(Qt[:n], nxt, gen, min(b, m - n))
+            Rk = HQt[:n] - theta[kept].to(work)[:, None] * Qt[:n]
+            evals, W = torch.linalg.eigh((Rk @ Rk.mT).double())
+            small = _rank_tol(work, 1e-14) ** 2  # squared: eigenvalues of RRᵀ
+            count = max(1, min(b, int((evals > small * evals.max().clamp_min(1e-300)).sum())))
+            nxt, known = W[:, -count:].mT.to(work) @ Rk, None
+        else:  # the new image: its coefficients on the basis are T's last block column
+            nxt, known = HQt[n - nb : n], T[:n, n - nb : n].mT.to(work)
+        block = _extend_rows(Qt[:n], nxt, gen, min(b, m - n), coeffs=known)
         if block.shape[0] == 0:  # the whole space is spanned: Rayleigh–Ritz was exact
             break
     bar.close()
-    vecs = (Yw.mT @ Qt[:n]).mT
-    return tw.clone(), _fix_signs(vecs)
+    if work == torch.float64:
+        return tw.clone(), _fix_signs((Yw.mT @ Qt[:n]).mT)
+    values, vecs = _rayleigh_quotients(Yw, Qt[:n], HQt[:n])
+    order = _select(values, which, k)
+    return values[order], _fix_signs(vecs[:, order])
 
 
-def _extend_rows(Qt: Tensor, X: Tensor, gen: torch.Generator, want: int) -> Tensor:
-    """Orthonormal rows spanning span(X) ⊥ span(Qt) (rows), by classical Gram–Schmidt twice and
-    a QR; falls back to :func:`_orthonormal_extension` (rank-revealing, random refill) when X
-    is (nearly) dependent on the basis."""
-    ref = X.norm(dim=1).max().clamp_min(torch.finfo(X.dtype).tiny)
-    for _ in range(2):
+def _rayleigh_quotients(Y: Tensor, Qt: Tensor, HQt: Tensor, chunk: int = 2048) -> tuple:
+    """Ritz vectors v = Qᵀy and their Rayleigh quotients vᵀHv / vᵀv, summed in float64 from a
+    lower-precision basis (rows Qt) and its image HQt, in column chunks (float64 work space
+    2·m × chunk, allocated once and small: fresh pages cost ~3 µs each on a VM).  The quotient
+    is stationary at eigenvectors: the float32 rounding of the small projected problem moves y
+    by δ and the value only by O(δ²), so the eigenvalues keep the accuracy of the products."""
+    Y = Y.to(torch.float64)
+    (m, P), k = Qt.shape, Y.shape[1]
+    V = torch.empty(P, k, dtype=torch.float64, device=Qt.device)
+    vhv = torch.zeros(k, dtype=torch.float64, device=Qt.device)
+    q64 = torch.empty(m, min(chunk, P), dtype=torch.float64, device=Qt.device)
+    h64 = torch.empty_like(q64)
+    for a in range(0, P, chunk):
+        w = min(chunk, P - a)
+        q, h = q64[:, :w], h64[:, :w]
+        q.copy_(Qt[:, a : a + w])
+        h.copy_(HQt[:, a : a + w])
+        v = Y.mT @ q
+        vhv += (v * (Y.mT @ h)).sum(1)
+        V[a : a + w] = v.mT
+    return vhv / (V * V).sum(0), V
+
+
+def _extend_rows(
+    Qt: Tensor, X: Tensor, gen: torch.Generator, want: int, coeffs: Tensor | None = None
+) -> Tensor:
+    """Orthonormal rows spanning span(X) ⊥ span(Qt) (rows), by classical Gram–Schmidt and a QR;
+    falls back to :func:`_orthonormal_extension` (rank-revealing, random refill) when X is
+    (nearly) dependent on the basis.
+
+    X ← X − (XQᵀ)Q, repeated once unless every row kept more than 1/√2 of its norm (the DGKS
+    criterion: then one pass is orthogonal to working precision); ``coeffs`` = XQᵀ when the
+    caller has it (a Lanczos image's coefficients are a column of T = QᵀHQ), which saves one
+    pass over the basis.
+    """
+    norms = X.norm(dim=1)
+    ref = norms.max().clamp_min(torch.finfo(X.dtype).tiny)
+    X = X - (X @ Qt.mT if coeffs is None else coeffs) @ Qt
+    if bool((X.norm(dim=1) < DGKS * norms).any()):
         X = X - (X @ Qt.mT) @ Qt
     if X.shape[0] <= want:
         Qx, R = torch.linalg.qr(X.mT)
-        if bool((R.diagonal().abs() > 1e-8 * ref).all()):
+        if bool((R.diagonal().abs() > _rank_tol(X.dtype, 1e-8) * ref).all()):
             return Qx.mT
     return _orthonormal_extension(Qt.mT, X.mT, gen, want=want).mT
 
