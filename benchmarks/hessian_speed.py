@@ -41,6 +41,7 @@ from torch.func import functional_call, jacfwd, jacrev
 from td_analysis import curvature
 from td_analysis.curvature import dense as dense_mod
 from td_analysis.models import DenseNet, flatten_params
+from td_analysis.tasks import get_task
 
 D, HIDDEN, K = 3072, 10, 10
 P = D * HIDDEN + HIDDEN + HIDDEN * K + K  # 30,840
@@ -129,7 +130,7 @@ def load_data() -> tuple[torch.Tensor, torch.Tensor, str]:
 def train(x: torch.Tensor, y: torch.Tensor, steps: int, seed: int) -> tuple[DenseNet, str]:
     """A few hundred SGD steps (batch 128, lr 0.01, momentum 0.9) from a seeded init."""
     torch.manual_seed(seed)
-    model = DenseNet()
+    model = get_task("toy").network()
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     gen = torch.Generator().manual_seed(seed)
     for _ in range(steps):
@@ -148,7 +149,7 @@ def train(x: torch.Tensor, y: torch.Tensor, steps: int, seed: int) -> tuple[Dens
 def child(state_path: str, n: int, block: int, out_path: str) -> None:
     """Dense full Hessian at N = n in a clean process: cold (allocating) and warm (``out=``)."""
     saved = torch.load(state_path)
-    model = DenseNet()
+    model = get_task("toy").network()
     model.load_state_dict(saved["model"])
     x, y = saved["x"][:n].clone(), saved["y"][:n].clone()
     del saved
@@ -334,7 +335,8 @@ def report(rows, proj, proj_diff, args, command, source, train_note, load_start,
         f"torch {torch.__version__} ({torch.get_num_threads()} threads), float32, shared with "
         f"other jobs (load average {load_start[0]:.1f} at start, {load_end[0]:.1f} at end: "
         "timings are noisy).",
-        f"Model: `DenseNet()` 3072→10→10, P = {P:,}; {train_note}. Data: {source}; the first N "
+        f"Model: `get_task('toy').network()` 3072→10→10, P = {P:,}; {train_note}. Data: "
+        f"{source}; the first N "
         "images.",
         "",
         'Full Hessian (P × P, 3.80 GB in float32). *dense*: `hessian(method="dense")`, real '

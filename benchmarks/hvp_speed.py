@@ -2,7 +2,7 @@
 
 Two networks (random weights and inputs, seeded; float32):
 
-* the toy network 3072 → 10 → 10 (``DenseNet()``, P = 30,840) at N = 2,000;
+* the toy network 3072 → 10 → 10 (``get_task("toy").network()``, P = 30,840) at N = 2,000;
 * the Fashion-MNIST MLP 784 → 1000 → 1000 → 500 → 200 → 10 (P ≈ 2.39 M) at N = 10,000.
 
 Timed (best of ``--repeats``, after a warm-up): one ``H @ v`` of a ``HessianOperator`` built
@@ -35,7 +35,7 @@ from torch.func import functional_call, grad, jvp
 
 from td_analysis import curvature
 from td_analysis.curvature import HessianOperator, top_eigenpairs
-from td_analysis.models import DenseNet
+from td_analysis.tasks import get_task
 
 
 def best_of(fn: Callable[[], object], repeats: int) -> float:
@@ -199,7 +199,7 @@ def _dist_worker(rank: int, world: int, port: int, n: int, repeats: int, queue) 
     )
     try:
         torch.manual_seed(0)
-        model = DenseNet(784, (1000, 1000, 500, 200), 10)
+        model = get_task("fashion-mlp").network()
         x, y = torch.randn(n, 784), torch.randint(0, 10, (n,))
         part = distributed.shard(n)
         H = HessianOperator(model, (x[part], y[part]), distributed=True)
@@ -257,7 +257,7 @@ def interleaved(n: int, rounds: int) -> None:
     each one's fastest round makes their ratios comparable.
     """
     torch.manual_seed(0)
-    model = DenseNet(784, (1000, 1000, 500, 200), 10)
+    model = get_task("fashion-mlp").network()
     x, y = torch.randn(n, 784), torch.randint(0, 10, (n,))
     H = HessianOperator(model, (x, y))
     H0 = HessianOperator(model, (x, y), cache_bytes=0)
@@ -300,10 +300,17 @@ def main() -> None:
     )
     torch.manual_seed(0)
     if args.only in (None, "toy"):
-        run("toy network 3072-10-10", DenseNet(), 2000, repeats, not args.no_peers, True)
+        run(
+            "toy network 3072-10-10",
+            get_task("toy").network(),
+            2000,
+            repeats,
+            not args.no_peers,
+            True,
+        )
     if args.only in (None, "mlp"):
         torch.manual_seed(0)
-        mlp = DenseNet(784, (1000, 1000, 500, 200), 10)
+        mlp = get_task("fashion-mlp").network()
         n = 2000 if args.quick else 10000
         run("Fashion MLP 784-1000-1000-500-200-10", mlp, n, repeats, not args.no_peers, False)
     if args.only in (None, "interleaved"):

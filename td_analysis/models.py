@@ -1,10 +1,11 @@
-"""The dense ReLU classifier of the paper's toy experiment, and parameter-vector helpers.
+"""The dense ReLU classifier of the experiments, and parameter-vector helpers.
 
-``DenseNet(hidden=(10,))`` is the toy network: ``x ↦ W₂ relu(W₁x + b₁) + b₂`` on 3072 CIFAR-10
-inputs.  Parameters are named ``layers.{l}.weight`` (shape ``out × in``, as ``torch.nn.Linear``)
-and ``layers.{l}.bias``.  The flat parameter vector θ used by the curvature code concatenates
-``named_parameters()`` in order, each tensor flattened row-major, so entry ``o·in + i`` of
-``layers.l.weight`` is the weight from input ``i`` to output unit ``o``.
+``DenseNet(in_features, hidden, num_classes)`` is ``x ↦ W_L relu(… relu(W₁x + b₁) …) + b_L``;
+the experiments' sizes live in :mod:`td_analysis.tasks` (``get_task("toy").network()`` is the
+paper's toy network).  Parameters are named ``layers.{l}.weight`` (shape ``out × in``, as
+``torch.nn.Linear``) and ``layers.{l}.bias``.  The flat parameter vector θ used by the curvature
+code concatenates ``named_parameters()`` in order, each tensor flattened row-major, so entry
+``o·in + i`` of ``layers.l.weight`` is the weight from input ``i`` to output unit ``o``.
 """
 
 from __future__ import annotations
@@ -41,17 +42,20 @@ class DenseNet(nn.Module):
     """Linear → ReLU → … → Linear logits.
 
     Args:
-        in_features: input dimension (3072 for CIFAR-10).
-        hidden: widths of the hidden layers; ``(10,)`` is the paper's toy network.
+        in_features: input dimension.
+        hidden: widths of the hidden layers.
         num_classes: number of logits.
         bias: whether every layer has a bias.
+
+    The sizes of the project's experiments come from their task
+    (:meth:`td_analysis.tasks.Task.network`).
     """
 
     def __init__(
         self,
-        in_features: int = 3072,
-        hidden: Sequence[int] = (10,),
-        num_classes: int = 10,
+        in_features: int,
+        hidden: Sequence[int],
+        num_classes: int,
         bias: bool = True,
     ) -> None:
         super().__init__()

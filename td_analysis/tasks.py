@@ -41,6 +41,7 @@ from typing import Any
 
 from td_analysis.data import dataset_info
 from td_analysis.dropout import RegulariserConfig
+from td_analysis.models import DenseNet
 
 __all__ = [
     "Task",
@@ -205,6 +206,15 @@ class Task:
         """Optimiser steps of a whole run on ``train_size`` examples: epochs · ⌈N / batch⌉."""
         p = self.protocol(protocol)
         return int(p["epochs"]) * math.ceil(train_size / int(p["batch_size"]))
+
+    # ------------------------------------------------------------------ networks
+    def network(self, bias: bool | None = None) -> DenseNet:
+        """A fresh :class:`~td_analysis.models.DenseNet` of this task's architecture, initialised
+        by ``torch.nn.Linear`` from the global RNG (``training.build_model`` seeds it and applies
+        the task's initialisation)."""
+        return DenseNet(
+            self.in_features, self.hidden, self.num_classes, self.bias if bias is None else bias
+        )
 
     # ------------------------------------------------------------------ regularisers
     def regulariser(

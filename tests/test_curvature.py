@@ -20,7 +20,7 @@ from zoo import CASE_IDS, CASES, F64, TOL, Case, Reference, rel, selected_names
 from td_analysis import curvature
 from td_analysis.curvature import dense as dense_mod
 from td_analysis.curvature import memory as memory_mod
-from td_analysis.models import DenseNet
+from td_analysis.tasks import get_task
 
 
 @pytest.fixture(scope="module")
@@ -207,8 +207,8 @@ def test_unknown_method_and_reduction():
 # --------------------------------------------------------------------------- memory check
 def test_memory_check_refuses_with_sizes(monkeypatch):
     monkeypatch.setattr(memory_mod, "available_memory_bytes", lambda device="cpu": 2 * 10**9)
-    toy = DenseNet()  # 3072 → 10 → 10: P = 30,840, 3.8 GB in float32
-    x, y = torch.randn(4, 3072), torch.randint(0, 10, (4,))
+    toy = get_task("toy").network()  # 3072 → 10 → 10: P = 30,840, 3.8 GB in float32
+    x, y = torch.randn(4, toy.layers[0].in_features), torch.randint(0, 10, (4,))
     with pytest.raises(curvature.HessianMemoryError) as info:
         curvature.hessian(toy, x, y)
     msg = str(info.value)

@@ -309,3 +309,16 @@ def test_cli_config_follows_the_task() -> None:
         )
     )
     assert (seed.batch_size, seed.epochs, seed.bias) == (32, 3, False)
+
+
+@pytest.mark.parametrize("name", ["toy", "fashion-mlp"])
+def test_network_has_the_task_architecture(name):
+    """Task.network(): the layer shapes the task names, biases as asked (no size elsewhere)."""
+    task = get_task(name)
+    widths = (task.in_features, *task.hidden, task.num_classes)
+    for bias in (True, False):
+        model = task.network(bias=bias)
+        shapes = [tuple(layer.weight.shape) for layer in model.layers]
+        assert shapes == [(b, a) for a, b in zip(widths[:-1], widths[1:], strict=True)]
+        assert all((layer.bias is not None) == bias for layer in model.layers)
+    assert all((layer.bias is not None) == task.bias for layer in task.network().layers)
