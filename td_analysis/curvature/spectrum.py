@@ -102,11 +102,8 @@ def _work_dtype(op: Any) -> torch.dtype:
     """Precision of the Lanczos basis: float32 for an operator of float32 (or lower) precision,
     whose products carry only that many digits anyway; float64 otherwise."""
     dtype = _op_dtype(op)
-    return (
-        torch.float32
-        if dtype.is_floating_point and torch.finfo(dtype).bits <= 32
-        else (torch.float64)
-    )
+    low = dtype.is_floating_point and torch.finfo(dtype).bits <= 32
+    return torch.float32 if low else torch.float64
 
 
 def _rank_tol(dtype: torch.dtype, float64_tol: float) -> float:
