@@ -7,6 +7,8 @@ Times ``td_analysis.training.train`` on the ``fashion-mlp`` task (784 → 1000 �
 * ``targeted-weight`` and ``targeted-unit`` γ = 0.5, α = 0.5 on the four hidden layers with the
   task's ``"bits"`` draws;
 * ``targeted-weight`` with ``"uniform"`` draws (one ``torch.rand`` float per weight);
+* ``targeted-weight`` and ``targeted-unit`` on the numpy path (``TD_ANALYSIS_KERNELS=0``: no
+  fused C kernels, the code before issue #23; bit-identical results);
 
 next to two peers in the same process:
 
@@ -20,7 +22,8 @@ next to two peers in the same process:
 The variants run one epoch each per repetition, interleaved, so that load changes on a shared
 machine hit all of them alike; the table reports the median and fastest seconds per epoch, the
 share of the GEMM rate (GEMM time / epoch time: the epoch's useful flops per second over the
-GEMM rate) and the ratios to the plain epoch.  ``train``'s time is its own per-epoch timer (the
+GEMM rate) and the ratios to the plain epoch (the median over repetitions of each repetition's
+ratio).  ``train``'s time is its own per-epoch timer (the
 epoch loop: no data loading, model building or evaluation).
 
 Usage::
@@ -48,6 +51,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from td_analysis import kernels  # noqa: E402
 from td_analysis.tasks import get_task  # noqa: E402
 from td_analysis.training import load_data, train  # noqa: E402
 
@@ -62,6 +66,11 @@ VARIANTS = {
     "targeted-weight, uniform draws": TASK.regulariser("targeted-weight").__class__(
         **{**TASK.regulariser("targeted-weight").to_dict(), "draws": "uniform"}
     ),
+}
+#: the same regularisers without the fused C kernels (``TD_ANALYSIS_KERNELS=0``: numpy path)
+NUMPY_PATH = {
+    "targeted-weight, numpy path (no kernels)": "targeted-weight",
+    "targeted-unit, numpy path (no kernels)": "targeted-unit",
 }
 
 
@@ -110,10 +119,20 @@ def gemm_epoch(x: torch.Tensor, batch: int, adam: bool = False) -> float:
     return elapsed * n / (n - n % batch)  # scaled to the whole epoch (a partial last batch)
 
 
-def train_epoch(reg, data, seed: int, batch: int = 128) -> float:
-    """One epoch of the project's ``train`` on the task; its own epoch timer."""
+def train_epoch(reg, data, seed: int, batch: int = 128, fused: bool = True) -> float:
+    """One epoch of the project's ``train`` on the task; its own epoch timer.  ``fused=False``
+    switches the compiled kernels off for this epoch (``TD_ANALYSIS_KERNELS=0``)."""
     cfg = TASK.config(regulariser=reg, epochs=1, seed=seed, eval_split="", batch_size=batch)
-    return train(cfg, train_data=data, progress=False).history[0]["seconds"]
+    before = os.environ.get(kernels.ENV_SWITCH)
+    if not fused:
+        os.environ[kernels.ENV_SWITCH] = "0"
+    try:
+        return train(cfg, train_data=data, progress=False).history[0]["seconds"]
+    finally:
+        if before is None:
+            os.environ.pop(kernels.ENV_SWITCH, None)
+        else:
+            os.environ[kernels.ENV_SWITCH] = before
 
 
 def textbook_epoch(data, seed: int) -> float:
@@ -155,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.images:
         x, y = x[: args.images], y[: args.images]
     data = (x, y)
-    names = [GEMM, GEMM_ADAM, *VARIANTS, TEXTBOOK]
+    names = [GEMM, GEMM_ADAM, *VARIANTS, *NUMPY_PATH, TEXTBOOK]
     times: dict[str, list[float]] = {n: [] for n in names}
     warm = (x[:2048], y[:2048])
     for reg in VARIANTS.values():  # warm-up (allocator, first calls), not recorded
@@ -169,6 +188,9 @@ def main(argv: list[str] | None = None) -> int:
                 times[name].append(gemm_epoch(x, 128, adam=name == GEMM_ADAM))
             elif name == TEXTBOOK:
                 times[name].append(textbook_epoch(data, rep))
+            elif name in NUMPY_PATH:
+                reg = VARIANTS[NUMPY_PATH[name]]
+                times[name].append(train_epoch(reg, data, rep, fused=False))
             else:
                 times[name].append(train_epoch(VARIANTS[name], data, rep))
         print(
@@ -182,6 +204,12 @@ def main(argv: list[str] | None = None) -> int:
             seed_epochs[name] = train_epoch(VARIANTS[name], data, 0, batch=32)
 
     med = {n: statistics.median(t) for n, t in times.items()}
+    # the goal's ratios: medians of the per-repetition ratios (each repetition's variants ran
+    # back to back, so a load change hits both sides of a ratio alike)
+    paired = {
+        n: statistics.median(a / b for a, b in zip(times[n], times["none"], strict=True))
+        for n in names
+    }
     steps = -(-x.shape[0] // 128)
     gemm_rate = step_flops(128) * (x.shape[0] / 128) / med[GEMM] / 1e9
     print(
@@ -193,17 +221,19 @@ def main(argv: list[str] | None = None) -> int:
         f"before, {os.getloadavg()[0]:.1f} after; GEMM rate {gemm_rate:.1f} GFLOP/s"
     )
     print()
-    print("| variant | median s/epoch | fastest s/epoch | % of GEMM rate | × none |")
+    print(
+        "| variant | median s/epoch | fastest s/epoch | % of GEMM rate | × none "
+        "(median of per-repetition ratios) |"
+    )
     print("|---|---:|---:|---:|---:|")
     for n in names:
         print(
             f"| {n} | {med[n]:.2f} | {min(times[n]):.2f} | {100 * med[GEMM] / med[n]:.0f}% | "
-            f"{med[n] / med['none']:.2f} |"
+            f"{paired[n]:.2f} |"
         )
     print()
     plain = med[GEMM] / med["none"]
-    td = med["targeted-weight"] / med["none"]
-    unit = med["targeted-unit"] / med["none"]
+    td, unit = paired["targeted-weight"], paired["targeted-unit"]
     print(
         f"plain epoch at {plain:.0%} of the GEMM rate (goal ≥ 80%: "
         f"{'met' if plain >= 0.8 else 'NOT met'}); textbook loop at "

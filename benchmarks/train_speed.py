@@ -6,7 +6,9 @@ Times ``td_analysis.training.train`` (3072 → 10 → 10 ReLU, batch 128, SGD mo
 * ``none``;
 * ``targeted-weight`` γ=0.75 α=0.5;
 * ``targeted-unit`` γ=0.75 α=0.5;
-* ``targeted-weight`` γ=0.75 α=0.5 with the official ramp (R = 40,000 steps),
+* ``targeted-weight`` γ=0.75 α=0.5 with the official ramp (R = 40,000 steps);
+* ``targeted-weight`` and ``targeted-unit`` on the numpy path (``TD_ANALYSIS_KERNELS=0``: no
+  fused C kernels, the code before issue #23; bit-identical results),
 
 next to two peers in the same process:
 
@@ -48,6 +50,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from td_analysis import kernels  # noqa: E402
 from td_analysis.data import load_cifar10  # noqa: E402
 from td_analysis.dropout import (  # noqa: E402
     Regulariser,
@@ -55,7 +58,13 @@ from td_analysis.dropout import (  # noqa: E402
     _keep_factor,
     targeted_weight_mask,
 )
-from td_analysis.training import TrainConfig, build_model, loss_and_gradients, train  # noqa: E402
+from td_analysis.training import (  # noqa: E402
+    DenseStep,
+    TrainConfig,
+    build_model,
+    loss_and_gradients,
+    train,
+)
 
 GAMMA, ALPHA = 0.75, 0.5
 VARIANTS: dict[str, RegulariserConfig] = {
@@ -66,14 +75,31 @@ VARIANTS: dict[str, RegulariserConfig] = {
         "targeted-weight", gamma=GAMMA, alpha=ALPHA, ramp_steps=40_000
     ),
 }
+#: the same regularisers without the fused C kernels (``TD_ANALYSIS_KERNELS=0``: numpy path)
+NUMPY_PATH = {
+    "targeted-weight, numpy path (no kernels)": "targeted-weight",
+    "targeted-unit, numpy path (no kernels)": "targeted-unit",
+}
 DATALOADER = "DataLoader loop (no TD)"
 AUTOGRAD_TD = "autograd loop, targeted-weight"
 
 
-def td_epoch(reg: RegulariserConfig, data: tuple[torch.Tensor, torch.Tensor], seed: int) -> float:
-    """One epoch of the project's ``train``; its own epoch timer."""
+def td_epoch(
+    reg: RegulariserConfig, data: tuple[torch.Tensor, torch.Tensor], seed: int, fused: bool = True
+) -> float:
+    """One epoch of the project's ``train``; its own epoch timer.  ``fused=False`` switches the
+    compiled kernels off for this epoch (``TD_ANALYSIS_KERNELS=0``)."""
     cfg = TrainConfig(epochs=1, regulariser=reg, seed=seed, eval_split="")
-    result = train(cfg, train_data=data, progress=False)
+    before = os.environ.get(kernels.ENV_SWITCH)
+    if not fused:
+        os.environ[kernels.ENV_SWITCH] = "0"
+    try:
+        result = train(cfg, train_data=data, progress=False)
+    finally:
+        if before is None:
+            os.environ.pop(kernels.ENV_SWITCH, None)
+        else:
+            os.environ[kernels.ENV_SWITCH] = before
     return result.history[0]["seconds"]
 
 
@@ -145,6 +171,10 @@ def profile_step(data: tuple[torch.Tensor, torch.Tensor]) -> str:
     buffer = torch.empty_like(xb)
     reg = Regulariser(VARIANTS["targeted-weight"], 2, gen)
     factors = reg.step_factors([w0, w1], 128, 5)
+    masked: list[torch.Tensor | None] = [None, None]
+    fused = reg.step_masks([w0, w1], 128, 5, masked)
+    dense = DenseStep(layers, 128)
+    w0n, hints, keep = w0.detach().numpy(), {}, np.empty(tuple(w0.shape), np.uint8)
     mag = w0.detach().abs()
     bits = mag.numpy().view(np.int32)
     t, u = mask_of(w0), torch.rand(w0.shape, generator=gen)
@@ -178,14 +208,36 @@ def profile_step(data: tuple[torch.Tensor, torch.Tensor]) -> str:
         ("SGD step, for-loop (torch default on CPU)", _ms(plain_opt.step)),
         ("SGD step, fused (train)", _ms(opt.step)),
         (
-            "Regulariser.step_factors, both layers (all of TD's masks)",
+            "Regulariser.step_masks, both layers (train: fused kernels, W ⊙ M included)",
+            _ms(lambda: reg.step_masks([w0, w1], 128, 5, masked)),
+        ),
+        (
+            "DenseStep with the fused masks (train; no TD: see the closed form above)",
+            _ms(lambda: dense(xb, yb, *fused)),
+        ),
+        (
+            "  kernels.targeted_keep 10×3072 (selection with hints, compare, keep, W ⊙ M)",
+            _ms(
+                lambda: kernels.targeted_keep(
+                    w0n,
+                    k=2304,
+                    draws=u.numpy(),
+                    alpha=ALPHA,
+                    state=hints,
+                    keep=keep,
+                    masked=masked[0],
+                )
+            ),
+        ),  # fmt: skip
+        (
+            "Regulariser.step_factors, both layers (0/1 float factors)",
             _ms(lambda: reg.step_factors([w0, w1], 128, 5)),
         ),
         ("  weight_factor 10×3072", _ms(lambda: reg.weight_factor(0, w0, 5))),
         ("  weight_factor 10×10", _ms(lambda: reg.weight_factor(1, w1, 5))),
         ("  targeted_weight_mask 10×3072", _ms(lambda: mask_of(w0))),
         (
-            "    threshold: numpy.partition of the magnitudes as int32 bits (now)",
+            "    threshold: numpy.partition of the magnitudes as int32 bits (numpy path)",
             _ms(lambda: np.partition(bits, 2304, 1)),
         ),
         (
@@ -197,7 +249,7 @@ def profile_step(data: tuple[torch.Tensor, torch.Tensor]) -> str:
             "  torch.rand 10×3072 (the seeded draw)",
             _ms(lambda: torch.rand(w0.shape, generator=gen)),
         ),
-        ("  keep factor from t and u, numpy (now)", _ms(lambda: _keep_factor(u, ALPHA, t))),
+        ("  keep factor from t and u, numpy (numpy path)", _ms(lambda: _keep_factor(u, ALPHA, t))),
         (
             "  keep factor from t and u, torch ops ~(t & (u < α)).float()",
             _ms(lambda: (~(t & (u < ALPHA))).float()),
@@ -230,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()[0]
     x, y = load_cifar10(args.data_dir, split="train")
     data = (x, y)
-    names = [*VARIANTS, AUTOGRAD_TD, DATALOADER]
+    names = [*VARIANTS, *NUMPY_PATH, AUTOGRAD_TD, DATALOADER]
     times: dict[str, list[float]] = {n: [] for n in names}
     # warm-up (allocator, first-call overheads), not recorded
     td_epoch(VARIANTS["targeted-weight"], (x[:2048], y[:2048]), 0)
@@ -241,6 +293,9 @@ def main(argv: list[str] | None = None) -> int:
                 times[name].append(dataloader_epoch(data, rep))
             elif name == AUTOGRAD_TD:
                 times[name].append(autograd_td_epoch(data, rep))
+            elif name in NUMPY_PATH:
+                reg = VARIANTS[NUMPY_PATH[name]]
+                times[name].append(td_epoch(reg, data, rep, fused=False))
             else:
                 times[name].append(td_epoch(VARIANTS[name], data, rep))
         print(
@@ -251,6 +306,11 @@ def main(argv: list[str] | None = None) -> int:
 
     med = {n: statistics.median(t) for n, t in times.items()}
     base, dl = med["none"], med[DATALOADER]
+    # medians of the per-repetition ratios (the variants of a repetition ran back to back)
+    paired = {
+        n: statistics.median(a / b for a, b in zip(times[n], times["none"], strict=True))
+        for n in names
+    }
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} intra-op thread(s), "
         f"python {platform.python_version()}, {platform.machine()}; "
@@ -259,14 +319,21 @@ def main(argv: list[str] | None = None) -> int:
         f"{os.getloadavg()[0]:.1f} after"
     )
     print()
-    print("| variant | median s/epoch | fastest s/epoch | × none | × DataLoader |")
+    print(
+        "| variant | median s/epoch | fastest s/epoch | × none (median of per-repetition "
+        "ratios) | × DataLoader |"
+    )
     print("|---|---:|---:|---:|---:|")
     for n in names:
-        print(
-            f"| {n} | {med[n]:.3f} | {min(times[n]):.3f} | {med[n] / base:.2f} | "
-            f"{med[n] / dl:.2f} |"
-        )
+        print(f"| {n} | {med[n]:.3f} | {min(times[n]):.3f} | {paired[n]:.2f} | {med[n] / dl:.2f} |")
     print()
+    tw, tu = paired["targeted-weight"], paired["targeted-unit"]
+    print(
+        f"issue #23: targeted-weight/none = {tw:.2f}, targeted-unit/none = {tu:.2f} (goal ≤ 1.3: "
+        f"{'met' if max(tw, tu) <= 1.3 else 'NOT met'}); without the kernels "
+        f"{paired['targeted-weight, numpy path (no kernels)']:.2f} and "
+        f"{paired['targeted-unit, numpy path (no kernels)']:.2f}"
+    )
     td = med["targeted-weight"]
     print(
         f"TD/none = {td / base:.2f} (goal ≤ 1.5: {'met' if td / base <= 1.5 else 'NOT met'}); "

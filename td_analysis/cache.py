@@ -16,12 +16,12 @@ import json
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
-
-import torch
-from torch import Tensor, nn
+from typing import TYPE_CHECKING, Any
 
 from td_analysis.io import atomic_open
+
+if TYPE_CHECKING:  # torch only where a cache entry is made or read: default_cache_dir is light
+    from torch import Tensor
 
 __all__ = ["default_cache_dir", "fingerprint", "cached", "code_version", "CACHE_FORMAT"]
 
@@ -46,7 +46,10 @@ def code_version() -> str:
 
 
 def default_cache_dir() -> Path:
-    """``$TD_ANALYSIS_CACHE``, else ``$XDG_CACHE_HOME/td_analysis/results`` (``~/.cache``)."""
+    """``$TD_ANALYSIS_CACHE``, else ``$XDG_CACHE_HOME/td_analysis/results`` (``~/.cache``).
+
+    The one cache folder of ``reproduce``, ``explore`` and the notebooks (they all call this):
+    the same Hessian is never stored twice."""
     if os.environ.get("TD_ANALYSIS_CACHE"):
         return Path(os.environ["TD_ANALYSIS_CACHE"])
     base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
@@ -54,6 +57,9 @@ def default_cache_dir() -> Path:
 
 
 def _update(h: Any, obj: Any) -> None:
+    import torch
+    from torch import Tensor, nn
+
     if isinstance(obj, nn.Module):
         for name, t in [*obj.state_dict().items()]:
             h.update(name.encode())
@@ -75,6 +81,8 @@ def _update(h: Any, obj: Any) -> None:
 
 
 def _storable(value: Any) -> bool:
+    from torch import Tensor
+
     if isinstance(value, Tensor):
         return True
     return isinstance(value, dict) and all(
@@ -102,6 +110,8 @@ def cached(
     ``parts`` (model, inputs, targets, arguments…) define the key.  ``enabled=False`` always
     computes and never writes.
     """
+    import torch
+
     if not enabled:
         return compute()
     folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
@@ -127,6 +137,8 @@ def cached(
 def _load_entry(path: Path, key: str) -> Tensor | dict[str, Tensor] | None:
     """The value stored in ``path`` if the file is a cache entry for ``key`` whose payload still
     has its recorded SHA-256; ``None`` otherwise."""
+    import torch
+
     try:
         entry = torch.load(path, map_location="cpu", weights_only=True)
     except Exception:  # noqa: BLE001 - any unreadable file is recomputed, not trusted

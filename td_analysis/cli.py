@@ -1,4 +1,9 @@
-"""The ``td-analysis`` command line: download, train, prune, reproduce the paper's figure/table."""
+"""The ``td-analysis`` command line: download, train, prune, reproduce the paper's figure/table.
+
+The parser is built from light modules only (:mod:`td_analysis.cliargs`,
+:mod:`td_analysis.names`): ``--help`` and every argument error answer before torch, scipy or
+matplotlib is imported; each command imports what it needs when it runs.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +14,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from td_analysis import cliargs
-from td_analysis.cliargs import DATA_HELP
+from td_analysis import cliargs, names
+from td_analysis.cliargs import DATA_HELP, output_stem
 from td_analysis.io import atomic_write_json, atomic_write_text
 
-__all__ = ["main", "build_parser", "output_stem", "DATA_HELP"]
+__all__ = ["main", "build_parser", "output_stem", "DATA_HELP", "load_checked_checkpoint"]
 
 EXACT_LIMIT = 4096  # `coadaptation` pools larger parameter sets unless --bins says otherwise
 POOLED_BINS = 256
@@ -21,39 +26,46 @@ POOLED_BINS = 256
 # the shared argument types live in td_analysis.cliargs (public); short local names for them
 _fractions = cliargs.fractions
 _ints = cliargs.ints
+_percents = cliargs.percents
 
 
-def _percents(text: str) -> list[float]:
-    """Comma-separated percentages, each in [0, 100]."""
+def _lazy(target: str):
+    """A command function imported when the command runs: ``"module:function"``."""
+
+    def run(args: argparse.Namespace) -> int:
+        import importlib
+
+        module, name = target.split(":")
+        return getattr(importlib.import_module(module), name)(args)
+
+    run.__qualname__ = run.__name__ = target.split(":")[1]
+    return run
+
+
+def load_checked_checkpoint(path: str | Path, model: str | None = None):
+    """:func:`td_analysis.training.load_checkpoint` (which refuses non-finite weights with a
+    one-line ``ValueError`` naming the parameter): what every command loads a checkpoint with.
+    With ``model`` (``--model module:callable``) any model that factory builds
+    (:func:`td_analysis.usermodels.load_model_checkpoint`); a checkpoint holding weights but no
+    architecture, without it, is a one-line error saying so."""
+    from td_analysis import usermodels
+    from td_analysis.training import load_checkpoint
+
+    if model is not None:
+        return usermodels.load_model_checkpoint(path, model)
     try:
-        values = [float(v) for v in text.split(",") if v.strip()]
+        return load_checkpoint(path)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers: {text}") from None
-    if not values or not all(0.0 <= v <= 100.0 for v in values):  # also rejects NaN
-        raise argparse.ArgumentTypeError(f"k must be percentages in [0, 100]: {text}")
-    return values
-
-
-def output_stem(out: Path | None, default: str) -> str:
-    """The output path without extension: ``--out`` as given (only a trailing ``.csv``/``.json``/
-    ``.png`` is dropped, so ``sweep_v1.2`` stays ``sweep_v1.2``), else ``default``."""
-    if out is None:
-        return default
-    text = str(out)
-    for ext in (".csv", ".json", ".png"):
-        if text.lower().endswith(ext):
-            return text[: -len(ext)]
-    return text
-
-
-def _checkpoint_stem(path: Path) -> str:
-    """``runs/td_gamma0.75.pt`` → ``runs/td_gamma0.75`` (only a ``.pt`` suffix is removed)."""
-    text = str(path)
-    return text[:-3] if text.endswith(".pt") else text
+        reason = usermodels.unbuildable_reason(path)
+        if reason is None:
+            raise
+        raise ValueError(reason) from None
 
 
 def _check_input_size(ckpt, x, args: argparse.Namespace) -> None:
     """One-line error if the checkpoint's network does not take the data's input size."""
+    if not hasattr(ckpt.model, "arch"):  # a --model network: checked by usermodels.model_data
+        return
     want = ckpt.model.arch["in_features"]
     have = x[0].numel() if x.ndim > 1 and len(x) else None
     if have is not None and have != want:
@@ -86,31 +98,50 @@ def _cmd_download(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------------------- train
 def _add_train_options(p: argparse.ArgumentParser) -> None:
-    from td_analysis.dropout import REGULARISERS
-    from td_analysis.tasks import DEFAULT_TASK, TASKS
-    from td_analysis.training import TrainConfig
+    REGULARISERS = names.REGULARISERS
 
-    d = TrainConfig()
+    def per_task(field: str, text: str = "") -> cliargs.Deferred:
+        """``text (default: the task's: toy 0.01, fashion-mlp 0.001)``, worked out when --help
+        prints it (the task registry imports torch)."""
 
-    def per_task(field: str) -> str:  # "(default: the task's: toy 0.01, fashion-mlp 0.001)"
-        values = ", ".join(f"{n} {_task_default(t, field)}" for n, t in TASKS.items())
-        return f"(default: the task's: {values})"
+        def make() -> str:
+            from td_analysis.tasks import TASKS
+
+            values = ", ".join(f"{n} {_task_default(t, field)}" for n, t in TASKS.items())
+            return f"{text} (default: the task's: {values})".strip()
+
+        return cliargs.Deferred(make)
+
+    def tasks_text(make) -> cliargs.Deferred:
+        def text() -> str:
+            from td_analysis.tasks import DEFAULT_TASK, TASKS
+
+            return make(DEFAULT_TASK, TASKS)
+
+        return cliargs.Deferred(text)
 
     g = p.add_argument_group("experiment")
     g.add_argument(
         "--task",
-        choices=list(TASKS),
         default=None,
-        help=f"experiment whose data, network and defaults are used (default: {DEFAULT_TASK}, "
-        "or the task of --dataset)",
+        help=tasks_text(
+            lambda default, tasks: (
+                f"experiment whose data, network and defaults are used: "
+                f"{', '.join(tasks)} (default: {default}, or the task of --dataset)"
+            )
+        ),
     )
     g.add_argument(
         "--dataset",
-        choices=sorted({t.dataset for t in TASKS.values()}),
+        choices=names.DATASET_NAMES,
         default=None,
-        help="data set; picks its task ("
-        + ", ".join(f"{t.dataset}: {n}" for n, t in TASKS.items())
-        + ")",
+        help=tasks_text(
+            lambda default, tasks: (
+                "data set; picks its task ("
+                + ", ".join(f"{t.dataset}: {n}" for n, t in tasks.items())
+                + ")"
+            )
+        ),
     )
     g.add_argument(
         "--protocol",
@@ -123,7 +154,7 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
         "--hidden",
         type=cliargs.positive_ints,
         default=None,
-        help=f"hidden widths, comma-separated {per_task('hidden')}",
+        help=per_task("hidden", "hidden widths, comma-separated"),
     )
     g.add_argument("--no-bias", action="store_true", help="layers without biases")
     g = p.add_argument_group("regulariser")
@@ -134,13 +165,13 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
         "--gamma",
         type=cliargs.unit_interval,
         default=None,
-        help=f"targeted fraction γ for targeted-* {per_task('gamma')}",
+        help=per_task("gamma", "targeted fraction γ for targeted-*"),
     )
     g.add_argument(
         "--alpha",
         type=cliargs.unit_interval,
         default=None,
-        help=f"drop probability α for targeted-*, dropout, dropconnect {per_task('alpha')}",
+        help=per_task("alpha", "drop probability α for targeted-*, dropout, dropconnect"),
     )
     g.add_argument(
         "--l1", type=cliargs.non_negative_float, default=1e-4, help="L1 coefficient for --reg l1"
@@ -163,10 +194,10 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
         "--optimizer",
         choices=("sgd", "adam"),
         default=None,
-        help=f"optimiser {per_task('optimizer')}",
+        help=per_task("optimizer", "optimiser"),
     )
     g.add_argument(
-        "--lr", type=cliargs.positive_float, default=None, help=f"learning rate {per_task('lr')}"
+        "--lr", type=cliargs.positive_float, default=None, help=per_task("lr", "learning rate")
     )
     g.add_argument(
         "--momentum", type=cliargs.momentum, default=None, help="SGD momentum, in [0, 1)"
@@ -184,31 +215,31 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
         "--batch-size",
         type=cliargs.positive_int,
         default=None,
-        help=f"minibatch size {per_task('batch_size')}",
+        help=per_task("batch_size", "minibatch size"),
     )
     g.add_argument(
         "--epochs",
         type=cliargs.positive_int,
         default=None,
-        help=f"passes over the data {per_task('epochs')}",
+        help=per_task("epochs", "passes over the data"),
     )
     g.add_argument(
         "--seed",
         type=cliargs.non_negative_int,
-        default=d.seed,
-        help="seed of initialisation, shuffling and dropout",
+        default=None,
+        help="seed of initialisation, shuffling and dropout (default: TrainConfig's, 0)",
     )
     g.add_argument(
         "--preprocessing",
         choices=("standardize", "unit", "raw"),
         default=None,
-        help=f"input scaling {per_task('preprocessing')}",
+        help=per_task("preprocessing", "input scaling"),
     )
     g.add_argument(
         "--device",
         type=cliargs.device,
-        default=d.device,
-        help="cpu, cuda, cuda:N or auto (CUDA if available)",
+        default=None,
+        help="cpu, cuda, cuda:N or auto (CUDA if available) (default: TrainConfig's, cpu)",
     )
 
 
@@ -265,14 +296,10 @@ def config_from_args(args: argparse.Namespace):
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if args.no_bias:
         overrides["bias"] = False
-    return task.config(
-        args.protocol,
-        regulariser=reg,
-        grad_clip=args.grad_clip,
-        seed=args.seed,
-        device=args.device,
-        **overrides,
-    )
+    for name in ("seed", "device"):  # unset: TrainConfig's defaults
+        if getattr(args, name, None) is not None:
+            overrides[name] = getattr(args, name)
+    return task.config(args.protocol, regulariser=reg, grad_clip=args.grad_clip, **overrides)
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -310,6 +337,10 @@ def _analysis_data(args: argparse.Namespace, ckpt):
     from td_analysis.data import load_dataset
     from td_analysis.training import check_features
 
+    if hasattr(ckpt, "factory"):  # --model: images N × C × H × W of --dataset
+        from td_analysis.usermodels import model_data
+
+        return model_data(ckpt, getattr(args, "dataset", None), args.split, args.data_dir)
     name = getattr(args, "dataset", None) or ckpt.config.dataset
     x, y = load_dataset(
         name, args.split, root=args.data_dir, preprocessing=ckpt.config.preprocessing
@@ -323,12 +354,11 @@ def _analysis_data(args: argparse.Namespace, ckpt):
 
 def _cmd_prune(args: argparse.Namespace) -> int:
     from td_analysis.pruning import pruning_curve
-    from td_analysis.training import load_checkpoint
 
     if args.percent is not None:
         return _cmd_prune_percent(args)
     _rows_stem(args, f"prune-{args.kind}-{args.split}")  # writable? (before the work)
-    ckpt = load_checkpoint(args.checkpoint)
+    ckpt = load_checked_checkpoint(args.checkpoint, getattr(args, "model", None))
     x, y = _analysis_data(args, ckpt)
     _check_input_size(ckpt, x, args)
     rows = pruning_curve(
@@ -351,13 +381,12 @@ def _cmd_prune(args: argparse.Namespace) -> int:
 def _cmd_prune_percent(args: argparse.Namespace) -> int:
     """``prune --percent``: the seed's per-layer weight / unit pruning at k percent."""
     from td_analysis.pruning import SEED_KINDS, pruning_table
-    from td_analysis.training import load_checkpoint
 
     if args.kind not in SEED_KINDS:
         raise ValueError(f"--percent prunes by --kind {' or '.join(SEED_KINDS)}, not {args.kind}")
     what = f"prune-{args.kind}-percent-{args.split}"
     _rows_stem(args, what)  # writable? (before the work)
-    ckpt = load_checkpoint(args.checkpoint)
+    ckpt = load_checked_checkpoint(args.checkpoint, getattr(args, "model", None))
     x, y = _analysis_data(args, ckpt)
     rows = pruning_table(
         ckpt.model, x, y, args.percent, (args.kind,), args.layers, progress=not args.quiet
@@ -373,23 +402,36 @@ def _cmd_prune_percent(args: argparse.Namespace) -> int:
     return 0
 
 
-def _default_stem(args: argparse.Namespace, what: str) -> str:
-    """``<checkpoint without .pt>-<what>[-layers…][-limitN]``: the options that change the
-    result are in the name, so runs that differ in them never overwrite each other."""
-    stem = f"{_checkpoint_stem(args.checkpoint)}-{what}"
-    if getattr(args, "layers", None) is not None:
-        stem += "-layers" + "_".join(map(str, args.layers))
-    if getattr(args, "limit", None) is not None:
-        stem += f"-limit{args.limit}"
-    return stem
+def _result_options(args: argparse.Namespace) -> list[tuple[str, object]]:
+    """The options of ``prune``/``estimate`` that change the rows and are not already in
+    ``what``: data set, layers, data size, fractions or percentages (default: left out)."""
+    defaults = _parser_defaults(args)
+    options: list[tuple[str, object]] = [("", getattr(args, "dataset", None))]
+    for name in ("layers", "limit", "fractions", "percent"):
+        value = getattr(args, name, None)
+        options.append((name, None if value == defaults.get(name) else value))
+    model = getattr(args, "model", None)  # --model module:callable (a custom network)
+    if model:
+        options.append(("model-", model.replace(":", ".")))
+    return options
+
+
+def _parser_defaults(args: argparse.Namespace) -> dict:
+    """The defaults of ``args.command``'s options (to leave defaults out of file names)."""
+    parser = build_parser()
+    sub = next(
+        a
+        for a in parser._actions
+        if isinstance(a, argparse._SubParsersAction)  # noqa: SLF001
+    )
+    command = sub.choices[args.command]
+    return {a.dest: a.default for a in command._actions}  # noqa: SLF001
 
 
 def _rows_stem(args: argparse.Namespace, what: str) -> str:
-    """``--out`` (whole stem), else :func:`_default_stem`; checked writable before any work."""
-    stem = output_stem(args.out, _default_stem(args, what))
-    for ext in (".csv", ".json"):
-        cliargs.check_output_file(f"{stem}{ext}")
-    return stem
+    """:func:`td_analysis.cliargs.command_stem`: ``--out`` (whole stem), else
+    ``<checkpoint>-<what>[-<option><value>…]``; checked writable before any work."""
+    return cliargs.command_stem(args, what, _result_options(args), (".csv", ".json"))
 
 
 def _write_rows(args: argparse.Namespace, rows: list[dict], what: str) -> None:
@@ -402,9 +444,7 @@ def _write_rows(args: argparse.Namespace, rows: list[dict], what: str) -> None:
 
 
 def _load_for_analysis(args: argparse.Namespace):
-    from td_analysis.training import load_checkpoint
-
-    ckpt = load_checkpoint(args.checkpoint)
+    ckpt = load_checked_checkpoint(args.checkpoint, getattr(args, "model", None))
     x, y = _analysis_data(args, ckpt)
     _check_input_size(ckpt, x, args)
     if args.limit is not None:  # ≥ 1 (checked while parsing)
@@ -452,8 +492,7 @@ def _cmd_coadaptation(args: argparse.Namespace) -> int:
     )
     from td_analysis.curvature import hessian
 
-    out = Path(output_stem(args.out, _coadaptation_stem(args)) + ".png")
-    cliargs.check_output_file(out)  # before the Hessian, not after it
+    out = Path(_coadaptation_stem(args) + ".png")  # checked writable before the Hessian
     ckpt, x, y = _load_for_analysis(args)
     params = args.params if args.params == "weights" else args.params.split(",")
     order = magnitude_order(ckpt.model, params)
@@ -466,7 +505,7 @@ def _cmd_coadaptation(args: argparse.Namespace) -> int:
         )
     if bins is not None and not 1 <= bins <= order.size:
         raise ValueError(f"--bins must be between 1 and the {order.size} selected parameters")
-    _check_matrix_memory(bins or order.size, order.size, "--bins" if bins else "--params")
+    _check_matrix_memory(bins or order.size, order.size, "--bins" if bins else "--params", bins)
     pruned = pruned_set(ckpt.model, order, args.gamma, "lowest")
     if bins is None:
         H = hessian(
@@ -479,10 +518,13 @@ def _cmd_coadaptation(args: argparse.Namespace) -> int:
             progress=not args.quiet,
         )
         C = ordered_coadaptation(order, H)
+        del H  # C alone from here on (the budget counts both only while C is made)
         summary = block_summary(C, pruned[order.order])
         what = f"θᵀ⊙H⊙θ over {', '.join(order.names)} ({order.size} parameters)"
     else:
-        C = pooled_coadaptation(ckpt.model, x, y, order, bins, reduction=args.reduction)
+        C = pooled_coadaptation(
+            ckpt.model, x, y, order, bins, reduction=args.reduction, progress=not args.quiet
+        )
         summary = pooled_block_summary(ckpt.model, x, y, order, pruned, reduction=args.reduction)
         what = (
             f"θᵀ⊙H⊙θ over {', '.join(order.names)} ({order.size:,} parameters) in "
@@ -495,9 +537,13 @@ def _cmd_coadaptation(args: argparse.Namespace) -> int:
     title, vmax = ckpt.config.regulariser.label, args.vmax
     if bins is not None:
         title += f": {bins} × {bins} block sums"
-        if vmax is None:  # the few bins of large weights would wash out the rest
-            vmax = plotting.symmetric_limit(C, quantile=0.99)
-            title += ", colours clipped at the 99th percentile"
+    size = C.shape[0]
+    C = display_matrix(C)  # at most DISPLAY_BINS² pixels: a picture cannot show more
+    if C.shape[0] < size:
+        title += f", shown as {C.shape[0]} × {C.shape[0]} sums"
+    if bins is not None and vmax is None:  # the few bins of large weights wash out the rest
+        vmax = plotting.symmetric_limit(C, quantile=0.99)
+        title += ", colours clipped at the 99th percentile"
     fig = plotting.plot_coadaptation(C, vmax=vmax, gamma=args.gamma, title=title)
     for path in plotting.save_figure(fig, out, formats=("png",)):
         print(f"wrote {path}")
@@ -505,52 +551,116 @@ def _cmd_coadaptation(args: argparse.Namespace) -> int:
 
 
 def _coadaptation_stem(args: argparse.Namespace) -> str:
-    """``<checkpoint>-coadaptation-<params>-<split>[-limitN][-binsB][-mean]``: one PNG per
-    parameter set, split, data size, pooling and reduction."""
-    params = "+".join(p.strip() for p in args.params.split(",") if p.strip())
-    stem = f"{_checkpoint_stem(args.checkpoint)}-coadaptation-{params}-{args.split}"
-    if args.limit is not None:
-        stem += f"-limit{args.limit}"
-    if args.bins is not None:
-        stem += f"-bins{args.bins}"
-    if args.reduction != "sum":
-        stem += f"-{args.reduction}"
-    return stem
+    """``<checkpoint>-coadaptation-<params>-<split>[-<dataset>][-limitN][-binsB][-mean]
+    [-gammaG]``: one PNG per parameter set, split, data, pooling, reduction and marked γ
+    (:func:`td_analysis.cliargs.command_stem`)."""
+    options: list[tuple[str, object]] = [
+        ("", args.params),
+        ("", args.split),
+        ("", getattr(args, "dataset", None)),
+        ("limit", args.limit),
+        ("bins", args.bins),
+        ("", None if args.reduction == "sum" else args.reduction),
+        ("gamma", None if args.gamma == 0.75 else args.gamma),
+        ("vmax", args.vmax),
+    ]
+    model = getattr(args, "model", None)
+    if model:
+        options.append(("model-", model.replace(":", ".")))
+    return cliargs.command_stem(args, "coadaptation", options, (".png",))
 
 
-# copies of a B × B float64 matrix alive at once: the sums, their symmetrisation, |C| for the
-# colour limit and matplotlib's image
-MATRIX_COPIES = 4
+#: the picture of C has at most this many rows/columns: a larger C is summed into this many
+#: contiguous blocks of the |θ| ordering first (a 20,000² image is 3.2 GB per copy, and a PNG of
+#: the figure's size shows fewer than 1,000 pixels a side)
+DISPLAY_BINS = 512
+#: float64 copies of the exact P × P matrix alive at the peak: H, H[o], H[o][:, o] and the
+#: θ-product's temporary while the ordered C is made
+EXACT_COPIES = 4
+#: float64 copies of the shown D × D matrix while it is drawn: C, |C| for the limit and its
+#: quantile's partition, matplotlib's masked, scaled and resampled arrays and the RGBA image
+PLOT_COPIES = 12
+#: bytes of drawing a figure whatever its matrix (canvas, colour bar, PNG encoder)
+PLOT_FIXED = 16 * 2**20
+#: float64 P × k arrays alive in one block of k Hessian-vector products (V, HV, the forward and
+#: backward tangents of the product; 7.3 measured for the dense networks)
+HVP_COPIES = 9
 
 
-def _check_matrix_memory(size: int, num_params: int, option: str) -> None:
-    """One-line error naming ``option`` unless ``MATRIX_COPIES`` float64 ``size × size``
-    matrices and a few parameter-length work columns fit in the free memory."""
+def display_matrix(C, limit: int = DISPLAY_BINS):
+    """``C`` itself if it has at most ``limit`` rows, else its D × D block sums (D = ``limit``)
+    over contiguous index ranges ``⌊a·D/B⌋`` (row a of C goes to row ⌊a·D/B⌋): for a
+    magnitude-ordered C these are again block sums of the |θ| ordering. Work space D·B + D²."""
+    import torch
+
+    B = C.shape[0]
+    if B <= limit:
+        return C
+    index = torch.arange(B, device=C.device) * limit // B
+    rows = torch.zeros(limit, B, dtype=C.dtype, device=C.device).index_add_(0, index, C)
+    return torch.zeros(limit, limit, dtype=C.dtype, device=C.device).index_add_(1, index, rows)
+
+
+def coadaptation_bytes(size: int, num_params: int, bins: int | None) -> int:
+    """Peak bytes ``coadaptation`` allocates after loading the model and data: the larger of
+    making C (exact: :data:`EXACT_COPIES` float64 P × P; pooled: the projection's work space,
+    :func:`td_analysis.coadaptation.projection_bytes` at the column count it will use) and
+    drawing it (C, the D·B display sums and :data:`PLOT_COPIES` D × D copies)."""
+    from td_analysis.coadaptation import MAX_PROJECTION_COLUMNS
+
+    if bins is None:
+        make = EXACT_COPIES * 8 * size * size
+    else:  # the sums (one extra row) and a block of at most k products (group_sums's columns)
+        k = min(bins, MAX_PROJECTION_COLUMNS)
+        make = 8 * bins * (bins + 1) + HVP_COPIES * 8 * num_params * k
+        make += 2 * 8 * 256 * 256  # the in-place symmetrisation's two blocks
+        make += HVP_COPIES * 8 * num_params * 2  # the block summary's 2 products (C alive)
+    make += 4 * 8 * num_params  # θ, the order, the bin ids, the pruned mask
+    shown = min(size, DISPLAY_BINS)
+    summed = 8 * size * size + 8 * shown * size if size > shown else 0  # display_matrix
+    draw = PLOT_COPIES * 8 * shown * shown + PLOT_FIXED
+    return max(make, summed, draw)
+
+
+def _check_matrix_memory(size: int, num_params: int, option: str, bins: int | None) -> None:
+    """One-line error naming ``option`` unless the whole command's :func:`coadaptation_bytes`
+    fit in the free memory (checked before any Hessian product)."""
     from td_analysis.curvature import available_memory_bytes
 
-    need = MATRIX_COPIES * size * size * 8 + 64 * num_params * 8
+    need = coadaptation_bytes(size, num_params, bins)
     avail = available_memory_bytes("cpu")
     if avail is not None and need > avail:
         raise MemoryError(
             f"{option}: a {size:,} × {size:,} coadaptation matrix needs about {need / 1e9:.1f} GB "
-            f"({MATRIX_COPIES} float64 copies), but only {avail / 1e9:.1f} GB are free; "
+            f"(made, summed for the picture and drawn), but only {avail / 1e9:.1f} GB are free; "
             f"use fewer --bins (default {POOLED_BINS}) or fewer --params"
         )
 
 
 def _add_dataset_option(p: argparse.ArgumentParser) -> None:
-    from td_analysis.data import DATASETS
-
     p.add_argument(
         "--dataset",
-        choices=list(DATASETS),
+        choices=names.DATASET_NAMES,
         default=None,
         help="data set to evaluate on (default: the one the checkpoint was trained on)",
     )
 
 
+def add_model_option(p: argparse.ArgumentParser) -> None:
+    """``--model module:callable``: the factory of a user model (:mod:`td_analysis.usermodels`)."""
+    p.add_argument(
+        "--model",
+        default=None,
+        metavar="MODULE:CALLABLE",
+        help="factory (module:callable or file.py:callable) returning the nn.Module whose "
+        "state_dict CHECKPOINT holds (e.g. a 'fit' checkpoint); needs --dataset; Conv filters "
+        "are units (default: the checkpoint's own DenseNet)",
+    )
+
+
 def _add_analysis_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", type=Path, help="a checkpoint written by 'td-analysis train'")
+    add_model_option(p)
     p.add_argument(
         "--split",
         choices=("holdout", "test", "train"),
@@ -582,7 +692,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    from td_analysis.data import DATASET_NAMES
+    DATASET_NAMES = names.DATASET_NAMES
 
     p = sub.add_parser(
         "download",
@@ -629,6 +739,7 @@ def build_parser() -> argparse.ArgumentParser:
         "and report loss and accuracy; writes CSV and JSON.",
     )
     p.add_argument("checkpoint", type=Path, help="a checkpoint written by 'td-analysis train'")
+    add_model_option(p)
     p.add_argument(
         "--kind",
         choices=("weight", "unit", "global"),
@@ -772,12 +883,204 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_analysis_commands(sub: argparse._SubParsersAction) -> None:
-    """The analysis commands (reproduce, curves) live beside their orchestration code."""
-    from td_analysis import experiments, explore, spectra
+    """``reproduce``, ``explore`` and ``spectrum``; their code is imported when they run."""
+    from td_analysis import explore  # light: imports torch only inside its commands
 
-    experiments.add_commands(sub)
+    add_reproduce_command(sub)
     explore.add_commands(sub)  # the explorer web app (notebook 03 with Voilà)
-    spectra.add_commands(sub)  # Hessian eigenvalues, trace, density (issue 10)
+    add_spectrum_command(sub)  # Hessian eigenvalues, trace, density (issue 10)
+
+
+def add_reproduce_command(sub: argparse._SubParsersAction) -> None:
+    """Register ``reproduce`` (run by :func:`td_analysis.experiments._cmd_reproduce`)."""
+    p = sub.add_parser(
+        "reproduce",
+        help="the main job: reproduce the paper's Figure 1 and Table 1 (and the fashion-mlp "
+        "experiment)",
+        description="Toy experiment (default): train (or reuse cached checkpoints of) the toy "
+        "network without regularisation and with targeted dropout (γ=0.75, α=0.5) for several "
+        "seeds, compute exact Hessians, and write figure1.png/pdf, table1.md/json, estimator "
+        "plots and pruning curves; a few minutes on 2 CPU cores, --quick about one. "
+        "--experiment fashion-mlp: the MLP of seed 002 on Fashion-MNIST, every regulariser × "
+        "bias on/off × seed, pruned by weight and by unit, analysed through Hessian-vector "
+        "products, into <out>/fashion_mlp/ (under 30 minutes; --quick under 2). "
+        f"--quick keeps everything it writes under {names.QUICK_DIR}/.",
+    )
+    p.add_argument(
+        "--experiment",
+        choices=names.EXPERIMENTS,
+        default="toy",
+        help="toy: Figure 1 / Table 1 into --out (default); fashion-mlp: the Fashion-MNIST MLP "
+        "pruning experiment into --out/fashion_mlp; all: both",
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="small setting (toy: 2 seeds, 2 epochs, 2,000 evaluation images; fashion-mlp: one "
+        f"seed, a narrower network, 1 epoch) for CI; figures and checkpoints under "
+        f"{names.QUICK_DIR}/",
+    )
+    p.add_argument(
+        "--ks",
+        type=cliargs.percents,
+        default=None,
+        help="fashion-mlp: distinct pruning percentages in [0, 100] (default: "
+        "0,25,50,60,70,80,90,95,97,99)",
+    )
+    p.add_argument(
+        "--workers",
+        type=cliargs.positive_int,
+        default=None,
+        help="fashion-mlp: networks trained and analysed in parallel processes (default: 2)",
+    )
+    p.add_argument(
+        "--bins",
+        type=cliargs.positive_int,
+        default=None,
+        help="fashion-mlp: B of the pooled B × B coadaptation block sums (default: 128)",
+    )
+    p.add_argument(
+        "--seeds",
+        type=cliargs.seeds,
+        default=None,
+        help="distinct seeds, comma-separated (default toy: 0,1,2,3,4; fashion-mlp: 0,1; "
+        "--quick: 0,1)",
+    )
+    p.add_argument(
+        "--epochs",
+        type=cliargs.positive_int,
+        default=None,
+        help="training epochs (default: 20; --quick: 2)",
+    )
+    p.add_argument(
+        "--eval-limit",
+        type=cliargs.positive_int,
+        default=None,
+        help="use only the first N images of each evaluation split (default: all; --quick: 2000)",
+    )
+    p.add_argument(
+        "--vmax",
+        type=cliargs.positive_float,
+        default=None,
+        help="colour limit ±vmax of Figure 1 (default: the largest |entry|; the "
+        "published figure used 3000)",
+    )
+    p.add_argument(
+        "--no-curves", action="store_true", help="skip the baselines and the pruning-curve figure"
+    )
+    p.add_argument(
+        "--out",
+        type=cliargs.output_folder,
+        default=None,
+        help=f"output folder, replaced as a whole when every output is written (default: "
+        f"figures; --quick: {names.QUICK_OUT}, never over the committed figures)",
+    )
+    p.add_argument(
+        "--runs",
+        type=cliargs.output_folder,
+        default=None,
+        help=f"checkpoint folder, reused across runs (default: runs; --quick: {names.QUICK_RUNS})",
+    )
+    p.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=None,
+        help="cache of Hessians (default: $TD_ANALYSIS_CACHE, else "
+        "$XDG_CACHE_HOME/td_analysis/results, ~/.cache/td_analysis/results)",
+    )
+    p.add_argument("--data-dir", type=Path, default=None, help=DATA_HELP)
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--report-only",
+        action="store_true",
+        help="train nothing: rewrite the reports from the JSON already in --out (toy: "
+        "table1.md, table1_differences.png; fashion-mlp: pruning.md, accuracy_differences.png, "
+        "README.md)",
+    )
+    p.add_argument(
+        "--readme",
+        type=Path,
+        default=None,
+        help="with --report-only: also rewrite the generated result blocks of this README "
+        "(e.g. README.md) from the same JSON",
+    )
+    p.set_defaults(func=_lazy("td_analysis.experiments:_cmd_reproduce"))
+
+
+def add_spectrum_command(sub: argparse._SubParsersAction) -> None:
+    """Register ``spectrum`` (run by :func:`td_analysis.spectra._cmd_spectrum`)."""
+    p = sub.add_parser(
+        "spectrum",
+        help="top Hessian eigenvalues, trace and spectral density of a checkpoint",
+        description="Top-k eigenvalues of the Hessian of the mean cross-entropy (block Lanczos, "
+        "exact to --tol), its trace (Hutch++ with a standard error, or exact) and with --density "
+        "its smoothed spectral density (stochastic Lanczos quadrature, PNG), float64, through "
+        "Hessian-vector products only. Writes STEM.json (and STEM.png). Data-parallel: "
+        "torchrun --nproc-per-node 2 $(which td-analysis) spectrum CKPT --distributed.",
+        formatter_class=cliargs.DefaultsHelpFormatter,
+    )
+    p.add_argument("checkpoint", type=Path, help="a checkpoint written by 'td-analysis train'")
+    add_model_option(p)
+    _add_dataset_option(p)
+    p.add_argument(
+        "--params",
+        default=None,
+        help="parameter names (comma-separated) or 'weights' (default: all parameters)",
+    )
+    p.add_argument("--k", type=cliargs.positive_int, default=20, help="number of eigenvalues")
+    p.add_argument(
+        "--which", choices=names.WHICH, default="largest", help="which end of the spectrum"
+    )
+    p.add_argument(
+        "--tol",
+        type=cliargs.positive_float,
+        default=1e-6,
+        help="residual tolerance ‖Hv − λv‖ ≤ tol·‖H‖",
+    )
+    p.add_argument(
+        "--block-size",
+        type=cliargs.positive_int,
+        default=None,
+        help="vectors per Hessian product in the eigensolver (default: min(k, 4)); 1 suits wide "
+        "networks, whose (P, b) products cost about b single ones",
+    )
+    p.add_argument("--trace-method", choices=names.TRACE_METHODS, default="hutch++")
+    p.add_argument(
+        "--trace-matvecs",
+        type=cliargs.int_at_least(6),
+        default=99,
+        help="Hessian-vector products of the stochastic trace",
+    )
+    p.add_argument("--density", action="store_true", help="also plot the spectral density")
+    p.add_argument("--probes", type=cliargs.positive_int, default=8, help="SLQ probe vectors")
+    p.add_argument("--steps", type=cliargs.positive_int, default=64, help="Lanczos steps per probe")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random start and probes")
+    p.add_argument(
+        "--split",
+        choices=("holdout", "test", "train"),
+        default="holdout",
+        help="data the loss is taken over",
+    )
+    p.add_argument(
+        "--limit", type=cliargs.positive_int, default=None, help="use only the first N examples"
+    )
+    p.add_argument("--data-dir", type=Path, default=None, help=cliargs.DATA_HELP)
+    p.add_argument(
+        "--out",
+        type=cliargs.output_file,
+        default=None,
+        help="output stem for .json/.png, the whole name kept (sweep_v1.2 → sweep_v1.2.json) "
+        "(default: <checkpoint without .pt>-spectrum-<split>[-<params>][-limitN][-<option>"
+        "<value>…], every option that changes the result and is not at its default)",
+    )
+    p.add_argument(
+        "--distributed",
+        action="store_true",
+        help="under torchrun: each process takes its shard of the data, products are summed "
+        "with all_reduce (gloo on CPU, NCCL on CUDA); rank 0 prints and writes",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_lazy("td_analysis.spectra:_cmd_spectrum"))
 
 
 def _terminate_cleanly(handler: object = None) -> object:

@@ -10,18 +10,21 @@ from __future__ import annotations
 import argparse
 import math
 import os
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
 __all__ = [
     "DATA_HELP",
+    "Deferred",
     "OneLineErrorParser",
     "DefaultsHelpFormatter",
     "show_defaults",
     "show_default",
     "ints",
     "fractions",
+    "percents",
     "seeds",
     "int_at_least",
     "positive_int",
@@ -36,6 +39,9 @@ __all__ = [
     "output_file",
     "check_output_file",
     "output_folder",
+    "output_stem",
+    "result_stem",
+    "command_stem",
 ]
 
 DATA_HELP = (
@@ -55,6 +61,26 @@ class OneLineErrorParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+class Deferred:
+    """A help text worked out only when ``--help`` prints it (e.g. the task registry's defaults,
+    which import torch): parsing never pays for it. :class:`DefaultsHelpFormatter` resolves it."""
+
+    def __init__(self, make: Callable[[], str]) -> None:
+        self.make = make
+
+    def __call__(self) -> str:
+        return self.make()
+
+    def strip(self) -> Deferred:  # argparse tests ``action.help.strip()`` for truth
+        return self
+
+    def __bool__(self) -> bool:
+        return True
+
+    def __str__(self) -> str:
+        return self.make()
+
+
 class DefaultsHelpFormatter(argparse.HelpFormatter):
     """Append ``(default: …)`` to every option's help unless the help already states it.
 
@@ -63,7 +89,8 @@ class DefaultsHelpFormatter(argparse.HelpFormatter):
     """
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
-        text = (action.help or "").strip()
+        text = action.help() if isinstance(action.help, Deferred) else action.help
+        text = (text or "").strip()
         default = action.default
         if (
             "default" in text.lower()
@@ -108,18 +135,41 @@ def ints(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers: {text!r}") from exc
 
 
-def fractions(text: str) -> list[float]:
-    """Comma-separated numbers in [0, 1), at least one."""
+def _distinct(values: list, what: str, text: str) -> list:
+    """``values`` unless one repeats: a repeated entry is a typo (or a duplicate row), refused
+    with one line naming it, by every list option alike."""
+    repeated = sorted({v for v in values if values.count(v) > 1})
+    if repeated:
+        shown = ", ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in repeated)
+        raise argparse.ArgumentTypeError(f"{what} must be distinct (repeated: {shown}): {text!r}")
+    return values
+
+
+def _numbers(text: str, what: str) -> list[float]:
     try:
         values = [float(v) for v in text.split(",") if v.strip()]
     except ValueError as exc:
-        raise argparse.ArgumentTypeError(
-            f"fractions must be comma-separated numbers: {text}"
-        ) from exc
-    bad = [v for v in values if not 0.0 <= v < 1.0]
-    if bad or not values:
-        raise argparse.ArgumentTypeError(f"fractions must lie in [0, 1): {text}")
+        raise argparse.ArgumentTypeError(f"{what} must be comma-separated numbers: {text}") from exc
+    if not values:
+        raise argparse.ArgumentTypeError(f"give at least one of the {what}: {text!r}")
     return values
+
+
+def fractions(text: str) -> list[float]:
+    """Comma-separated distinct numbers in [0, 1), at least one."""
+    values = _numbers(text, "fractions")
+    if not all(0.0 <= v < 1.0 for v in values):  # also rejects NaN
+        raise argparse.ArgumentTypeError(f"fractions must lie in [0, 1): {text}")
+    return _distinct(values, "fractions", text)
+
+
+def percents(text: str) -> list[float]:
+    """Comma-separated distinct percentages in [0, 100], at least one (``--percent``,
+    ``--ks``)."""
+    values = _numbers(text, "percentages")
+    if not all(0.0 <= v <= 100.0 for v in values):  # also rejects NaN
+        raise argparse.ArgumentTypeError(f"k must be percentages in [0, 100]: {text}")
+    return _distinct(values, "percentages", text)
 
 
 def seeds(text: str) -> list[int]:
@@ -129,13 +179,7 @@ def seeds(text: str) -> list[int]:
         raise argparse.ArgumentTypeError("give at least one seed, e.g. 0,1,2")
     if any(v < 0 for v in values):
         raise argparse.ArgumentTypeError(f"seeds must be non-negative: {text!r}")
-    repeated = sorted({v for v in values if values.count(v) > 1})
-    if repeated:
-        raise argparse.ArgumentTypeError(
-            f"seeds must be distinct (repeated: {', '.join(map(str, repeated))}): the spread "
-            "over repeated seeds would be zero"
-        )
-    return values
+    return _distinct(values, "seeds", text)
 
 
 def int_at_least(low: int) -> Callable[[str], int]:
@@ -260,6 +304,13 @@ def check_output_file(path: str | os.PathLike[str]) -> Path:
         raise ValueError(f"cannot create {path}: {parent} is a file, not a folder")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise ValueError(f"cannot write {path}: folder {parent} is not writable")
+    try:  # permissions can lie (root, /proc, a read-only mount): create and remove a file there
+        with tempfile.TemporaryFile(dir=parent):
+            pass
+    except OSError as exc:
+        raise ValueError(
+            f"cannot write {path}: no file can be created in {parent} ({exc.strerror or exc})"
+        ) from None
     return path
 
 
@@ -282,3 +333,57 @@ def output_folder(text: str) -> Path:
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from exc
     return path
+
+
+# ----------------------------------------------------------------------------- output names
+def output_stem(out: str | os.PathLike[str] | None, default: str) -> str:
+    """The output path without extension: ``--out`` as given, the whole name kept (only a
+    trailing ``.csv``/``.json``/``.png``/``.pdf`` is dropped, so ``sweep_v1.2`` stays
+    ``sweep_v1.2``, never ``sweep_v1``), else ``default``."""
+    if out is None:
+        return default
+    text = str(out)
+    for ext in (".csv", ".json", ".png", ".pdf"):
+        if text.lower().endswith(ext):
+            return text[: -len(ext)]
+    return text
+
+
+def _name_part(value: object) -> str:
+    if isinstance(value, (list, tuple)):
+        return "_".join(_name_part(v) for v in value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    return "+".join(p.strip() for p in str(value).split(",") if p.strip())
+
+
+def result_stem(
+    checkpoint: str | os.PathLike[str], what: str, options: Sequence[tuple[str, object]] = ()
+) -> str:
+    """``<checkpoint without .pt>-<what>[-<name><value>…]``: the whole stem of the checkpoint
+    (``td_gamma0.75.pt`` → ``td_gamma0.75``, only ``.pt`` removed) and one part per option that
+    changes the result and is set (``None`` and ``False`` options are left out; ``True`` adds
+    the name alone), so runs that differ in them never overwrite each other."""
+    text = str(checkpoint)
+    stem = text[:-3] if text.endswith(".pt") else text
+    parts = [what] if what else []
+    for name, value in options:
+        if value is None or value is False:
+            continue
+        parts.append(name if value is True else f"{name}{_name_part(value)}")
+    return "-".join([stem, *parts])
+
+
+def command_stem(
+    args: argparse.Namespace,
+    what: str,
+    options: Sequence[tuple[str, object]] = (),
+    extensions: Sequence[str] = (".json",),
+) -> str:
+    """The one naming rule of every command that writes results of a checkpoint: ``--out``
+    (:func:`output_stem`), else :func:`result_stem` of ``args.checkpoint``; every
+    ``STEM<extension>`` is checked writable here, before any work (``ValueError`` otherwise)."""
+    stem = output_stem(getattr(args, "out", None), result_stem(args.checkpoint, what, options))
+    for ext in extensions:
+        check_output_file(f"{stem}{ext}")
+    return stem

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from td_analysis.curvature import HessianMemoryError, available_memory_bytes, hvp
 from td_analysis.models import ParamSpec, param_specs
 from td_analysis.progress import progress_bar as tqdm
-from td_analysis.pruning import pruning_masks
+from td_analysis.pruning import PRUNABLE_TYPES, module_pruning_masks, pruning_masks
 
 #: Work-space budget (bytes) of the P × k column blocks of :func:`group_sums`.
 PROJECTION_BYTES = 768 * 2**20
@@ -32,10 +32,12 @@ MAX_PROJECTION_COLUMNS = 16
 __all__ = [
     "MagnitudeOrder",
     "magnitude_order",
+    "weight_and_kernel_names",
     "coadaptation_matrix",
     "ordered_coadaptation",
     "lowest_magnitude_set",
     "pruned_set",
+    "selection_mask",
     "BlockSummary",
     "block_summary",
     "pooled_block_summary",
@@ -118,11 +120,13 @@ def magnitude_order(
 ) -> MagnitudeOrder:
     """Order the selected parameters by decreasing |θ| (ties by flat index, so it is stable).
 
-    ``params="weights"`` (default) selects every weight matrix and no bias; pass names to choose
-    (e.g. ``"layers.1.weight"``, the 100 hidden→output weights of the toy net) or ``None`` for
-    all parameters.  ``within_layers=True`` orders each parameter tensor separately and keeps the
-    tensors in network order; otherwise the ordering is global.
+    ``params="weights"`` (default) selects every weight matrix and conv kernel and no bias;
+    pass names to choose (e.g. ``"layers.1.weight"``, the 100 hidden→output weights of the toy
+    net) or ``None`` for all parameters.  ``within_layers=True`` orders each parameter tensor
+    separately and keeps the tensors in network order; otherwise the ordering is global.
     """
+    if isinstance(params, str) and params == "weights":
+        params = weight_and_kernel_names(model)
     specs = tuple(param_specs(model, params))
     named = dict(model.named_parameters())
     theta = torch.cat([named[s.name].detach().reshape(-1) for s in specs])
@@ -135,6 +139,16 @@ def magnitude_order(
     else:
         order = torch.sort(theta.abs(), descending=True, stable=True).indices
     return MagnitudeOrder(specs=specs, theta=theta, order=order)
+
+
+def weight_and_kernel_names(model: nn.Module) -> list[str]:
+    """Every 2-D parameter (weight matrices) and every Conv1d/2d/3d kernel, in order."""
+    kernels = {
+        f"{n}.weight" if n else "weight"
+        for n, m in model.named_modules()
+        if isinstance(m, PRUNABLE_TYPES[1:])
+    }
+    return [n for n, p in model.named_parameters() if p.ndim == 2 or n in kernels]
 
 
 def coadaptation_matrix(theta: Tensor, hessian: Tensor) -> Tensor:
@@ -177,13 +191,34 @@ def pruned_set(
     """
     if kind == "lowest":
         return lowest_magnitude_set(order, fraction)
+    owners = {
+        f"{n}.weight" if n else "weight": (n, m)
+        for n, m in model.named_modules()
+        if isinstance(m, PRUNABLE_TYPES)
+    }
+    chosen = [owners[n] for n in order.names if n in owners]
+    if any(not isinstance(m, nn.Linear) for _, m in chosen):
+        if kind not in ("weight", "unit"):
+            raise ValueError(f"pruning kind {kind!r} with Conv layers: choose 'weight' or 'unit'")
+        if not 0.0 <= fraction <= 1.0:
+            raise ValueError(f"fraction must be in [0, 1], got {fraction}")
+        masks = module_pruning_masks(model, kind, 100.0 * fraction, modules=[n for n, _ in chosen])
+        return selection_mask(order, masks)
     linear = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
     weight_to_layer = {f"{n}.weight": i for i, n in enumerate(linear)}
     layers = [weight_to_layer[n] for n in order.names if n in weight_to_layer]
-    masks = pruning_masks(model, fraction, kind, layers)
+    return selection_mask(order, pruning_masks(model, fraction, kind, layers))
+
+
+def selection_mask(order: MagnitudeOrder, masks: dict[str, Tensor]) -> Tensor:
+    """Boolean vector over the selection of ``order`` (flat order) from per-parameter masks
+    (True = pruned, e.g. from :func:`td_analysis.pruning.module_pruning_masks`); parameters
+    the masks do not name are kept, masks of parameters outside the selection are ignored."""
     parts = []
     for s in order.specs:
         m = masks.get(s.name)
+        if m is not None and tuple(m.shape) != s.shape:
+            raise ValueError(f"mask for {s.name} has shape {tuple(m.shape)}, not {s.shape}")
         parts.append(torch.zeros(s.numel, dtype=torch.bool) if m is None else m.reshape(-1).cpu())
     return torch.cat(parts)
 
@@ -571,8 +606,22 @@ def group_sums(
         HV = HV.to(dtype).mul_(theta[:, None])
         S[:, b0:b1].index_add_(0, row, HV)
         del HV
-    S = S[:count]
-    return (S + S.mT) * 0.5
+    return _symmetrise_(S[:count])
+
+
+def _symmetrise_(S: Tensor, block: int = 256) -> Tensor:
+    """``S ← (S + Sᵀ)/2`` in place, by pairs of blocks (work space 2·block², never a copy of S:
+    a 20,000² float64 matrix is 3.2 GB). Entry by entry the same arithmetic as ``(S + S.mT) *
+    0.5``, so the result is bit for bit that one."""
+    n = S.shape[0]
+    for a in range(0, n, block):
+        for b in range(a, n, block):
+            upper = S[a : a + block, b : b + block]
+            lower = S[b : b + block, a : a + block]
+            mean = (upper + lower.mT) * 0.5
+            upper.copy_(mean)
+            lower.copy_(mean.mT)
+    return S
 
 
 def bin_index(order: MagnitudeOrder, bins: int) -> Tensor:

@@ -571,9 +571,10 @@ def _check_md5(path: Path, expected: str) -> None:
     actual = file_md5(path)
     if actual.lower() != expected.lower():
         raise DataError(
-            f"{path} has md5 {actual}, expected {expected.lower()}: the file is corrupt, "
-            f"incomplete or not the official {ARCHIVE_NAME}. Delete it and run "
-            "`td-analysis download` again."
+            f"{path} has md5 {actual}, expected {expected.lower()}: it is not the official "
+            f"{ARCHIVE_NAME} (another file, or a corrupt or incomplete copy). Point --data-dir "
+            f"or $TD_ANALYSIS_DATA at the folder holding {BATCHES_DIR}/ or the official archive, "
+            "or run `td-analysis download --data-dir <an empty folder>`."
         )
 
 
@@ -1178,8 +1179,8 @@ def _read_idx(path: Path, spec: _IdxSpec) -> np.ndarray:
         if top >= spec.num_classes:
             i = int(np.flatnonzero(array >= spec.num_classes)[0])
             raise DataError(
-                f"{path}: labels must be in 0..{spec.num_classes - 1}; found {top} "
-                f"(first bad label at index {i})"
+                f"{path}: labels must be in 0..{spec.num_classes - 1}; the first one outside is "
+                f"{int(array[i])} at index {i} (the largest is {top})"
             )
     for blob in (head, dims_raw, payload):
         digest.update(blob)

@@ -26,6 +26,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from td_analysis import kernels
+
 __all__ = [
     "REGULARISERS",
     "RegulariserConfig",
@@ -80,6 +82,21 @@ def _numpy_fast_path(t: Tensor) -> bool:
     return t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64)
 
 
+def _has_storage(t: Tensor) -> bool:
+    """False for tensors numpy cannot view (torch.func's wrapped tensors, meta/fake ones)."""
+    try:
+        t.untyped_storage()
+    except (RuntimeError, NotImplementedError):
+        return False
+    return True
+
+
+def _kernel_path(t: Tensor) -> bool:
+    """Whether the fused compiled kernels (:mod:`td_analysis.kernels`) serve this weight: a
+    contiguous CPU float32/float64 tensor and a C compiler (same results as the numpy path)."""
+    return _numpy_fast_path(t) and t.is_contiguous() and _has_storage(t) and kernels.available()
+
+
 def targeted_weight_mask(weight: Tensor, gamma: float) -> Tensor:
     """Targeted weights (True) of a weight (out × in): ``|W_oi| < sort(|W_o,:|)[⌊γ·in⌋]``."""
     _check_weight(weight)
@@ -128,6 +145,9 @@ def targeted_unit_mask(weight: Tensor, gamma: float) -> Tensor:
     k = int(gamma * weight.shape[0])
     if k == 0:
         return torch.zeros_like(norms, dtype=torch.bool)
+    if _numpy_fast_path(norms) and _has_storage(norms):  # the same k-th value, faster
+        n = norms.numpy()
+        return torch.from_numpy(n < np.partition(n, k)[k])
     threshold = torch.kthvalue(norms, k + 1).values
     return norms < threshold
 
@@ -187,7 +207,7 @@ def _uniform_bits(
     words = -(-n * b // 64)
     if buffer is None or buffer.numel() < words:
         buffer = torch.empty(words, dtype=torch.int64)
-    raw = buffer[:words].random_(-(2**63), None, generator=generator)
+    raw = kernels.random_words_(buffer[:words], generator)  # = .random_(-2**63, None, …)
     k = raw.numpy().view(_UINT[b])[:n].reshape(shape)
     # α = 1 gives t = 2^b, beyond the type: compare in a wider type (every K < 2^b)
     return k, (_UINT[b](threshold) if threshold < 2**b else np.uint64(threshold))
@@ -279,6 +299,8 @@ class Regulariser:
         self.layers = frozenset(layers)
         self.generator = generator
         self._work: dict[int, dict] = {}  # per layer: buffers of the "bits" draws
+        self._hints: dict[int, dict] = {}  # per layer: last step's thresholds (kernels)
+        self._fused: dict[int, dict] = {}  # per layer: buffers of step_masks
 
     def rates(self, step: int) -> tuple[float, float]:
         """(γ, α) in force at ``step`` (ramped when ``ramp_steps`` is set)."""
@@ -309,11 +331,41 @@ class Regulariser:
             return None
         if self.config.draws == "bits":
             return self._bits_factor(layer, w, gamma, alpha)
+        if _kernel_path(w):  # fused: selection, comparison and factor in one pass
+            u = self._uniform(w.shape, w.dtype, w.device)
+            factor = np.empty(tuple(w.shape), dtype=u.numpy().dtype)
+            self._kernel_keep(layer, w, gamma, u.numpy(), 0, alpha, factor=factor)
+            return torch.from_numpy(factor)
         if kind == "targeted-weight":
             targeted = targeted_weight_mask(w, gamma)
         else:  # targeted-unit: whole rows targeted, the draw is per weight element
             targeted = targeted_unit_mask(w, gamma)[:, None]
         return _keep_factor(self._uniform(w.shape, w.dtype, w.device), alpha, targeted)
+
+    def _kernel_keep(
+        self,
+        layer: int,
+        w: Tensor,
+        gamma: float,
+        draws: np.ndarray,
+        threshold: int | np.integer,
+        alpha: float,
+        **out: np.ndarray | Tensor | None,
+    ) -> None:
+        """:func:`td_analysis.kernels.targeted_keep` for this layer's targeting rule, with the
+        layer's thresholds of the last step as the exact selection's starting guess."""
+        a = w.detach().numpy()
+        if self.config.kind == "targeted-weight":
+            state = self._hints.setdefault(layer, {})
+            k = int(gamma * a.shape[1])
+            kernels.targeted_keep(
+                a, k=k, draws=draws, threshold=threshold, alpha=alpha, state=state, **out
+            )
+        else:  # whole rows targeted (torch's norms, as targeted_unit_mask), the draw per weight
+            rows = targeted_unit_mask(w, gamma).numpy()
+            kernels.targeted_keep(
+                a, k=0, draws=draws, threshold=threshold, alpha=alpha, targeted_rows=rows, **out
+            )
 
     def _bits_factor(self, layer: int, w: Tensor, gamma: float, alpha: float) -> Tensor:
         """Targeted factor ``M`` (0/1, the weight's float type) with ``"bits"`` draws,
@@ -334,6 +386,10 @@ class Regulariser:
                 "keep": np.empty(shape, dtype=bool),
                 "factor": np.empty(shape, dtype=torch.empty((), dtype=dtype).numpy().dtype),
             }
+        if _kernel_path(w):  # fused: selection, comparison and factor in one pass
+            k, threshold = _uniform_bits(shape, alpha, self.generator, ws["raw"])
+            self._kernel_keep(layer, w, gamma, k, threshold, alpha, factor=ws["factor"])
+            return torch.from_numpy(ws["factor"])
         if self.config.kind == "targeted-weight":
             if _numpy_fast_path(w):
                 untargeted = self._weight_untargeted(ws, w, gamma)
@@ -398,6 +454,75 @@ class Regulariser:
             input_factors.append(self.input_factor(l, shape, w.dtype, w.device))
             weight_factors.append(self.weight_factor(l, w, step))
         return weight_factors, input_factors
+
+    def step_masks(
+        self,
+        weights: Sequence[Tensor],
+        batch_size: int,
+        step: int,
+        masked: list[Tensor | None],
+    ) -> tuple[list[Tensor | None], list[Tensor | None], list[Tensor | None]]:
+        """:meth:`step_factors` fused for a training step: ``([M_l], [D_l], [W_l ⊙ M_l])``.
+
+        The same draws from the generator in the same order, hence the same ``M_l``, ``D_l`` and
+        ``W_l ⊙ M_l`` bit for bit.  Where the compiled kernels serve a targeted layer
+        (:mod:`td_analysis.kernels`), ``M_l`` is a uint8 0/1 tensor and ``W_l ⊙ M_l`` is written
+        in the same pass into ``masked[l]`` (a buffer of W's shape, allocated into the list when
+        ``None``); elsewhere ``M_l`` is :meth:`weight_factor`'s and the product entry is
+        ``None`` (the caller multiplies).  Returned tensors are buffers overwritten next step.
+        """
+        weight_factors: list[Tensor | None] = []
+        input_factors: list[Tensor | None] = []
+        products: list[Tensor | None] = []
+        for l, w in enumerate(weights):
+            shape = (batch_size, w.shape[1])
+            input_factors.append(self.input_factor(l, shape, w.dtype, w.device))
+            keep = self._fused_keep(l, w, step, masked)
+            weight_factors.append(keep if keep is not None else self.weight_factor(l, w, step))
+            products.append(masked[l] if keep is not None else None)
+        return weight_factors, input_factors, products
+
+    def _fused_keep(
+        self, layer: int, w: Tensor, step: int, masked: list[Tensor | None]
+    ) -> Tensor | None:
+        """The kernel path of :meth:`step_masks` (uint8 keep mask, ``W ⊙ M`` into
+        ``masked[layer]``), or ``None`` where :meth:`weight_factor` must serve the layer."""
+        kind = self.config.kind
+        if layer not in self.layers or not kind.startswith("targeted") or not _kernel_path(w):
+            return None
+        gamma, alpha = self.rates(step)
+        n = w.shape[1] if kind == "targeted-weight" else w.shape[0]
+        if alpha == 0.0 or int(gamma * n) == 0:
+            return None
+        shape = tuple(w.shape)
+        fs = self._fused.get(layer)
+        if fs is None or fs["keep"].shape != shape or fs["dtype"] != w.dtype:
+            fs = self._fused[layer] = {
+                "dtype": w.dtype,
+                "keep": torch.empty(shape, dtype=torch.uint8),
+                "raw": torch.empty(-(-math.prod(shape) * 32 // 64), dtype=torch.int64),
+                "u": torch.empty(shape, dtype=w.dtype),
+            }
+        if masked[layer] is None or masked[layer].shape != w.shape:
+            masked[layer] = torch.empty_like(w)
+        if self.config.draws == "bits":
+            draws, threshold = _uniform_bits(shape, alpha, self.generator, fs["raw"])
+        else:  # torch.rand into a buffer: the same stream as self._uniform
+            draws, threshold = kernels.rand_(fs["u"], self.generator).numpy(), 0
+        keep = fs["keep"].numpy()
+        plans = fs.setdefault("plans", {})
+        plan = plans.get(draws.dtype)
+        if plan is None or not plan.matches(w, draws, keep, masked[layer]):
+            plan = plans[draws.dtype] = kernels.KeepPlan(
+                w, draws, keep, masked[layer], unit=kind == "targeted-unit"
+            )
+            plan.state = self._hints.setdefault(layer, plan.state)
+            plan.tau, plan.delta = kernels._state(plan.state, w.shape[0], plan.ftype)
+        if kind == "targeted-weight":
+            plan(int(gamma * w.shape[1]), threshold, alpha)
+        else:  # whole rows targeted (torch's norms, as targeted_unit_mask)
+            plan(0, threshold, alpha, targeted_unit_mask(w, gamma).numpy())
+        return fs["keep"]
 
     def weight(self, layer: int, w: Tensor, step: int) -> Tensor:
         """Effective weight ``W ⊙ M`` (differentiable in ``W``); ``w`` itself if unchanged."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -25,7 +26,7 @@ import torch
 from torch import Tensor
 
 from td_analysis import reports
-from td_analysis.cache import cached, fingerprint
+from td_analysis.cache import cached
 from td_analysis.coadaptation import (
     block_summary,
     magnitude_order,
@@ -37,6 +38,7 @@ from td_analysis.curvature import hessian
 from td_analysis.dropout import RegulariserConfig
 from td_analysis.io import atomic_write_json, atomic_write_text, staged_output
 from td_analysis.models import DenseNet
+from td_analysis.names import EXPERIMENTS, QUICK_OUT, QUICK_RUNS  # noqa: F401 - public here
 from td_analysis.progress import progress_bar
 from td_analysis.pruning import pruning_curve, pruning_masks
 from td_analysis.taylor import estimate_pruning, pruning_sweep, random_mask_sweep, rank_correlations
@@ -56,6 +58,8 @@ __all__ = [
     "estimator_outputs",
     "pruning_curve_outputs",
     "write_table1",
+    "write_toy_reports",
+    "refresh_readme",
     "reproduce",
     "add_commands",
 ]
@@ -69,17 +73,25 @@ PAPER_TABLE1 = {
     },
 }
 FIGURE_PARAMS = "layers.1.weight"
-QUICK_OUT = Path("runs") / "quick" / "figures"  # reproduce --quick's default output folder
 # the files `reproduce` writes into its folder (replaced together; other files there are kept)
-TOY_OUTPUTS = ("figure1*.png", "figure1*.pdf", "estimates_*.png", "pruning_curves.*", "table1.*")
+TOY_OUTPUTS = (
+    "figure1*.png",
+    "figure1*.pdf",
+    "estimates_*.png",
+    "pruning_curves.*",
+    "table1.*",
+    "table1_*.png",
+)
 TABLE1_REGULARISERS = ("none", "targeted-weight")
+# controls at targeted dropout's expected drop rate γ·α, reported below Table 1's two rows
+CONTROL_REGULARISERS = ("dropout", "dropconnect")
 
 
 @dataclass
 class ReproduceSettings:
     """What ``td-analysis reproduce`` runs; ``quick()`` is the small setting for CI."""
 
-    seeds: tuple[int, ...] = (0, 1, 2)
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     epochs: int = 20
     gamma: float = 0.75
     alpha: float = 0.5
@@ -119,7 +131,9 @@ class ReproduceSettings:
 
 
 def regulariser_suite(settings: ReproduceSettings) -> dict[str, RegulariserConfig]:
-    """The regularisers compared: Table 1's two, and the pruning-curve baselines."""
+    """The regularisers compared: Table 1's two, and the pruning-curve baselines; among them the
+    controls plain dropout (hidden units) and DropConnect (every weight) at the expected drop
+    rate γ·α of targeted dropout, so that the data can say whether *targeting* is what helps."""
     g, a = settings.gamma, settings.alpha
     steps = settings.epochs * math.ceil(40000 / settings.base.batch_size)
     suite = {
@@ -134,7 +148,8 @@ def regulariser_suite(settings: ReproduceSettings) -> dict[str, RegulariserConfi
                 ),
                 # units of the hidden layer only: unit pruning never removes logits
                 "targeted-unit": RegulariserConfig("targeted-unit", gamma=g, alpha=a, layers=[0]),
-                "dropout": RegulariserConfig("dropout", alpha=0.25),
+                "dropout": RegulariserConfig("dropout", alpha=g * a),
+                "dropconnect": RegulariserConfig("dropconnect", alpha=g * a),
                 "L1": RegulariserConfig("l1", l1=1e-4),
             }
         )
@@ -150,9 +165,11 @@ def train_or_load(
     progress: bool = True,
 ) -> DenseNet:
     """The trained model of ``config``: loaded from ``runs_dir`` if a checkpoint of exactly this
-    config exists (the file name carries a hash of the config), else trained and saved."""
-    key = fingerprint(config.to_dict())[:12]
-    path = Path(runs_dir) / f"{config.regulariser.kind}-seed{config.seed}-{key}.pt"
+    config exists, else trained and saved. The file name is ``train``'s
+    (:func:`td_analysis.explore.checkpoint_path`: task, regulariser, bias, seed, config hash)."""
+    from td_analysis.explore import checkpoint_path
+
+    path = checkpoint_path(config, runs_dir)
     if path.is_file():
         ckpt = load_checkpoint(path)
         if ckpt.config.to_dict() == config.to_dict():
@@ -250,13 +267,15 @@ def prepare_toy(
 
 
 def table1_numbers(run: ToyRun) -> dict[str, dict[str, dict[str, list[float]]]]:
-    """Table 1 per split and regulariser: one list over seeds per column (``table1.json``)."""
+    """Table 1 per split and regulariser (Table 1's two, then the controls if trained): one list
+    over seeds per column (``table1.json``)."""
     settings = run.settings
     table: dict[str, dict[str, dict[str, list[float]]]] = {}
     for split in settings.splits:
         x, y = run.evald[split]
         table[split] = {}
-        for reg in TABLE1_REGULARISERS:
+        regs = TABLE1_REGULARISERS + tuple(c for c in CONTROL_REGULARISERS if c in run.models)
+        for reg in regs:
             cols: dict[str, list[float]] = {}
             for model in run.models[reg]:
                 masks = pruning_masks(model, settings.prune_fraction, "weight")
@@ -422,17 +441,48 @@ def pruning_curve_outputs(run: ToyRun) -> list[dict]:
 
 
 def write_table1(run: ToyRun, results: dict) -> None:
-    """``table1.json`` (``results``) and ``table1.md`` (text from :mod:`td_analysis.reports`)."""
+    """``table1.json`` (``results``), then ``table1.md`` and ``table1_differences.png`` from it."""
     atomic_write_json(run.out_dir / "table1.json", results)
-    text = reports.table1_markdown(
-        results["table1"],
-        run.settings,
-        results["n_eval"],
-        results["figure1_set_pruning_mean_loss"],
-        PAPER_TABLE1,
-        network=f"{toy_network_text(run.settings.base)} on CIFAR-10",
-    )
-    atomic_write_text(run.out_dir / "table1.md", text)
+    write_toy_reports(run.out_dir, results)
+
+
+def write_toy_reports(out_dir: str | Path = "figures", results: dict | None = None) -> dict:
+    """``table1.md`` and ``table1_differences.png`` from ``table1.json`` alone (read from
+    ``out_dir`` unless ``results`` is given): every number and sentence comes from the JSON, so
+    the report is rewritten without training (``td-analysis reproduce --report-only``)."""
+    from td_analysis import plotting
+
+    out = Path(out_dir)
+    if results is None:
+        results = _read_json(out / "table1.json", "td-analysis reproduce")
+    network = f"{toy_network_text(TrainConfig.from_dict(results['settings']['base']))} on CIFAR-10"
+    atomic_write_text(out / "table1.md", reports.table1_markdown(results, network=network))
+    curves = reports.toy_difference_curves(results)
+    if any(any(c for c in lines.values()) for lines in curves.values()):
+        import matplotlib.pyplot as plt
+
+        split = results["settings"]["splits"][0]
+        fig = plotting.plot_paired_differences(
+            curves,
+            xlabel="fraction pruned",
+            title=f"toy network, {split}: accuracy of targeted dropout minus the network of the "
+            f"same seed, mean and {reports.LEVEL:.0%} t band over "
+            f"{len(results['settings']['seeds'])} seeds",
+        )
+        plotting.save_figure(fig, out / "table1_differences.png", formats=("png",))
+        plt.close(fig)
+    return results
+
+
+def _read_json(path: Path, command: str) -> dict:
+    import json
+
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: run `{command}` first")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path} is not valid JSON ({exc.msg}, line {exc.lineno})") from exc
 
 
 @staged_output("out_dir", owned=TOY_OUTPUTS)  # all or none: old results stay whole if interrupted
@@ -486,6 +536,7 @@ def reproduce(
         "n_eval": {s: len(run.evald[s][1]) for s in settings.splits},
         "table1": table,
         "paper_table1": PAPER_TABLE1,
+        "regularisers": {n: r.to_dict() for n, r in regulariser_suite(settings).items()},
         **fig1,
         **estimators,
         "pruning_curves": curve_rows,
@@ -496,7 +547,6 @@ def reproduce(
 
 
 # ----------------------------------------------------------------------------- CLI
-EXPERIMENTS = ("toy", "fashion-mlp", "all")
 
 
 def _toy_settings(args: argparse.Namespace) -> ReproduceSettings:
@@ -531,9 +581,54 @@ def _fashion_settings(args: argparse.Namespace):
     return FashionSettings.quick(**overrides) if args.quick else FashionSettings(**overrides)
 
 
+def refresh_readme(
+    readme: str | Path, out_dir: str | Path = "figures", experiments: Sequence[str] = ("toy",)
+) -> None:
+    """Rewrite the generated result blocks of ``readme`` from the JSON in ``out_dir`` (toy:
+    ``table1.json``; fashion-mlp: ``fashion_mlp/pruning.json`` and ``summary.json``)."""
+    readme, out = Path(readme), Path(out_dir)
+    if not readme.is_file():
+        raise FileNotFoundError(f"README {readme} not found")
+    text = readme.read_text()
+    if "toy" in experiments:
+        results = _read_json(out / "table1.json", "td-analysis reproduce")
+        text = reports.replace_generated(text, "toy", reports.readme_toy_results(results))
+    if "fashion-mlp" in experiments:
+        fashion, command = out / "fashion_mlp", "td-analysis reproduce --experiment fashion-mlp"
+        records = _read_json(fashion / "pruning.json", command)
+        summary = _read_json(fashion / "summary.json", command)
+        text = reports.replace_generated(
+            text, "fashion-mlp", reports.readme_fashion_results(records, summary)
+        )
+    atomic_write_text(readme, text)
+
+
+def _cmd_report_only(args: argparse.Namespace, experiments: tuple[str, ...]) -> int:
+    out = Path(args.out) if args.out is not None else Path("figures")
+    if "toy" in experiments:
+        write_toy_reports(out)
+        print(f"rewrote {out / 'table1.md'} and {out / 'table1_differences.png'} from table1.json")
+    if "fashion-mlp" in experiments:
+        from td_analysis.experiments_fashion import write_reports
+
+        write_reports(out / "fashion_mlp")
+        print(f"rewrote the reports in {out / 'fashion_mlp'} from its JSON")
+    if args.readme is not None:
+        refresh_readme(args.readme, out, experiments)
+        print(f"rewrote the generated result blocks of {args.readme}")
+    return 0
+
+
 def _cmd_reproduce(args: argparse.Namespace) -> int:
+    experiments = ("toy", "fashion-mlp") if args.experiment == "all" else (args.experiment,)
+    if args.report_only:  # nothing is trained: the reports are rewritten from the JSON
+        return _cmd_report_only(args, experiments)
+    if args.readme is not None:
+        raise ValueError("--readme works only with --report-only")
     if args.out is None:  # quick results never land on the committed full-run figures
         args.out = QUICK_OUT if args.quick else Path("figures")
+    if args.runs is None:  # nor quick checkpoints next to the full ones: all under runs/quick
+        args.runs = QUICK_RUNS if args.quick else Path("runs")
     experiments = ("toy", "fashion-mlp") if args.experiment == "all" else (args.experiment,)
     # every setting is validated before anything is trained or written
     toy = _toy_settings(args) if "toy" in experiments else None
@@ -577,113 +672,9 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     return 0
 
 
-def _percents(text: str) -> list[float]:
-    """``--ks``: comma-separated percentages, each in [0, 100]."""
-    try:
-        values = [float(v) for v in text.split(",") if v.strip()]
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"k must be comma-separated numbers: {text}") from exc
-    bad = [v for v in values if not 0.0 <= v <= 100.0]
-    if bad or not values:
-        raise argparse.ArgumentTypeError(f"k must be percentages in [0, 100], got {text}")
-    return values
-
-
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    """Register ``reproduce`` on the ``td-analysis`` parser."""
-    from td_analysis import cliargs
-    from td_analysis.cliargs import DATA_HELP
+    """Register ``reproduce`` on the ``td-analysis`` parser (defined in :mod:`td_analysis.cli`,
+    which builds its parser without importing torch)."""
+    from td_analysis.cli import add_reproduce_command
 
-    p = sub.add_parser(
-        "reproduce",
-        help="the main job: reproduce the paper's Figure 1 and Table 1 (and the fashion-mlp "
-        "experiment)",
-        description="Toy experiment (default): train (or reuse cached checkpoints of) the toy "
-        "network without regularisation and with targeted dropout (γ=0.75, α=0.5) for several "
-        "seeds, compute exact Hessians, and write figure1.png/pdf, table1.md/json, estimator "
-        "plots and pruning curves; a few minutes on 2 CPU cores, --quick about one. "
-        "--experiment fashion-mlp: the MLP of seed 002 on Fashion-MNIST, every regulariser × "
-        "bias on/off × seed, pruned by weight and by unit, analysed through Hessian-vector "
-        "products, into <out>/fashion_mlp/ (under 30 minutes; --quick under 2).",
-    )
-    p.add_argument(
-        "--experiment",
-        choices=EXPERIMENTS,
-        default="toy",
-        help="toy: Figure 1 / Table 1 into --out (default); fashion-mlp: the Fashion-MNIST MLP "
-        "pruning experiment into --out/fashion_mlp; all: both",
-    )
-    p.add_argument(
-        "--quick",
-        action="store_true",
-        help="small setting (toy: 2 seeds, 2 epochs, 2,000 evaluation images; fashion-mlp: one "
-        "seed, a narrower network, 1 epoch) for CI",
-    )
-    p.add_argument(
-        "--ks",
-        type=_percents,
-        default=None,
-        help="fashion-mlp: pruning percentages in [0, 100] (default: 0,25,50,60,70,80,90,95,97,99)",
-    )
-    p.add_argument(
-        "--workers",
-        type=cliargs.positive_int,
-        default=None,
-        help="fashion-mlp: networks trained and analysed in parallel processes (default: 2)",
-    )
-    p.add_argument(
-        "--bins",
-        type=cliargs.positive_int,
-        default=None,
-        help="fashion-mlp: B of the pooled B × B coadaptation block sums (default: 128)",
-    )
-    p.add_argument(
-        "--seeds",
-        type=cliargs.seeds,
-        default=None,
-        help="distinct seeds, comma-separated (default: 0,1,2; --quick: 0,1)",
-    )
-    p.add_argument(
-        "--epochs",
-        type=cliargs.positive_int,
-        default=None,
-        help="training epochs (default: 20; --quick: 2)",
-    )
-    p.add_argument(
-        "--eval-limit",
-        type=cliargs.positive_int,
-        default=None,
-        help="use only the first N images of each evaluation split (default: all; --quick: 2000)",
-    )
-    p.add_argument(
-        "--vmax",
-        type=cliargs.positive_float,
-        default=None,
-        help="colour limit ±vmax of Figure 1 (default: the largest |entry|; the "
-        "published figure used 3000)",
-    )
-    p.add_argument(
-        "--no-curves", action="store_true", help="skip the baselines and the pruning-curve figure"
-    )
-    p.add_argument(
-        "--out",
-        type=cliargs.output_folder,
-        default=None,
-        help=f"output folder, replaced as a whole when every output is written (default: "
-        f"figures; --quick: {QUICK_OUT}, never over the committed figures)",
-    )
-    p.add_argument(
-        "--runs",
-        type=Path,
-        default=Path("runs"),
-        help="checkpoint folder, reused across runs (default: runs)",
-    )
-    p.add_argument(
-        "--cache-dir",
-        type=Path,
-        default=None,
-        help="cache of Hessians (default: $TD_ANALYSIS_CACHE, else ~/.cache/td_analysis/results)",
-    )
-    p.add_argument("--data-dir", type=Path, default=None, help=DATA_HELP)
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(func=_cmd_reproduce)
+    add_reproduce_command(sub)

@@ -24,9 +24,7 @@ import functools
 import os
 import time
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
-from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -62,6 +60,8 @@ __all__ = [
     "analyse_network",
     "rank_correlation_table",
     "write_outputs",
+    "write_differences",
+    "write_reports",
     "reproduce_fashion",
     "load_results",
 ]
@@ -391,6 +391,56 @@ def write_pruning(out: Path, records: list[dict], settings: FashionSettings, n_t
         records, network=_network_text(settings), n_test=n_test, settings=settings.to_dict()
     )
     atomic_write_text(out / "pruning.md", text)
+    write_differences(out, records)
+
+
+def write_differences(out: Path, records: list[dict]) -> None:
+    """``accuracy_differences.png``: each regulariser minus none over k, paired by seed, with
+    its t band (nothing is drawn for a single seed)."""
+    from td_analysis import plotting
+
+    panels = reports.fashion_difference_panels(records)
+    if not any(any(c for c in lines.values()) for lines in panels.values()):
+        return
+    seeds = len({r["seed"] for r in records})
+    fig = plotting.plot_paired_differences(
+        panels,
+        xlabel="k: percent of each hidden layer pruned",
+        title=f"test accuracy of each regulariser minus none of the same seed, mean and "
+        f"{reports.LEVEL:.0%} t band over {seeds} seeds",
+    )
+    plotting.save_figure(fig, out / "accuracy_differences.png", formats=("png",))
+
+
+def write_reports(
+    out_dir: str | Path = "figures/fashion_mlp",
+    *,
+    command: str = "td-analysis reproduce --experiment fashion-mlp",
+) -> None:
+    """``pruning.md``, ``accuracy_differences.png`` and ``README.md`` again from the JSON a
+    finished run wrote (``pruning.json``, ``summary.json``), without training anything."""
+    import json
+
+    import matplotlib.pyplot as plt
+
+    out = Path(out_dir)
+    missing = [f for f in ("summary.json", "pruning.json") if not (out / f).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{out} has no {', '.join(missing)}: run reproduce_fashion first")
+    summary = json.loads((out / "summary.json").read_text())
+    records = json.loads((out / "pruning.json").read_text())
+    text = reports.fashion_pruning_markdown(
+        records, network=summary["network"], n_test=summary["n_test"], settings=summary["settings"]
+    )
+    atomic_write_text(out / "pruning.md", text)
+    write_differences(out, records)
+    plt.close("all")
+    atomic_write_text(
+        out / "README.md",
+        reports.fashion_readme(
+            summary["settings"], network=summary["network"], command=command, summary=summary
+        ),
+    )
 
 
 def write_accuracy_curves(out: Path, records: list[dict], settings: FashionSettings) -> None:
@@ -512,7 +562,7 @@ def reproduce_fashion(
 ) -> dict:
     """Train (or reuse) every network, analyse each, and write ``out_dir`` (swapped in whole at
     the end: an interrupted run leaves the previous results untouched).  Returns the summary."""
-    from td_analysis.progress import progress_bar
+    from td_analysis.progress import progress_bar, stoppable_pool
 
     settings = settings or FashionSettings()
     check_pooled_memory(settings)
@@ -553,7 +603,8 @@ def reproduce_fashion(
             done.append(analyse_network(job))
             bar.update()
     else:
-        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+        # Ctrl-C / SIGTERM stop the workers within seconds (not after their running jobs)
+        with stoppable_pool(workers) as pool:
             for result in pool.map(analyse_network, jobs):
                 done.append(result)
                 bar.update()

@@ -3,7 +3,14 @@
 Voilà runs the notebook in a fresh kernel and shows its outputs and live widgets, without the code
 cells. The kernel sees the same folders as the notebooks (``TD_ANALYSIS_RUNS``,
 ``TD_ANALYSIS_CACHE``, ``TD_ANALYSIS_DATA``, made absolute here because the kernel starts in
-``notebooks/``) and ``TD_ANALYSIS_QUICK`` for ``--quick``.
+``notebooks/``), ``TD_ANALYSIS_QUICK`` for ``--quick`` and ``TD_ANALYSIS_EXPLORER=1``.
+
+The first page comes fast (issue 23): Voilà shows a page only once its kernel has run every cell,
+so (1) the kernel is *preheated*: Voilà starts it and runs the notebook when the server starts,
+not when the page is requested, and keeps one such kernel ready for the next visitor; (2) with
+``TD_ANALYSIS_EXPLORER=1`` the notebook skips its static report figures (the live views draw the
+same) and draws only the first live view, from cached Hessians where they exist; the other views
+sit in closed sections and are computed when the reader opens them.
 
 The explorer opens on two trained networks (unregularised and targeted weight dropout, first seed
 of :func:`explorer_settings`). Before the server starts they must be in the runs folder: with
@@ -47,6 +54,7 @@ __all__ = [
     "notebooks_dir",
     "find_notebook",
     "explorer_folders",
+    "EXPLORER_ENV",
     "kernel_environment",
     "check_port",
     "voila_command",
@@ -58,6 +66,8 @@ __all__ = [
 DEFAULT_NOTEBOOK = "03_explore_dependence.ipynb"
 DEFAULT_PORT = 8866
 READY_TIMEOUT = 60.0  # seconds for Voilà to open its port
+REFILL_DELAY = 15.0  # seconds before the preheated-kernel pool starts its next kernel
+EXPLORER_ENV = "TD_ANALYSIS_EXPLORER"  # "1": the notebook runs as the explorer page (lazy views)
 STOP_TIMEOUT = 15.0  # seconds for Voilà to shut its kernels down after SIGTERM
 
 
@@ -92,11 +102,11 @@ def default_configs(settings: ReproduceSettings) -> dict[str, TrainConfig]:
 
 def checkpoint_path(config: TrainConfig, runs_dir: str | Path) -> Path:
     """Where :func:`td_analysis.experiments.train_or_load` keeps the checkpoint of ``config``:
-    ``<runs>/<regulariser>-seed<seed>-<first 12 hex digits of the config's fingerprint>.pt``."""
-    from td_analysis.cache import fingerprint
+    ``<runs>/<task>-<regulariser>-<bias>-seed<seed>-<config hash>.pt``, the one name scheme of
+    ``train`` and ``reproduce`` (:func:`td_analysis.runs.run_name`): the name says the task."""
+    from td_analysis.runs import run_name
 
-    key = fingerprint(config.to_dict())[:12]
-    return Path(runs_dir) / f"{config.regulariser.kind}-seed{config.seed}-{key}.pt"
+    return Path(runs_dir) / f"{run_name(config)}.pt"
 
 
 def missing_models(settings: ReproduceSettings, runs_dir: str | Path) -> dict[str, TrainConfig]:
@@ -179,12 +189,14 @@ def explorer_folders(
     data: str | Path | None = None,
 ) -> dict[str, Path | None]:
     """Absolute runs, cache and data folders, resolved as the notebooks do: the option, else the
-    environment variable, else ``<repo>/runs`` and ``<repo>/.cache/td_analysis`` (data: None, the
-    package's default search)."""
+    environment variable, else ``<repo>/runs`` and :func:`td_analysis.cache.default_cache_dir`
+    (the cache of ``reproduce`` too; data: None, the package's default search)."""
+    from td_analysis.cache import default_cache_dir
+
     root = _repo_root(notebook)
     env = os.environ
     runs = runs or env.get("TD_ANALYSIS_RUNS") or root / "runs"
-    cache = cache or env.get("TD_ANALYSIS_CACHE") or root / ".cache" / "td_analysis"
+    cache = cache or env.get("TD_ANALYSIS_CACHE") or default_cache_dir()
     data = data or env.get("TD_ANALYSIS_DATA") or None
     return {
         "runs": Path(os.path.abspath(Path(runs).expanduser())),
@@ -193,9 +205,13 @@ def explorer_folders(
     }
 
 
-def kernel_environment(folders: dict[str, Path | None], quick: bool) -> dict[str, str]:
-    """The environment of the Voilà server and its kernel: absolute folders, the quick flag."""
+def kernel_environment(
+    folders: dict[str, Path | None], quick: bool, *, explorer: bool = True
+) -> dict[str, str]:
+    """The environment of the Voilà server and its kernel: absolute folders, the quick flag and
+    ``TD_ANALYSIS_EXPLORER`` (``explorer=False``: the notebook runs as the full static report)."""
     env = {**os.environ, "TD_ANALYSIS_QUICK": "1" if quick else "0"}
+    env[EXPLORER_ENV] = "1" if explorer else "0"
     env["TD_ANALYSIS_RUNS"] = str(folders["runs"])
     env["TD_ANALYSIS_CACHE"] = str(folders["cache"])
     if folders.get("data"):
@@ -248,11 +264,27 @@ EXTENSIONS = (
 )
 
 
-def voila_command(notebook: Path, ip: str, port: int) -> list[str]:
+def voila_command(notebook: Path, ip: str, port: int, *, preheat: bool = True) -> list[str]:
     """The Voilà command line serving ``notebook`` on ``ip:port`` (run in its folder; the
     template comes from :func:`jupyter_dir` on ``JUPYTER_PATH``).  Voilà runs through
     :func:`td_analysis.nbexec.voila_main`, whose executor polls the kernel's replies (nbclient
-    #312 made a first page take minutes)."""
+    #312 made a first page take minutes).
+
+    ``preheat``: a pool of one kernel that runs the notebook as soon as the server starts; a
+    request takes it (the page is sent at once if the notebook has finished, else as soon as it
+    has) and the pool starts the next one ``REFILL_DELAY`` seconds later.  Without it a kernel
+    starts only on a request."""
+    pool = (
+        [
+            "--preheat_kernel=True",
+            "--pool_size=1",
+            # the next kernel of the pool starts this long after a page took one: not on the
+            # 2 cores the first page's kernel and browser need
+            f"--VoilaKernelManager.fill_delay={REFILL_DELAY:g}",
+        ]
+        if preheat
+        else []
+    )
     return [
         sys.executable,
         "-m",
@@ -267,6 +299,7 @@ def voila_command(notebook: Path, ip: str, port: int) -> list[str]:
         "--show_tracebacks=False",
         f"--template={TEMPLATE}",
         *(f"--VoilaConfiguration.extension_allowlist={name}" for name in EXTENSIONS),
+        *pool,
         "--Voila.log_level=WARN",
     ]
 
@@ -312,11 +345,12 @@ def serve(
     port: int = DEFAULT_PORT,
     env: dict[str, str] | None = None,
     open_browser: bool = True,
+    preheat: bool = True,
 ) -> int:
     """Serve ``notebook`` with Voilà until Ctrl-C (or SIGTERM); returns the exit status.
 
     Voilà runs in its own process group, so Ctrl-C reaches only this process, which then stops
-    Voilà (and with it the kernels) cleanly."""
+    Voilà (and with it the kernels) cleanly.  ``preheat``: see :func:`voila_command`."""
     check_port(ip, port)
     jupyter = jupyter_dir()
     env = dict(env or os.environ)
@@ -333,7 +367,7 @@ def serve(
     proc = None
     try:
         proc = subprocess.Popen(
-            voila_command(notebook, ip, port),
+            voila_command(notebook, ip, port, preheat=preheat),
             cwd=notebook.parent,
             env=env,
             start_new_session=True,
@@ -452,7 +486,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "--cache-dir",
         type=Path,
         default=None,
-        help="Hessian cache (default: $TD_ANALYSIS_CACHE, else <repo>/.cache/td_analysis)",
+        help="Hessian cache (default: $TD_ANALYSIS_CACHE, else "
+        "$XDG_CACHE_HOME/td_analysis/results, ~/.cache/td_analysis/results; reproduce's too)",
     )
     p.add_argument("--data-dir", type=Path, default=None, help=DATA_HELP)
     p.set_defaults(func=_cmd_explore)

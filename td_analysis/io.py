@@ -1,6 +1,10 @@
 """Atomic file writing: write to a temporary file in the target folder, then rename.
 
-A crash or an exception never leaves a half-written file under the final name.
+A crash or an exception never leaves a half-written file under the final name. Temporary files
+and staging folders carry the writing process's id (``.<name>.<pid>-….tmp``,
+``.<name>.staging-<pid>-…``): what a process killed by SIGKILL or the OOM killer left behind is
+removed by the next write of the same target, once that process is gone
+(:func:`remove_stale`); a live process's (a concurrent run) is never touched.
 """
 
 from __future__ import annotations
@@ -10,8 +14,10 @@ import functools
 import inspect
 import json
 import os
+import re
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,11 +30,65 @@ __all__ = [
     "atomic_write_json",
     "staged_directory",
     "staged_output",
+    "remove_stale",
     "KEEP_IN_RESULT_FOLDER",
 ]
 
 # files of a result folder that are never a run's outputs: its README and git markers
 KEEP_IN_RESULT_FOLDER = ("README*", ".gitignore", ".gitkeep", ".gitattributes")
+
+
+#: leftovers without a process id in their name (older versions) count as stale after this long
+STALE_SECONDS = 3600.0
+_PID = re.compile(r"^(\d+)-")
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def remove_stale(
+    folder: str | Path, prefixes: tuple[str, ...], *, folders: bool = False
+) -> list[Path]:
+    """Delete the entries of ``folder`` named ``<prefix><pid>-…`` whose process is gone (and
+    those without a pid older than :data:`STALE_SECONDS`): the temporary files (``folders``
+    false: only files with ``.tmp`` in the name) or staging folders (``folders`` true: only
+    folders) of killed runs. Returns what was removed; never raises."""
+    removed = []
+    try:
+        entries = list(Path(folder).iterdir())
+    except OSError:
+        return removed
+    for entry in entries:
+        prefix = next((p for p in prefixes if entry.name.startswith(p)), None)
+        if prefix is None:
+            continue
+        is_dir = entry.is_dir() and not entry.is_symlink()
+        if is_dir != folders or (not folders and ".tmp" not in entry.name[len(prefix) :]):
+            continue
+        match = _PID.match(entry.name[len(prefix) :])
+        try:
+            if match:
+                if _alive(int(match.group(1))):
+                    continue
+            elif time.time() - entry.lstat().st_mtime < STALE_SECONDS:
+                continue
+            if is_dir:
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+            removed.append(entry)
+        except OSError:
+            continue
+    return removed
 
 
 def _umask() -> int:
@@ -46,7 +106,10 @@ def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
+    remove_stale(path.parent, (f".{path.name}.",))  # what a killed writer of this file left
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{path.name}.{os.getpid()}-", suffix=f".tmp{suffix}", dir=path.parent
+    )
     os.close(fd)
     try:
         yield Path(tmp)
@@ -98,14 +161,17 @@ def staged_directory(
 
     The swap is two renames in one folder (``target`` → a hidden ``.old`` name, staging →
     ``target``), then the old folder is deleted; between the renames ``target`` is briefly
-    absent, never mixed. A ``.<name>.staging-*`` or ``.<name>.old-*`` folder left by a process
-    killed with SIGKILL is harmless and can be deleted.
+    absent, never mixed. A ``.<name>.staging-<pid>-*`` or ``.<name>.old-<pid>-*`` folder left by
+    a process killed with SIGKILL is removed by the next run once that process is gone
+    (:func:`remove_stale`; a concurrent run's folders are kept).
     """
     target = Path(target)
     if target.exists() and not target.is_dir():
         raise NotADirectoryError(f"{target} is a file, not a result folder")
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.staging-", dir=target.parent))
+    remove_stale(target.parent, (f".{target.name}.staging-", f".{target.name}.old-"), folders=True)
+    pid = os.getpid()
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.staging-{pid}-", dir=target.parent))
     try:
         if target.is_dir():
             _carry_over(target, staging, owned, keep)
@@ -113,7 +179,7 @@ def staged_directory(
         os.chmod(staging, 0o777 & ~_umask())  # mkdtemp makes 0700 folders; give the usual mode
         old = None
         if target.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-{pid}-", dir=target.parent))
             os.replace(target, old / target.name)
         try:
             os.replace(staging, target)

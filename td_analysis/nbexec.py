@@ -8,6 +8,10 @@ timeout before passing). :func:`poll_shell_channel` makes the wait a loop of sho
 missed wake-up costs at most ``interval`` seconds; the overall timeout is unchanged.
 :class:`PollingNotebookClient` applies it to notebook runs, and ``python -m
 td_analysis.nbexec voila …`` to Voilà's executor (the explorer of ``td-analysis explore``).
+
+``python -m td_analysis.nbexec voila …`` also makes a request that arrives while the preheated
+kernel is still starting wait for that kernel (:func:`wait_for_preheated_kernel`), where Voilà
+0.5 would start a second kernel that runs the whole notebook beside the first.
 """
 
 from __future__ import annotations
@@ -20,7 +24,13 @@ from typing import Any
 from nbclient import NotebookClient
 from nbclient.util import ensure_async
 
-__all__ = ["PollingNotebookClient", "poll_shell_channel", "polling_client_class", "voila_main"]
+__all__ = [
+    "PollingNotebookClient",
+    "poll_shell_channel",
+    "polling_client_class",
+    "wait_for_preheated_kernel",
+    "voila_main",
+]
 
 POLL_INTERVAL = 1.0
 
@@ -70,17 +80,48 @@ class PollingNotebookClient(polling_client_class(NotebookClient)):  # type: igno
     poll_interval: float = POLL_INTERVAL
 
 
+def wait_for_preheated_kernel(handler: type) -> type:
+    """Patch Voilà's page handler class so that a request takes the pool's preheated kernel
+    even while that kernel is still starting (then the page waits for it), instead of starting
+    another kernel: Voilà 0.5 uses the pool only once the kernel has started
+    (``notebook_data`` filled), so a page requested as the server comes up ran the notebook in
+    two kernels at once, each at half the speed on a 2-core machine.  A request for another
+    template or theme keeps Voilà's rule.  Returns ``handler``."""
+    original = handler.should_use_rendered_notebook
+    if getattr(original, "_waits_for_pool", False):
+        return handler
+
+    def should_use_rendered_notebook(
+        self: Any,
+        notebook_data: dict,
+        pool_size: int,
+        template_name: str | None,
+        theme: str | None,
+        request_args: dict,
+    ) -> bool:
+        if pool_size > 0 and not notebook_data and template_name is None and theme is None:
+            return True  # the pool's kernel is on its way: wait for it
+        return original(self, notebook_data, pool_size, template_name, theme, request_args)
+
+    should_use_rendered_notebook._waits_for_pool = True  # type: ignore[attr-defined]
+    handler.should_use_rendered_notebook = should_use_rendered_notebook
+    return handler
+
+
 def voila_main(argv: list[str] | None = None) -> Any:
     """Run Voilà's command line (``argv``, default ``sys.argv[1:]``) with its executor polling
-    the shell channel: Voilà renders a page by running the notebook through nbclient, so the
-    same missed wake-up made the explorer's first page take minutes in CI."""
+    the shell channel (Voilà renders a page by running the notebook through nbclient, so the
+    same missed wake-up made the explorer's first page take minutes in CI) and its page handler
+    waiting for a preheated kernel that is still starting (:func:`wait_for_preheated_kernel`)."""
     import voila.app
     import voila.execute
+    import voila.handler
     import voila.notebook_renderer
 
     polling = polling_client_class(voila.execute.VoilaExecutor)
     voila.execute.VoilaExecutor = polling
     voila.notebook_renderer.VoilaExecutor = polling  # the name the page renderer uses
+    wait_for_preheated_kernel(voila.handler.VoilaHandler)
     sys.argv = [sys.argv[0], *(sys.argv[1:] if argv is None else argv)]
     return voila.app.main()
 

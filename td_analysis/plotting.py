@@ -28,6 +28,7 @@ __all__ = [
     "plot_unit_dependence",
     "save_figure",
     "plot_accuracy_vs_k",
+    "plot_paired_differences",
     "plot_taylor_records",
     "coadaptation_panels",
     "plot_layer_maps",
@@ -226,11 +227,17 @@ def plot_pruning_curves(rows: Sequence[Mapping], *, title: str | None = None) ->
 def save_figure(
     fig: Figure, path: str | Path, formats: Sequence[str] = ("png", "pdf"), dpi: int = 150
 ) -> list[Path]:
-    """Save ``fig`` as ``path`` with each suffix in ``formats`` (atomically); returns the paths."""
-    path = Path(path)
+    """Save ``fig`` as ``path`` with each suffix in ``formats`` (atomically); returns the paths.
+
+    ``path`` is a stem, its whole name kept (``td_gamma0.75-spectrum`` →
+    ``td_gamma0.75-spectrum.png``, never ``td_gamma0.png``); a trailing ``.png``/``.pdf`` is
+    dropped first (:func:`td_analysis.cliargs.output_stem`)."""
+    from td_analysis.cliargs import output_stem
+
+    stem = output_stem(path, "")
     written = []
     for fmt in formats:
-        target = path.with_suffix(f".{fmt}")
+        target = Path(f"{stem}.{fmt}")
         with atomic_path(target, suffix=f".{fmt}") as tmp:
             fig.savefig(
                 tmp,
@@ -283,6 +290,58 @@ def plot_accuracy_vs_k(records: Sequence[Mapping], *, title: str | None = None) 
         ax.set_ylabel("test accuracy (%)")
         ax.axhline(10, color="0.6", lw=0.7, ls=":")
         ax.legend(fontsize=7, title=None)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def plot_paired_differences(
+    panels: Mapping[str, Mapping[str, Sequence[tuple[float, object]]]],
+    *,
+    xlabel: str,
+    ylabel: str = "difference in accuracy (points)",
+    scale: float = 100.0,
+    ncols: int = 2,
+    title: str | None = None,
+) -> Figure:
+    """Paired differences against x with their confidence bands: one panel per key of
+    ``panels``, one line per comparison, each a list of ``(x, d)`` with ``d`` a
+    :class:`td_analysis.statistics.PairedDifference` (line at ``scale·d.mean``, band from
+    ``scale·d.lo`` to ``scale·d.hi``); a dotted line marks 0 (no difference)."""
+    if not panels:
+        raise ValueError("no panels to plot")
+    n = len(panels)
+    ncols = min(ncols, n)
+    nrows = -(-n // ncols)
+    fig, axes = plt.subplots(
+        nrows,
+        ncols,
+        figsize=(5.0 * ncols, 3.7 * nrows),
+        squeeze=False,
+        layout="constrained",
+        sharex=True,
+    )
+    colours = sns.color_palette("colorblind")
+    for ax, (panel, lines) in zip(axes.flat, panels.items(), strict=False):
+        for i, (label, curve) in enumerate(lines.items()):
+            if not curve:
+                continue
+            xs = np.array([x for x, _ in curve], dtype=float)
+            mean = scale * np.array([d.mean for _, d in curve])
+            lo = scale * np.array([d.lo for _, d in curve])
+            hi = scale * np.array([d.hi for _, d in curve])
+            c = colours[i % len(colours)]
+            level = curve[0][1].level
+            ax.plot(xs, mean, marker="o", markersize=3, color=c, label=label)
+            ax.fill_between(xs, lo, hi, color=c, alpha=0.2, lw=0)
+        ax.axhline(0, color="0.3", lw=0.8, ls=":")
+        ax.set_title(panel, fontsize=10)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7, title=f"mean, {level:.0%} t band", title_fontsize=7)
+    for ax in list(axes.flat)[n:]:
+        ax.set_visible(False)
     if title:
         fig.suptitle(title, fontsize=10)
     return fig

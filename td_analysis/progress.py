@@ -7,7 +7,9 @@ nothing for minutes. A redrawn bar written to a file fills it with carriage retu
 * ``bar``: a tqdm bar (the default when stderr is a terminal);
 * ``lines``: one plain line ``desc: 120/313 step (38%), 4 s`` at most every
   ``TD_ANALYSIS_PROGRESS_INTERVAL`` seconds (default 30) and a last one when done (the default
-  when stderr is a file or a pipe);
+  when stderr is a file or a pipe); a *heartbeat* repeats the line every interval while a step
+  is still running (one pooled Hessian product, one network in a worker process), so a log is
+  never silent for longer than the interval while a bar is open;
 * ``off``: nothing.
 
 The mode comes from :func:`set_progress_mode` (the CLI's ``--progress``/``--quiet``), else from
@@ -18,11 +20,14 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
+import weakref
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
-__all__ = ["progress_bar", "set_progress_mode", "progress_mode", "LineProgress"]
+__all__ = ["progress_bar", "set_progress_mode", "progress_mode", "LineProgress", "stoppable_pool"]
 
 MODES = ("auto", "bar", "lines", "off")
 _mode: str | None = None
@@ -85,6 +90,20 @@ class LineProgress:
         self.start = self.last = time.monotonic()
         self.closed = False
         self.printed = False
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._beat: threading.Thread | None = None
+        if self.interval > 0 and self._beats():
+            self._beat = threading.Thread(
+                target=_heartbeat,
+                args=(weakref.ref(self), self._stop),
+                name="progress",
+                daemon=True,
+            )
+            self._beat.start()
+
+    def _beats(self) -> bool:
+        return True
 
     def _line(self) -> str:
         elapsed = time.monotonic() - self.start
@@ -95,7 +114,10 @@ class LineProgress:
         return f"{head}{done} {self.unit}{share}, {elapsed:.0f} s{post}"
 
     def _emit(self) -> None:
-        print(self._line(), file=self.file or sys.stderr, flush=True)
+        try:
+            print(self._line(), file=self.file or sys.stderr, flush=True)
+        except ValueError:  # the stream was closed under a heartbeat (interpreter exit)
+            pass
         self.last = time.monotonic()
         self.printed = True
 
@@ -103,7 +125,8 @@ class LineProgress:
         """Advance by ``n``; print a line if ``interval`` seconds passed since the last."""
         self.n += n
         if time.monotonic() - self.last >= self.interval:
-            self._emit()
+            with self._lock:
+                self._emit()
 
     def set_postfix(
         self, ordered_dict: dict | None = None, refresh: bool = True, **kw: Any
@@ -118,10 +141,15 @@ class LineProgress:
 
     def close(self) -> None:
         """Print the final line (if any time passed or something was counted) once."""
-        if not self.closed:
+        with self._lock:
+            if self.closed:
+                return
             self.closed = True
             if self.n or self.printed:
                 self._emit()
+        self._stop.set()
+        if self._beat is not None and self._beat is not threading.current_thread():
+            self._beat.join(timeout=1.0)
 
     def __iter__(self) -> Iterator:
         if self.iterable is None:
@@ -143,7 +171,28 @@ class LineProgress:
         self.close()
 
 
+def _heartbeat(ref: weakref.ref, stop: threading.Event) -> None:
+    """Every ``interval`` seconds without a line, print the bar's current one; ends when the bar
+    is closed or garbage (a bar abandoned by an exception never beats on forever)."""
+    wait = 0.05
+    while not stop.wait(wait):
+        bar = ref()
+        if bar is None or bar.closed:
+            return
+        idle = time.monotonic() - bar.last
+        if idle >= bar.interval:
+            with bar._lock:  # noqa: SLF001 - the bar's own lock
+                if not bar.closed:
+                    bar._emit()  # noqa: SLF001
+            idle = 0.0
+        wait = min(max(0.05, bar.interval - idle), 1.0)
+        del bar
+
+
 class _Silent(LineProgress):
+    def _beats(self) -> bool:
+        return False
+
     def _emit(self) -> None:
         self.last = time.monotonic()
 
@@ -160,3 +209,58 @@ def progress_bar(iterable: Iterable | None = None, *, disable: bool | None = Fal
     from tqdm.auto import tqdm
 
     return tqdm(iterable, **kwargs)
+
+
+# ----------------------------------------------------------------------------- worker pools
+#: seconds the workers of a stopped pool get to unwind (SIGTERM) before they are killed
+STOP_SECONDS = 3.0
+
+
+def _stoppable_worker(initializer: Any, initargs: tuple) -> None:
+    """In a worker: Ctrl-C is the parent's to handle (the whole process group receives it);
+    SIGTERM unwinds like an exception (``SystemExit``), so ``atomic_*`` writes remove their
+    temporary files; then the pool's own initializer."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    def stop(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
+    if initializer is not None:
+        initializer(*initargs)
+
+
+@contextmanager
+def stoppable_pool(max_workers: int, **kwargs: Any) -> Iterator[Any]:
+    """A ``ProcessPoolExecutor`` (spawned workers) that stops within :data:`STOP_SECONDS` + a
+    little when the parent is interrupted (Ctrl-C, SIGTERM turned into ``SystemExit`` by the
+    CLI) or fails: pending jobs are cancelled and the workers terminated (SIGTERM, then
+    SIGKILL), instead of ``with ProcessPoolExecutor(…)`` waiting for every running job (minutes).
+    ``kwargs`` as for the executor (``initializer``/``initargs`` run after the signal set-up)."""
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    init, initargs = kwargs.pop("initializer", None), kwargs.pop("initargs", ())
+    kwargs.setdefault("mp_context", get_context("spawn"))
+    pool = ProcessPoolExecutor(
+        max_workers, initializer=_stoppable_worker, initargs=(init, initargs), **kwargs
+    )
+    try:
+        yield pool
+    except BaseException:
+        processes = list((getattr(pool, "_processes", None) or {}).values())
+        pool.shutdown(wait=False, cancel_futures=True)
+        for proc in processes:
+            if proc.is_alive():
+                proc.terminate()
+        deadline = time.monotonic() + STOP_SECONDS
+        for proc in processes:
+            proc.join(max(0.0, deadline - time.monotonic()))
+            if proc.is_alive():
+                proc.kill()
+                proc.join(1.0)
+        raise
+    else:
+        pool.shutdown(wait=True)

@@ -29,7 +29,8 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -52,6 +53,16 @@ __all__ = [
     "seed_pruning_masks",
     "prune_percent",
     "pruning_table",
+    "PRUNABLE_TYPES",
+    "MODULE_KINDS",
+    "SCOPES",
+    "Successor",
+    "prunable_modules",
+    "select_modules",
+    "successors",
+    "module_pruning_masks",
+    "prunable_weight_names",
+    "module_rules",
 ]
 
 PRUNING_KINDS = ("weight", "unit", "global")
@@ -145,14 +156,28 @@ def pruning_curve(
     layers: Iterable[int] | None = None,
     *,
     progress: bool = False,
+    modules: ModuleSelection | None = None,
 ) -> list[dict]:
-    """Loss and accuracy of the pruned network at each fraction (one dict per fraction)."""
+    """Loss and accuracy of the pruned network at each fraction (one dict per fraction).
+
+    With ``modules`` (or a model with Conv layers and no ``layers``) the masks are
+    :func:`module_pruning_masks` at k = 100·fraction percent (``kind`` "weight" per unit or
+    "unit"); ``removed_share`` then counts weights only (biases excluded).
+    """
     rows = []
     layers = None if layers is None else list(layers)
+    use_modules = module_rules(model, layers, modules)
     for fraction in tqdm(list(fractions), desc=f"prune {kind}", disable=not progress, leave=False):
-        pruned, masks = prune(model, fraction, kind, layers)
-        removed = sum(int(m.sum()) for m in masks.values())
-        total = sum(m.numel() for m in masks.values())
+        if use_modules:
+            masks = module_pruning_masks(
+                model, kind, 100.0 * _check_fraction(fraction), modules=modules
+            )
+            pruned = apply_masks(model, masks)
+            removed, total = _weights_removed(masks)
+        else:
+            pruned, masks = prune(model, fraction, kind, layers)
+            removed = sum(int(m.sum()) for m in masks.values())
+            total = sum(m.numel() for m in masks.values())
         metrics = evaluate(pruned, inputs, targets)
         rows.append(
             {
@@ -225,13 +250,13 @@ def weight_pruning_masks(
     """
     k = validate_percent(k)
     linear = _linear_layers(model)
-    masks = {}
-    for i in _seed_layers(model, layers):
-        name, layer = linear[i]
-        w = layer.weight.detach()
-        flat = _smallest(w.abs().reshape(-1), _count(k, w.numel()))
-        masks[name] = flat.reshape(w.shape)
-    return masks
+    names = [_module_of(linear[i][0]) for i in _seed_layers(model, layers)]
+    return module_pruning_masks(model, "weight", k, modules=names, scope="layer")
+
+
+def _module_of(weight_name: str) -> str:
+    """``layers.0.weight`` → ``layers.0``; ``weight`` (a bare Linear) → ``""``."""
+    return weight_name.removesuffix("weight").removesuffix(".")
 
 
 @torch.no_grad()
@@ -254,26 +279,22 @@ def unit_pruning_masks(
             f"unit pruning removes hidden units with their outgoing weights: layer "
             f"{len(linear) - 1} is the output layer (choose among {hidden_layers(model)})"
         )
-    masks: dict[str, Tensor] = {}
-
-    def add(name: str, mask: Tensor) -> None:
-        masks[name] = masks[name] | mask if name in masks else mask
-
+    readers = successors(model)
     for i in chosen:
         name, layer = linear[i]
         next_name, nxt = linear[i + 1]
-        w = layer.weight.detach()
-        if nxt.weight.shape[1] != w.shape[0]:
+        reader = readers.get(_module_of(name))
+        if (
+            nxt.weight.shape[1] != layer.weight.shape[0]
+            or reader is None
+            or reader.next != _module_of(next_name)
+        ):
             raise ValueError(
-                f"{next_name} has {nxt.weight.shape[1]} inputs but {name} has {w.shape[0]} "
-                "units: unit pruning needs a chain of nn.Linear layers"
+                f"{next_name} does not read the {layer.weight.shape[0]} units of {name}: unit "
+                "pruning needs a chain of nn.Linear layers"
             )
-        units = _smallest(w.norm(dim=1), _count(k, w.shape[0]))
-        add(name, units[:, None].expand_as(w).clone())
-        add(next_name, units[None, :].expand_as(nxt.weight).clone())
-        if layer.bias is not None:
-            add(f"{name.removesuffix('weight')}bias", units.clone())
-    return masks
+    names = [_module_of(linear[i][0]) for i in chosen]
+    return module_pruning_masks(model, "unit", k, modules=names) if names else {}
 
 
 def seed_pruning_masks(
@@ -304,26 +325,32 @@ def pruning_table(
     layers: Iterable[int] | None = None,
     *,
     progress: bool = False,
+    modules: ModuleSelection | None = None,
 ) -> list[dict]:
     """Loss and accuracy after the seed's pruning, one dict per (kind, k).
 
     Records: ``{"kind", "k", "removed", "removed_share", "loss", "accuracy"}``, where
     ``removed_share`` counts the removed weights (biases excluded) among the weights of the
-    pruned layers (for unit pruning including the outgoing weights).
+    pruned layers (for unit pruning including the outgoing weights).  With ``modules`` (or a
+    model with Conv layers and no ``layers``): :func:`module_pruning_masks` (weight pruning
+    with ``scope="layer"``, the seed's rule; unit pruning of Linear/Conv units).
     """
     ks = [validate_percent(k) for k in ks]
     layers = None if layers is None else list(layers)
     for kind in kinds:
         if kind not in SEED_KINDS:
             raise ValueError(f"unknown pruning kind {kind!r}; choose one of {SEED_KINDS}")
-    linear = _linear_layers(model)
+    use_modules = module_rules(model, layers, modules)
     rows = []
     jobs = [(kind, k) for kind in kinds for k in ks]
     for kind, k in tqdm(jobs, desc="prune", disable=not progress, leave=False):
-        pruned, masks = prune_percent(model, k, kind, layers)
-        weights = [n for n, _ in linear if n in masks]  # biases are not counted
-        removed = sum(int(masks[n].sum()) for n in weights)
-        total = sum(masks[n].numel() for n in weights)
+        if use_modules:
+            scope = "layer" if kind == "weight" else "unit"
+            masks = module_pruning_masks(model, kind, k, modules=modules, scope=scope)
+            pruned = apply_masks(model, masks)
+        else:
+            pruned, masks = prune_percent(model, k, kind, layers)
+        removed, total = _weights_removed(masks)  # biases are not counted
         metrics = evaluate(pruned, inputs, targets)
         rows.append(
             {
@@ -336,3 +363,327 @@ def pruning_table(
             }
         )
     return rows
+
+
+# ------------------------------------------------------------------------------------------------
+# Any model: Linear and Conv1d/2d/3d layers (issue #21)
+# ------------------------------------------------------------------------------------------------
+
+#: Layers :func:`module_pruning_masks` prunes: their weight viewed as ``reshape(out, -1)``.
+PRUNABLE_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+MODULE_KINDS = ("weight", "unit")
+SCOPES = ("unit", "layer")
+#: Modules that act on each unit (channel) separately and map 0 to 0, so a removed unit stays
+#: removed through them: the next Linear/Conv after them in an ``nn.Sequential`` is its reader.
+_UNITWISE: tuple[type[nn.Module], ...] = (
+    nn.ReLU,
+    nn.ReLU6,
+    nn.LeakyReLU,
+    nn.ELU,
+    nn.GELU,
+    nn.SiLU,
+    nn.Tanh,
+    nn.Hardtanh,
+    nn.Softsign,
+    nn.Identity,
+    nn.Dropout,
+    nn.Dropout1d,
+    nn.Dropout2d,
+    nn.Dropout3d,
+    nn.MaxPool1d,
+    nn.MaxPool2d,
+    nn.MaxPool3d,
+    nn.AvgPool1d,
+    nn.AvgPool2d,
+    nn.AvgPool3d,
+    nn.AdaptiveAvgPool1d,
+    nn.AdaptiveAvgPool2d,
+    nn.AdaptiveAvgPool3d,
+    nn.AdaptiveMaxPool1d,
+    nn.AdaptiveMaxPool2d,
+    nn.AdaptiveMaxPool3d,
+)
+_NORMS: tuple[type[nn.Module], ...] = (
+    nn.BatchNorm1d,
+    nn.BatchNorm2d,
+    nn.BatchNorm3d,
+    nn.SyncBatchNorm,
+)
+
+ModuleSelection = (
+    str | type[nn.Module] | Callable[[str, nn.Module], bool] | Iterable[str | type[nn.Module]]
+)
+
+
+@dataclass(frozen=True)
+class Successor:
+    """The layer that reads unit o of a pruned layer, and where: ``weight[:, cols(o)]``.
+
+    ``next`` is the reading layer's module name (None: unknown); its input dimension 1 holds
+    ``per_unit`` consecutive entries per unit (1, or the spatial size when an ``nn.Flatten`` sits
+    between a conv and a Linear).  ``norm`` names a BatchNorm that follows the unit (then only
+    its incoming weights are pruned, see :func:`module_pruning_masks`).
+    """
+
+    next: str | None
+    per_unit: int = 1
+    norm: str | None = None
+
+
+def prunable_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """``(name, module)`` of every Linear and Conv1d/2d/3d, in ``named_modules()`` order (a shared
+    module once)."""
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, PRUNABLE_TYPES)]
+
+
+def _describe_module(name: str, module: nn.Module) -> str:
+    return f"module {name or '(root)'!r} ({type(module).__name__})"
+
+
+def _check_prunable(name: str, module: nn.Module) -> None:
+    if not isinstance(module, PRUNABLE_TYPES):
+        raise ValueError(
+            f"{_describe_module(name, module)} cannot be pruned: only Linear and Conv1d/2d/3d "
+            "layers can"
+        )
+    if "weight" not in module._parameters or module._parameters["weight"] is None:
+        what = (
+            "has a parametrization on its weight (call remove_targeted_dropout(model) first)"
+            if hasattr(module, "parametrizations")
+            else "has no plain weight parameter (already pruned by torch.nn.utils.prune? "
+            "call prune.remove first)"
+        )
+        raise ValueError(f"{_describe_module(name, module)} {what}")
+
+
+def select_modules(
+    model: nn.Module, modules: ModuleSelection | None = None
+) -> list[tuple[str, nn.Module]]:
+    """The layers ``modules`` chooses, in ``named_modules()`` order.
+
+    ``None``: every Linear and Conv1d/2d/3d except the output layer (the last of them in
+    ``named_modules()`` order, i.e. registration order); a module name or names; a module type
+    or types (every module of that type); or a predicate ``f(name, module) -> bool`` asked about
+    each Linear/Conv layer.  A chosen module that is no Linear/Conv layer, an unknown name or an
+    empty choice is a one-line ``ValueError``.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    layers = prunable_modules(model)
+    if modules is None:
+        if len(layers) < 2:
+            raise ValueError(
+                f"{type(model).__name__} has {len(layers)} Linear/Conv layer(s): none to prune "
+                "besides the output layer (pass modules= to choose)"
+            )
+        chosen = layers[:-1]
+    elif isinstance(modules, type) or isinstance(modules, str):
+        chosen = _by_names_or_types(model, [modules])
+    elif callable(modules):
+        chosen = [(n, m) for n, m in layers if modules(n, m)]
+    else:
+        chosen = _by_names_or_types(model, list(modules))
+    if not chosen:
+        raise ValueError(f"modules={modules!r} chooses no Linear/Conv layer of the model")
+    for name, module in chosen:
+        _check_prunable(name, module)
+    return chosen
+
+
+def _by_names_or_types(model: nn.Module, items: list) -> list[tuple[str, nn.Module]]:
+    named = dict(model.named_modules())
+    wanted: set[str] = set()
+    for item in items:
+        if isinstance(item, str):
+            if item not in named:
+                raise ValueError(
+                    f"no module named {item!r} in {type(model).__name__} (Linear/Conv layers: "
+                    f"{', '.join(n for n, _ in prunable_modules(model)) or 'none'})"
+                )
+            wanted.add(item)
+        elif isinstance(item, type) and issubclass(item, nn.Module):
+            found = [n for n, m in named.items() if isinstance(m, item)]
+            if not found:
+                raise ValueError(f"modules: the model has no {item.__name__}")
+            wanted.update(found)
+        else:
+            raise TypeError(
+                f"modules must hold module names or nn.Module types, got {type(item).__name__}"
+            )
+    return [(n, m) for n, m in named.items() if n in wanted]
+
+
+def _unit_count(module: nn.Module) -> int:
+    return int(module.weight.shape[0])
+
+
+def _input_units(module: nn.Module) -> int | None:
+    """Inputs (channels) of a layer that reads its input dimension 1 densely (groups = 1)."""
+    if isinstance(module, nn.Linear):
+        return int(module.in_features)
+    if isinstance(module, PRUNABLE_TYPES[1:]) and module.groups == 1:
+        return int(module.in_channels)
+    return None
+
+
+def successors(model: nn.Module) -> dict[str, Successor]:
+    """For each Linear/Conv layer whose readers are known, the layer reading its units.
+
+    Known from the structure only: a :class:`td_analysis.models.DenseNet` (or another model the
+    curvature code recognises as ``W_L relu(… relu(W_1 x))``) is a chain; inside an
+    ``nn.Sequential`` (its own ``forward``) a layer is read by the next Linear/Conv child, past
+    unit-wise children (activations, dropout, pooling, ``nn.Flatten`` from dim 1 before a Linear
+    whose inputs are a multiple of the units) and BatchNorm (recorded in ``norm``).  Anything
+    else (residual blocks, attention, weight sharing, a custom forward) has no known reader.
+    """
+    from td_analysis.curvature.structure import dense_structure
+
+    names = {id(m): n for n, m in model.named_modules()}
+    out: dict[str, Successor] = {}
+    found = dense_structure(model)
+    if not isinstance(found, str):
+        layers = list(found.layers)
+        for a, b in zip(layers[:-1], layers[1:], strict=True):
+            out[names[id(a)]] = Successor(names[id(b)])
+    for seq in model.modules():
+        if not isinstance(seq, nn.Sequential) or type(seq).forward is not nn.Sequential.forward:
+            continue
+        children = list(seq.children())
+        for i, child in enumerate(children):
+            if isinstance(child, PRUNABLE_TYPES) and id(child) in names:
+                found_next = _reader(children[i + 1 :], _unit_count(child), names)
+                if found_next is not None:
+                    out.setdefault(names[id(child)], found_next)
+    return out
+
+
+def _reader(rest: list[nn.Module], units: int, names: dict) -> Successor | None:
+    """The reader of ``units`` outputs among the modules ``rest`` that follow in a Sequential
+    (``next=None`` with ``norm`` set when a BatchNorm follows but the reader is unknown)."""
+    per_unit, norm, flat = 1, None, False
+    for m in rest:
+        unknown = Successor(None, norm=norm) if norm else None
+        if isinstance(m, PRUNABLE_TYPES):
+            width = _input_units(m)
+            if width is None:
+                return unknown
+            if flat and isinstance(m, nn.Linear) and width % units == 0:
+                per_unit = width // units
+            elif flat or width != units:
+                return unknown
+            return Successor(names[id(m)], per_unit, norm)
+        if isinstance(m, _NORMS) and not flat and m.num_features == units:
+            norm = norm or names[id(m)]
+        elif isinstance(m, nn.Flatten) and not flat and (m.start_dim, m.end_dim) == (1, -1):
+            flat = True
+        elif not isinstance(m, _UNITWISE):
+            return unknown
+    return Successor(None, norm=norm) if norm else None
+
+
+def _smallest_rows(values: Tensor, m: int) -> Tensor:
+    """Per row of a 2-D tensor, the ``m`` smallest entries (ties: lower index first)."""
+    mask = torch.zeros(values.shape, dtype=torch.bool, device=values.device)
+    if m > 0:
+        idx = torch.argsort(values, dim=1, stable=True)[:, :m]
+        mask.scatter_(1, idx, True)
+    return mask
+
+
+@torch.no_grad()
+def module_pruning_masks(
+    model: nn.Module,
+    kind: str,
+    k: float,
+    *,
+    modules: ModuleSelection | None = None,
+    scope: str = "unit",
+) -> dict[str, Tensor]:
+    """Magnitude-pruning masks (True = removed) for the Linear and Conv layers of any model.
+
+    Each chosen layer's weight is viewed as ``W = weight.reshape(out, -1)`` (a conv filter's
+    incoming weights are its ``in × kernel`` entries, the grouping of the official TF code's
+    ``reshape(-1, out)``), ``k`` is a percent in [0, 100]:
+
+    * ``kind="weight"``: remove the ⌊k·n/100⌋ smallest ``|w|`` — with ``scope="unit"`` (the
+      official evaluation) among each row of W (n = its length), with ``scope="layer"`` (seed
+      002's rule) among the whole layer (n = ``weight.numel()``); ties by position.
+    * ``kind="unit"``: remove the ⌊k·out/100⌋ units (rows of W: neurons, conv filters) of
+      smallest ``‖W_o,:‖₂``: their incoming weights, their bias and the weights reading them in
+      the next layer (``W_next[:, cols(o)]``) where that layer is known (:func:`successors`:
+      DenseNet-like chains and ``nn.Sequential``; elsewhere only the unit's own incoming weights
+      and bias go, and the unit then outputs ``act(0)``).  When a BatchNorm follows the unit the
+      official evaluation (for-ai/TD ``prune.py``) is followed: only the filter's incoming
+      weights are zeroed, not its bias, not the BN, not the next layer's weights, so the pruned
+      filter still emits BN's constant ``β − γ·μ/√(σ²+ε)``.
+
+    ``modules`` as :func:`select_modules` (default: every Linear/Conv but the output layer).
+    Masks are keyed by parameter name (``named_parameters()``), one per touched parameter (a
+    weight touched twice, as a layer and as a reader, gets the union); apply them with
+    :func:`apply_masks` or ``torch.nn.utils.prune.custom_from_mask(module, "weight", ~mask)``
+    (torch's masks mark what is kept).
+    """
+    if kind not in MODULE_KINDS:
+        raise ValueError(f"unknown pruning kind {kind!r}; choose one of {MODULE_KINDS}")
+    if scope not in SCOPES:
+        raise ValueError(f"unknown pruning scope {scope!r}; choose one of {SCOPES}")
+    k = validate_percent(k)
+    chosen = select_modules(model, modules)
+    masks: dict[str, Tensor] = {}
+
+    def add(name: str, mask: Tensor) -> None:
+        masks[name] = masks[name] | mask if name in masks else mask
+
+    def pname(module_name: str, attr: str) -> str:
+        return f"{module_name}.{attr}" if module_name else attr
+
+    readers = successors(model) if kind == "unit" else {}
+    named = dict(model.named_modules())
+    for name, module in chosen:
+        w = module.weight.detach()
+        rows = w.reshape(w.shape[0], -1)
+        if kind == "weight":
+            if scope == "unit":
+                mask = _smallest_rows(rows.abs(), _count(k, rows.shape[1]))
+            else:
+                mask = _smallest(rows.abs().reshape(-1), _count(k, rows.numel()))
+            add(pname(name, "weight"), mask.reshape(w.shape))
+            continue
+        units = _smallest(rows.norm(dim=1), _count(k, rows.shape[0]))
+        add(pname(name, "weight"), units[:, None].expand_as(rows).reshape(w.shape).clone())
+        reader = readers.get(name)
+        if reader is not None and reader.norm is not None:
+            continue  # the official evaluation: BN and everything after it untouched
+        if module.bias is not None:
+            add(pname(name, "bias"), units.clone())
+        if reader is not None and reader.next is not None:
+            nxt = named[reader.next].weight.detach()
+            cols = units.repeat_interleave(reader.per_unit)
+            shape = [1] * nxt.ndim
+            shape[1] = cols.numel()
+            add(pname(reader.next, "weight"), cols.reshape(shape).expand_as(nxt).clone())
+    return {n: masks[n] for n, _ in model.named_parameters() if n in masks}
+
+
+def prunable_weight_names(model: nn.Module, modules: ModuleSelection | None = None) -> list[str]:
+    """Parameter names of the weights of the layers ``modules`` chooses (:func:`select_modules`),
+    in ``named_parameters()`` order: the default parameter selection of the analysis on any
+    model (conv kernels included, unlike ``"weights"``, the 2-D parameters)."""
+    chosen = {f"{n}.weight" if n else "weight" for n, _ in select_modules(model, modules)}
+    return [n for n, _ in model.named_parameters() if n in chosen]
+
+
+def module_rules(model: nn.Module, layers: Iterable[int] | None, modules: object) -> bool:
+    """Whether a curve or sweep prunes by :func:`module_pruning_masks` (``modules`` given, or a
+    model with Conv layers and no ``layers``) rather than by the Linear-only rules above."""
+    if modules is not None and layers is not None:
+        raise ValueError("pass either layers (Linear layer indices) or modules, not both")
+    if modules is not None:
+        return True
+    return layers is None and any(isinstance(m, PRUNABLE_TYPES[1:]) for m in model.modules())
+
+
+def _weights_removed(masks: dict[str, Tensor]) -> tuple[int, int]:
+    """(removed, total) over the weights among ``masks`` (biases are not counted)."""
+    weights = [m for n, m in masks.items() if n == "weight" or n.endswith(".weight")]
+    return sum(int(m.sum()) for m in weights), sum(m.numel() for m in weights)

@@ -1,23 +1,56 @@
 """Report text (markdown) of the experiments' tables, apart from the code computing the numbers.
 
 Every function takes the numbers (as written to the JSON results) and returns markdown; nothing
-here computes a result or names a data set: the experiment passes the description in.
+here computes a result or names a data set: the experiment passes the description in.  The only
+arithmetic is the report's statistics over seeds (mean ± std, paired differences with t
+intervals from :mod:`td_analysis.statistics`), and every sentence that states a result is
+written here from those numbers: a difference only where its interval excludes zero
+(:func:`claim`), else "no difference within the seeds' spread".
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
+from scipy import stats
+
+from td_analysis.statistics import LEVEL, PairedDifference, paired_difference
 
 __all__ = [
     "mean_std",
     "format_mean_std",
+    "Metric",
+    "TOY_METRICS",
+    "NO_DIFFERENCE",
+    "metric_values",
+    "interval_text",
+    "claim",
+    "paired_curve",
+    "toy_difference_curves",
+    "toy_names",
+    "toy_comparisons",
+    "toy_split_markdown",
+    "toy_claims",
     "table1_markdown",
     "pruning_columns",
     "pruning_cell",
     "fashion_pruning_markdown",
+    "FASHION_NAMES",
+    "FASHION_ACCURACY",
+    "CLAIM_KS",
+    "fashion_comparisons",
+    "fashion_difference_curve",
+    "fashion_claims",
+    "fashion_differences_markdown",
+    "fashion_difference_panels",
     "FASHION_FIGURES",
+    "README_COMMAND",
+    "readme_toy_results",
+    "readme_fashion_results",
+    "replace_generated",
+    "generated_marker",
     "fashion_readme",
 ]
 
@@ -39,89 +72,392 @@ def format_mean_std(values: Sequence[float], pct: bool = False, digits: int = 4)
 _fmt = format_mean_std
 
 
-def table1_markdown(
-    results: Mapping,
-    settings: object,
-    n_eval: Mapping[str, int],
-    fig1_set: Mapping,
-    paper: Mapping,
-    *,
-    network: str,
-) -> str:
-    """``table1.md`` of the toy experiment: Table 1 per split next to the ``paper`` values.
+# ----------------------------------------------------------------------------- claims
+@dataclass(frozen=True)
+class Metric:
+    """One compared quantity: how to read it from a column dict and how to say its difference.
 
-    ``results[split][reg][column]`` are lists over seeds; ``settings`` carries ``gamma``,
-    ``alpha``, ``seeds``, ``epochs``, ``prune_fraction`` and ``figure_split``.
+    ``sentence`` has the fields ``{a}``, ``{b}``, ``{x}`` (|mean difference|), ``{h}`` (half
+    width of the interval) and ``{dir}`` (``more`` for a positive difference, else ``less``).
     """
+
+    key: str
+    label: str
+    scale: float
+    unit: str
+    digits: int
+    sentence: str
+    more: str
+    less: str
+
+
+def _lost(c: Mapping) -> list[float]:
+    return list(np.subtract(c["accuracy"], c["pruned_accuracy"]))
+
+
+TOY_METRICS = {
+    "accuracy": Metric(
+        "accuracy",
+        "unpruned accuracy",
+        100.0,
+        " points",
+        2,
+        "{a} is {x} ± {h} points {dir} accurate than {b} before pruning",
+        "more",
+        "less",
+    ),
+    "pruned_accuracy": Metric(
+        "pruned_accuracy",
+        "accuracy after pruning",
+        100.0,
+        " points",
+        2,
+        "{a} is {x} ± {h} points {dir} accurate than {b} after pruning",
+        "more",
+        "less",
+    ),
+    "accuracy_lost": Metric(
+        "accuracy_lost",
+        "accuracy lost by pruning",
+        100.0,
+        " points",
+        2,
+        "{a} loses {x} ± {h} points {dir} accuracy to pruning than {b}",
+        "more",
+        "less",
+    ),
+    "abs_measured": Metric(
+        "abs_measured",
+        "measured abs(ΔE)",
+        1.0,
+        "",
+        4,
+        "the measured |ΔE| of {a} is {x} ± {h} {dir} than that of {b}",
+        "larger",
+        "smaller",
+    ),
+}
+NO_DIFFERENCE = "no difference within the seeds' spread"
+
+
+def metric_values(column: Mapping, metric: Metric) -> list[float]:
+    """Per-seed values of ``metric`` from one regulariser's column dict of ``table1.json``."""
+    return _lost(column) if metric.key == "accuracy_lost" else list(column[metric.key])
+
+
+def interval_text(diff: PairedDifference, metric: Metric) -> str:
+    """``"+1.23 [-0.50, +2.96]"``: the mean difference and its interval, scaled."""
+    d, sc = metric.digits, metric.scale
+    return f"{sc * diff.mean:+.{d}f} [{sc * diff.lo:+.{d}f}, {sc * diff.hi:+.{d}f}]"
+
+
+def claim(a: str, b: str, metric: Metric, diff: PairedDifference, where: str = "") -> str:
+    """The sentence stating the paired difference ``a − b``: a result only when its interval
+    excludes zero, else ``"no difference within the seeds' spread"``."""
+    d, sc = metric.digits, metric.scale
+    span = (
+        f"{diff.level:.0%} t interval {sc * diff.lo:+.{d}f} to {sc * diff.hi:+.{d}f}"
+        f"{metric.unit} over {diff.n} seeds"
+    )
+    if diff.excludes_zero:
+        text = metric.sentence.format(
+            a=a,
+            b=b,
+            x=f"{abs(sc * diff.mean):.{d}f}",
+            h=f"{sc * diff.half_width:.{d}f}",
+            dir=metric.more if diff.mean > 0 else metric.less,
+        )
+        return f"{where}{text} ({span})."
+    return (
+        f"{where}{a} vs {b}, {metric.label}: {NO_DIFFERENCE} (difference "
+        f"{sc * diff.mean:+.{d}f}{metric.unit}, {span})."
+    )
+
+
+def _capital(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+def paired_curve(
+    records: Sequence[Mapping],
+    a: Mapping,
+    b: Mapping,
+    *,
+    x: str,
+    value: str = "accuracy",
+    level: float = LEVEL,
+) -> list[tuple[float, PairedDifference]]:
+    """``[(x, d)]``: at each ``x`` the paired difference over seeds of ``value`` between the
+    records matching every item of ``a`` and those matching ``b`` (only seeds both have; an
+    ``x`` with fewer than 2 such seeds is left out)."""
+
+    def pick(sel: Mapping) -> dict[float, dict[int, float]]:
+        out: dict[float, dict[int, float]] = {}
+        for r in records:
+            if all(r.get(k) == v for k, v in sel.items()):
+                out.setdefault(float(r[x]), {})[int(r["seed"])] = float(r[value])
+        return out
+
+    ra, rb = pick(a), pick(b)
+    curve = []
+    for xv in sorted(set(ra) & set(rb)):
+        seeds = sorted(set(ra[xv]) & set(rb[xv]))
+        if len(seeds) >= 2:
+            diff = paired_difference(
+                [ra[xv][s] for s in seeds], [rb[xv][s] for s in seeds], level=level
+            )
+            curve.append((xv, diff))
+    return curve
+
+
+def toy_difference_curves(results: Mapping) -> dict[str, dict[str, list]]:
+    """For ``table1_differences.png``: per pruning kind, targeted dropout minus none and minus
+    each control over the pruned fraction (``pruning_curves`` of ``table1.json``)."""
+    rows = results.get("pruning_curves") or []
+    names = _toy_names(results)
+    regs = {r["regulariser"] for r in rows}
+    out: dict[str, dict[str, list]] = {}
+    for kind in dict.fromkeys(r["kind"] for r in rows):
+        out[f"{kind} pruning"] = {
+            f"{names['targeted-weight']} − {names[b]}": paired_curve(
+                rows,
+                {"regulariser": "targeted-weight", "kind": kind},
+                {"regulariser": b, "kind": kind},
+                x="fraction",
+            )
+            for b in ("none", "dropout", "dropconnect")
+            if b in regs and "targeted-weight" in regs
+        }
+    return out
+
+
+# ----------------------------------------------------------------------------- toy (Table 1)
+TOY_NAMES = {"none": "none", "targeted-weight": "targeted dropout"}
+
+
+def toy_names(settings: Mapping) -> dict[str, str]:
+    """Row labels of ``table1.md``: Table 1's two, then the controls at γ·α."""
+    rate = settings["gamma"] * settings["alpha"]
+    return {
+        **TOY_NAMES,
+        "dropout": f"dropout α = {rate:g}",
+        "dropconnect": f"DropConnect α = {rate:g}",
+    }
+
+
+def _toy_names(results: Mapping) -> dict[str, str]:
+    """:func:`toy_names`, with the controls' rates read from ``results["regularisers"]`` (the
+    trained configs) when the JSON has them."""
+    names = toy_names(results["settings"])
+    for reg, cfg in (results.get("regularisers") or {}).items():
+        if reg in ("dropout", "dropconnect"):
+            names[reg] = (
+                f"{'DropConnect' if reg == 'dropconnect' else 'dropout'} α = {cfg['alpha']:g}"
+            )
+    return names
+
+
+def toy_comparisons(rows: Mapping, level: float = LEVEL) -> list[tuple[str, str, dict]]:
+    """``(a, b, {metric key: PairedDifference})`` of targeted dropout vs none and vs each control
+    present in ``rows`` (one split of ``table1.json``'s ``table1``), paired by seed."""
+    out = []
+    a = "targeted-weight"
+    if a not in rows or len(rows[a]["accuracy"]) < 2:  # a difference over seeds needs two
+        return out
+    for b in ("none", "dropout", "dropconnect"):
+        if b not in rows:
+            continue
+        out.append(
+            (
+                a,
+                b,
+                {
+                    key: paired_difference(
+                        metric_values(rows[a], m), metric_values(rows[b], m), level=level
+                    )
+                    for key, m in TOY_METRICS.items()
+                },
+            )
+        )
+    return out
+
+
+def _toy_table_rows(rows: Mapping, names: Mapping[str, str], paper: Mapping) -> list[str]:
+    lines = [
+        "| regularisation | abs(ΔE) estimate | measured abs(ΔE) | unpruned accuracy | "
+        "pruned accuracy | paper abs(ΔE) | paper unpruned | paper pruned |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for reg, r in rows.items():
+        ref = paper.get(reg)
+        paper_cells = (
+            f"{ref['abs_delta_e']} | {ref['unpruned_accuracy']:.2%} | {ref['pruned_accuracy']:.2%}"
+            if ref
+            else "– | – | –"
+        )
+        lines.append(
+            f"| {names.get(reg, reg)} | {_fmt(r['abs_estimate'])} | {_fmt(r['abs_measured'])} | "
+            f"{_fmt(r['accuracy'], pct=True)} | {_fmt(r['pruned_accuracy'], pct=True)} | "
+            f"{paper_cells} |"
+        )
+    return lines
+
+
+def _paper_drop(paper: Mapping, reg: str) -> float:
+    p = paper[reg]
+    return 100 * (p["unpruned_accuracy"] - p["pruned_accuracy"])
+
+
+def toy_split_markdown(split: str, rows: Mapping, results: Mapping, *, heading: str = "##") -> str:
+    """One split of ``table1.md``: the table (Table 1's rows, then the controls), the accuracy
+    lost and |ΔE| ratios, and the paired differences over seeds with the sentences they allow."""
+    paper = results["paper_table1"]
+    names = _toy_names(results)
+    n = results["n_eval"][split]
+    lines = [f"{heading} {split} split ({n:,} images)", ""]
+    lines += _toy_table_rows(rows, names, paper)
+    drops = {reg: 100 * mean_std(_lost(r))[0] for reg, r in rows.items()}
+    none, td = rows.get("none"), rows.get("targeted-weight")
+    if none and td:
+        ratio_est = mean_std(none["abs_estimate"])[0] / max(mean_std(td["abs_estimate"])[0], 1e-12)
+        ratio_meas = mean_std(none["abs_measured"])[0] / max(mean_std(td["abs_measured"])[0], 1e-12)
+        paper_ratio = paper["none"]["abs_delta_e"] / paper["targeted-weight"]["abs_delta_e"]
+        controls = "".join(
+            f", {names[reg]} {drops[reg]:.2f} points" for reg in rows if reg not in TOY_NAMES
+        )
+        lines += [
+            "",
+            f"Accuracy lost by pruning (mean over seeds): none {drops['none']:.2f} points, "
+            f"targeted dropout {drops['targeted-weight']:.2f} points{controls} (paper: "
+            f"{_paper_drop(paper, 'none'):.2f} and {_paper_drop(paper, 'targeted-weight'):.2f}). "
+            f"|ΔE| ratio none / TD: estimate {ratio_est:.1f}×, measured {ratio_meas:.1f}× "
+            f"(paper: {paper_ratio:.1f}×).",
+        ]
+    comps = toy_comparisons(rows)
+    if comps:
+        n_seeds = comps[0][2]["accuracy"].n
+        lines += [
+            "",
+            f"Paired differences, targeted dropout minus each other network of the same seed, "
+            f"mean and {LEVEL:.0%} t interval over the {n_seeds} seeds ({split}):",
+            "",
+            "| comparison | "
+            + " | ".join(
+                f"{m.label} ({m.unit.strip()})" if m.unit else m.label for m in TOY_METRICS.values()
+            )
+            + " |",
+            "|---" * (len(TOY_METRICS) + 1) + "|",
+        ]
+        for a, b, diffs in comps:
+            cells = [interval_text(diffs[k], m) for k, m in TOY_METRICS.items()]
+            lines.append(f"| {names[a]} − {names[b]} | " + " | ".join(cells) + " |")
+        lines.append("")
+        for a, b, diffs in comps:
+            for k, m in TOY_METRICS.items():
+                lines.append("- " + _capital(claim(names[a], names[b], m, diffs[k])))
+    lines.append("")
+    return "\n".join(lines)
+
+
+def toy_claims(results: Mapping, split: str) -> list[str]:
+    """Every sentence :func:`toy_split_markdown` states for ``split`` (for the README)."""
+    names = _toy_names(results)
+    return [
+        _capital(claim(names[a], names[b], m, diffs[k]))
+        for a, b, diffs in toy_comparisons(results["table1"][split])
+        for k, m in TOY_METRICS.items()
+    ]
+
+
+def table1_markdown(results: Mapping, *, network: str) -> str:
+    """``table1.md`` of the toy experiment, from ``table1.json`` alone: Table 1 per split next to
+    the paper's values, the controls below, paired differences over seeds with t intervals."""
+    settings = results["settings"]
+    seeds, fig1_set = settings["seeds"], results["figure1_set_pruning_mean_loss"]
+    paper = results["paper_table1"]
+    rate = settings["gamma"] * settings["alpha"]
+    trained = {reg for rows in results["table1"].values() for reg in rows}
+    controls = (
+        f"; below them the controls at the same expected drop rate γ·α = {rate:g}: plain "
+        "dropout of the hidden units and DropConnect of every weight"
+        if trained - set(TOY_NAMES)
+        else ""
+    )
     lines = [
         "# Table 1: change in loss and accuracy after pruning (toy network)",
         "",
         f"Made by `td-analysis reproduce` (settings in `table1.json`). Network {network}, "
         "unregularised vs targeted weight dropout "
-        f"(γ = {settings.gamma}, α = {settings.alpha}), {len(settings.seeds)} seeds "
-        f"({', '.join(map(str, settings.seeds))}), {settings.epochs} epochs. Pruning: "
-        f"{settings.prune_fraction:.0%} of every output unit's incoming weights by |w|, in "
-        "both weight matrices (biases kept). |ΔE| is the change of the *mean* cross-entropy "
-        "over the split; the estimate is |−∇ᵀd + ½dᵀHd| with the exact gradient and "
-        "Hessian-vector product in float64. Mean ± std over seeds.",
+        f"(γ = {settings['gamma']}, α = {settings['alpha']}){controls}. "
+        f"{len(seeds)} seeds ({', '.join(map(str, seeds))}), "
+        f"{settings['epochs']} epochs. Pruning: {settings['prune_fraction']:.0%} of every "
+        "output unit's incoming weights by |w|, in both weight matrices (biases kept). |ΔE| is "
+        "the change of the *mean* cross-entropy over the split; the estimate is |−∇ᵀd + ½dᵀHd| "
+        "with the exact gradient and Hessian-vector product in float64. Mean ± std over seeds; "
+        f"differences are paired by seed with Student's t {LEVEL:.0%} interval "
+        "(`td_analysis.statistics`), and a sentence states a difference only where its "
+        f"interval excludes zero. `table1_differences.png` plots the differences over the "
+        "pruned fraction.",
         "",
     ]
-    for split, rows in results.items():
-        lines += [
-            f"## {split} split ({n_eval[split]:,} images)",
-            "",
-            "| regularisation | abs(ΔE) estimate | measured abs(ΔE) | unpruned accuracy | "
-            "pruned accuracy | paper abs(ΔE) | paper unpruned | paper pruned |",
-            "|---|---|---|---|---|---|---|---|",
-        ]
-        for reg, r in rows.items():
-            ref = paper[reg]
-            name = "none" if reg == "none" else "targeted dropout"
-            lines.append(
-                f"| {name} | {_fmt(r['abs_estimate'])} | {_fmt(r['abs_measured'])} | "
-                f"{_fmt(r['accuracy'], pct=True)} | {_fmt(r['pruned_accuracy'], pct=True)} | "
-                f"{ref['abs_delta_e']} | {ref['unpruned_accuracy']:.2%} | "
-                f"{ref['pruned_accuracy']:.2%} |"
-            )
-        none, td = rows.get("none"), rows.get("targeted-weight")
-        if none and td:
-            ratio_est = mean_std(none["abs_estimate"])[0] / max(
-                mean_std(td["abs_estimate"])[0], 1e-12
-            )
-            ratio_meas = mean_std(none["abs_measured"])[0] / max(
-                mean_std(td["abs_measured"])[0], 1e-12
-            )
-            drop_none = mean_std(np.subtract(none["accuracy"], none["pruned_accuracy"]))[0]
-            drop_td = mean_std(np.subtract(td["accuracy"], td["pruned_accuracy"]))[0]
-            lines += [
-                "",
-                f"Accuracy lost by pruning: none {100 * drop_none:.2f} points, targeted dropout "
-                f"{100 * drop_td:.2f} points (paper: 11.98 and −0.05). |ΔE| ratio none / TD: "
-                f"estimate {ratio_est:.1f}×, measured {ratio_meas:.1f}× (paper: 8.3×).",
-            ]
-        lines.append("")
-    lines += [
+    for split, rows in results["table1"].items():
+        lines.append(toy_split_markdown(split, rows, results))
+    lines += _toy_differences_from_paper(results, fig1_set, paper)
+    return "\n".join(lines)
+
+
+def _toy_differences_from_paper(results: Mapping, fig1_set: Mapping, paper: Mapping) -> list[str]:
+    settings = results["settings"]
+    first = results["table1"][settings["splits"][0]]
+    unpruned = ", ".join(
+        f"{TOY_NAMES[reg]} {100 * mean_std(first[reg]['accuracy'])[0]:.2f}% (paper "
+        f"{paper[reg]['unpruned_accuracy']:.2%})"
+        for reg in TOY_NAMES
+        if reg in first
+    )
+    rel = [
+        abs(e - m) / abs(m)
+        for rows in results["table1"].values()
+        for r in rows.values()
+        for e, m in zip(r["abs_estimate"], r["abs_measured"], strict=True)
+        if m != 0
+    ]
+    sets = {reg: v for reg, v in fig1_set.items() if v}
+    any_set = next(iter(sets.values()))[0] if sets else None
+    lines = [
         "## Differences from the paper",
         "",
-        "- Unpruned accuracies are within about two points of the paper's 38.11% and 40.09%; the "
-        "paper's training schedule is unpublished (ours: see `settings` in `table1.json`), and "
-        "`test_batch` here is a rebuilt copy (images 1000–9999 decoded from JPEG).",
-        "- Our |ΔE| values differ from the paper's 0.1207 and 0.0146 (compare the estimate and "
-        "measured columns), most for the unregularised network, so the ratio none / TD differs "
-        "from the paper's 8.3× too. The paper does not say which parameters its ΔE deletes, "
-        "over which data, or with which loss reduction. We delete 75% of the weights of *both* "
-        "layers and use the mean cross-entropy over the split. Deleting only the 75% lowest of "
-        "the 100 hidden→output weights of Figure 1 instead gives ½dᵀHd = "
-        + ", ".join(
-            f"{_fmt([0.5 * b['pruned_pruned'] for b in fig1_set[reg]])} ({reg})" for reg in fig1_set
-        )
-        + f" on {settings.figure_split} (`figure1_set_pruning_mean_loss` in `table1.json`).",
-        "- The estimate and the measurement differ by up to tens of percent: deleting 75% of the "
-        "weights is not a small step, so the O(‖d‖³) remainder and changes of the ReLU pattern "
-        "matter (`estimates_pruning.png` shows where the second-order estimate stops tracking).",
-        "",
+        f"- Unpruned accuracy on {settings['splits'][0]}: {unpruned}; the paper's training "
+        "schedule is unpublished (ours: see `settings` in `table1.json`), and `test_batch` here "
+        "is a rebuilt copy (images 1000–9999 decoded from JPEG).",
+        f"- Our |ΔE| values differ from the paper's {paper['none']['abs_delta_e']} and "
+        f"{paper['targeted-weight']['abs_delta_e']} (compare the estimate and measured "
+        "columns). The paper does not say which parameters its ΔE deletes, over which data, or "
+        f"with which loss reduction. We delete {settings['prune_fraction']:.0%} of the weights "
+        "of *both* layers and use the mean cross-entropy over the split.",
     ]
-    return "\n".join(lines)
+    if any_set:
+        n_out = settings["base"]["num_classes"]
+        total = any_set["n_kept"] + any_set["n_pruned"]
+        lines[-1] += (
+            f" Deleting only the {any_set['n_pruned']} of the {total} hidden→output weights "
+            f"of Figure 1 that this pruning removes ({any_set['n_pruned'] // n_out} of each "
+            f"output unit's {total // n_out} inputs) instead gives ½dᵀHd = "
+            + ", ".join(
+                f"{_fmt([0.5 * b['pruned_pruned'] for b in v])} ({reg})" for reg, v in sets.items()
+            )
+            + f" on {settings['figure_split']} (`figure1_set_pruning_mean_loss` in "
+            "`table1.json`)."
+        )
+    if rel:
+        lines.append(
+            f"- The estimate and the measurement differ by up to {max(rel):.0%} of the "
+            f"measured |ΔE|: deleting {settings['prune_fraction']:.0%} of the weights is not a "
+            "small step, so the O(‖d‖³) remainder and changes of the ReLU pattern matter "
+            "(`estimates_pruning.png` shows where the second-order estimate stops tracking)."
+        )
+    lines.append("")
+    return lines
 
 
 # ----------------------------------------------------------------------------- fashion-mlp
@@ -177,7 +513,127 @@ def fashion_pruning_markdown(
         cells = [pruning_cell(records, kind, reg, b, k) for kind, reg, b in cols]
         lines.append(f"| {k:g} | " + " | ".join(cells) + " |")
     lines.append("")
+    lines += fashion_differences_markdown(records)
     return "\n".join(lines)
+
+
+FASHION_NAMES = {
+    "none": "none",
+    "targeted-weight": "targeted weight dropout",
+    "targeted-unit": "targeted unit dropout",
+    "dropout": "dropout",
+    "dropconnect": "DropConnect",
+}
+FASHION_ACCURACY = Metric(
+    "accuracy",
+    "test accuracy",
+    100.0,
+    " points",
+    2,
+    "{a} is {x} ± {h} points {dir} accurate than {b}",
+    "more",
+    "less",
+)
+CLAIM_KS = (50.0, 90.0, 95.0)  # the pruning levels whose differences the reports state in words
+
+
+def fashion_comparisons(records: Sequence[Mapping]) -> list[tuple[str, str, str, bool]]:
+    """``(kind, a, b, bias)``: every regulariser other than ``none`` minus ``none`` (same seed,
+    bias and pruning), for each pruning kind and bias setting in ``records``."""
+    regs = list(dict.fromkeys(r["regulariser"] for r in records))
+    kinds = list(dict.fromkeys(r["kind"] for r in records))
+    biases = list(dict.fromkeys(bool(r["bias"]) for r in records))
+    if "none" not in regs:
+        return []
+    return [
+        (kind, a, "none", bias) for bias in biases for kind in kinds for a in regs if a != "none"
+    ]
+
+
+def fashion_difference_curve(
+    records: Sequence[Mapping], kind: str, a: str, b: str, bias: bool
+) -> list[tuple[float, PairedDifference]]:
+    """Accuracy of ``a`` minus ``b`` over k, paired by seed, at one pruning kind and bias."""
+    return paired_curve(
+        records,
+        {"regulariser": a, "kind": kind, "bias": bias},
+        {"regulariser": b, "kind": kind, "bias": bias},
+        x="k",
+    )
+
+
+def _fashion_where(kind: str, bias: bool, k: float) -> str:
+    return f"At k = {k:g} ({kind} pruning, {_bias_text(bias)}): "
+
+
+def fashion_claims(
+    records: Sequence[Mapping], *, ks: Sequence[float] = CLAIM_KS, bias: bool | None = None
+) -> list[str]:
+    """The sentences on the paired differences at ``ks`` (all biases, or only ``bias``)."""
+    out = []
+    for kind, a, b, bi in fashion_comparisons(records):
+        if bias is not None and bi != bias:
+            continue
+        for k, diff in fashion_difference_curve(records, kind, a, b, bi):
+            if k in ks:
+                out.append(
+                    claim(
+                        FASHION_NAMES.get(a, a),
+                        FASHION_NAMES.get(b, b),
+                        FASHION_ACCURACY,
+                        diff,
+                        where=_fashion_where(kind, bi, k),
+                    )
+                )
+    return out
+
+
+def fashion_differences_markdown(records: Sequence[Mapping]) -> list[str]:
+    """The paired-differences section of ``pruning.md``: each regulariser minus ``none`` per k,
+    with t intervals over the seeds, and the sentences at :data:`CLAIM_KS`."""
+    comps = fashion_comparisons(records)
+    curves = {c: dict(fashion_difference_curve(records, *c)) for c in comps}
+    if not any(curves.values()):
+        return []
+    n = max(d.n for cur in curves.values() for d in cur.values())
+    ks = sorted({k for cur in curves.values() for k in cur})
+    t_crit = float(stats.t.ppf(0.5 + LEVEL / 2, n - 1))
+    lines = [
+        "## Paired differences over seeds",
+        "",
+        f"Test accuracy of each regularised network minus the unregularised one of the same "
+        f"seed and bias, in points: mean [{LEVEL:.0%} t interval] over the {n} seeds "
+        f"(`td_analysis.statistics`). With {n} seeds t has {n - 1} degree(s) of freedom "
+        f"(t = {t_crit:.2f}), so the intervals are as wide as the seeds' spread makes them; a "
+        "sentence below states a difference only where its interval excludes zero.",
+        "",
+        "| k (%) | "
+        + " | ".join(
+            f"{kind} · {FASHION_NAMES.get(a, a)} − {b} · {_bias_text(bias)}"
+            for kind, a, b, bias in comps
+        )
+        + " |",
+        "|---" * (len(comps) + 1) + "|",
+    ]
+    for k in ks:
+        cells = [
+            interval_text(curves[c][k], FASHION_ACCURACY) if k in curves[c] else "–" for c in comps
+        ]
+        lines.append(f"| {k:g} | " + " | ".join(cells) + " |")
+    lines += ["", *(f"- {c}" for c in fashion_claims(records)), ""]
+    return lines
+
+
+def fashion_difference_panels(records: Sequence[Mapping]) -> dict[str, dict[str, list]]:
+    """For ``accuracy_differences.png``: a panel per pruning kind and bias, a line per
+    regulariser minus ``none``."""
+    panels: dict[str, dict[str, list]] = {}
+    for kind, a, b, bias in fashion_comparisons(records):
+        panel = panels.setdefault(f"{kind} pruning, {_bias_text(bias)}", {})
+        panel[f"{FASHION_NAMES.get(a, a)} − {b}"] = fashion_difference_curve(
+            records, kind, a, b, bias
+        )
+    return panels
 
 
 FASHION_FIGURES = {
@@ -188,6 +644,9 @@ FASHION_FIGURES = {
     "ΔE for every pruning (k > 0) of every network: first order −∇ᵀd, second order ½dᵀHd (one "
     "Hessian-vector product), OBD ½Σ Hᵢᵢdᵢ² with the exact diagonal, their sum; Spearman ρ per "
     "regulariser in each panel (`taylor.json`)",
+    "accuracy_differences.png": "test accuracy of each regulariser minus the unregularised "
+    "network of the same seed and bias against k, weight and unit pruning, with biases and "
+    "without: mean over seeds with its 95% t band (the intervals of `pruning.md`)",
     "coadaptation_pooled.png": "θᵀ⊙H⊙θ of all weights ordered by decreasing \\|θ\\|, pooled into "
     "B × B block sums through B Hessian-vector products (never the full Hessian), unregularised "
     "vs targeted weight vs targeted unit dropout; the dashed line marks the lowest-\\|θ\\| "
@@ -218,7 +677,8 @@ def fashion_readme(settings: Mapping, *, network: str, command: str, summary: Ma
         "| `pruning.json` | one record per network and pruning: `regulariser`, `bias`, `seed`, "
         "`kind` (`weight`/`unit`), `k` (percent), test `accuracy` and mean `loss` |",
         "| `pruning.md` | the accuracy table: rows k, columns kind × regulariser × bias, "
-        "mean ± std over seeds |",
+        "mean ± std over seeds; then each regulariser minus none, paired by seed, with 95% t "
+        "intervals, and the sentences they allow |",
         "| `taylor.json` | Taylor terms and measured ΔE of every pruning, and Spearman's ρ per "
         "regulariser, bias and kind |",
         "| `coadaptation.json` | pooled block sums and layer × layer sums behind the heatmaps |",
@@ -243,3 +703,112 @@ def fashion_readme(settings: Mapping, *, network: str, command: str, summary: Ma
 def _listed(values) -> str:
     """``a, b, c``: a list or tuple of settings as plain text (the same from JSON or Python)."""
     return ", ".join(str(v) for v in values)
+
+
+# ----------------------------------------------------------------------------- README blocks
+README_COMMAND = "td-analysis reproduce --report-only --experiment all --readme README.md"
+
+
+def _duration(seconds: float) -> str:
+    """``"3 min 50 s"`` (rounded to the second)."""
+    m, s = divmod(round(seconds), 60)
+    return f"{m} min {s} s" if m else f"{s} s"
+
+
+def readme_toy_results(results: Mapping) -> str:
+    """The README's toy results, from ``table1.json``: how it was made, the first split's table,
+    paired differences and the sentences they allow (the other split: ``figures/table1.md``)."""
+    settings = results["settings"]
+    split = settings["splits"][0]
+    others = [s for s in settings["splits"] if s != split]
+    n_nets = len(results.get("regularisers") or {}) * len(settings["seeds"])
+    nets = f", {n_nets} networks" if n_nets else ""
+    lines = [
+        f"Made by `TD_ANALYSIS_DATA=../shared/data td-analysis reproduce` (defaults: "
+        f"{len(settings['seeds'])} seeds, {settings['epochs']} epochs{nets}) in "
+        f"{_duration(results['seconds'])} of wall-clock time from an empty checkpoint folder "
+        "(`seconds` in `figures/table1.json`). Pruning removes "
+        f"{settings['prune_fraction']:.0%} of every unit's incoming weights by magnitude in both "
+        "layers; |ΔE| is the change of the mean cross-entropy, the estimate |−∇ᵀd + ½dᵀHd| uses "
+        "the exact gradient and Hessian-vector product in float64; mean ± std over seeds "
+        f"{', '.join(map(str, settings['seeds']))}.",
+        "",
+        toy_split_markdown(split, results["table1"][split], results, heading="###"),
+    ]
+    if others:
+        lines.append(
+            f"The {', '.join(others)} split, the settings and how the numbers differ from the "
+            "paper's: `figures/table1.md`."
+        )
+    return "\n".join(lines)
+
+
+FASHION_README_COLUMNS = (
+    ("weight", "none"),
+    ("weight", "targeted-weight"),
+    ("unit", "none"),
+    ("unit", "targeted-unit"),
+)
+FASHION_README_KS = (0.0, 25.0, 50.0, 70.0, 80.0, 90.0, 95.0)
+
+
+def readme_fashion_results(records: Sequence[Mapping], summary: Mapping) -> str:
+    """The README's Fashion-MNIST results, from ``pruning.json`` and ``summary.json``: run time,
+    the with-bias accuracy table, the paired differences' sentences and Spearman's ρ."""
+    seeds = sorted({int(r["seed"]) for r in records})
+    cols = [
+        (k, r) for k, r in FASHION_README_COLUMNS if any(x["regulariser"] == r for x in records)
+    ]
+    ks = [k for k in FASHION_README_KS if any(float(r["k"]) == k for r in records)]
+    rho = [
+        r["estimate"]
+        for r in summary.get("rank_correlations", [])
+        if r["kind"] == "all" and r["estimate"] == r["estimate"]
+    ]
+    n_all = {r["n"] for r in summary.get("rank_correlations", []) if r["kind"] == "all"}
+    lines = [
+        f"The committed results come from a run from an empty checkpoint folder that took "
+        f"{_duration(summary['seconds'])} of wall-clock time (`seconds` in "
+        f"`figures/fashion_mlp/summary.json`). Test accuracy (%), mean ± std over "
+        f"{len(seeds)} seeds ({', '.join(map(str, seeds))}), with biases (full table and the "
+        "networks without biases: `figures/fashion_mlp/pruning.md`):",
+        "",
+        "| k (%) | "
+        + " | ".join(f"{kind} · {FASHION_NAMES.get(reg, reg)}" for kind, reg in cols)
+        + " |",
+        "|---" * (len(cols) + 1) + "|",
+    ]
+    for k in ks:
+        cells = [pruning_cell(records, kind, reg, True, k) for kind, reg in cols]
+        lines.append(f"| {k:g} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        f"Paired by seed, with {LEVEL:.0%} t intervals over the {len(seeds)} seeds (with biases):",
+        "",
+        *(f"- {c}" for c in fashion_claims(records, bias=True)),
+    ]
+    if rho and len(n_all) == 1:
+        lines += [
+            "",
+            "The Taylor estimate −∇ᵀd + ½dᵀHd ranks the "
+            f"{n_all.pop()} prunings of each setting (regulariser × bias) by their measured loss "
+            f"change with Spearman ρ = {min(rho):.2f}–{max(rho):.2f} (`taylor.json`).",
+        ]
+    return "\n".join(lines)
+
+
+def replace_generated(text: str, name: str, body: str) -> str:
+    """``text`` with the block between ``<!-- begin generated: name -->`` and
+    ``<!-- end generated: name -->`` replaced by ``body`` (markers kept)."""
+    begin, end = f"<!-- begin generated: {name} ", f"<!-- end generated: {name} -->"
+    i = text.find(begin)
+    j = text.find(end)
+    if i < 0 or j < i:
+        raise ValueError(f"no '{begin}…' … '{end}' block in the README")
+    head_end = text.index("-->", i) + len("-->")
+    return text[:head_end] + "\n" + body.rstrip("\n") + "\n" + text[j:]
+
+
+def generated_marker(name: str, source: str) -> str:
+    """The opening marker of a generated README block (what :func:`replace_generated` finds)."""
+    return f"<!-- begin generated: {name} from {source} by `{README_COMMAND}`; do not edit -->"

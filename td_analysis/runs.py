@@ -21,13 +21,14 @@ import re
 import sys
 import time
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
+from td_analysis.progress import stoppable_pool
 from td_analysis.training import (
     TrainConfig,
     load_checkpoint,
@@ -219,8 +220,8 @@ def train_many(
         runs_dir.mkdir(parents=True, exist_ok=True)
         ctx = multiprocessing.get_context("spawn")  # no fork of a process with torch threads
         # one fresh process per run: a run never depends on what its worker did before
-        with ProcessPoolExecutor(
-            max_workers=processes,
+        with stoppable_pool(  # Ctrl-C / SIGTERM stop the workers within seconds
+            processes,
             mp_context=ctx,
             initializer=_init_worker,
             initargs=(data,),

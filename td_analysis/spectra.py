@@ -40,6 +40,7 @@ __all__ = [
     "layer_groups",
     "spectra_figure_data",
     "spectra_outputs",
+    "spectrum_stem",
     "add_commands",
 ]
 
@@ -211,10 +212,10 @@ def spectra_figure_data(
     ``dtype``: of the Hessian-vector products (default: the model's; the Lanczos basis in that
     precision, the projected problems and eigenvalues in float64).
     """
-    from tqdm.auto import tqdm
+    from td_analysis.progress import progress_bar
 
     out = {}
-    for name, model in tqdm(models.items(), desc="spectra", disable=not progress):
+    for name, model in progress_bar(models.items(), desc="spectra", disable=not progress):
         model = model.eval()
         H = HessianOperator(model, (inputs, targets), dtype=dtype)
         whole, pairs = _spectrum(H, k, num_probes, num_steps, tol, seed)
@@ -279,13 +280,51 @@ def spectra_outputs(run) -> dict:
 
 
 # ----------------------------------------------------------------------------- CLI
-def _cmd_spectrum(args: argparse.Namespace) -> int:
-    from td_analysis import cliargs, plotting
-    from td_analysis.curvature import distributed as dist_utils
-    from td_analysis.training import load_checkpoint, load_data
+#: ``spectrum`` options that change the result, as (name in the file name, option dest)
+_SPECTRUM_OPTIONS = (
+    ("limit", "limit"),
+    ("k", "k"),
+    ("", "which"),
+    ("tol", "tol"),
+    ("block", "block_size"),
+    ("trace-", "trace_method"),
+    ("matvecs", "trace_matvecs"),
+    ("probes", "probes"),
+    ("steps", "steps"),
+    ("seed", "seed"),
+)
 
-    stem = Path(args.out) if args.out else Path(f"{Path(args.checkpoint).with_suffix('')}-spectrum")
-    cliargs.check_output_file(stem.with_suffix(".json"))
+
+def spectrum_stem(args: argparse.Namespace) -> str:
+    """``--out`` (whole stem), else ``<checkpoint>-spectrum-<split>[-<params>][-<option><value>
+    …]`` with every option that changes the numbers and differs from its default
+    (:func:`td_analysis.cliargs.command_stem`); probes and steps only with ``--density``."""
+    from td_analysis import cliargs
+    from td_analysis.cli import _parser_defaults
+
+    defaults = _parser_defaults(args)
+    options: list[tuple[str, object]] = [("", args.split), ("", args.params)]
+    for name, dest in _SPECTRUM_OPTIONS:
+        value = getattr(args, dest)
+        if dest in ("probes", "steps") and not args.density:
+            value = None
+        options.append((name, None if value == defaults.get(dest) else value))
+    options.append(("density", bool(args.density)))
+    model = getattr(args, "model", None)
+    if model:
+        options.append(("model-", model.replace(":", ".")))
+    extensions = (".json", ".png") if args.density else (".json",)
+    return cliargs.command_stem(args, "spectrum", options, extensions)
+
+
+def _cmd_spectrum(args: argparse.Namespace) -> int:
+    from td_analysis import plotting
+    from td_analysis.cli import load_checked_checkpoint
+    from td_analysis.curvature import distributed as dist_utils
+    from td_analysis.training import load_data
+
+    stem = spectrum_stem(args)  # whole stem; .json (and .png) checked writable before the work
+    json_path, png_path = Path(f"{stem}.json"), Path(f"{stem}.png")
     rank, world = 0, 1
     if args.distributed:
         try:
@@ -293,8 +332,15 @@ def _cmd_spectrum(args: argparse.Namespace) -> int:
         except RuntimeError as exc:  # not started by torchrun: one line, exit 2
             raise ValueError(f"--distributed: {exc}") from exc
     try:
-        ckpt = load_checkpoint(args.checkpoint)
-        x, y = load_data(ckpt.config, args.split, root=args.data_dir)
+        ckpt = load_checked_checkpoint(args.checkpoint, getattr(args, "model", None))
+        if hasattr(ckpt, "factory"):  # --model: images of --dataset
+            from td_analysis.usermodels import model_data
+
+            x, y = model_data(ckpt, getattr(args, "dataset", None), args.split, args.data_dir)
+        else:
+            x, y = load_data(
+                ckpt.config, args.split, root=args.data_dir, dataset=getattr(args, "dataset", None)
+            )
         if args.limit is not None:
             x, y = x[: args.limit], y[: args.limit]
         n = len(y)
@@ -326,8 +372,8 @@ def _cmd_spectrum(args: argparse.Namespace) -> int:
             return 0
         where = f" on {world} processes" if args.distributed else ""
         print(report_text(report, f"{args.checkpoint} ({args.split}{where}): "))
-        atomic_write_json(stem.with_suffix(".json"), report.as_dict())
-        print(f"wrote {stem.with_suffix('.json')}")
+        atomic_write_json(json_path, report.as_dict())
+        print(f"wrote {json_path}")
         if args.density:
             fig = plotting.plot_spectral_density(
                 {ckpt.config.regulariser.label: (report.grid, report.density)},
@@ -335,7 +381,7 @@ def _cmd_spectrum(args: argparse.Namespace) -> int:
                 title=f"Hessian spectral density (SLQ, {args.probes} probes × {args.steps} "
                 f"steps), {report.num_params:,} parameters, {n:,} {args.split} examples",
             )
-            for path in plotting.save_figure(fig, stem, formats=("png",)):
+            for path in plotting.save_figure(fig, png_path, formats=("png",)):
                 print(f"wrote {path}")
         return 0
     finally:
@@ -346,73 +392,8 @@ def _cmd_spectrum(args: argparse.Namespace) -> int:
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    """Register ``spectrum`` on the ``td-analysis`` parser."""
-    from td_analysis import cliargs
-    from td_analysis.curvature.spectrum import TRACE_METHODS, WHICH
+    """Register ``spectrum`` on the ``td-analysis`` parser (defined in :mod:`td_analysis.cli`,
+    which builds its parser without importing torch)."""
+    from td_analysis.cli import add_spectrum_command
 
-    p = sub.add_parser(
-        "spectrum",
-        help="top Hessian eigenvalues, trace and spectral density of a checkpoint",
-        description="Top-k eigenvalues of the Hessian of the mean cross-entropy (block Lanczos, "
-        "exact to --tol), its trace (Hutch++ with a standard error, or exact) and with --density "
-        "its smoothed spectral density (stochastic Lanczos quadrature, PNG), float64, through "
-        "Hessian-vector products only. Writes STEM.json (and STEM.png). Data-parallel: "
-        "torchrun --nproc-per-node 2 $(which td-analysis) spectrum CKPT --distributed.",
-        formatter_class=cliargs.DefaultsHelpFormatter,
-    )
-    p.add_argument("checkpoint", type=Path, help="a checkpoint written by 'td-analysis train'")
-    p.add_argument(
-        "--params",
-        default=None,
-        help="parameter names (comma-separated) or 'weights' (default: all parameters)",
-    )
-    p.add_argument("--k", type=cliargs.positive_int, default=20, help="number of eigenvalues")
-    p.add_argument("--which", choices=WHICH, default="largest", help="which end of the spectrum")
-    p.add_argument(
-        "--tol",
-        type=cliargs.positive_float,
-        default=1e-6,
-        help="residual tolerance ‖Hv − λv‖ ≤ tol·‖H‖",
-    )
-    p.add_argument(
-        "--block-size",
-        type=cliargs.positive_int,
-        default=None,
-        help="vectors per Hessian product in the eigensolver (default: min(k, 4)); 1 suits wide "
-        "networks, whose (P, b) products cost about b single ones",
-    )
-    p.add_argument("--trace-method", choices=TRACE_METHODS, default="hutch++")
-    p.add_argument(
-        "--trace-matvecs",
-        type=cliargs.int_at_least(6),
-        default=99,
-        help="Hessian-vector products of the stochastic trace",
-    )
-    p.add_argument("--density", action="store_true", help="also plot the spectral density")
-    p.add_argument("--probes", type=cliargs.positive_int, default=8, help="SLQ probe vectors")
-    p.add_argument("--steps", type=cliargs.positive_int, default=64, help="Lanczos steps per probe")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random start and probes")
-    p.add_argument(
-        "--split",
-        choices=("holdout", "test", "train"),
-        default="holdout",
-        help="data the loss is taken over",
-    )
-    p.add_argument(
-        "--limit", type=cliargs.positive_int, default=None, help="use only the first N examples"
-    )
-    p.add_argument("--data-dir", type=Path, default=None, help=cliargs.DATA_HELP)
-    p.add_argument(
-        "--out",
-        type=Path,
-        default=None,
-        help="output stem for .json/.png (default: CHECKPOINT-spectrum)",
-    )
-    p.add_argument(
-        "--distributed",
-        action="store_true",
-        help="under torchrun: each process takes its shard of the data, products are summed "
-        "with all_reduce (gloo on CPU, NCCL on CUDA); rank 0 prints and writes",
-    )
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(func=_cmd_spectrum)
+    add_spectrum_command(sub)

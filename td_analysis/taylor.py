@@ -8,7 +8,9 @@ Estimators, all on the same data and loss reduction as the measurement:
 
 * ``first_order``  −∇ᵀd;
 * ``second_order`` ½ dᵀHd (one Hessian-vector product, no full Hessian);
-* ``diagonal``     ½ Σᵢ Hᵢᵢ dᵢ² (Optimal Brain Damage: weights treated as independent);
+* ``diagonal``     ½ Σᵢ Hᵢᵢ dᵢ² (Optimal Brain Damage: weights treated as independent; NaN for
+  a model without the closed-form diagonal and more than ``DIAGONAL_COLUMNS_LIMIT`` selected
+  parameters, unless ``diag`` is passed);
 * ``estimate``     −∇ᵀd + ½ dᵀHd (the paper's |ΔE| is its absolute value);
 * ``magnitude``    Σᵢ |dᵢ| (zeroth order: the pruning criterion itself, a ranking score).
 """
@@ -27,7 +29,14 @@ from td_analysis.coadaptation import hessian_operator
 from td_analysis.curvature import gradient, hessian_diagonal, loss
 from td_analysis.models import flatten_params, param_specs
 from td_analysis.progress import progress_bar as tqdm
-from td_analysis.pruning import apply_masks, pruning_masks
+from td_analysis.pruning import (
+    ModuleSelection,
+    apply_masks,
+    module_pruning_masks,
+    module_rules,
+    prunable_weight_names,
+    pruning_masks,
+)
 from td_analysis.training import evaluate
 
 __all__ = [
@@ -167,11 +176,18 @@ def _gradient(op, model, inputs, targets, params, reduction, dtype) -> Tensor:
     return gradient(model, inputs, targets, params=params, reduction=reduction, dtype=dtype)
 
 
-def _diagonal(op, model, inputs, targets, params, reduction, dtype) -> Tensor:
+#: Most parameters whose exact diag H is taken from basis columns (P Hessian-vector products)
+#: when the model has no closed form; above it the ``diagonal`` (OBD) estimator is NaN.
+DIAGONAL_COLUMNS_LIMIT = 2048
+
+
+def _diagonal(op, model, inputs, targets, params, reduction, dtype) -> Tensor | None:
     if hasattr(op, "diagonal"):
         try:
             return op.diagonal()
         except ValueError:  # no closed form for this model: exact one from basis columns
+            if op.shape[0] > DIAGONAL_COLUMNS_LIMIT:
+                return None  # P HVPs: too many; the OBD estimate is NaN (pass diag= to set it)
             return op.diagonal(method="columns")
     return hessian_diagonal(model, inputs, targets, params=params, reduction=reduction, dtype=dtype)
 
@@ -238,6 +254,26 @@ def _weight_names(model: nn.Module, layers: Iterable[int] | None) -> list[str]:
     return names if layers is None else [names[i] for i in sorted(set(layers))]
 
 
+def _module_deletions(
+    model: nn.Module, kind: str, modules: ModuleSelection | None, scope: str
+) -> tuple[list[str], object]:
+    """The parameters every mask of ``kind`` touches (``named_parameters()`` order) and
+    ``fraction ↦ masks`` (k = 100·fraction percent)."""
+    if kind not in ("weight", "unit"):
+        raise ValueError(
+            f"pruning kind {kind!r} of a model with Conv layers or modules=: "
+            "choose 'weight' or 'unit'"
+        )
+    params = list(module_pruning_masks(model, kind, 0.0, modules=modules, scope=scope))
+
+    def masks(fraction: float) -> dict[str, Tensor]:
+        if not 0.0 <= fraction <= 1.0:
+            raise ValueError(f"pruning fraction must be in [0, 1], got {fraction}")
+        return module_pruning_masks(model, kind, 100.0 * fraction, modules=modules, scope=scope)
+
+    return params, masks
+
+
 def _sweep(
     model: nn.Module,
     inputs: Tensor,
@@ -284,20 +320,26 @@ def pruning_sweep(
     reduction: str = "mean",
     dtype: torch.dtype | None = torch.float64,
     progress: bool = False,
+    modules: ModuleSelection | None = None,
+    scope: str = "unit",
 ) -> list[PruningEstimate]:
-    """Estimates and measurements of magnitude pruning at each fraction (∇ and diag H once)."""
+    """Estimates and measurements of magnitude pruning at each fraction (∇ and diag H once).
+
+    Linear-only models without ``modules``: :func:`td_analysis.pruning.pruning_masks` of the
+    ``nn.Linear`` layers ``layers`` (default all).  With ``modules`` (or a model with Conv
+    layers): :func:`td_analysis.pruning.module_pruning_masks` at k = 100·fraction percent,
+    ``kind`` "weight" (``scope`` "unit" or "layer") or "unit" (conv filters are units), over
+    every parameter the masks touch (for units: biases and the next layer's weights too).
+    """
     layers = None if layers is None else list(layers)
     bar = tqdm(list(fractions), desc=f"Taylor {kind}", disable=not progress, leave=False)
-    deletions = ((kind, f, pruning_masks(model, f, kind, layers)) for f in bar)
-    return _sweep(
-        model,
-        inputs,
-        targets,
-        _weight_names(model, layers),
-        deletions,
-        reduction=reduction,
-        dtype=dtype,
-    )
+    if module_rules(model, layers, modules):
+        params, masks_at = _module_deletions(model, kind, modules, scope)
+        deletions = ((kind, f, masks_at(f)) for f in bar)
+    else:
+        params = _weight_names(model, layers)
+        deletions = ((kind, f, pruning_masks(model, f, kind, layers)) for f in bar)
+    return _sweep(model, inputs, targets, params, deletions, reduction=reduction, dtype=dtype)
 
 
 def random_mask_sweep(
@@ -312,13 +354,22 @@ def random_mask_sweep(
     reduction: str = "mean",
     dtype: torch.dtype | None = torch.float64,
     progress: bool = False,
+    modules: ModuleSelection | None = None,
 ) -> list[PruningEstimate]:
     """Estimates for random deletions: each mask removes a uniformly random subset of the chosen
-    weights, of a size fraction drawn uniformly from ``fraction_range`` (seeded)."""
+    weights, of a size fraction drawn uniformly from ``fraction_range`` (seeded).
+
+    The chosen weights: those of the ``nn.Linear`` layers ``layers`` (default all), or with
+    ``modules`` (or a model with Conv layers) of :func:`td_analysis.pruning.select_modules`.
+    """
     lo, hi = fraction_range
     if not 0.0 <= lo <= hi <= 1.0:
         raise ValueError(f"fraction_range must satisfy 0 ≤ lo ≤ hi ≤ 1, got {fraction_range}")
-    params = _weight_names(model, None if layers is None else list(layers))
+    layers = None if layers is None else list(layers)
+    if module_rules(model, layers, modules):
+        params = prunable_weight_names(model, modules)
+    else:
+        params = _weight_names(model, layers)
     named = dict(model.named_parameters())
     gen = torch.Generator().manual_seed(seed)
 

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from td_analysis import kernels
 from td_analysis.dropout import Regulariser, RegulariserConfig
 from td_analysis.io import atomic_open
 from td_analysis.models import DenseNet, relu_backward_
@@ -42,6 +43,7 @@ __all__ = [
     "resolve_device",
     "load_data",
     "check_features",
+    "check_finite",
     "DenseStep",
 ]
 
@@ -298,13 +300,20 @@ class DenseStep:
         y: Tensor,
         weight_factors: Sequence[Tensor | None] | None = None,
         input_factors: Sequence[Tensor | None] | None = None,
+        masked_weights: Sequence[Tensor | None] | None = None,
     ) -> tuple[Tensor, Tensor]:
-        """``(L, logits)``; ``∂L/∂W_l`` and ``∂L/∂b_l`` written into the layers' ``.grad``."""
+        """``(L, logits)``; ``∂L/∂W_l`` and ``∂L/∂b_l`` written into the layers' ``.grad``.
+
+        ``masked_weights[l]``, where given, is ``W_l ⊙ M_l`` already computed (as
+        :meth:`td_analysis.dropout.Regulariser.step_masks` writes it) and used as is; a uint8
+        ``M_l`` (0/1) masks the gradient with :func:`td_analysis.kernels.mask_gradient_`.
+        """
         n, b = len(self.layers), x.shape[0]
         if b > self.batch_size:
             raise ValueError(f"batch of {b} rows, the buffers hold {self.batch_size}")
         weight_factors = weight_factors or [None] * n
         input_factors = input_factors or [None] * n
+        masked_weights = masked_weights or [None] * n
         inputs: list[Tensor] = []
         weights: list[Tensor] = []
         h = x
@@ -313,7 +322,9 @@ class DenseStep:
                 h = h * input_factors[l]
             w = layer.weight
             m = weight_factors[l]
-            if m is not None:
+            if masked_weights[l] is not None:
+                w = masked_weights[l]
+            elif m is not None:
                 if self.masked[l] is None:
                     self.masked[l] = torch.empty_like(w)
                 if m.dtype == torch.bool:  # a 0/1 mask (a float factor multiplies faster)
@@ -340,7 +351,9 @@ class DenseStep:
             grad = torch.mm(g.T, inputs[l], out=layer.weight.grad)
             m = weight_factors[l]
             if m is not None:
-                if m.dtype == torch.bool:
+                if m.dtype == torch.uint8:  # a 0/1 keep mask of the fused kernels
+                    kernels.mask_gradient_(grad, m)
+                elif m.dtype == torch.bool:
                     torch.where(m, grad, self.zero, out=grad)
                 else:
                     grad.mul_(m)
@@ -486,7 +499,8 @@ def _train(
             idx = perm[start : start + config.batch_size]
             xb = torch.index_select(x_train, 0, idx, out=x_batch[: idx.shape[0]])
             yb = y_train[idx]
-            factors = reg.step_factors(weights, idx.shape[0], step)
+            # masks, and W ⊙ M written by the fused kernels where they serve (same draws)
+            factors = reg.step_masks(weights, idx.shape[0], step, dense_step.masked)
             loss, logits = dense_step(xb, yb, *factors)  # gradients in the layers' .grad
             for l, layer in enumerate(layers):
                 extra = reg.penalty_gradient(l, layer.weight)
@@ -523,7 +537,44 @@ def _train(
         )
     bar.close()
     model.eval()
+    try:  # a finite loss can still hide an overflowed weight; never write such a network
+        check_finite(model, "after training")
+    except ValueError as exc:
+        raise FloatingPointError(f"{exc}: lower the lr (now {config.lr})") from None
     return TrainResult(model=model, config=config, history=history)
+
+
+def check_finite(model: nn.Module, where: str) -> None:
+    """One-line ``ValueError`` naming the first parameter or buffer of ``model`` with a NaN or
+    ±inf entry (how many, of how many): Hessians, pruning and plots of such a network are
+    meaningless (NaN rows, a LinAlgError, zero shares)."""
+    for name, t in (*model.named_parameters(), *model.named_buffers()):
+        if t.is_floating_point() or t.is_complex():
+            bad = int((~torch.isfinite(t.detach())).sum())
+            if bad:
+                raise ValueError(
+                    f"{where}: parameter {name} has {bad:,} non-finite value(s) (NaN or inf) "
+                    f"among {t.numel():,}"
+                )
+
+
+def _state_mismatch(model: nn.Module, state: dict) -> str:
+    """A short description of how a state dict differs from ``model``'s (instead of torch's
+    multi-line ``load_state_dict`` message)."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    extra = [k for k in state if k not in own]
+    if missing or extra:
+        parts = [f"missing {', '.join(missing[:3])}" if missing else ""]
+        parts.append(f"unexpected {', '.join(map(str, extra[:3]))}" if extra else "")
+        return "; ".join(p for p in parts if p)
+    for k, t in own.items():
+        other = state[k]
+        shape = tuple(getattr(other, "shape", ()))
+        if shape != tuple(t.shape):
+            want = "×".join(map(str, t.shape))
+            return f"{k} is {'×'.join(map(str, shape)) or 'not a tensor'}, the network needs {want}"
+    return "the weights do not fit the network"
 
 
 def save_checkpoint(
@@ -565,10 +616,25 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
     try:
         arch = payload["arch"]
         model = DenseNet(arch["in_features"], arch["hidden"], arch["num_classes"], arch["bias"])
-        model.load_state_dict(payload["state_dict"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise ValueError(f"checkpoint {path} has no usable architecture ({exc!s:.120})") from None
+    state = payload.get("state_dict")
+    if not isinstance(state, dict):
+        raise ValueError(f"checkpoint {path} is incomplete: it holds no weights")
+    try:
+        model.load_state_dict(state)
+    except (KeyError, TypeError, ValueError, RuntimeError):
+        # torch's message lists every mismatch with reprs (~900 characters): one line instead
+        raise ValueError(
+            f"checkpoint {path} does not match the architecture it records: "
+            f"{_state_mismatch(model, state)}"
+        ) from None
+    try:
         config = TrainConfig.from_dict(payload["config"])
         metrics = payload["metrics"]
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-        raise ValueError(f"checkpoint {path} is incomplete or inconsistent: {exc!r}") from exc
+        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ValueError(f"checkpoint {path} is incomplete or inconsistent: {text:.160}") from exc
+    check_finite(model, f"checkpoint {path}")
     model.eval()
     return Checkpoint(model=model, config=config, metrics=metrics, path=path)

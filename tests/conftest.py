@@ -1,4 +1,6 @@
-"""Shared fixtures: the real CIFAR-10 folder comes from ``TD_ANALYSIS_DATA`` (never hard-coded)."""
+"""Shared fixtures: the real CIFAR-10 folder comes from ``TD_ANALYSIS_DATA`` (never hard-coded),
+and every test runs in a pinned environment (threads, ``TQDM_*``, ``TD_ANALYSIS_*``), whatever
+the user's shell has set."""
 
 from __future__ import annotations
 
@@ -7,6 +9,52 @@ from pathlib import Path
 
 import pytest
 import torch
+
+#: intra-op threads of every test and of the processes tests start (``OMP_NUM_THREADS`` etc.);
+#: a test that needs another count sets it explicitly (``test_reproducibility.py``)
+TEST_THREADS = 1
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+#: ``TD_ANALYSIS_*`` variables a test may inherit from the shell: the data folder, and the
+#: explorer test's screenshot path (an output, never changes a result)
+INHERITED = ("TD_ANALYSIS_DATA", "TD_ANALYSIS_SCREENSHOT")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _pinned_threads() -> None:
+    """One intra-op thread here and in every subprocess, whatever ``OMP_NUM_THREADS`` says:
+    results (last bits, timing-sensitive progress lines) never depend on the shell."""
+    saved = {name: os.environ.get(name) for name in THREAD_VARIABLES}
+    before = torch.get_num_threads()
+    for name in THREAD_VARIABLES:
+        os.environ[name] = str(TEST_THREADS)
+    torch.set_num_threads(TEST_THREADS)
+    yield
+    torch.set_num_threads(before)
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
+@pytest.fixture(autouse=True)
+def _pinned_environment(monkeypatch: pytest.MonkeyPatch, tmp_path_factory) -> None:
+    """No ``TQDM_*`` variable (``TQDM_DISABLE=1`` would hide a forced bar), no ``TD_ANALYSIS_*``
+    but :data:`INHERITED` (progress mode and interval, cache, runs, quick mode, native kernels
+    take their defaults), the cache in a per-session folder (never the user's), and the
+    progress mode back to the environment's choice; tests set what they need on top."""
+    for name in list(os.environ):
+        if name.startswith("TQDM_") or (name.startswith("TD_ANALYSIS_") and name not in INHERITED):
+            monkeypatch.delenv(name)
+    for name in THREAD_VARIABLES:
+        monkeypatch.setenv(name, str(TEST_THREADS))
+    cache = tmp_path_factory.getbasetemp() / "xdg-cache"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
+    from td_analysis import progress
+
+    progress.set_progress_mode(None)
+    yield
+    progress.set_progress_mode(None)
 
 
 @pytest.fixture(scope="session")

@@ -162,3 +162,38 @@ def spearman(a: Sequence[float], b: Sequence[float]) -> float:
     ra -= ra.mean()
     rb -= rb.mean()
     return float((ra * rb).sum() / math.sqrt((ra * ra).sum() * (rb * rb).sum()))
+
+
+def synthetic_pruning_records(
+    seeds: Sequence[int] = (0, 1, 2),
+    ks: Sequence[float] = (0.0, 50.0, 90.0, 95.0),
+    regularisers: Sequence[str] = ("none", "targeted-weight", "targeted-unit"),
+    effect: float = 0.2,
+    seed: int = 5,
+) -> list[dict]:
+    """``pruning.json``-style records with a known structure: accuracy falls with k, a per-seed
+    offset shared by every regulariser (so pairing by seed matters), and ``targeted-weight``
+    ``effect`` × k/100 more accurate under weight pruning; rounded to 1/2000 like real counts."""
+    rnd = np.random.default_rng(seed)
+    offsets = {s: rnd.normal(0, 0.03) for s in seeds}
+    out = []
+    for reg in regularisers:
+        for bias in (True, False):
+            for s in seeds:
+                for kind in ("weight", "unit"):
+                    for k in ks:
+                        acc = 0.85 - 0.5 * (k / 100) ** 3 + offsets[s] + rnd.normal(0, 0.005)
+                        if reg == "targeted-weight" and kind == "weight":
+                            acc += effect * k / 100
+                        out.append(
+                            {
+                                "regulariser": reg,
+                                "bias": bias,
+                                "seed": s,
+                                "kind": kind,
+                                "k": float(k),
+                                "accuracy": round(float(np.clip(acc, 0, 1)) * 2000) / 2000,
+                                "loss": float(rnd.uniform(0.2, 2.0)),
+                            }
+                        )
+    return out

@@ -240,3 +240,39 @@ def block_sums(C: np.ndarray, pruned: np.ndarray) -> dict[str, float]:
         "total": float(C.sum()),
         "second_order_estimate": 0.5 * pp,
     }
+
+
+# ------------------------------------------------------------------------------------------------
+# Targeted dropout of any Linear/Conv weight, the ramp, the CIFAR augmentation (issue 21)
+# ------------------------------------------------------------------------------------------------
+
+
+def targeted_reference(w: Tensor | np.ndarray, gamma: float, kind: str) -> np.ndarray:
+    """Targeted entries (True), w-shaped: the for-ai/TD rule on ``V = w.reshape(out, -1)``
+    (per row for ``kind="weight"``, whole rows by L2 norm for ``"unit"``), by np.sort."""
+    w = np.asarray(w, dtype=np.float64)
+    v = w.reshape(w.shape[0], -1)
+    mask = weight_prune_mask(v, gamma) if kind == "weight" else unit_prune_mask(v, gamma)
+    return mask.reshape(w.shape)
+
+
+def ramp_reference(s: float, gamma: float, alpha: float, r: float) -> tuple[float, float]:
+    """REFERENCE.md's piecewise ramp with R = r steps (40,000 there): (γ(s), α(s))."""
+    a = alpha * min(1.0, s / r)
+    g = 0.95 * gamma * min(1.0, s / (r / 2)) + 0.05 * gamma * min(
+        max((s - r / 2) / (r / 2), 0.0), 1.0
+    )
+    return g, a
+
+
+def crop_flip_reference(
+    x: np.ndarray, i: Sequence[int], j: Sequence[int], flip: Sequence[bool], padding: int = 4
+) -> np.ndarray:
+    """Per image: zero-pad by ``padding``, crop H × W at (i, j), mirror left-right if flip."""
+    n, c, h, w = x.shape
+    out = np.empty_like(x)
+    for k in range(n):
+        p = np.pad(x[k], ((0, 0), (padding, padding), (padding, padding)))
+        crop = p[:, i[k] : i[k] + h, j[k] : j[k] + w]
+        out[k] = crop[:, :, ::-1] if flip[k] else crop
+    return out

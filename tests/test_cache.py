@@ -161,6 +161,32 @@ def test_default_cache_dir_from_environment(tmp_path, monkeypatch):
     assert len(entries(tmp_path / "env")) == 1
 
 
+def test_one_cache_folder_for_reproduce_explore_and_the_notebooks(tmp_path, monkeypatch):
+    """``explore`` (and through it the Voilà kernel) and the notebooks resolve the cache with
+    :func:`default_cache_dir`, as ``reproduce`` does: never ``<repo>/.cache/td_analysis``."""
+    import json
+    from pathlib import Path
+
+    from td_analysis.explore import explorer_folders, find_notebook
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    folders = explorer_folders(find_notebook(None))
+    assert folders["cache"] == tmp_path / "xdg" / "td_analysis" / "results" == default_cache_dir()
+    monkeypatch.setenv("TD_ANALYSIS_CACHE", str(tmp_path / "env"))
+    assert explorer_folders(find_notebook(None))["cache"] == tmp_path / "env"
+    notebooks = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
+    assert notebooks
+    for path in notebooks:
+        code = "".join(
+            "".join(cell["source"])
+            for cell in json.loads(path.read_text())["cells"]
+            if cell["cell_type"] == "code"
+        )
+        assert '".cache"' not in code, path.name
+        if "CACHE_DIR" in code:
+            assert "default_cache_dir()" in code, path.name
+
+
 def test_fingerprint_stable_and_content_based():
     model, x, y = make()
     fp = fingerprint(model, x, y, "sum", [1, 2], {"b": 1, "a": 2.5})

@@ -189,7 +189,7 @@ def test_estimate_and_coadaptation_names_encode_what_differs(
     assert names == sorted(
         [
             *(
-                f"td_gamma0.75-estimate-weight-{split}-limit50.{ext}"
+                f"td_gamma0.75-estimate-weight-{split}-limit50-fractions0.5.{ext}"
                 for split in ("holdout", "test")
                 for ext in ("csv", "json")
             ),

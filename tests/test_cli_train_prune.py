@@ -247,9 +247,10 @@ def test_prune_output_names_keep_the_whole_stem(
     assert written == sorted(
         f"{stem}.{ext}"
         for stem in (
-            "td_gamma0.75-prune-weight-holdout",
-            "td_gamma0.5-prune-weight-holdout",
-            "td_gamma0.5-prune-weight-test",
+            # every option off its default is in the name: --fractions 0 too
+            "td_gamma0.75-prune-weight-holdout-fractions0",
+            "td_gamma0.5-prune-weight-holdout-fractions0",
+            "td_gamma0.5-prune-weight-test-fractions0",
             "sweep_v1.2",
         )
         for ext in ("csv", "json")

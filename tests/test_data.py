@@ -1153,8 +1153,11 @@ def _invalid_cases() -> list:
         ("test-labels", b"", "is truncated: 0 of 4 bytes"),
         (
             "test-labels",
-            idx_bytes(np.array([0, 1, 10, 3, 4, 5, 6, 7, 8, 9], np.uint8)),
-            r"labels must be in 0\.\.9; found 10 \(first bad label at index 2\)",
+            # the message names the first bad label's index *and its value* (12 at index 2),
+            # not the index next to the largest value (issue 24: "index 5 holds 12 … 255")
+            idx_bytes(np.array([0, 1, 12, 3, 4, 255, 6, 7, 8, 9], np.uint8)),
+            r"labels must be in 0\.\.9; the first one outside is 12 at index 2 \(the largest "
+            r"is 255\)",
         ),
     ]
 

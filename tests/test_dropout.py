@@ -558,11 +558,12 @@ def test_training_steps_leave_dropped_weights_unchanged(monkeypatch: pytest.Monk
 
     records: list[tuple[int, int, torch.Tensor, torch.Tensor]] = []
 
-    class Recording(Regulariser):
-        def weight_factor(self, layer, w, step):  # type: ignore[override]
-            factor = super().weight_factor(layer, w, step)
-            records.append((step, layer, w.detach().clone(), factor == 0))
-            return factor
+    class Recording(Regulariser):  # the masks train uses (step_masks: buffers, cloned)
+        def step_masks(self, weights, batch_size, step, masked):  # type: ignore[override]
+            factors, inputs, products = super().step_masks(weights, batch_size, step, masked)
+            for layer, (w, m) in enumerate(zip(weights, factors, strict=True)):
+                records.append((step, layer, w.detach().clone(), (m == 0).clone()))
+            return factors, inputs, products
 
     monkeypatch.setattr(T, "Regulariser", Recording)
     gen = torch.Generator().manual_seed(0)

@@ -144,3 +144,59 @@ def test_killed_process_leaves_the_old_results_whole(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-c", script], check=False)
     assert proc.returncode == -9
     assert listing(target) == before
+    # the killed run's staging folder is left; the next run removes it (its process is gone)
+    (left,) = [p for p in tmp_path.iterdir() if p.name.startswith(".figures.staging-")]
+    with staged_directory(target) as staging:
+        (staging / "figure1.png").write_text("newer figure")
+    assert not left.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["figures"]
+
+
+DEAD = 2**22 + 12345  # above Linux's default pid_max (4,194,304 is the largest allowed)
+
+
+def _dead_pid() -> int:
+    pid = DEAD
+    while True:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return pid
+        except OSError:
+            pass
+        pid += 1
+
+
+def test_stale_leftovers_go_live_ones_and_foreign_files_stay(tmp_path: Path) -> None:
+    """What a SIGKILL left (pid gone, or no pid and older than an hour) is removed by the next
+    write of the same target; a live process's (a concurrent run) and the user's files stay."""
+    from td_analysis.io import STALE_SECONDS, atomic_write_text
+
+    dead, old = _dead_pid(), os.path.getmtime(tmp_path) - STALE_SECONDS - 60
+    entries = {
+        f".x.json.{dead}-abc.tmp": "gone",  # a killed writer's temporary file
+        f".x.json.{os.getpid()}-def.tmp": "stays",  # a live writer's
+        ".x.json.legacy.tmp": "gone",  # no pid, old
+        ".x.json.recent.tmp": "stays",  # no pid, new: maybe a writer of an older version
+        ".x.json.notes": "stays",  # the user's hidden file: not a temporary file
+    }
+    for name in entries:
+        (tmp_path / name).write_text(name)
+    os.utime(tmp_path / ".x.json.legacy.tmp", (old, old))
+    atomic_write_text(tmp_path / "x.json", "{}")
+    left = {p.name for p in tmp_path.iterdir()}
+    assert left == {"x.json", *(n for n, what in entries.items() if what == "stays")}
+    for name, what in {
+        f".out.staging-{dead}-a": "gone",
+        f".out.old-{dead}-b": "gone",
+        f".out.staging-{os.getpid()}-c": "stays",
+        ".out.staging-legacy": "gone",
+    }.items():
+        (tmp_path / name).mkdir()
+        if name.endswith("legacy"):
+            os.utime(tmp_path / name, (old, old))
+        entries[name] = what
+    with staged_directory(tmp_path / "out") as staging:
+        (staging / "r.txt").write_text("r")
+    left = {p.name for p in tmp_path.iterdir()}
+    assert left == {"x.json", "out", *(n for n, what in entries.items() if what == "stays")}

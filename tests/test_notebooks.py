@@ -25,6 +25,7 @@ NOTEBOOKS = [
     "03_explore_dependence.ipynb",
     "04_fashion_mlp.ipynb",
     "05_spectrum.ipynb",
+    "06_your_own_model.ipynb",
 ]
 MAX_BYTES = 1_500_000
 

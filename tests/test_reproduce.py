@@ -176,7 +176,7 @@ def test_table1_entry_matches_independent_recomputation(quick):
     from td_analysis.data import load_cifar10
     from td_analysis.training import load_checkpoint
 
-    (path,) = sorted(quick["dirs"]["runs"].glob("none-seed0-*.pt"))
+    (path,) = sorted(quick["dirs"]["runs"].glob("toy-none-bias-seed0-*.pt"))  # says the task
     ckpt = load_checkpoint(path)
     x, y = load_cifar10(
         quick["data_root"], split="holdout", preprocessing=ckpt.config.preprocessing
@@ -212,7 +212,8 @@ def test_rerun_reuses_checkpoints_and_is_reproducible(quick):
     after = snapshot(runs)
     assert after == quick["runs_before"]  # nothing retrained or rewritten
     assert len(after) == 4  # 2 regularisers × 2 seeds
-    assert {n.split("-seed")[0] for n in after} == REGS
+    # runs.run_stem: <task>-<regulariser>-<bias|nobias>-seed<seed>-<hash>
+    assert {n.split("-seed")[0] for n in after} == {f"toy-{reg}-bias" for reg in REGS}
     # the Hessian / pooled cache was reused as well
     assert snapshot(quick["dirs"]["cache"]) == quick["cache_before"]
     assert quick["second_s"] < quick["first_s"]
@@ -221,7 +222,8 @@ def test_rerun_reuses_checkpoints_and_is_reproducible(quick):
 
 
 def test_reproduce_with_pruning_curves(tmp_path, data_root, monkeypatch):
-    """The pruning-curve path (all six regularisers), one seed and one epoch to stay quick."""
+    """The pruning-curve path (all seven regularisers), one seed and one epoch to stay quick;
+    one seed gives Table 1 with the controls but no paired differences (they need two)."""
     monkeypatch.setenv("MPLBACKEND", "Agg")
     out = tmp_path / "out"
     run_cli(
@@ -248,7 +250,7 @@ def test_reproduce_with_pruning_curves(tmp_path, data_root, monkeypatch):
     assert (out / "pruning_curves.pdf").read_bytes().startswith(b"%PDF")
     t = json.loads((out / "table1.json").read_text())
     assert t["settings"]["seeds"] == [0] and t["settings"]["curves"] is True
-    assert len(list((tmp_path / "runs").glob("*.pt"))) == 6
+    assert len(list((tmp_path / "runs").glob("*.pt"))) == 7
     rows = t["pruning_curves"]
     regs = {r["regulariser"] for r in rows}
     assert regs == {
@@ -257,8 +259,13 @@ def test_reproduce_with_pruning_curves(tmp_path, data_root, monkeypatch):
         "targeted-weight ramp",
         "targeted-unit",
         "dropout",
+        "dropconnect",
         "L1",
     }
+    assert list(t["table1"]["holdout"]) == ["none", "targeted-weight", "dropout", "dropconnect"]
+    md = (out / "table1.md").read_text()
+    assert "| dropout α = 0.375 |" in md and "| DropConnect α = 0.375 |" in md
+    assert "Paired differences" not in md and not (out / "table1_differences.png").exists()
     fractions = t["settings"]["curve_fractions"]
     assert len(rows) == len(regs) * 2 * len(fractions)
     for r in rows:

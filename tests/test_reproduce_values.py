@@ -1,7 +1,7 @@
 """Every number ``td-analysis reproduce`` reports, recomputed by value from its checkpoints.
 
 One small ``reproduce`` run (seeds 1 and 2, one epoch, the first 300 images of each evaluation
-split, all six regularisers) writes ``table1.json``/``table1.md`` and its checkpoints.  Each
+split, all seven regularisers) writes ``table1.json``/``table1.md`` and its checkpoints.  Each
 reported number is then recomputed from the checkpoints and the data with the independent
 references of ``tests/references.py`` (float64 torch.func gradients, Hessian-vector products
 and Hessians, closed-form diag H, brute-force numpy pruning masks, ``scipy.stats.spearmanr``)
@@ -46,7 +46,18 @@ N_RANDOM = 6
 SPLITS = ("holdout", "test")
 TABLE_REGS = ("none", "targeted-weight")
 SWEEP_LABELS = {"none": "none", "targeted-weight": "targeted dropout"}
-SUITE = ("none", "targeted-weight", "targeted-weight ramp", "targeted-unit", "dropout", "L1")
+CONTROLS = ("dropout", "dropconnect")  # at targeted dropout's expected drop rate γ·α
+TABLE_ROWS = TABLE_REGS + CONTROLS  # Table 1's two rows, then the controls
+CONTROL_NAMES = {"dropout": "dropout α = 0.375", "dropconnect": "DropConnect α = 0.375"}
+SUITE = (
+    "none",
+    "targeted-weight",
+    "targeted-weight ramp",
+    "targeted-unit",
+    "dropout",
+    "dropconnect",
+    "L1",
+)
 ESTIMATORS = ("first_order", "second_order", "diagonal", "estimate", "magnitude")
 F64 = dict(rel=1e-9, abs=1e-12)  # float64 pipeline vs float64 reference
 
@@ -55,9 +66,13 @@ def suite_name(reg) -> str:
     """The regulariser's name in ``reproduce``'s outputs, from a checkpoint's stored config."""
     if reg.kind == "targeted-weight":
         return "targeted-weight ramp" if reg.ramp_steps else "targeted-weight"
-    return {"none": "none", "targeted-unit": "targeted-unit", "dropout": "dropout", "l1": "L1"}[
-        reg.kind
-    ]
+    return {
+        "none": "none",
+        "targeted-unit": "targeted-unit",
+        "dropout": "dropout",
+        "dropconnect": "dropconnect",
+        "l1": "L1",
+    }[reg.kind]
 
 
 class Run:
@@ -174,12 +189,12 @@ def test_closed_form_hessian_diagonal_matches_torch_func(reduction: str) -> None
 
 def test_default_settings_are_the_documented_ones() -> None:
     """The defaults the README and ``figures/README.md`` document (the numbers of the committed
-    figures depend on them): 3 seeds 0, 1, 2; 20 epochs; γ = 0.75, α = 0.5; 75% pruning;
+    figures depend on them): 5 seeds 0, 1, 2, 3, 4; 20 epochs; γ = 0.75, α = 0.5; 75% pruning;
     holdout and test; Figure 1 on the holdout split with the summed loss."""
     from td_analysis.experiments import ReproduceSettings
 
     s = ReproduceSettings()
-    assert s.seeds == (0, 1, 2) and s.epochs == 20 and s.eval_limit is None
+    assert s.seeds == (0, 1, 2, 3, 4) and s.epochs == 20 and s.eval_limit is None
     assert (s.gamma, s.alpha, s.prune_fraction) == (GAMMA, ALPHA, PRUNE)
     assert tuple(s.splits) == SPLITS and s.figure_split == "holdout"
     assert s.figure_reduction == "sum"
@@ -199,6 +214,8 @@ def test_checkpoints_are_the_documented_suite(run: Run) -> None:
             assert (r.gamma, r.alpha) == (GAMMA, ALPHA), name
         if name == "targeted-unit":
             assert r.layers == [0]  # units of the hidden layer only
+        if name in CONTROLS:  # the same expected drop rate as targeted dropout
+            assert r.alpha == GAMMA * ALPHA and r.layers is None and r.gamma == 0.0, name
     assert run.ckpts[("targeted-weight", SEEDS[0])].config.regulariser.ramp_steps is None
 
 
@@ -230,7 +247,7 @@ def test_evaluation_sizes(run: Run) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("split", SPLITS)
-@pytest.mark.parametrize("reg", TABLE_REGS)
+@pytest.mark.parametrize("reg", TABLE_ROWS)
 def test_table1_entries(run: Run, split: str, reg: str) -> None:
     """Estimate |−∇ᵀd + ½dᵀHd|, its terms, the measured ΔE of the mean loss and both accuracies
     for 75% weight pruning of both layers, for every seed in the order of ``settings.seeds``."""
@@ -270,7 +287,8 @@ def test_table1_markdown_rows(run: Run, split: str) -> None:
     """table1.md prints mean ± std (over seeds, ddof=1) of the recomputed Table 1 entries."""
     section = _md_section(run.md, split)
     assert f"({N_EVAL:,} images)" in section.splitlines()[0]
-    for reg, label in (("none", "none"), ("targeted-weight", "targeted dropout")):
+    labels = (("none", "none"), ("targeted-weight", "targeted dropout"), *CONTROL_NAMES.items())
+    for reg, label in labels:
         (line,) = [ln for ln in section.splitlines() if ln.startswith(f"| {label} |")]
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         refs = [run.table_ref(reg, s, split) for s in SEEDS]
@@ -299,6 +317,51 @@ def test_table1_markdown_rows(run: Run, split: str) -> None:
         none = np.mean([abs(r[key]) for r in refs["none"]])
         td = np.mean([abs(r[key]) for r in refs["targeted-weight"]])
         assert float(printed) == pytest.approx(none / td, abs=0.05 * 1.001)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("split", SPLITS)
+def test_table1_paired_differences(run: Run, split: str) -> None:
+    """The differences table of each split: targeted dropout minus none / each control, paired
+    by seed, ``mean [lo, hi]`` of ``scipy.stats.ttest_rel``'s 95% interval over the seeds; |ΔE|
+    from the recomputed references, accuracies from the per-seed JSON entries (which
+    ``test_table1_entries`` checks image by image)."""
+    section = _md_section(run.md, split)
+
+    def values(reg: str) -> dict[str, np.ndarray]:
+        cols = run.json["table1"][split][reg]
+        acc, pruned = np.array(cols["accuracy"]), np.array(cols["pruned_accuracy"])
+        refs = [run.table_ref(reg, s, split) for s in SEEDS]
+        return {
+            "accuracy": acc,
+            "pruned_accuracy": pruned,
+            "lost": acc - pruned,
+            "abs_measured": np.array([abs(r["measured"]) for r in refs]),
+        }
+
+    td = values("targeted-weight")
+    names = {"none": "none", **CONTROL_NAMES}
+    for reg, name in names.items():
+        (line,) = [
+            ln for ln in section.splitlines() if ln.startswith(f"| targeted dropout − {name} |")
+        ]
+        cells = [c.strip() for c in line.strip().strip("|").split("|")][1:]
+        other = values(reg)
+        for cell, key, scale, half_ulp in zip(
+            cells,
+            ("accuracy", "pruned_accuracy", "lost", "abs_measured"),
+            (100, 100, 100, 1),
+            (5e-3, 5e-3, 5e-3, 5e-5),
+            strict=True,
+        ):
+            ci = stats.ttest_rel(td[key], other[key]).confidence_interval(0.95)
+            want = (np.mean(td[key] - other[key]), ci.low, ci.high)
+            got = re.fullmatch(r"([+-][\d.]+) \[([+-][\d.]+), ([+-][\d.]+)\]", cell).groups()
+            for g, w in zip(got, want, strict=True):
+                assert float(g) == pytest.approx(scale * w, abs=half_ulp * 1.001), (
+                    reg,
+                    key,
+                )
 
 
 # ------------------------------------------------------------------------------------------------

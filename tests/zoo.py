@@ -8,10 +8,12 @@ because both share a bug.
 
 * :data:`CASES`: dense ReLU networks (``DenseNet``) of 0–3 hidden layers, biases on/off, both
   reductions, parameter subsets.
-* :data:`ZOO`: general models (MLP, CNN, weight sharing, nested modules, eval-mode BatchNorm and
-  Dropout, frozen and unused parameters, LSTM, embeddings) and the *near misses* of the closed
-  form (ReLU6, tanh, leaky ReLU, no activation, extra layers, a ``layers`` list used out of
-  order, a DenseNet subclass with its own forward), each with the backend it must get.
+* :data:`ZOO`: general models (MLP, CNNs with Conv1d/2d/3d and eval-mode BatchNorm, a ResNet
+  basic block with BatchNorm, a tiny Transformer encoder layer, weight sharing, nested modules,
+  eval-mode BatchNorm and Dropout, frozen and unused parameters, LSTM, embeddings) and the *near
+  misses* of the closed form (ReLU6, tanh, leaky ReLU, no activation, extra layers, a ``layers``
+  list used out of order, a DenseNet subclass with its own forward), each with the backend it
+  must get.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, jacrev
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from td_analysis.models import DenseNet
 
@@ -79,7 +82,15 @@ class Reference:
         )
 
     def hessian(self) -> Tensor:
-        return torch.func.hessian(self.loss)(self.theta)
+        """``torch.func.hessian`` (jacfwd of jacrev); for a model with LayerNorm plain
+        double-backward autograd instead (``torch.autograd.functional.hessian``): in torch 2.13
+        the vmapped reverse-over-reverse of ``layer_norm`` on 3-D inputs is wrong (asymmetric,
+        off by O(1)), while one double-backward per row is right (finite differences agree).
+        Attention runs on the math SDPA kernel (the fused kernels have no double backward)."""
+        with sdpa_kernel(SDPBackend.MATH):
+            if any(isinstance(m, nn.LayerNorm) for m in self.model.modules()):
+                return torch.autograd.functional.hessian(self.loss, self.theta)
+            return torch.func.hessian(self.loss)(self.theta)
 
     def grad(self) -> Tensor:
         return torch.func.grad(self.loss)(self.theta)
@@ -406,6 +417,105 @@ def _relu6_subclass():
     return model, *_near_miss_inputs()
 
 
+class BasicBlock(nn.Module):
+    """The ResNet basic block: relu(bn2(conv2(relu(bn1(conv1(x))))) + x), no conv biases."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(channels)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(channels)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = torch.relu(self.bn1(self.conv1(x)))
+        return torch.relu(self.bn2(self.conv2(h)) + x)
+
+
+class ResNetBlockNet(nn.Module):
+    """A stem conv + BN, one basic block, global average pooling and a Linear head."""
+
+    def __init__(self, channels: int = 3, in_channels: int = 2, classes: int = 3) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(in_channels, channels, 3, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(channels)
+        self.block = BasicBlock(channels)
+        self.head = nn.Linear(channels, classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.block(torch.relu(self.bn(self.stem(x))))
+        return self.head(h.mean((2, 3)))
+
+
+class TinyTransformer(nn.Module):
+    """A Linear embedding, one ``nn.TransformerEncoderLayer`` (no dropout), mean pool, head."""
+
+    def __init__(self, features: int = 3, d_model: int = 4, classes: int = 3) -> None:
+        super().__init__()
+        self.embed = nn.Linear(features, d_model)
+        self.encoder = nn.TransformerEncoderLayer(
+            d_model, nhead=2, dim_feedforward=6, dropout=0.0, batch_first=True
+        )
+        self.head = nn.Linear(d_model, classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.encoder(self.embed(x)).mean(1))
+
+
+def _random_bn(model: nn.Module) -> nn.Module:
+    """Eval mode, with non-trivial running statistics and affine parameters in every BatchNorm."""
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.running_mean.normal_(0.0, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.normal_(1.0, 0.3)
+                m.bias.normal_(0.0, 0.3)
+    return model.eval()
+
+
+def _cnn_bn():
+    """Conv → BN → ReLU → Conv → ReLU → MaxPool → Flatten → Linear (an nn.Sequential)."""
+    model = nn.Sequential(
+        nn.Conv2d(2, 3, 3, padding=1),
+        nn.BatchNorm2d(3),
+        nn.ReLU(),
+        nn.Conv2d(3, 4, 3),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(4 * 2 * 2, 3),
+    )
+    x = torch.randn(7, 2, 6, 6, dtype=F64)
+    return _random_bn(model.to(F64)), x, torch.randint(0, 3, (7,))
+
+
+def _conv1d():
+    model = nn.Sequential(
+        nn.Conv1d(2, 3, 3), nn.Tanh(), nn.Conv1d(3, 4, 2), nn.ReLU(), nn.Flatten(), nn.Linear(12, 3)
+    )
+    x = torch.randn(8, 2, 6, dtype=F64)
+    return model.to(F64), x, torch.randint(0, 3, (8,))
+
+
+def _conv3d():
+    model = nn.Sequential(
+        nn.Conv3d(1, 3, 2), nn.ReLU(), nn.AdaptiveAvgPool3d(1), nn.Flatten(), nn.Linear(3, 3)
+    )
+    x = torch.randn(6, 1, 3, 3, 3, dtype=F64)
+    return model.to(F64), x, torch.randint(0, 3, (6,))
+
+
+def _resnet_block():
+    x = torch.randn(6, 2, 4, 4, dtype=F64)
+    return _random_bn(ResNetBlockNet().to(F64)), x, torch.randint(0, 3, (6,))
+
+
+def _transformer():
+    x = torch.randn(6, 5, 3, dtype=F64)  # 6 sequences of 5 tokens with 3 features
+    return TinyTransformer().to(F64).eval(), x, torch.randint(0, 3, (6,))
+
+
 ZOO = [
     ZooCase("densenet", _densenet, "dense"),
     ZooCase("sequential-flatten-relu", _seq_relu, "dense", reduction="sum"),
@@ -414,6 +524,11 @@ ZOO = [
     ZooCase("frozen", _frozen, "dense"),
     ZooCase("mlp-sigmoid", _mlp, "autograd"),
     ZooCase("cnn", _cnn, "autograd"),
+    ZooCase("cnn-bn", _cnn_bn, "autograd"),
+    ZooCase("conv1d", _conv1d, "autograd", reduction="sum"),
+    ZooCase("conv3d", _conv3d, "autograd"),
+    ZooCase("resnet-block-bn", _resnet_block, "autograd"),
+    ZooCase("transformer-encoder", _transformer, "autograd"),
     ZooCase("nested", _nested, "autograd", reduction="sum"),
     ZooCase("weight-sharing", _shared, "autograd"),
     ZooCase("batchnorm-eval", _batchnorm_eval, "autograd"),
@@ -430,3 +545,23 @@ ZOO = [
     ZooCase("near-relu6-subclass", _relu6_subclass, "autograd", tags=frozenset({"near-miss"})),
 ]
 ZOO_IDS = [c.name for c in ZOO]
+
+
+# --------------------------------------------------------------------------- factories
+def cifar_cnn() -> nn.Module:
+    """A small CIFAR-10 CNN (3 × 32 × 32 → 10 logits) for ``--model zoo:cifar_cnn``: conv → BN
+    → ReLU → conv → ReLU → global average pool → Linear, float32, seeded, eval-mode BN with
+    non-trivial statistics."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(7)
+        model = nn.Sequential(
+            nn.Conv2d(3, 4, 3, stride=2),
+            nn.BatchNorm2d(4),
+            nn.ReLU(),
+            nn.Conv2d(4, 6, 3, stride=2),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Linear(6, 10),
+        )
+        return _random_bn(model)

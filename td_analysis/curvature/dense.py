@@ -30,7 +30,8 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
+
+from td_analysis.progress import progress_bar as tqdm  # a bar on a terminal only
 
 from ..models import ParamSpec, relu_backward_
 from .structure import DenseStructure

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, grad, grad_and_value, jvp, vmap
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from ..models import ParamSpec
 
@@ -103,11 +104,14 @@ class FunctionalModel:
         def one(v: Tensor) -> Tensor:
             return jvp(grad_chunk, (theta,), (v,))[1]
 
+        # attention: the fused SDPA kernels (flash, memory-efficient) have no forward-mode AD;
+        # the math kernel is the same function, differentiable twice in every mode
         try:
-            if V.shape[1] == 1:
-                out[:, 0] += one(V[:, 0])
-            else:
-                out += vmap(one, in_dims=1, out_dims=1)(V)
+            with sdpa_kernel(SDPBackend.MATH):
+                if V.shape[1] == 1:
+                    out[:, 0] += one(V[:, 0])
+                else:
+                    out += vmap(one, in_dims=1, out_dims=1)(V)
         except RuntimeError as exc:
             raise _randomness_hint(exc) from exc
 

@@ -22,7 +22,8 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm.auto import tqdm
+
+from td_analysis.progress import progress_bar as tqdm  # a bar on a terminal only
 
 from ..models import ParamSpec, param_specs
 from . import distributed as dist_utils

@@ -25,7 +25,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
+
+from td_analysis.progress import progress_bar as tqdm  # a bar on a terminal only
 
 __all__ = [
     "SymmetricOperator",

@@ -1,0 +1,37 @@
+"""Names and defaults the command line offers before torch is imported.
+
+``td-analysis --help`` and every argument error answer in well under a second because the
+parser is built from this module, :mod:`td_analysis.cliargs` and :mod:`td_analysis.tasks`
+(plain data) only; torch, scipy and matplotlib are imported by the command that runs. The
+modules that implement these names import them from here (one definition each);
+``tests/test_cli_startup.py`` checks the ones whose home module keeps its own copy.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = [
+    "REGULARISERS",
+    "DATASET_NAMES",
+    "WHICH",
+    "TRACE_METHODS",
+    "EXPERIMENTS",
+    "QUICK_DIR",
+    "QUICK_OUT",
+    "QUICK_RUNS",
+]
+
+#: :data:`td_analysis.dropout.REGULARISERS`
+REGULARISERS = ("none", "targeted-weight", "targeted-unit", "dropout", "dropconnect", "l1")
+#: the keys of :data:`td_analysis.data.DATASETS`
+DATASET_NAMES = ("cifar10", "fashion-mnist")
+#: :data:`td_analysis.curvature.spectrum.WHICH` and ``TRACE_METHODS``
+WHICH = ("largest", "smallest", "magnitude")
+TRACE_METHODS = ("hutch++", "hutchinson", "exact")
+#: ``reproduce --experiment``
+EXPERIMENTS = ("toy", "fashion-mlp", "all")
+#: everything ``reproduce --quick`` writes (figures, checkpoints) stays under this folder
+QUICK_DIR = Path("runs") / "quick"
+QUICK_OUT = QUICK_DIR / "figures"
+QUICK_RUNS = QUICK_DIR / "checkpoints"

@@ -1,0 +1,207 @@
+"""The toy network's training-length study (issue #19): does the pruning result still move?
+
+For each regulariser × seed × training length (20, 60 and 200 epochs by default) the toy network
+of ``td-analysis reproduce`` is trained (or its checkpoint reused: the 20-epoch networks are the
+ones ``reproduce`` trains) and pruned on the holdout split by weight (both layers, per output
+unit) and by unit (hidden layer) at k = 0, 50, 90, 95 %.  One record per network and pruning::
+
+    {regulariser, bias, seed, epochs, batch_size, kind, k, accuracy, loss}
+
+goes to ``figures/training_length.json`` (next to ``table1.json``: the toy experiment's output
+folder is ``figures/`` itself, as fashion-mlp's is ``figures/fashion_mlp/``), and
+``training_length.png`` plots accuracy against epochs, mean ± std over seeds.  Run it with
+``python -m td_analysis.training_length`` (``--help``); it is resumable (finished networks are
+reused from ``--runs``) and writes its outputs only when every network is done.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
+from td_analysis.experiments import ReproduceSettings, regulariser_suite, train_or_load
+from td_analysis.io import atomic_write_json
+from td_analysis.progress import progress_bar
+from td_analysis.pruning import pruning_curve
+from td_analysis.training import load_data
+
+__all__ = ["STUDY_EPOCHS", "STUDY_REGULARISERS", "STUDY_KS", "training_length_records", "main"]
+
+STUDY_EPOCHS = (20, 60, 200)
+STUDY_REGULARISERS = ("none", "targeted-weight", "targeted-unit", "dropout", "dropconnect")
+STUDY_KS = (0.0, 50.0, 90.0, 95.0)
+
+
+def training_length_records(
+    *,
+    epochs: Sequence[int] = STUDY_EPOCHS,
+    seeds: Sequence[int] = (0, 1, 2),
+    regularisers: Sequence[str] = STUDY_REGULARISERS,
+    ks: Sequence[float] = STUDY_KS,
+    runs_dir: str | Path = "runs",
+    data_root: str | Path | None = None,
+    split: str = "holdout",
+    progress: bool = True,
+) -> list[dict]:
+    """Train (or reuse) every network and prune it: the study's records (module docstring).
+
+    The regulariser configs are those of ``reproduce``'s suite (γ = 0.75, α = 0.5; controls at
+    γ·α); only ``epochs`` changes.
+    """
+    settings = ReproduceSettings()
+    suite = regulariser_suite(settings)
+    unknown = [r for r in regularisers if r not in suite]
+    if unknown:
+        raise ValueError(f"unknown regulariser(s) {unknown}; choose from {sorted(suite)}")
+    if not epochs or min(epochs) < 1:
+        raise ValueError(f"epochs must be positive, got {list(epochs)}")
+    base = settings.base
+    data = {s: load_data(base, s, root=data_root) for s in {base.train_split, split}}
+    x, y = data[split]
+    records = []
+    jobs = [(e, r, s) for e in sorted(epochs) for r in regularisers for s in seeds]
+    for n_epochs, reg, seed in progress_bar(jobs, desc="networks", disable=not progress):
+        cfg = replace(base, epochs=n_epochs, regulariser=suite[reg], seed=seed)
+        model = train_or_load(cfg, runs_dir, data=data, data_root=data_root, progress=progress)
+        for kind, layers in (("weight", None), ("unit", [0])):
+            rows = pruning_curve(model, x, y, [k / 100 for k in ks], kind, layers)
+            for k, row in zip(ks, rows, strict=True):
+                records.append(
+                    {
+                        "regulariser": reg,
+                        "bias": cfg.bias,
+                        "seed": seed,
+                        "epochs": n_epochs,
+                        "batch_size": cfg.batch_size,
+                        "kind": kind,
+                        "k": float(k),
+                        "accuracy": row["accuracy"],
+                        "loss": row["loss"],
+                    }
+                )
+    return records
+
+
+def plot_training_length(records: Sequence[dict], *, title: str | None = None):
+    """Accuracy (%) against epochs (log scale): a panel per kind × k, a line per regulariser,
+    mean ± std over seeds (seaborn)."""
+    import matplotlib.pyplot as plt
+    import pandas as pd
+    import seaborn as sns
+
+    df = pd.DataFrame(list(records)).assign(accuracy_pct=lambda d: 100 * d["accuracy"])
+    # k = 0 is the same unpruned network for every kind: one panel for it
+    panels = [("unpruned", 0.0)] if (df["k"] == 0).any() else []
+    panels += [p for p in dict.fromkeys(zip(df["kind"], df["k"], strict=True)) if p[1] != 0]
+    ncols = min(4, len(panels))
+    nrows = -(-len(panels) // ncols)
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(3.4 * ncols, 3.0 * nrows), squeeze=False, layout="constrained"
+    )
+    for ax, (kind, k) in zip(axes.flat, panels, strict=False):
+        first_kind = df["kind"].iloc[0]
+        sub = (
+            df[(df["k"] == 0) & (df["kind"] == first_kind)]
+            if k == 0
+            else df[(df["kind"] == kind) & (df["k"] == k)]
+        )
+        sns.lineplot(
+            data=sub,
+            x="epochs",
+            y="accuracy_pct",
+            hue="regulariser",
+            errorbar="sd",
+            marker="o",
+            markersize=4,
+            palette="colorblind",
+            ax=ax,
+            legend=ax is axes.flat[0],
+        )
+        ax.set_xscale("log")
+        epochs = sorted(df["epochs"].unique())
+        ax.set_xticks(epochs, [str(e) for e in epochs])
+        ax.minorticks_off()
+        ax.set_title("unpruned" if k == 0 else f"{kind} pruning, k = {k:g}%", fontsize=9)
+        ax.set_ylabel("holdout accuracy (%)")
+    if axes.flat[0].get_legend():
+        axes.flat[0].legend(fontsize=6)
+    for ax in list(axes.flat)[len(panels) :]:
+        ax.set_visible(False)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m td_analysis.training_length``: run the study, write JSON and figure."""
+    from td_analysis import cliargs, plotting
+
+    p = argparse.ArgumentParser(
+        prog="python -m td_analysis.training_length",
+        description="The toy network's training-length study: accuracy after pruning at 20, 60 "
+        "and 200 epochs; writes OUT/training_length.json and OUT/training_length.png.",
+    )
+    p.add_argument("--epochs", type=cliargs.seeds, default=list(STUDY_EPOCHS))
+    p.add_argument("--seeds", type=cliargs.seeds, default=[0, 1, 2])
+    p.add_argument(
+        "--regularisers",
+        type=lambda t: [v.strip() for v in t.split(",") if v.strip()],
+        default=list(STUDY_REGULARISERS),
+        help="comma-separated names of reproduce's suite (default: %(default)s)",
+    )
+    p.add_argument(
+        "--ks",
+        type=cliargs.percents,
+        default=list(STUDY_KS),
+        help="pruning percentages (default: %(default)s)",
+    )
+    p.add_argument("--out", type=Path, default=Path("figures"))
+    p.add_argument("--runs", type=Path, default=Path("runs"))
+    p.add_argument("--data-dir", type=Path, default=None)
+    p.add_argument("--quiet", action="store_true")
+    args = p.parse_args(argv)
+    t0 = time.perf_counter()
+    try:
+        records = training_length_records(
+            epochs=args.epochs,
+            seeds=args.seeds,
+            regularisers=args.regularisers,
+            ks=args.ks,
+            runs_dir=args.runs,
+            data_root=args.data_dir,
+            progress=not args.quiet,
+        )
+    except KeyboardInterrupt:
+        print("interrupted: finished networks are kept in --runs; nothing else was written")
+        return 130
+    except (ValueError, OSError) as exc:
+        print(f"python -m td_analysis.training_length: error: {exc}")
+        return 2
+    seconds = time.perf_counter() - t0
+    args.out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(
+        args.out / "training_length.json",
+        {
+            "command": "python -m td_analysis.training_length",
+            "seconds": seconds,
+            "epochs": list(args.epochs),
+            "seeds": list(args.seeds),
+            "regularisers": list(args.regularisers),
+            "records": records,
+        },
+    )
+    fig = plot_training_length(
+        records,
+        title="toy network: holdout accuracy after pruning against training length "
+        f"(mean ± std over {len(args.seeds)} seed(s))",
+    )
+    plotting.save_figure(fig, args.out / "training_length.png", formats=("png",))
+    print(f"wrote {args.out / 'training_length.json'} and .png in {seconds:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

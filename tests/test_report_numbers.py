@@ -1,0 +1,480 @@
+"""Every number in the committed reports comes from the JSON next to it.
+
+``figures/table1.md``, ``figures/fashion_mlp/pruning.md``, ``figures/README.md``,
+``figures/fashion_mlp/README.md`` and the Results section of ``README.md`` are parsed for numbers;
+each must equal, to its printed precision, a value computed *here* from the committed JSON
+(``table1.json``, ``fashion_mlp/pruning.json``, ``summary.json``, ``taylor.json``,
+``coadaptation.json``): a leaf of the JSON, a mean or sample std over seeds, a paired difference or
+its ``scipy.stats.ttest_rel`` 95% interval, a ratio, a duration.  The few numbers that describe
+the method rather than a result (a network width, an issue number, a colour limit) are listed per
+file with the reason.  Then the sentences: every "X ± H points more/less" claim has an interval
+that excludes zero, every "no difference" one an interval that holds zero.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from itertools import combinations
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import stats
+
+ROOT = Path(__file__).resolve().parents[1]
+FIG = ROOT / "figures"
+FASHION = FIG / "fashion_mlp"
+NUMBER = re.compile(
+    r"(?<![\w.\-−])[-+−]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:e[-+]?\d+)?(?![\w])"
+)
+DURATION = re.compile(r"(\d+) min (\d+) s")
+
+# small integers are counts and labels everywhere (Figure 1, 3 seeds, top-5, 2 cores, ½ …)
+SMALL = set(range(13))
+# numbers that describe the method, not a result, per file (with where they come from)
+METHOD = {
+    "table1.md": {
+        1000: "test_batch rebuilt from image 1000 on",
+        9999: "… to 9999",
+        95: "95% intervals (the level, statistics.LEVEL)",
+    },
+    "README.md": {
+        784: "the seed's MLP widths (also in summary.json's network text)",
+        0.001: "Adam lr 1e-3 (task fashion-mlp)",
+        128: "batch 128 (task fashion-mlp)",
+        255: "inputs / 255",
+        30: "the 30-minute budget of issue #11",
+        100: "the seed's 100 epochs",
+        32: "of batch 32",
+        0.5: "γ = α = 0.5 of the fashion task",
+        19: "issue #19",
+        11: "issue #11",
+        95: "95% intervals",
+    },
+    "figures/README.md": {
+        3000: "the published colour bar ±3000",
+        30820: "3072·10 + 10·10 weights of the toy network",
+        2000: "spectra on the first 2,000 holdout images (spectra settings)",
+        25: "the top-left 25 × 25 block (25% kept)",
+        32: "explorer screenshot: 32 × 32 blocks",
+        31: "… columns 8–31",
+        1e-6: "Lanczos tolerance",
+        2.39: "the MLP's 2.39 M weights",
+        100: "100 hidden→output weights",
+        40: "40 random deletions (settings.random_masks)",
+        95: "pruning fractions 5–95%",
+        0.75: "γ = 0.75",
+        0.5: "α = 0.5",
+        1e-4: "L1 λ = 1e-4",
+        0.01: "SGD lr 0.01",
+        0.9: "momentum 0.9",
+        128: "batch 128 / 128 bins",
+        40000: "the 40,000-image train split",
+        10000: "10,000-image splits",
+        55: "the published image's diagonal reaches index 55 (REFERENCE.md)",
+        0.375: "γ·α",
+        19: "issue #19",
+    },
+    "figures/fashion_mlp/README.md": {100: "k = 100·γ"},
+    "pruning.md": {95: "95% intervals", 1000: "MLP widths", 500: "MLP widths", 200: "MLP widths"},
+}
+
+
+def load(path: Path):
+    return json.loads(path.read_text())
+
+
+def leaves(obj) -> list[float]:
+    """Every number of a JSON document, also those inside its strings."""
+    out: list[float] = []
+    if isinstance(obj, bool):
+        return out
+    if isinstance(obj, int | float):
+        return [float(obj)] if math.isfinite(obj) else []
+    if isinstance(obj, str):
+        return [parse(m.group(0)) for m in NUMBER.finditer(obj)]
+    if isinstance(obj, dict):
+        obj = list(obj.values())
+    if isinstance(obj, list):
+        for v in obj:
+            out += leaves(v)
+        if obj and all(isinstance(v, int | float) and not isinstance(v, bool) for v in obj):
+            a = np.asarray(obj, float)
+            out += [float(a.mean())] + ([float(a.std(ddof=1))] if a.size > 1 else [])
+    return out
+
+
+def parse(token: str) -> float:
+    return float(token.replace(",", "").replace("−", "-"))
+
+
+def decimals(token: str) -> int:
+    mant = token.split("e")[0]
+    return len(mant.split(".")[1]) if "." in mant else 0
+
+
+def ttest(a, b) -> list[float]:
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    d = a - b
+    if np.all(d == d[0]):
+        return [float(d.mean())]
+    ci = stats.ttest_rel(a, b).confidence_interval(0.95)
+    return [float(d.mean()), float(ci.low), float(ci.high), float((ci.high - ci.low) / 2)]
+
+
+def toy_candidates(t: dict) -> list[float]:
+    c = leaves(t)
+    s = t["settings"]
+    c += [s["gamma"] * s["alpha"], t["seconds"], len(s["seeds"])]
+    nets = {(r["regulariser"], r["seed"]) for r in t.get("pruning_curves", [])}
+    c += [len(nets), len({r for r, _ in nets})]
+    for p in t["paper_table1"].values():
+        c.append(p["unpruned_accuracy"] - p["pruned_accuracy"])
+    p = t["paper_table1"]
+    c.append(p["none"]["abs_delta_e"] / p["targeted-weight"]["abs_delta_e"])
+    for rows in t["table1"].values():
+        lost = {r: np.subtract(v["accuracy"], v["pruned_accuracy"]) for r, v in rows.items()}
+        for v in lost.values():
+            c += [float(v.mean()), float(v.std(ddof=1))]
+        for key in ("abs_estimate", "abs_measured"):
+            c.append(np.mean(rows["none"][key]) / np.mean(rows["targeted-weight"][key]))
+        for b in rows:
+            if b == "targeted-weight":
+                continue
+            td, other = rows["targeted-weight"], rows[b]
+            for key in ("accuracy", "pruned_accuracy", "abs_measured"):
+                c += ttest(td[key], other[key])
+            c += ttest(lost["targeted-weight"], lost[b])
+        rel = [
+            abs(e - m) / abs(m)
+            for v in rows.values()
+            for e, m in zip(v["abs_estimate"], v["abs_measured"], strict=True)
+        ]
+        c.append(max(rel))
+    for blocks in t["figure1_set_pruning_mean_loss"].values():
+        halves = [0.5 * b["pruned_pruned"] for b in blocks]
+        c += [float(np.mean(halves)), float(np.std(halves, ddof=1))]
+        n_out = s["base"]["num_classes"]
+        c += [
+            blocks[0]["n_pruned"] // n_out,
+            (blocks[0]["n_pruned"] + blocks[0]["n_kept"]) // n_out,
+        ]
+        c.append(blocks[0]["n_pruned"] + blocks[0]["n_kept"])
+    return c
+
+
+def fashion_candidates(records: list[dict], summary: dict) -> list[float]:
+    c = leaves(summary) + [summary["seconds"] / 60]
+    groups: dict[tuple, dict[int, float]] = {}
+    for r in records:
+        key = (r["regulariser"], bool(r["bias"]), r["kind"], float(r["k"]))
+        groups.setdefault(key, {})[int(r["seed"])] = r["accuracy"]
+    for key, by_seed in groups.items():
+        a = np.asarray(list(by_seed.values()), float)
+        c += [float(a.mean())] + ([float(a.std(ddof=1))] if a.size > 1 else [])
+        if key[0] != "none":
+            base = groups[("none", *key[1:])]
+            seeds = sorted(set(by_seed) & set(base))
+            if len(seeds) > 1:
+                c += ttest([by_seed[s] for s in seeds], [base[s] for s in seeds])
+    n = len({r["seed"] for r in records})
+    if n > 1:
+        c += [float(stats.t.ppf(0.975, n - 1)), n - 1]
+    c += sorted({float(r["k"]) for r in records})
+    rho = [r["estimate"] for r in summary["rank_correlations"] if r["kind"] == "all"]
+    c += [min(rho), max(rho)]
+    return c
+
+
+def explained(token: str, pool: np.ndarray, method: dict, percent: bool = False) -> bool:
+    """``token`` equals a pool value (or 100× one) to its printed precision; an integer that is
+    not a rounded percentage must match exactly (a count, a size, a setting)."""
+    x = abs(parse(token))
+    if x in SMALL and "." not in token:
+        return True
+    if any(math.isclose(x, m, rel_tol=1e-12) for m in method):
+        return True
+    tol = 0.5 * 10.0 ** -decimals(token) * 1.001 + 1e-12
+    if "e" in token:
+        tol = abs(x) * 1e-9
+    elif "." not in token and not percent:
+        tol = 1e-9 * max(1.0, x)
+    return bool(
+        np.any(np.abs(np.abs(pool) - x) <= tol) or np.any(np.abs(100 * np.abs(pool) - x) <= tol)
+    )
+
+
+def unexplained(text: str, pool: list[float], method: dict, seconds: list[float]) -> list[str]:
+    arr = np.asarray(pool, float)
+    bad = []
+    for m in DURATION.finditer(text):
+        got = int(m.group(1)) * 60 + int(m.group(2))
+        if not any(abs(got - round(s)) < 0.5 for s in seconds):
+            bad.append(m.group(0))
+    text = DURATION.sub(" ", text)
+    text = re.sub(r"<!--.*?-->", " ", text)  # markers
+    text = re.sub(r"\(https?://[^)]*\)|\[[^\]]*#\d+\]", " ", text)  # links
+    for m in NUMBER.finditer(text):
+        if not explained(m.group(0), arr, method, text[m.end() : m.end() + 1] == "%"):
+            bad.append(f"{m.group(0)!r} in …{text[max(0, m.start() - 50) : m.end() + 20]}…")
+    return bad
+
+
+@pytest.fixture(scope="module")
+def sources():
+    t = load(FIG / "table1.json")
+    records = load(FASHION / "pruning.json")
+    summary = load(FASHION / "summary.json")
+    coad = load(FASHION / "coadaptation.json")
+    toy = toy_candidates(t)
+    if (FIG / "training_length.json").is_file():  # the training-length study's settings
+        toy += leaves(load(FIG / "training_length.json"))
+    fashion = fashion_candidates(records, summary) + leaves(
+        [m.get("num_weights") for m in coad if isinstance(m, dict)]
+    )
+    return {
+        "table1": t,
+        "records": records,
+        "summary": summary,
+        "toy": toy,
+        "fashion": fashion,
+        "seconds": [t["seconds"], summary["seconds"]],
+    }
+
+
+def results_section(readme: str) -> str:
+    start = readme.index("\n## Results")
+    nxt = readme.find("\n## ", start + 5)
+    return readme[start : nxt if nxt > 0 else None]
+
+
+@pytest.mark.parametrize(
+    ("name", "path", "pools"),
+    [
+        ("table1.md", FIG / "table1.md", ("toy",)),
+        ("pruning.md", FASHION / "pruning.md", ("fashion",)),
+        ("README.md", ROOT / "README.md", ("toy", "fashion")),
+        ("figures/README.md", FIG / "README.md", ("toy", "fashion")),
+        ("figures/fashion_mlp/README.md", FASHION / "README.md", ("fashion",)),
+    ],
+)
+def test_every_number_comes_from_the_json(sources, name, path, pools) -> None:
+    text = path.read_text()
+    if name == "README.md":
+        text = results_section(text)
+    pool = [v for p in pools for v in sources[p]]
+    bad = unexplained(text, pool, METHOD.get(name, {}), sources["seconds"])
+    assert not bad, f"{name}: numbers not found in the JSON:\n" + "\n".join(bad)
+
+
+CLAIM = re.compile(r"95% t interval ([-+][\d.]+) to ([-+][\d.]+)")
+
+
+@pytest.mark.parametrize(
+    "path", [FIG / "table1.md", FASHION / "pruning.md", ROOT / "README.md"], ids=lambda p: p.name
+)
+def test_sentences_state_a_difference_only_when_the_interval_excludes_zero(path) -> None:
+    bullets = [
+        ln for ln in path.read_text().splitlines() if "t interval" in ln and ln.startswith("- ")
+    ]
+    assert bullets, f"{path} has no sentences on paired differences"
+    for ln in bullets:
+        lo, hi = (float(v) for v in CLAIM.search(ln).groups())
+        says_none = "no difference within the seeds' spread" in ln
+        assert says_none == (lo <= 0 <= hi), ln
+        if not says_none:
+            assert re.search(r"\b(more|less|larger|smaller)\b", ln), ln
+
+
+def test_readme_blocks_are_what_the_reports_write_from_the_json(sources) -> None:
+    """The generated blocks are current: rewriting them from the committed JSON changes nothing
+    (a hand edit inside a block, or JSON committed without its README, shows here)."""
+    from td_analysis import reports
+
+    readme = (ROOT / "README.md").read_text()
+    again = reports.replace_generated(readme, "toy", reports.readme_toy_results(sources["table1"]))
+    again = reports.replace_generated(
+        again, "fashion-mlp", reports.readme_fashion_results(sources["records"], sources["summary"])
+    )
+    assert again == readme
+
+
+def test_the_false_sentences_of_issue_19_are_gone() -> None:
+    readme = (ROOT / "README.md").read_text()
+    assert "changes no network's accuracy by more than 0.1" not in readme
+    assert "75% lowest of the 100" not in (FIG / "table1.md").read_text()
+    durations = {
+        m.group(0)
+        for p in (ROOT / "README.md", FIG / "README.md")
+        for m in DURATION.finditer(
+            results_section(p.read_text())
+            if p.name == "README.md" and p.parent == ROOT
+            else p.read_text()
+        )
+    }
+    t = load(FIG / "table1.json")
+    m, s = divmod(round(t["seconds"]), 60)
+    toy = f"{m} min {s} s"
+    assert toy in durations
+
+
+def test_pairs_are_by_seed(sources) -> None:
+    """table1.json lists every column in the order of settings.seeds, one value per seed, so
+    the i-th entries of two regularisers are the same seed (what the pairing relies on)."""
+    t = sources["table1"]
+    n = len(t["settings"]["seeds"])
+    for rows in t["table1"].values():
+        for a, b in combinations(rows, 2):
+            assert len(rows[a]["accuracy"]) == len(rows[b]["accuracy"]) == n
+
+
+# ------------------------------------------------------------------------------------------------
+# Cell by cell: the committed tables against the JSON, by position
+# ------------------------------------------------------------------------------------------------
+PM = re.compile(r"(-?[\d.]+) ± ([\d.]+)%?")
+DIFF = re.compile(r"([+-][\d.]+) \[([+-][\d.]+), ([+-][\d.]+)\]")
+
+
+def table_rows(block: str) -> list[list[str]]:
+    """The body rows of the first markdown table in ``block`` (cells stripped)."""
+    rows, seen = [], False
+    for ln in block.splitlines():
+        if ln.startswith("|"):
+            seen = True
+            if not ln.startswith("|---"):
+                rows.append([c.strip() for c in ln.strip().strip("|").split("|")])
+        elif seen:
+            break
+    return rows[1:]
+
+
+def close(printed: str, value: float, scale: float = 1.0) -> bool:
+    return abs(float(printed) - scale * value) <= 0.5 * 10.0 ** -decimals(printed) * 1.001 + 1e-12
+
+
+def check_diff_cell(cell: str, a, b, scale: float) -> None:
+    mean, lo, hi = ttest(a, b)[:3] if len(ttest(a, b)) > 1 else ttest(a, b) * 3
+    got = DIFF.fullmatch(cell).groups()
+    assert all(close(g, w, scale) for g, w in zip(got, (mean, lo, hi), strict=True)), cell
+
+
+def test_committed_table1_cells(sources) -> None:
+    t = sources["table1"]
+    md = (FIG / "table1.md").read_text()
+    label = {"none": "none", "targeted-weight": "targeted dropout"}
+    for split, rows in t["table1"].items():
+        section = md[md.index(f"## {split} split") :]
+        body = table_rows(section)
+        assert [r[0].split(" α")[0].lower() for r in body] == [label.get(reg, reg) for reg in rows]
+        for cells, (reg, cols) in zip(body, rows.items(), strict=True):
+            for cell, key, scale in zip(
+                cells[1:5],
+                ("abs_estimate", "abs_measured", "accuracy", "pruned_accuracy"),
+                (1, 1, 100, 100),
+                strict=True,
+            ):
+                m, s = PM.fullmatch(cell).groups()
+                a = np.asarray(cols[key], float)
+                assert close(m, a.mean(), scale) and close(s, a.std(ddof=1), scale), (reg, key)
+        diffs = table_rows(section[section.index("Paired differences") :])
+        others = [reg for reg in rows if reg != "targeted-weight"]
+        assert len(diffs) == len(others)
+        td = rows["targeted-weight"]
+        for cells, reg in zip(diffs, others, strict=True):
+            o = rows[reg]
+            check_diff_cell(cells[1], td["accuracy"], o["accuracy"], 100)
+            check_diff_cell(cells[2], td["pruned_accuracy"], o["pruned_accuracy"], 100)
+            check_diff_cell(
+                cells[3],
+                np.subtract(td["accuracy"], td["pruned_accuracy"]),
+                np.subtract(o["accuracy"], o["pruned_accuracy"]),
+                100,
+            )
+            check_diff_cell(cells[4], td["abs_measured"], o["abs_measured"], 1)
+
+
+def test_committed_pruning_cells(sources) -> None:
+    recs = sources["records"]
+    md = (FASHION / "pruning.md").read_text()
+
+    def acc(reg, kind, bias, k):
+        return [
+            r["accuracy"]
+            for r in sorted(recs, key=lambda r: r["seed"])
+            if (r["regulariser"], r["kind"], bool(r["bias"]), float(r["k"])) == (reg, kind, bias, k)
+        ]
+
+    head = [ln for ln in md.splitlines() if ln.startswith("| k (%)")]
+    first = [c.strip() for c in head[0].strip("|").split("|")][1:]
+    for cells in table_rows(md):
+        k = float(cells[0])
+        for col, cell in zip(first, cells[1:], strict=True):
+            kind, reg, bias = (p.strip() for p in col.split("·"))
+            a = np.asarray(acc(reg, kind, bias == "bias", k))
+            m, s = PM.fullmatch(cell).groups()
+            assert close(m, a.mean(), 100) and close(s, a.std(ddof=1), 100), (col, k)
+    names = {"targeted weight dropout": "targeted-weight", "targeted unit dropout": "targeted-unit"}
+    second = [c.strip() for c in head[1].strip("|").split("|")][1:]
+    section = md[md.index("## Paired differences") :]
+    for cells in table_rows(section):
+        k = float(cells[0])
+        for col, cell in zip(second, cells[1:], strict=True):
+            kind, comp, bias = (p.strip() for p in col.split("·"))
+            a, b = comp.split(" − ")
+            check_diff_cell(
+                cell,
+                acc(names[a], kind, bias == "bias", k),
+                acc(b, kind, bias == "bias", k),
+                100,
+            )
+
+
+def test_committed_sentences_by_value(sources) -> None:
+    """Each sentence of table1.md and pruning.md: its numbers are the scipy interval of the
+    comparison it names, recomputed from the JSON (wording checked in test_report_claims)."""
+    from test_report_claims import METRIC_VALUES, METRIC_WORDS, check_sentence
+
+    t = sources["table1"]
+    md = (FIG / "table1.md").read_text()
+    names = {"none": "none", "dropout": "dropout α = ", "dropconnect": "DropConnect α = "}
+    for split, rows in t["table1"].items():
+        section = md[md.index(f"## {split} split") :]
+        section = section[: section.index("\n## ", 3)] if "\n## " in section[3:] else section
+        bullets = [ln[2:] for ln in section.splitlines() if ln.startswith("- ")]
+        assert len(bullets) == 4 * (len(rows) - 1)
+        for b in rows:
+            if b == "targeted-weight":
+                continue
+            for key, get in METRIC_VALUES.items():
+                (s,) = [
+                    x
+                    for x in bullets
+                    if any(w in x for w in METRIC_WORDS[key])
+                    and re.search(rf"(than|vs|that of) {re.escape(names[b])}", x)
+                    and (
+                        b != "none" or not re.search(r"(than|vs|that of) (dropout|DropConnect)", x)
+                    )
+                ]
+                ref = ttest(get(rows["targeted-weight"]), get(rows[b]))
+                scale, digits = (1, 4) if key == "abs_measured" else (100, 2)
+                check_sentence(s, tuple(ref[:3]), scale, digits)
+    recs = sources["records"]
+    text = (FASHION / "pruning.md").read_text()
+    bullets = [ln[2:] for ln in text.splitlines() if ln.startswith("- At k = ")]
+    assert bullets
+    for s in bullets:
+        k, kind, bias = re.match(r"At k = ([\d.]+) \((\w+) pruning, (bias|no bias)\)", s).groups()
+        a = "targeted-weight" if "targeted weight dropout" in s else "targeted-unit"
+
+        def acc(reg, kind=kind, bias=bias, k=k):
+            return [
+                r["accuracy"]
+                for r in sorted(recs, key=lambda r: r["seed"])
+                if (r["regulariser"], r["kind"], bool(r["bias"]), float(r["k"]))
+                == (reg, kind, bias == "bias", float(k))
+            ]
+
+        ref = ttest(acc(a), acc("none"))
+        check_sentence(s, tuple(ref[:3]) if len(ref) > 1 else (ref[0],) * 3, 100, 2)
