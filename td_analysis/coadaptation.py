@@ -187,7 +187,9 @@ def pruned_set(
 
     ``kind`` is ``"lowest"`` (the lowest-|θ| fraction of the selection), or a kind of
     :func:`td_analysis.pruning.pruning_masks` over the selected weight matrices (``"weight"``:
-    per output unit; ``"unit"``; ``"global"``).
+    per output unit; ``"unit"``; ``"global"``).  A selection holding conv kernels uses
+    :func:`td_analysis.pruning.module_pruning_masks` at k = 100·fraction (``"weight"`` per
+    filter, ``"unit"``), restricted to the selection (:func:`selection_mask`).
     """
     if kind == "lowest":
         return lowest_magnitude_set(order, fraction)

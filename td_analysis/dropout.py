@@ -141,7 +141,7 @@ def targeted_unit_mask(weight: Tensor, gamma: float) -> Tensor:
     """Targeted output units (True, shape ``out``): ``‖W_o,:‖₂ < sort(‖W_·,:‖₂)[⌊γ·out⌋]``."""
     _check_weight(weight)
     gamma = validate_gamma(gamma)
-    norms = weight.detach().norm(dim=1)
+    norms = torch.linalg.vector_norm(weight.detach(), 2, dim=1)  # = .norm(dim=1), less overhead
     k = int(gamma * weight.shape[0])
     if k == 0:
         return torch.zeros_like(norms, dtype=torch.bool)

@@ -4,7 +4,11 @@ plots, pruning curves), built from the package's modules.
 Defaults (documented in the README and ``figures/README.md``):
 
 * toy network 3072 → 10 → 10, trained as :class:`td_analysis.training.TrainConfig` says, for
-  seeds 0, 1, 2, unregularised and with targeted weight dropout γ = 0.75, α = 0.5;
+  seeds 0–4, unregularised and with targeted weight dropout γ = 0.75, α = 0.5, and (with the
+  pruning curves) the controls dropout and DropConnect at the same expected drop rate γ·α;
+* every comparison is a paired difference over seeds with a 95% t interval
+  (:mod:`td_analysis.statistics`); the report text comes from ``table1.json`` alone
+  (:func:`write_toy_reports`, ``reproduce --report-only``);
 * Table 1: weight pruning of 75% of every output unit's incoming weights in *both* layers; the
   Taylor estimate ``|−∇ᵀd + ½dᵀHd|`` and the measured ``|E(θ−d) − E(θ)|`` use the mean
   cross-entropy on the split, in float64;

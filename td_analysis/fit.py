@@ -59,7 +59,9 @@ class FitConfig:
     ``"step"`` (``lr × lr_decay`` at each optimiser step in ``milestones``, as the official
     ResNet's 40k/60k/80k) or ``"cosine"`` (``lr·(1 + cos(π t/T))/2`` over all T steps).
     ``regulariser``: applied by :func:`fit` to the model (``apply_regulariser``, its draws seeded
-    by ``seed + 3``); leave it ``"none"`` for a model already wrapped by the caller.  Its
+    by ``seed + 3``; ``layers`` index the Linear/Conv modules, ``None`` = all of them, logits
+    included, as for the closed-form path); leave it ``"none"`` for a model already wrapped by
+    the caller.  Its
     ``l1`` coefficient adds ``λ Σ|W|`` (every Linear/Conv) to the loss.  ``channels_last``:
     ``None`` = on for a model with Conv2d layers and image batches (N, C, H, W);
     ``amp``: ``None`` = on for CUDA (bfloat16 autocast, else float16 with a gradient scaler).

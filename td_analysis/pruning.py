@@ -23,6 +23,13 @@ layers pruned (the output layer kept) unless ``layers`` says otherwise:
   (column o of the next layer's weight).
 
 Masks are keyed by parameter name and may include biases and the next layer's weight.
+
+Any model (issue #21): :func:`module_pruning_masks` prunes the Linear and Conv1d/2d/3d layers of
+any ``nn.Module`` (conv filters are units; a filter before BatchNorm is pruned as the official
+evaluation does).  :func:`weight_pruning_masks` and :func:`unit_pruning_masks` are calls of it;
+:func:`pruning_masks` keeps the training-time threshold rule above (ties kept, ``int(k·n)``) for
+the fraction API of the toy network; curves and tables use the module rules for models with
+Conv layers or when given ``modules``.
 """
 
 from __future__ import annotations
@@ -279,22 +286,18 @@ def unit_pruning_masks(
             f"unit pruning removes hidden units with their outgoing weights: layer "
             f"{len(linear) - 1} is the output layer (choose among {hidden_layers(model)})"
         )
-    readers = successors(model)
+    readers = {}  # the seed's network is a chain: layer l + 1 reads the units of layer l
     for i in chosen:
         name, layer = linear[i]
         next_name, nxt = linear[i + 1]
-        reader = readers.get(_module_of(name))
-        if (
-            nxt.weight.shape[1] != layer.weight.shape[0]
-            or reader is None
-            or reader.next != _module_of(next_name)
-        ):
+        if nxt.weight.shape[1] != layer.weight.shape[0]:
             raise ValueError(
-                f"{next_name} does not read the {layer.weight.shape[0]} units of {name}: unit "
-                "pruning needs a chain of nn.Linear layers"
+                f"{next_name} has {nxt.weight.shape[1]} inputs but {name} has "
+                f"{layer.weight.shape[0]} units: unit pruning needs a chain of nn.Linear layers"
             )
+        readers[_module_of(name)] = Successor(_module_of(next_name))
     names = [_module_of(linear[i][0]) for i in chosen]
-    return module_pruning_masks(model, "unit", k, modules=names) if names else {}
+    return _module_masks(model, "unit", k, names, "unit", readers) if names else {}
 
 
 def seed_pruning_masks(
@@ -623,6 +626,19 @@ def module_pruning_masks(
     :func:`apply_masks` or ``torch.nn.utils.prune.custom_from_mask(module, "weight", ~mask)``
     (torch's masks mark what is kept).
     """
+    return _module_masks(model, kind, k, modules, scope, None)
+
+
+def _module_masks(
+    model: nn.Module,
+    kind: str,
+    k: float,
+    modules: ModuleSelection | None,
+    scope: str,
+    readers: dict[str, Successor] | None,
+) -> dict[str, Tensor]:
+    """:func:`module_pruning_masks` with the units' readers given (``None``: :func:`successors`;
+    the seed's :func:`unit_pruning_masks` passes its chain of Linear layers)."""
     if kind not in MODULE_KINDS:
         raise ValueError(f"unknown pruning kind {kind!r}; choose one of {MODULE_KINDS}")
     if scope not in SCOPES:
@@ -637,7 +653,8 @@ def module_pruning_masks(
     def pname(module_name: str, attr: str) -> str:
         return f"{module_name}.{attr}" if module_name else attr
 
-    readers = successors(model) if kind == "unit" else {}
+    if readers is None:
+        readers = successors(model) if kind == "unit" else {}
     named = dict(model.named_modules())
     for name, module in chosen:
         w = module.weight.detach()

@@ -17,6 +17,7 @@ reused from ``--runs``) and writes its outputs only when every network is done.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import replace
@@ -175,10 +176,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             progress=not args.quiet,
         )
     except KeyboardInterrupt:
-        print("interrupted: finished networks are kept in --runs; nothing else was written")
+        print(
+            "interrupted: finished networks are kept in --runs; nothing else was written",
+            file=sys.stderr,
+        )
         return 130
     except (ValueError, OSError) as exc:
-        print(f"python -m td_analysis.training_length: error: {exc}")
+        print(f"python -m td_analysis.training_length: error: {exc}", file=sys.stderr)
         return 2
     seconds = time.perf_counter() - t0
     args.out.mkdir(parents=True, exist_ok=True)

@@ -535,8 +535,11 @@ def test_zoom_window_changes_the_figure(page):
     shot = os.environ.get("TD_ANALYSIS_SCREENSHOT")
     if shot:  # the README's picture: this view, as a user sees it
         page.execute_script("document.activeElement.blur(); arguments[0].scrollIntoView();", view)
-        Path(shot).parent.mkdir(parents=True, exist_ok=True)
-        view.screenshot(shot)
+        shot = Path(shot)
+        shot.parent.mkdir(parents=True, exist_ok=True)
+        tmp = shot.with_name(f".{shot.stem}.tmp.png")  # never a half-written figure
+        assert view.screenshot(str(tmp)), "the screenshot failed"
+        os.replace(tmp, shot)
 
 
 def test_zoom_window_is_numbered_one_way(page):

@@ -325,3 +325,43 @@ def test_build_is_cached_and_a_missing_compiler_falls_back(monkeypatch, tmp_path
         assert not any((tmp_path / "other").iterdir())
     finally:
         kernels._library.cache_clear()
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2**40 + 7])
+def test_replayed_draws_are_torchs_own(seed: int, monkeypatch) -> None:
+    """random_words_ / rand_ against torch's random_ / rand on a clone of the generator: the
+    same numbers and the same state after, from odd offsets and across the state's
+    regeneration every 624 words, for many lengths."""
+    assert kernels._replay_verified()
+    monkeypatch.setattr(kernels, "_REPLAY_MIN", 1)  # replay every length (default: ≥ 2048)
+    ours, theirs = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed)
+    rng = np.random.default_rng(seed % 2**32)
+    for n in [1, 2, 3, 311, 312, 313, 623, 624, 625, 1248, 5000, 30_720]:
+        for kind in ("words", "f32", "f64"):
+            if rng.random() < 0.5:  # an odd number of 32-bit outputs between calls
+                torch.rand(1, generator=ours), torch.rand(1, generator=theirs)
+            if kind == "words":
+                a = kernels.random_words_(torch.empty(n, dtype=torch.int64), ours)
+                b = torch.empty(n, dtype=torch.int64).random_(-(2**63), None, generator=theirs)
+            else:
+                dtype = torch.float32 if kind == "f32" else torch.float64
+                a = kernels.rand_(torch.empty(n, dtype=dtype), ours)
+                b = torch.rand(n, generator=theirs, dtype=dtype)
+            assert torch.equal(a, b), (n, kind)
+            assert torch.equal(ours.get_state(), theirs.get_state()), (n, kind)
+
+
+def test_draws_fall_back_to_torch_when_the_replay_is_not_verified(monkeypatch) -> None:
+    """Without a verified replay (another torch, another generator layout) torch draws."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the replay must not run")
+
+    monkeypatch.setattr(kernels, "_replay_verified", lambda: False)
+    monkeypatch.setattr(kernels, "_replay", refuse)
+    g, h = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    a = kernels.rand_(torch.empty(100), g)
+    assert torch.equal(a, torch.rand(100, generator=h))
+    a = kernels.random_words_(torch.empty(7, dtype=torch.int64), g)
+    assert torch.equal(a, torch.empty(7, dtype=torch.int64).random_(-(2**63), None, generator=h))
+    assert kernels.rand_(torch.empty(3), None).shape == (3,)  # no generator: torch's default
