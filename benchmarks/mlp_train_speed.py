@@ -7,7 +7,7 @@ Times ``td_analysis.training.train`` on the ``fashion-mlp`` task (784 → 1000 �
 * ``targeted-weight`` and ``targeted-unit`` γ = 0.5, α = 0.5 on the four hidden layers with the
   task's ``"bits"`` draws;
 * ``targeted-weight`` with ``"uniform"`` draws (one ``torch.rand`` float per weight);
-* ``targeted-weight`` and ``targeted-unit`` on the numpy path (``TD_ANALYSIS_KERNELS=0``: no
+* ``targeted-weight`` and ``targeted-unit`` on the numpy path (``TD_ANALYSIS_FUSED_KERNELS=0``: no
   fused C kernels, the code before issue #23; bit-identical results);
 
 next to two peers in the same process:
@@ -67,7 +67,7 @@ VARIANTS = {
         **{**TASK.regulariser("targeted-weight").to_dict(), "draws": "uniform"}
     ),
 }
-#: the same regularisers without the fused C kernels (``TD_ANALYSIS_KERNELS=0``: numpy path)
+#: the same regularisers without the fused C kernels (``TD_ANALYSIS_FUSED_KERNELS=0``: numpy path)
 NUMPY_PATH = {
     "targeted-weight, numpy path (no kernels)": "targeted-weight",
     "targeted-unit, numpy path (no kernels)": "targeted-unit",
@@ -121,7 +121,7 @@ def gemm_epoch(x: torch.Tensor, batch: int, adam: bool = False) -> float:
 
 def train_epoch(reg, data, seed: int, batch: int = 128, fused: bool = True) -> float:
     """One epoch of the project's ``train`` on the task; its own epoch timer.  ``fused=False``
-    switches the compiled kernels off for this epoch (``TD_ANALYSIS_KERNELS=0``)."""
+    switches the compiled kernels off for this epoch (``TD_ANALYSIS_FUSED_KERNELS=0``)."""
     cfg = TASK.config(regulariser=reg, epochs=1, seed=seed, eval_split="", batch_size=batch)
     before = os.environ.get(kernels.ENV_SWITCH)
     if not fused:

@@ -5,7 +5,7 @@ weights, γ = 0.5, α = 0.5, ``"bits"`` draws), inside a real training run (``De
 torch's fused Adam on Fashion-MNIST, batch 128, the masks of the fused kernels), every step times
 each option on the *same* current weights and draws:
 
-* **numpy path** (the code before the kernels, ``TD_ANALYSIS_KERNELS=0``): per-row
+* **numpy path** (the code before the kernels, ``TD_ANALYSIS_FUSED_KERNELS=0``): per-row
   ``ndarray.partition`` of the magnitudes' bits, the mask and the 0/1 factor in numpy, then
   ``W ⊙ M`` with ``torch.mul`` into a buffer;
 * **torch.compile**: the same numpy selection, then the comparison, the mask and ``W ⊙ M`` as
@@ -16,7 +16,8 @@ each option on the *same* current weights and draws:
   ``train`` runs).
 
 Each option's keep masks are checked equal to the numpy path's at every step (exactness).  The
-draws (``Tensor.random_``, the same for all) and the gradient mask are timed as separate rows.
+draws (the same for all: torch's generator replayed in C, ``kernels.random_words_``; torch's own
+``Tensor.random_`` of as many words next to it) and the gradient mask are timed as separate rows.
 Reported: median milliseconds per step over the steps after the first (``--steps``).
 
 Usage::
@@ -98,13 +99,15 @@ def main(argv: list[str] | None = None) -> int:
     opt = _optimizer(cfg, list(model.parameters()))
     gen = torch.Generator().manual_seed(0)
     raw = torch.empty(2_400_000 // 8 + 8, dtype=torch.int64)
+    raw_torch, gen_torch = torch.empty_like(raw), torch.Generator().manual_seed(1)
     names = ["numpy path", "C kernel, full selection", "C kernel, incremental selection"]
     compile_s = None
     if not args.no_compile:
         names.insert(1, "torch.compile mask pass (+ numpy selection)")
         cmask = compiled_mask()
     times: dict[str, list[float]] = {n: [] for n in names}
-    times["draws (Tensor.random_, all options)"] = []
+    times["draws (torch's generator replayed in C, all options)"] = []
+    times["draws by torch's own Tensor.random_ (not used)"] = []
     times["gradient mask (C kernel)"] = []
     bufs = [dict() for _ in targeted]
     states = [dict() for _ in targeted]
@@ -119,7 +122,10 @@ def main(argv: list[str] | None = None) -> int:
             k = int(GAMMA * w.shape[1])
             t0 = time.perf_counter()
             draws, t = _uniform_bits(w.shape, ALPHA, gen, raw)
-            per["draws (Tensor.random_, all options)"] += time.perf_counter() - t0
+            per["draws (torch's generator replayed in C, all options)"] += time.perf_counter() - t0
+            t0 = time.perf_counter()  # torch's own draw of as many words, for comparison
+            raw_torch[: -(-w.size // 8)].random_(-(2**63), None, generator=gen_torch)
+            per["draws by torch's own Tensor.random_ (not used)"] += time.perf_counter() - t0
             draws = draws.copy()  # the options below all read the same draws
             t0 = time.perf_counter()
             ref = numpy_path(w, k, draws, t, bufs[l])

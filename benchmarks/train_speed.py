@@ -7,7 +7,7 @@ Times ``td_analysis.training.train`` (3072 → 10 → 10 ReLU, batch 128, SGD mo
 * ``targeted-weight`` γ=0.75 α=0.5;
 * ``targeted-unit`` γ=0.75 α=0.5;
 * ``targeted-weight`` γ=0.75 α=0.5 with the official ramp (R = 40,000 steps);
-* ``targeted-weight`` and ``targeted-unit`` on the numpy path (``TD_ANALYSIS_KERNELS=0``: no
+* ``targeted-weight`` and ``targeted-unit`` on the numpy path (``TD_ANALYSIS_FUSED_KERNELS=0``: no
   fused C kernels, the code before issue #23; bit-identical results),
 
 next to two peers in the same process:
@@ -75,7 +75,7 @@ VARIANTS: dict[str, RegulariserConfig] = {
         "targeted-weight", gamma=GAMMA, alpha=ALPHA, ramp_steps=40_000
     ),
 }
-#: the same regularisers without the fused C kernels (``TD_ANALYSIS_KERNELS=0``: numpy path)
+#: the same regularisers without the fused C kernels (``TD_ANALYSIS_FUSED_KERNELS=0``: numpy path)
 NUMPY_PATH = {
     "targeted-weight, numpy path (no kernels)": "targeted-weight",
     "targeted-unit, numpy path (no kernels)": "targeted-unit",
@@ -88,7 +88,7 @@ def td_epoch(
     reg: RegulariserConfig, data: tuple[torch.Tensor, torch.Tensor], seed: int, fused: bool = True
 ) -> float:
     """One epoch of the project's ``train``; its own epoch timer.  ``fused=False`` switches the
-    compiled kernels off for this epoch (``TD_ANALYSIS_KERNELS=0``)."""
+    compiled kernels off for this epoch (``TD_ANALYSIS_FUSED_KERNELS=0``)."""
     cfg = TrainConfig(epochs=1, regulariser=reg, seed=seed, eval_split="")
     before = os.environ.get(kernels.ENV_SWITCH)
     if not fused:

@@ -921,6 +921,13 @@ def add_reproduce_command(sub: argparse._SubParsersAction) -> None:
         f"{names.QUICK_DIR}/",
     )
     p.add_argument(
+        "--preset",
+        choices=names.RESNET_PRESETS,
+        default=None,
+        help="resnet-cifar10 only: cpu (a small ResNet sized for this machine, the default) or "
+        "paper (ResNet-32 and the official 256-epoch schedule, for a GPU; torchrun for DDP)",
+    )
+    p.add_argument(
         "--ks",
         type=cliargs.percents,
         default=None,
@@ -1115,6 +1122,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OSError, ValueError, KeyError, MemoryError, FloatingPointError) as exc:
         # missing/corrupt data, bad input, too large a request, a diverging run: one line
         print(f"td-analysis {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except RuntimeError as exc:
+        if "LinAlgError" not in type(exc).__name__:
+            raise
+        # an eigen/Cholesky solver that did not converge (non-finite or degenerate input):
+        # torch's message in one line, never a traceback
+        text = " ".join(str(exc).split())
+        print(f"td-analysis {args.command}: error: {text[:300]}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -597,6 +597,15 @@ def refresh_readme(
     if "toy" in experiments:
         results = _read_json(out / "table1.json", "td-analysis reproduce")
         text = reports.replace_generated(text, "toy", reports.readme_toy_results(results))
+        study = out / "training_length.json"
+        if study.is_file() and "generated: training-length" in text:
+            text = reports.replace_generated(
+                text,
+                "training-length",
+                reports.readme_training_length(
+                    _read_json(study, "python -m td_analysis.training_length")
+                ),
+            )
     if "fashion-mlp" in experiments:
         fashion, command = out / "fashion_mlp", "td-analysis reproduce --experiment fashion-mlp"
         records = _read_json(fashion / "pruning.json", command)
@@ -624,6 +633,12 @@ def _cmd_report_only(args: argparse.Namespace, experiments: tuple[str, ...]) -> 
 
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:
+    if args.experiment == "resnet-cifar10":  # issue 22: its own module, with --preset
+        from td_analysis.experiments_resnet import cmd_reproduce_resnet
+
+        return cmd_reproduce_resnet(args)
+    if getattr(args, "preset", None) is not None:
+        raise ValueError("--preset works only with --experiment resnet-cifar10")
     experiments = ("toy", "fashion-mlp") if args.experiment == "all" else (args.experiment,)
     if args.report_only:  # nothing is trained: the reports are rewritten from the JSON
         return _cmd_report_only(args, experiments)

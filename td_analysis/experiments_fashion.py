@@ -23,7 +23,7 @@ from __future__ import annotations
 import functools
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -208,25 +208,33 @@ def taylor_records(
     *,
     dtype: torch.dtype = torch.float64,
     columns: int = 6,
+    masks: Callable[[nn.Module, float, str], dict[str, Tensor]] | None = None,
+    diagonal: bool = True,
 ) -> list[dict]:
     """Taylor terms (:func:`td_analysis.taylor.deletion_terms`) and the measured ΔE of every
     pruning ``(kind, k)``, k > 0, over all parameters; one Hessian operator, ∇ and exact diag H.
 
-    Records: ``{"kind", "k", "n_pruned", *ESTIMATORS, "loss", "pruned_loss", "measured",
-    "accuracy", "pruned_accuracy"}`` (mean cross-entropy, ``dtype``).
+    ``masks(model, k, kind)`` gives the pruning masks (default: the seed's rules,
+    :func:`~td_analysis.pruning.seed_pruning_masks`); ``diagonal=False`` skips diag H (the
+    ``diagonal`` estimator is then NaN: for a large model without a closed form it costs P
+    HVPs).  Records: ``{"kind", "k", "n_pruned", *ESTIMATORS, "loss", "pruned_loss",
+    "measured", "accuracy", "pruned_accuracy"}`` (mean cross-entropy, ``dtype``).
     """
+    masks_of = masks or seed_pruning_masks
     op = hessian_operator(model, inputs, targets, None, reduction="mean", dtype=dtype)
     base_loss, grad = op.loss_and_gradient()
-    try:
-        diag = op.diagonal()  # exact closed form (DenseNet-like ReLU nets)
-    except ValueError:  # any other model: exact, from P Hessian-vector products
-        diag = op.diagonal(method="columns")
+    diag = None
+    if diagonal:
+        try:
+            diag = op.diagonal()  # exact closed form (DenseNet-like ReLU nets)
+        except ValueError:  # any other model: exact, from P Hessian-vector products
+            diag = op.diagonal(method="columns")
     base_acc = evaluate(model, inputs, targets)["accuracy"]
     jobs = [(kind, k) for kind in kinds for k in ks if k > 0]
     out = []
     for start in range(0, len(jobs), columns):
         block = jobs[start : start + columns]
-        masks = [seed_pruning_masks(model, k, kind) for kind, k in block]
+        masks = [masks_of(model, k, kind) for kind, k in block]
         D = torch.stack([deletion_vector_all(model, m, dtype) for m in masks], dim=1)
         terms = deletion_terms(op, D, grad=grad, diag=diag, columns=columns)
         del D

@@ -440,7 +440,16 @@ def _cmd_explore(args: argparse.Namespace) -> int:
         f"{'quick' if args.quick else 'full'} setting",
         flush=True,
     )
-    return serve(notebook, ip=args.ip, port=args.port, env=env, open_browser=not args.no_browser)
+    # only the explorer is preheated: another notebook (e.g. 01, which trains) would run in full
+    # at start and again after each visit, whether anyone looks or not
+    return serve(
+        notebook,
+        ip=args.ip,
+        port=args.port,
+        env=env,
+        open_browser=not args.no_browser,
+        preheat=explorer,
+    )
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:

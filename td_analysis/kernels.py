@@ -30,7 +30,7 @@ else ``cc``/``gcc``; ``-O3 -march=native``, no fast-math: every result is an int
 a product by exactly 0 or 1, so it is bit-identical to the numpy path on any CPU) into
 ``$TD_ANALYSIS_KERNEL_CACHE`` (default ``$XDG_CACHE_HOME/td_analysis/kernels``), keyed by a hash
 of the source, the flags, the compiler and the CPU, written atomically, and loaded with
-:mod:`ctypes`.  Without a compiler (or with ``TD_ANALYSIS_KERNELS=0``) :func:`available` is
+:mod:`ctypes`.  Without a compiler (or with ``TD_ANALYSIS_FUSED_KERNELS=0``) :func:`available` is
 ``False`` and the callers keep their numpy/torch path, which gives the same results.
 """
 
@@ -67,8 +67,8 @@ __all__ = [
     "ENV_SWITCH",
 ]
 
-#: ``TD_ANALYSIS_KERNELS=0`` (or ``off``/``no``/``false``) keeps the numpy/torch path
-ENV_SWITCH = "TD_ANALYSIS_KERNELS"
+#: ``TD_ANALYSIS_FUSED_KERNELS=0`` (or ``off``/``no``/``false``) keeps the numpy/torch path
+ENV_SWITCH = "TD_ANALYSIS_FUSED_KERNELS"
 _VERSION = 2
 
 _SOURCE = r"""
@@ -371,7 +371,7 @@ _BITS = {"f32": np.uint32, "f64": np.uint64}
 
 
 def disabled() -> bool:
-    """Whether ``TD_ANALYSIS_KERNELS`` switches the compiled kernels off (0/off/no/false)."""
+    """Whether ``TD_ANALYSIS_FUSED_KERNELS`` switches the compiled kernels off (0/off/no/false)."""
     return os.environ.get(ENV_SWITCH, "").strip().lower() in ("0", "off", "no", "false")
 
 

@@ -17,6 +17,7 @@ __all__ = [
     "WHICH",
     "TRACE_METHODS",
     "EXPERIMENTS",
+    "RESNET_PRESETS",
     "QUICK_DIR",
     "QUICK_OUT",
     "QUICK_RUNS",
@@ -30,7 +31,9 @@ DATASET_NAMES = ("cifar10", "fashion-mnist")
 WHICH = ("largest", "smallest", "magnitude")
 TRACE_METHODS = ("hutch++", "hutchinson", "exact")
 #: ``reproduce --experiment``
-EXPERIMENTS = ("toy", "fashion-mlp", "all")
+EXPERIMENTS = ("toy", "fashion-mlp", "resnet-cifar10", "all")
+#: ``reproduce --experiment resnet-cifar10 --preset`` (the presets of task resnet-cifar10)
+RESNET_PRESETS = ("cpu", "paper")
 #: everything ``reproduce --quick`` writes (figures, checkpoints) stays under this folder
 QUICK_DIR = Path("runs") / "quick"
 QUICK_OUT = QUICK_DIR / "figures"

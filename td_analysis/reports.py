@@ -51,6 +51,8 @@ __all__ = [
     "readme_fashion_results",
     "replace_generated",
     "generated_marker",
+    "training_length_claims",
+    "readme_training_length",
     "fashion_readme",
 ]
 
@@ -812,3 +814,91 @@ def replace_generated(text: str, name: str, body: str) -> str:
 def generated_marker(name: str, source: str) -> str:
     """The opening marker of a generated README block (what :func:`replace_generated` finds)."""
     return f"<!-- begin generated: {name} from {source} by `{README_COMMAND}`; do not edit -->"
+
+
+# ----------------------------------------------------------------------------- training length
+LENGTH_PANELS = (("weight", 0.0), ("weight", 50.0), ("weight", 90.0), ("unit", 50.0))
+LENGTH_ACCURACY = Metric(
+    "accuracy",
+    "holdout accuracy",
+    100.0,
+    " points",
+    2,
+    "{a} is {x} ± {h} points {dir} accurate than {b}",
+    "more",
+    "less",
+)
+
+
+def _length_where(kind: str, k: float) -> str:
+    return "Unpruned: " if k == 0 else f"{_capital(kind)} pruning at k = {k:g}: "
+
+
+def training_length_claims(records: Sequence[Mapping]) -> list[str]:
+    """Sentences of the training-length study (``training_length.json``): for each regulariser
+    the longest training minus the shortest, then targeted dropout minus none at the longest,
+    paired by seed, at :data:`LENGTH_PANELS`."""
+    epochs = sorted({int(r["epochs"]) for r in records})
+    regs = list(dict.fromkeys(r["regulariser"] for r in records))
+    if len(epochs) < 2:
+        return []
+    short, long = epochs[0], epochs[-1]
+    names = {**TOY_NAMES}
+    out = []
+    for kind, k in LENGTH_PANELS:
+        sel = [r for r in records if r["kind"] == kind and float(r["k"]) == k]
+        for reg in regs:
+            curve = paired_curve(
+                sel,
+                {"regulariser": reg, "epochs": long},
+                {"regulariser": reg, "epochs": short},
+                x="k",
+            )
+            for _, diff in curve:
+                name = names.get(reg, reg)
+                out.append(
+                    claim(
+                        f"{name} trained {long} epochs",
+                        f"{name} trained {short}",
+                        LENGTH_ACCURACY,
+                        diff,
+                        where=_length_where(kind, k),
+                    )
+                )
+        if {"none", "targeted-weight"} <= set(regs):
+            curve = paired_curve(
+                sel,
+                {"regulariser": "targeted-weight", "epochs": long},
+                {"regulariser": "none", "epochs": long},
+                x="k",
+            )
+            for _, diff in curve:
+                out.append(
+                    claim(
+                        f"targeted dropout trained {long} epochs",
+                        f"none trained {long}",
+                        LENGTH_ACCURACY,
+                        diff,
+                        where=_length_where(kind, k),
+                    )
+                )
+    return out
+
+
+def readme_training_length(study: Mapping) -> str:
+    """The README's training-length block, from ``training_length.json``."""
+    records = study["records"]
+    seeds = sorted({int(r["seed"]) for r in records})
+    epochs = sorted({int(r["epochs"]) for r in records})
+    lines = [
+        f"`python -m td_analysis.training_length` trained the toy network for "
+        f"{', '.join(map(str, epochs))} epochs "
+        f"({', '.join(TOY_NAMES.get(r, r) for r in study.get('regularisers', []))}; seeds "
+        f"{', '.join(map(str, seeds))}; {_duration(study['seconds'])} of wall-clock time, the "
+        "checkpoints already in its runs folder reused) and pruned each on the holdout split "
+        "(`figures/training_length.json`, "
+        f"`figures/training_length.png`). Paired by seed, {LEVEL:.0%} t intervals:",
+        "",
+        *(f"- {c}" for c in training_length_claims(records)),
+    ]
+    return "\n".join(lines)

@@ -497,10 +497,11 @@ def _train(
         correct = torch.zeros((), device=device, dtype=torch.long)
         for start in range(0, n, config.batch_size):
             idx = perm[start : start + config.batch_size]
+            # masks, and W ⊙ M written by the fused kernels where they serve (same draws);
+            # before the batch gather, while the weights are still in cache from the update
+            factors = reg.step_masks(weights, idx.shape[0], step, dense_step.masked)
             xb = torch.index_select(x_train, 0, idx, out=x_batch[: idx.shape[0]])
             yb = y_train[idx]
-            # masks, and W ⊙ M written by the fused kernels where they serve (same draws)
-            factors = reg.step_masks(weights, idx.shape[0], step, dense_step.masked)
             loss, logits = dense_step(xb, yb, *factors)  # gradients in the layers' .grad
             for l, layer in enumerate(layers):
                 extra = reg.penalty_gradient(l, layer.weight)

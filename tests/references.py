@@ -276,3 +276,38 @@ def crop_flip_reference(
         crop = p[:, i[k] : i[k] + h, j[k] : j[k] + w]
         out[k] = crop[:, :, ::-1] if flip[k] else crop
     return out
+
+
+# ------------------------------------------------------------------------------------------------
+# The official pre-activation CIFAR ResNet (REFERENCE.md), written from the text
+# ------------------------------------------------------------------------------------------------
+
+
+def preact_resnet_logits64(
+    state: dict[str, Tensor], x: Tensor, units: Sequence[int], init_kernel: int = 7
+) -> Tensor:
+    """Float64 logits of REFERENCE.md's ResNet from a plain state dict: init conv (stride 1),
+    per unit ``h + conv2(relu(bn2(conv1(relu(bn1(h))))))`` with the 1×1 projection of
+    ``relu(bn1(h))`` in each stage's first unit (stride 2 from the second stage), then
+    BN → ReLU → global average pool → logits.  BN in evaluation mode (running statistics)."""
+    s = {k: v.double() for k, v in state.items() if v.is_floating_point()}
+
+    def bn(h: Tensor, p: str) -> Tensor:
+        return F.batch_norm(
+            h, s[p + ".running_mean"], s[p + ".running_var"], s[p + ".weight"], s[p + ".bias"],
+            training=False, eps=1e-5,
+        )  # fmt: skip
+
+    h = F.conv2d(x.double().reshape(-1, 3, 32, 32), s["init_conv.weight"], padding=init_kernel // 2)
+    i = 0
+    for stage, n in enumerate(units):
+        for u in range(n):
+            p = f"blocks.{i}."
+            stride = 2 if stage > 0 and u == 0 else 1
+            a = torch.relu(bn(h, p + "bn1"))
+            shortcut = F.conv2d(a, s[p + "proj.weight"], stride=stride) if u == 0 else h
+            t = F.conv2d(a, s[p + "conv1.weight"], stride=stride, padding=1)
+            t = F.conv2d(torch.relu(bn(t, p + "bn2")), s[p + "conv2.weight"], padding=1)
+            h, i = t + shortcut, i + 1
+    h = torch.relu(bn(h, "bn")).mean(dim=(2, 3))
+    return h @ s["logits.weight"].T + s["logits.bias"]

@@ -165,3 +165,29 @@ def test_bad_models_and_checkpoints_are_one_line_errors(saved, data_root, tmp_pa
     assert "--dataset" in err
     err = _refused([*base, "--model", "zoo:cifar_cnn", "--dataset", "fashion-mnist"], capsys)
     assert "fashion-mnist" in err
+
+
+def test_a_fit_checkpoint_needs_and_takes_its_factory(tmp_path):
+    """A :func:`td_analysis.fit.fit` checkpoint records weights, not the architecture."""
+    from td_analysis.cli import load_checked_checkpoint
+    from td_analysis.dropout import RegulariserConfig
+    from td_analysis.fit import FitConfig, fit
+
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.randn(16, 3, 32, 32, generator=gen), torch.randint(0, 10, (16,), generator=gen)
+    model = cifar_cnn().train()
+    reg = RegulariserConfig(kind="targeted-weight", gamma=0.5, alpha=0.5)
+    config = FitConfig(epochs=1, batch_size=8, lr=0.01, regulariser=reg)
+    path = tmp_path / "fit.pt"
+    fit(model, (x, y), config, checkpoint=path, progress=False)
+    with pytest.raises(ValueError) as exc:
+        load_checked_checkpoint(path)
+    assert "fit checkpoint" in str(exc.value) and "--model" in str(exc.value)
+    assert "\n" not in str(exc.value)
+    loaded = load_checked_checkpoint(path, "zoo:cifar_cnn")
+    assert not loaded.model.training
+    assert loaded.config.regulariser.label == reg.label
+    trained = dict(model.state_dict())  # plain keys with or without the regulariser
+    for name, value in loaded.model.state_dict().items():
+        assert torch.equal(value, trained[name]), name
+    assert not torch.equal(loaded.model[0].weight, cifar_cnn()[0].weight)  # not the init

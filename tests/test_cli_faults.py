@@ -179,6 +179,22 @@ def test_wrong_architecture_checkpoint_is_one_short_line(
     assert len(line) < 250, line
 
 
+def test_a_solver_failure_is_one_line_not_a_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """The issue's ``torch._C._LinAlgError`` (a NaN-poisoned spectrum): whatever reaches an
+    eigensolver that cannot converge ends in one line, exit status 2."""
+    from td_analysis import spectra
+
+    def nan_spectrum(args: object) -> int:
+        # what torch raises (LAPACKs differ in whether a NaN matrix gets that far)
+        raise torch.linalg.LinAlgError("linalg.eigh: The algorithm failed to converge\nbecause")
+
+    monkeypatch.setattr(spectra, "_cmd_spectrum", nan_spectrum)
+    assert _run(["spectrum", "x.pt", "--quiet"]) == 2
+    _one_line(capsys, "td-analysis spectrum: error: linalg.eigh")
+
+
 # ----------------------------------------------------------------------------- messages
 @pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs /proc")
 @pytest.mark.parametrize("command", ["prune", "estimate", "coadaptation", "spectrum"])
@@ -332,9 +348,9 @@ def test_a_long_step_still_gets_heartbeat_lines(
     from td_analysis.progress import progress_bar
 
     monkeypatch.setenv("TD_ANALYSIS_PROGRESS", "lines")
-    monkeypatch.setenv("TD_ANALYSIS_PROGRESS_INTERVAL", "0.2")
+    monkeypatch.setenv("TD_ANALYSIS_PROGRESS_INTERVAL", "0.1")
     bar = progress_bar(total=2, desc="one long step", unit="step")
-    time.sleep(1.0)  # no update for five intervals
+    time.sleep(1.0)  # no update for ten intervals
     bar.close()
     lines = capsys.readouterr().err.splitlines()
     beats = [line for line in lines if line.startswith("one long step: 0/2 step (0%)")]

@@ -3,7 +3,7 @@
 References: per-row thresholds by ``np.sort`` of the magnitudes (float values, and their
 IEEE-754 bits with the sign cleared, which is how NaN rows are ordered); keep masks, ``W ⊙ M``
 and ``∂L/∂W ⊙ M`` written out in numpy/torch from those thresholds and the same draws; the
-package's numpy path (``TD_ANALYSIS_KERNELS=0``) for whole training runs, bit for bit.
+package's numpy path (``TD_ANALYSIS_FUSED_KERNELS=0``) for whole training runs, bit for bit.
 """
 
 from __future__ import annotations

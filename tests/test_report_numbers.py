@@ -188,6 +188,32 @@ def fashion_candidates(records: list[dict], summary: dict) -> list[float]:
     return c
 
 
+def length_pairs(records: list[dict]) -> dict[tuple, tuple[list[float], list[float]]]:
+    """The training-length comparisons, by seed: (reg, kind, k, "long-short") → (200-epoch
+    accuracies, 20-epoch ones), and ("td-none", kind, k) at the longest training."""
+    acc: dict[tuple, dict[int, float]] = {}
+    for r in records:
+        acc.setdefault((r["regulariser"], r["kind"], float(r["k"]), r["epochs"]), {})[r["seed"]] = (
+            r["accuracy"]
+        )
+    epochs = sorted({r["epochs"] for r in records})
+    lo, hi = epochs[0], epochs[-1]
+    out = {}
+    for reg, kind, k, e in acc:
+        if e == hi:
+            seeds = sorted(acc[(reg, kind, k, hi)])
+            out[(reg, kind, k, "long-short")] = (
+                [acc[(reg, kind, k, hi)][s] for s in seeds],
+                [acc[(reg, kind, k, lo)][s] for s in seeds],
+            )
+            if reg == "targeted-weight":
+                out[("td-none", kind, k)] = (
+                    [acc[(reg, kind, k, hi)][s] for s in seeds],
+                    [acc[("none", kind, k, hi)][s] for s in seeds],
+                )
+    return out
+
+
 def explained(token: str, pool: np.ndarray, method: dict, percent: bool = False) -> bool:
     """``token`` equals a pool value (or 100× one) to its printed precision; an integer that is
     not a rounded percentage must match exactly (a count, a size, a setting)."""
@@ -229,18 +255,22 @@ def sources():
     summary = load(FASHION / "summary.json")
     coad = load(FASHION / "coadaptation.json")
     toy = toy_candidates(t)
-    if (FIG / "training_length.json").is_file():  # the training-length study's settings
-        toy += leaves(load(FIG / "training_length.json"))
+    study = load(FIG / "training_length.json") if (FIG / "training_length.json").is_file() else None
+    if study:  # the training-length study: its settings and its paired differences
+        toy += leaves({k: v for k, v in study.items() if k != "records"})
+        for pair in length_pairs(study["records"]).values():
+            toy += ttest(*pair)
     fashion = fashion_candidates(records, summary) + leaves(
         [m.get("num_weights") for m in coad if isinstance(m, dict)]
     )
     return {
+        "study": study,
         "table1": t,
         "records": records,
         "summary": summary,
         "toy": toy,
         "fashion": fashion,
-        "seconds": [t["seconds"], summary["seconds"]],
+        "seconds": [t["seconds"], summary["seconds"]] + ([study["seconds"]] if study else []),
     }
 
 
@@ -298,6 +328,10 @@ def test_readme_blocks_are_what_the_reports_write_from_the_json(sources) -> None
     again = reports.replace_generated(
         again, "fashion-mlp", reports.readme_fashion_results(sources["records"], sources["summary"])
     )
+    if sources["study"]:
+        again = reports.replace_generated(
+            again, "training-length", reports.readme_training_length(sources["study"])
+        )
     assert again == readme
 
 
@@ -477,4 +511,39 @@ def test_committed_sentences_by_value(sources) -> None:
             ]
 
         ref = ttest(acc(a), acc("none"))
+        check_sentence(s, tuple(ref[:3]) if len(ref) > 1 else (ref[0],) * 3, 100, 2)
+
+
+def test_training_length_sentences_by_value(sources) -> None:
+    """The README's training-length sentences: 200 − 20 epochs per regulariser and targeted
+    dropout − none at 200 epochs, paired by seed, recomputed from training_length.json."""
+    from test_report_claims import check_sentence
+
+    if not sources["study"]:
+        pytest.skip("no training_length.json committed")
+    pairs = length_pairs(sources["study"]["records"])
+    readme = (ROOT / "README.md").read_text()
+    block = readme[
+        readme.index("generated: training-length") : readme.index(
+            "<!-- end generated: training-length"
+        )
+    ]
+    bullets = [ln[2:] for ln in block.splitlines() if ln.startswith("- ")]
+    assert len(bullets) == 3 * 4
+    for s in bullets:
+        where, rest = s.split(": ", 1)
+        kind, k = (
+            ("weight", 0.0)
+            if where == "Unpruned"
+            else (
+                where.split()[0].lower(),
+                float(where.rsplit("= ", 1)[1]),
+            )
+        )
+        if rest.startswith("targeted dropout") and "none trained" in rest:
+            key = ("td-none", kind, k)
+        else:
+            reg = "none" if rest.startswith("none") else "targeted-weight"
+            key = (reg, kind, k, "long-short")
+        ref = ttest(*pairs[key])
         check_sentence(s, tuple(ref[:3]) if len(ref) > 1 else (ref[0],) * 3, 100, 2)

@@ -216,7 +216,8 @@ def test_rerun_reuses_checkpoints_and_is_reproducible(quick):
     assert {n.split("-seed")[0] for n in after} == {f"toy-{reg}-bias" for reg in REGS}
     # the Hessian / pooled cache was reused as well
     assert snapshot(quick["dirs"]["cache"]) == quick["cache_before"]
-    assert quick["second_s"] < quick["first_s"]
+    # (no wall-clock comparison: on a shared machine the re-run is not reliably faster; the
+    # unchanged checkpoints and cache entries above are what shows the reuse)
     assert without_seconds(quick["second"]) == without_seconds(quick["first"])
     assert quick["second_md"] == quick["first_md"]
 

@@ -1,0 +1,885 @@
+"""The third experiment: the paper's ResNet-32 pruning tables on CIFAR-10 (task
+``"resnet-cifar10"``, ``td-analysis reproduce --experiment resnet-cifar10 [--preset cpu|paper]``).
+
+Per network (regulariser × seed; :class:`td_analysis.nets_resnet.PreActResNet` trained with
+:func:`td_analysis.fit.fit`, per-epoch resumable checkpoints, DDP under ``torchrun``):
+
+* ``pruning.json``: test loss and accuracy after the official post-hoc pruning of every conv but
+  the init conv (never the logits; :func:`td_analysis.pruning.module_pruning_masks`, per
+  filter): ``weight`` removes the ⌊k·n/100⌋ smallest |w| of each filter's n incoming weights,
+  ``unit`` the ⌊k·F/100⌋ filters of smallest ‖w‖₂ (their incoming weights only: BN follows).
+  Two readings of a targeted-dropout network (REFERENCE.md): ``"trained"`` (the trained
+  weights) and ``"zero-targeted"`` (the official conv evaluation: the targeted set at the
+  training γ zeroed first, then pruned).
+* ``taylor.json``: for every pruning (k > 0) and reading, −∇ᵀd, ½dᵀHd (Hessian-vector
+  products, float64, mean cross-entropy on ``analysis_examples`` holdout images) and the measured
+  ΔE = E(θ − d) − E(θ); Spearman's ρ of each estimator against ΔE.  The diagonal (OBD) estimator
+  is left out (P HVPs for a conv net).
+* ``coadaptation.json`` (first seed): B × B block sums of θᵀ⊙H⊙θ over the pruned convs'
+  weights ordered by |θ| and their layer × layer sums (all weights, and the weights that weight
+  pruning at k = 75 deletes), none vs targeted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from td_analysis.io import atomic_write_json, atomic_write_text, staged_directory
+from td_analysis.tasks import RESNET_REGULARISERS, ResNetTask, get_task
+
+__all__ = [
+    "RESNET_KS",
+    "PRUNING_KINDS",
+    "READINGS",
+    "PAPER_TABLES",
+    "ResNetSettings",
+    "fit_config",
+    "build_network",
+    "checkpoint_path",
+    "pruned_layer_names",
+    "zero_targeted",
+    "pruning_records",
+    "analyse_resnet",
+    "rank_correlations",
+    "pruning_markdown",
+    "parse_paper_tables",
+    "paper_tables",
+    "reproduce_resnet",
+]
+
+RESNET_KS = (0, 10, 20, 30, 40, 50, 60, 70, 80, 90)
+PRUNING_KINDS = ("weight", "unit")
+READINGS = ("trained", "zero-targeted")
+TAYLOR_ESTIMATORS = ("first_order", "second_order", "estimate")
+_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+#: the packaged copy of the paper's ResNet-32 tables (from the slides, seeds/001_*.txt)
+PAPER_TABLES = Path(__file__).with_name("paper_resnet32.json")
+_ARCH = ("units", "widths", "init_filters", "init_kernel")
+_FIT = (
+    "epochs",
+    "batch_size",
+    "optimizer",
+    "lr",
+    "momentum",
+    "weight_decay",
+    "schedule",
+    "milestones",
+    "grad_clip",
+    "label_smoothing",
+    "augment",
+)
+
+
+@dataclass
+class ResNetSettings:
+    """What ``reproduce --experiment resnet-cifar10`` runs: a preset of the task, with
+    overrides (``None``: the preset's).  :meth:`quick` is the CI setting.
+
+    ``train_limit``/``eval_limit``/``test_limit``: only the first images of the train split,
+    of the holdout split used for the per-epoch evaluation, and of the test split.
+    ``device``: ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda"``.
+    """
+
+    preset: str = "cpu"
+    task: str = "resnet-cifar10"
+    seeds: tuple[int, ...] | None = None
+    regularisers: tuple[str, ...] | None = None
+    ks: tuple[float, ...] = RESNET_KS
+    epochs: int | None = None
+    units: tuple[int, ...] | None = None
+    widths: tuple[int, ...] | None = None
+    init_filters: int | None = None
+    train_limit: int | None = None
+    eval_limit: int | None = 2000
+    test_limit: int | None = None
+    analysis_split: str = "holdout"
+    analysis_examples: int = 1000
+    taylor_dtype: str = "float64"
+    pooled_bins: int = 64
+    pooled_dtype: str = "float32"
+    workers: int = 2
+    device: str = "auto"
+
+    @classmethod
+    def quick(cls, **overrides) -> ResNetSettings:
+        """A narrow ResNet-8 (8/16/32 filters), 2 epochs on 4,000 images, 3 regularisers, one
+        seed: the whole pipeline in under 3 minutes on the 2-core machine."""
+        defaults = dict(
+            preset="cpu",
+            seeds=(0,),
+            regularisers=("none", "targeted-weight-a0.66-g0.75", "targeted-unit-a0.66-g0.75"),
+            ks=(0, 25, 50, 75, 90),
+            epochs=2,
+            units=(1, 1, 1),
+            widths=(8, 16, 32),
+            init_filters=8,
+            train_limit=4000,
+            eval_limit=500,
+            test_limit=1000,
+            analysis_examples=200,
+            pooled_bins=16,
+            device="cpu",
+        )
+        defaults.update(overrides)
+        return cls(**defaults)
+
+    def __post_init__(self) -> None:
+        from td_analysis.pruning import validate_percent
+
+        task = self.task_def
+        preset = task.preset(self.preset)  # raises on an unknown preset
+        if self.seeds is None:
+            self.seeds = tuple(preset["seeds"])
+        if self.regularisers is None:
+            self.regularisers = tuple(preset["regularisers"])
+        self.seeds = tuple(int(s) for s in self.seeds)
+        self.regularisers = tuple(self.regularisers)
+        unknown = [r for r in self.regularisers if r not in RESNET_REGULARISERS]
+        if unknown:
+            raise ValueError(
+                f"unknown regularisers {unknown}; choose from {', '.join(RESNET_REGULARISERS)}"
+            )
+        self.ks = tuple(validate_percent(k) for k in self.ks)
+        for name in ("units", "widths"):
+            if getattr(self, name) is not None:
+                setattr(self, name, tuple(int(v) for v in getattr(self, name)))
+        if not self.seeds or not self.regularisers or not self.ks:
+            raise ValueError("seeds, regularisers and ks must not be empty")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds must be distinct, got {self.seeds}")
+        for name in ("taylor_dtype", "pooled_dtype"):
+            if getattr(self, name) not in _DTYPES:
+                raise ValueError(
+                    f"{name} must be one of {tuple(_DTYPES)}, got {getattr(self, name)}"
+                )
+        if self.analysis_examples < 1 or self.pooled_bins < 1 or self.workers < 1:
+            raise ValueError("analysis_examples, pooled_bins and workers must be ≥ 1")
+        if self.epochs is not None and self.epochs < 0:
+            raise ValueError(f"epochs must be ≥ 0, got {self.epochs}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
+
+    @property
+    def task_def(self) -> ResNetTask:
+        """The registered :class:`~td_analysis.tasks.ResNetTask`."""
+        task = get_task(self.task)
+        if not isinstance(task, ResNetTask):
+            raise ValueError(f"task {self.task!r} is no ResNet task")
+        return task
+
+    @property
+    def resolved(self) -> dict:
+        """The preset with this run's overrides: architecture and training settings."""
+        p = self.task_def.preset(self.preset)
+        for name in ("epochs", "units", "widths", "init_filters"):
+            if getattr(self, name) is not None:
+                p[name] = getattr(self, name)
+        return p
+
+    @property
+    def arch(self) -> dict:
+        """Constructor arguments of the network."""
+        p = self.resolved
+        return {k: (list(p[k]) if isinstance(p[k], tuple) else p[k]) for k in _ARCH}
+
+    def to_dict(self) -> dict:
+        """A JSON-able dict of the settings."""
+        return asdict(self)
+
+
+# ----------------------------------------------------------------------------- per network
+def build_network(settings: ResNetSettings, seed: int) -> nn.Module:
+    """The seeded, freshly initialised network of ``settings`` (global RNG left untouched)."""
+    from td_analysis.nets_resnet import PreActResNet
+
+    a = settings.arch
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return PreActResNet(
+            a["units"],
+            a["widths"],
+            init_filters=a["init_filters"],
+            init_kernel=a["init_kernel"],
+            num_classes=settings.task_def.num_classes,
+        )
+
+
+def _device(settings: ResNetSettings) -> str:
+    if settings.device == "auto":
+        settings_device = "cuda" if torch.cuda.is_available() else "cpu"
+    else:
+        settings_device = settings.device
+    if settings_device == "cuda" and "LOCAL_RANK" in os.environ:
+        return f"cuda:{int(os.environ['LOCAL_RANK'])}"
+    return settings_device
+
+
+def fit_config(settings: ResNetSettings, regulariser: str, seed: int):
+    """The :class:`~td_analysis.fit.FitConfig` of one network: the preset's training settings,
+    the regulariser on every conv but the init conv (:func:`~td_analysis.nets_resnet.
+    targeted_layers`), a targeted network evaluated as the official code does
+    (``eval_mode="zero-targeted"``)."""
+    from td_analysis.dropout import RegulariserConfig
+    from td_analysis.fit import FitConfig
+    from td_analysis.nets_resnet import targeted_layers
+
+    p = settings.resolved
+    spec = dict(RESNET_REGULARISERS[regulariser])
+    layers = targeted_layers(p["units"])
+    if spec["kind"] != "none":
+        spec["layers"] = layers
+    if spec["kind"].startswith("targeted"):
+        spec["draws"] = settings.task_def.draws
+    reg = RegulariserConfig(**spec)
+    return FitConfig(
+        **{k: p[k] for k in _FIT},
+        regulariser=reg,
+        eval_mode="zero-targeted" if reg.kind.startswith("targeted") else "identity",
+        seed=seed,
+        device=_device(settings),
+        num_threads=1 if _device(settings) == "cpu" else None,
+    )
+
+
+def checkpoint_path(runs_dir: str | Path, settings: ResNetSettings, regulariser: str, seed: int):
+    """``<runs>/resnet_cifar10/<preset>-<regulariser>-seed<s>-<hash>.pt``: the hash covers the
+    architecture, the training settings and the data limit, so another setting never resumes
+    this one's checkpoint."""
+    cfg = fit_config(settings, regulariser, seed).to_dict()
+    cfg.pop("device"), cfg.pop("num_threads")
+    key = json.dumps(
+        {"arch": settings.arch, "fit": cfg, "train_limit": settings.train_limit}, sort_keys=True
+    )
+    digest = hashlib.sha1(key.encode()).hexdigest()[:10]
+    return (
+        Path(runs_dir)
+        / "resnet_cifar10"
+        / f"{settings.preset}-{regulariser}-seed{seed}-{digest}.pt"
+    )
+
+
+def pruned_layer_names(model: nn.Module) -> list[str]:
+    """The convs pruned and targeted: every Linear/Conv but the first (init conv) and the last
+    (logits), in ``named_modules()`` order."""
+    from td_analysis.nn.regularisers import layer_modules
+
+    return [n for n, _ in layer_modules(model)[1:-1]]
+
+
+def zero_targeted(model: nn.Module, regulariser: str) -> nn.Module:
+    """The official evaluation of a targeted-dropout network: a copy with every targeted entry
+    (the γ fraction of each filter's weights, or of the filters, by magnitude) zeroed."""
+    from td_analysis.pruning import apply_masks, module_pruning_masks
+
+    spec = RESNET_REGULARISERS[regulariser]
+    kind = spec["kind"].removeprefix("targeted-")
+    masks = module_pruning_masks(
+        model, kind, 100 * spec["gamma"], modules=pruned_layer_names(model)
+    )
+    return apply_masks(model, masks)
+
+
+def _readings(model: nn.Module, regulariser: str) -> dict[str, nn.Module]:
+    out = {"trained": model}
+    if RESNET_REGULARISERS[regulariser]["kind"].startswith("targeted"):
+        out["zero-targeted"] = zero_targeted(model, regulariser)
+    return out
+
+
+def pruning_records(
+    model: nn.Module, inputs: Tensor, targets: Tensor, ks: Sequence[float]
+) -> list[dict]:
+    """``{"kind", "k", "accuracy", "loss", "zero_share"}`` after weight and unit pruning of the
+    pruned convs at every k (``zero_share``: the share of their weights that are zero)."""
+    from td_analysis.pruning import apply_masks, module_pruning_masks
+    from td_analysis.training import evaluate
+
+    names = pruned_layer_names(model)
+    out = []
+    for kind in PRUNING_KINDS:
+        for k in ks:
+            masks = module_pruning_masks(model, kind, k, modules=names) if k > 0 else {}
+            pruned = apply_masks(model, masks)
+            mods = dict(pruned.named_modules())
+            zeros = sum(int((mods[n].weight == 0).sum()) for n in names)
+            total = sum(mods[n].weight.numel() for n in names)
+            ev = evaluate(pruned, inputs, targets, batch_size=1000)
+            out.append(
+                {
+                    "kind": kind,
+                    "k": float(k),
+                    "accuracy": ev["accuracy"],
+                    "loss": ev["loss"],
+                    "zero_share": zeros / total,
+                }
+            )
+    return out
+
+
+def _masks_for(model: nn.Module, k: float, kind: str) -> dict[str, Tensor]:
+    from td_analysis.pruning import module_pruning_masks
+
+    return module_pruning_masks(model, kind, k, modules=pruned_layer_names(model))
+
+
+def coadaptation_maps(
+    model: nn.Module, inputs: Tensor, targets: Tensor, bins: int, *, prune_k: float, dtype
+) -> dict:
+    """Pooled B × B block sums of the |θ|-ordered θᵀ⊙H⊙θ over the pruned convs' weights, their
+    layer × layer sums, and those over the weights weight pruning at ``prune_k`` deletes (mean
+    loss, one Hessian operator)."""
+    from td_analysis.coadaptation import (
+        group_sums,
+        hessian_operator,
+        layer_index,
+        magnitude_order,
+        pooled_coadaptation,
+    )
+
+    names = [f"{n}.weight" for n in pruned_layer_names(model)]
+    order = magnitude_order(model, names)
+    op = hessian_operator(model, inputs, targets, order, reduction="mean", dtype=dtype)
+    pooled = pooled_coadaptation(model, inputs, targets, order, bins, operator=op)
+    ids, layers = layer_index(order)
+    full = group_sums(op, order.theta, ids, len(layers))
+    masks = _masks_for(model, prune_k, "weight")
+    pruned = torch.cat([masks[s.name].reshape(-1) for s in order.specs])
+    sub = group_sums(op, order.theta, torch.where(pruned, ids, -1), len(layers))
+    return {
+        "params": order.names,
+        "num_weights": order.size,
+        "bins": bins,
+        "pooled": pooled.double().tolist(),
+        "layers": layers,
+        "layer_sums": full.double().tolist(),
+        "prune_k": float(prune_k),
+        "pruned_layer_sums": sub.double().tolist(),
+        "n_pruned": int(pruned.sum()),
+    }
+
+
+def _split(split: str, settings_root, limit, download=False) -> tuple[Tensor, Tensor]:
+    from td_analysis.experiments_fashion import load_split
+    from td_analysis.training import TrainConfig
+
+    task = get_task("resnet-cifar10")
+    config = TrainConfig(
+        dataset=task.dataset, preprocessing=task.preprocessing, in_features=task.in_features
+    )
+    return load_split(config, split, root=settings_root, limit=limit, download=download)
+
+
+def analyse_resnet(job: dict) -> dict | None:
+    """Train (or resume, or load) one network, then its pruning records, Taylor records and (if
+    asked) coadaptation maps.  Runs in a worker process; everything in and out is plain data.
+    Under ``torchrun`` every rank trains; only rank 0 analyses (the others return ``None``)."""
+    from td_analysis.curvature.distributed import rank_and_world
+    from td_analysis.experiments_fashion import taylor_records
+    from td_analysis.fit import fit
+    from td_analysis.nn.regularisers import remove_regularisers
+
+    t0 = time.perf_counter()
+    settings = ResNetSettings(**job["settings"])
+    reg, seed, root = job["regulariser"], job["seed"], job["data_root"]
+    task = settings.task_def
+    config = fit_config(settings, reg, seed)
+    if config.device == "cpu":
+        torch.set_num_threads(1)
+    x, y = _split(task.train_split, root, settings.train_limit)
+    xe, ye = _split(task.eval_split, root, settings.eval_limit)
+    model = build_network(settings, seed)
+    ckpt = checkpoint_path(job["runs_dir"], settings, reg, seed)
+    ckpt.parent.mkdir(parents=True, exist_ok=True)
+    result = fit(
+        model,
+        (x.view(-1, 3, 32, 32), y),
+        config,
+        eval_data=(xe, ye),
+        checkpoint=ckpt,
+        resume=True,
+        progress=job["progress"],
+    )
+    remove_regularisers(model)
+    model = model.cpu().to(memory_format=torch.contiguous_format).eval()
+    t_train = time.perf_counter() - t0
+    if rank_and_world()[0] != 0:
+        return None
+    tag = {"regulariser": reg, "seed": seed}
+    xt, yt = _split(task.test_split, root, settings.test_limit)
+    xa, ya = _split(settings.analysis_split, root, settings.analysis_examples)
+    records, taylor = [], []
+    dtype = _DTYPES[settings.taylor_dtype]
+    for reading, net in _readings(model, reg).items():
+        records += [
+            {**tag, "reading": reading, **r} for r in pruning_records(net, xt, yt, settings.ks)
+        ]
+        terms = taylor_records(
+            net, xa, ya, settings.ks, PRUNING_KINDS, dtype=dtype, masks=_masks_for, diagonal=False
+        )
+        taylor += [{**tag, "reading": reading, **r} for r in terms]
+    maps = None
+    if job["pooled"]:
+        maps = {
+            **tag,
+            **coadaptation_maps(
+                model,
+                xa,
+                ya,
+                settings.pooled_bins,
+                prune_k=100 * task.gamma,
+                dtype=_DTYPES[settings.pooled_dtype],
+            ),
+        }
+    return {
+        "tag": tag,
+        "checkpoint": str(ckpt),
+        "history": result.history,
+        "records": records,
+        "taylor": taylor,
+        "coadaptation": maps,
+        "train_seconds": t_train,
+        "seconds": time.perf_counter() - t0,
+    }
+
+
+# ----------------------------------------------------------------------------- summaries
+def rank_correlations(taylor: Sequence[dict]) -> list[dict]:
+    """Spearman ρ of each estimator vs the measured ΔE per (regulariser, reading, kind), over
+    all seeds and k (kind ``"all"``: both kinds together); NaN with < 3 points or no spread."""
+    from scipy import stats
+
+    groups: dict[tuple, list[dict]] = {}
+    for r in taylor:
+        for kind in (r["kind"], "all"):
+            groups.setdefault((r["regulariser"], r["reading"], kind), []).append(r)
+    out = []
+    for (reg, reading, kind), rows in groups.items():
+        measured = np.array([r["measured"] for r in rows])
+        row = {"regulariser": reg, "reading": reading, "kind": kind, "n": len(rows)}
+        for est in TAYLOR_ESTIMATORS:
+            values = np.array([r[est] for r in rows])
+            ok = len(rows) >= 3 and np.ptp(values) > 0 and np.ptp(measured) > 0
+            row[est] = float(stats.spearmanr(values, measured).statistic) if ok else float("nan")
+        out.append(row)
+    return out
+
+
+def parse_paper_tables(text: str) -> dict:
+    """The ResNet-32 weight and unit tables of the slides (seed 001) as
+    ``{"weight"|"unit": {regulariser: {k: accuracy %}}}``; regulariser names as
+    :data:`~td_analysis.tasks.RESNET_REGULARISERS` where the column is one of them, else the
+    column's own header."""
+    import re
+
+    start = text.index("## ResNet-32 on CIFAR-10")
+    out: dict[str, dict] = {}
+    for kind, head in (
+        ("weight", "## Weight Dropout/Pruning"),
+        ("unit", "## Unit Dropout/Pruning"),
+    ):
+        lines = text[text.index(head, start) :].splitlines()[1:]
+        rows = [ln for ln in lines if "\t" in ln][:11]
+        columns = rows[0].split("\t")[1:]
+        names = []
+        for c in columns:
+            m = re.search(r"alpha=([\d.]+), \\gamma=([\d.]+)", c)
+            if m:
+                names.append(f"targeted-{kind}-a{float(m[1]):g}-g{float(m[2]):g}")
+            elif c.startswith("dropout"):
+                names.append("dropout")
+            else:
+                names.append(c.strip())
+        table: dict[str, dict] = {n: {} for n in names}
+        for row in rows[1:]:
+            cells = row.split("\t")
+            k = float(cells[0].replace("%", "").strip())
+            for n, v in zip(names, cells[1:], strict=True):
+                table[n][f"{k:g}"] = float(v)
+        out[kind] = table
+    return out
+
+
+def paper_tables() -> dict:
+    """The packaged copy of :func:`parse_paper_tables` of the slides (``paper_resnet32.json``)."""
+    return json.loads(PAPER_TABLES.read_text())
+
+
+def _cell(records: Sequence[dict], reg: str, reading: str, kind: str, k: float) -> str:
+    from td_analysis.reports import mean_std
+
+    vals = [
+        100 * r["accuracy"]
+        for r in records
+        if (r["regulariser"], r["reading"], r["kind"], r["k"]) == (reg, reading, kind, k)
+    ]
+    if not vals:
+        return "–"
+    m, s = mean_std(vals)
+    return f"{m:.2f} ± {s:.2f}" if len(vals) > 1 else f"{m:.2f}"
+
+
+def pruning_markdown(records: Sequence[dict], settings: dict, paper: dict | None = None) -> str:
+    """``pruning.md``: per kind, rows k, columns regulariser (× reading for targeted ones),
+    test accuracy (%) mean ± std over seeds, the paper's number beside each (in brackets)."""
+    paper = paper_tables() if paper is None else paper
+    regs = list(dict.fromkeys(r["regulariser"] for r in records))
+    ks = sorted({r["k"] for r in records})
+    seeds = sorted({r["seed"] for r in records})
+    p = settings["resolved"]
+    lines = [
+        "# ResNet on CIFAR-10: test accuracy (%) after pruning",
+        "",
+        f"Preset `{settings['preset']}`: pre-activation ResNet, units {p['units']}, widths "
+        f"{p['widths']}, {p['init_kernel']}×{p['init_kernel']} init conv with "
+        f"{p['init_filters']} filters; {p['epochs']} epochs; seeds {', '.join(map(str, seeds))} "
+        "(mean ± std over seeds). Pruned: every conv but the init conv, per filter (weight: the "
+        "k% smallest |w| of each filter; unit: the k% filters of smallest L2 norm); the logits "
+        "are never pruned. Readings: `trained` = the trained weights; `zero-targeted` = the "
+        "official conv evaluation (the targeted set at the training γ zeroed, then pruned). "
+        "[In brackets: the paper's ResNet-32 number for that column, seed 001 slides.]",
+        "",
+    ]
+    for kind in PRUNING_KINDS:
+        cols = [
+            (reg, reading)
+            for reg in regs
+            for reading in READINGS
+            if any(r["regulariser"] == reg and r["reading"] == reading for r in records)
+        ]
+        lines += [f"## {kind} pruning", ""]
+        lines.append("| k (%) | " + " | ".join(f"{reg} · {rd}" for reg, rd in cols) + " |")
+        lines.append("|---" * (len(cols) + 1) + "|")
+        for k in ks:
+            cells = []
+            for reg, reading in cols:
+                ours = _cell(records, reg, reading, kind, k)
+                ref = paper.get(kind, {}).get(reg, {}).get(f"{k:g}")
+                cells.append(ours + (f" [{ref:.2f}]" if ref is not None else ""))
+            lines.append(f"| {k:g} | " + " | ".join(cells) + " |")
+        lines.append("")
+    lines += _differences(records)
+    return "\n".join(lines)
+
+
+#: where the paper's qualitative claim lives: weight pruning at 70–80 %, unit pruning at 40–60 %
+CLAIM_POINTS = (("weight", 70.0), ("weight", 80.0), ("unit", 40.0), ("unit", 50.0), ("unit", 60.0))
+
+
+def _differences(records: Sequence[dict]) -> list[str]:
+    """Each targeted regulariser (official reading) minus none and minus dropout, paired by
+    seed, with 95% t intervals, at :data:`CLAIM_POINTS` (≥ 2 seeds only)."""
+    from td_analysis.reports import paired_curve
+
+    regs = list(dict.fromkeys(r["regulariser"] for r in records))
+    targeted = [r for r in regs if r.startswith("targeted")]
+    baselines = [b for b in ("none", "dropout") if b in regs]
+    lines = ["## Targeted dropout minus the baselines (paired by seed, 95% t interval)", ""]
+    found = False
+    for reg in targeted:
+        for base in baselines:
+            for reading in READINGS:
+                for kind, k in CLAIM_POINTS:
+                    curve = paired_curve(
+                        [r for r in records if r["kind"] == kind],
+                        {"regulariser": reg, "reading": reading},
+                        {"regulariser": base, "reading": "trained"},
+                        x="k",
+                    )
+                    for kv, d in curve:
+                        if kv == k:
+                            found = True
+                            lines.append(
+                                f"- {kind} k = {k:g}%: {reg} ({reading}) − {base} = "
+                                f"{100 * d.mean:+.2f} points, interval [{100 * d.lo:+.2f}, "
+                                f"{100 * d.hi:+.2f}]" + (" (excludes 0)" if d.excludes_zero else "")
+                            )
+    if not found:
+        lines.append("(fewer than 2 seeds: no intervals)")
+    lines.append("")
+    return lines
+
+
+def answer(records: Sequence[dict]) -> str:
+    """The README's answer, drawn from the data: does targeted dropout keep its accuracy under
+    70–80 % weight and 40–60 % unit pruning where none and dropout collapse?"""
+
+    def mean(reg, reading, kind, k):
+        v = [
+            r["accuracy"]
+            for r in records
+            if (r["regulariser"], r["reading"], r["kind"], r["k"]) == (reg, reading, kind, k)
+        ]
+        return float(np.mean(v)) if v else None
+
+    parts = []
+    regs = list(dict.fromkeys(r["regulariser"] for r in records))
+    for kind, k in CLAIM_POINTS:
+        cells = []
+        for reg in regs:
+            for reading in READINGS:
+                m = mean(reg, reading, kind, k)
+                if m is not None:
+                    cells.append(f"{reg} ({reading}) {100 * m:.1f}%")
+        if cells:
+            parts.append(f"{kind} pruning at {k:g}%: " + "; ".join(cells) + ".")
+    return " ".join(parts) if parts else "No pruning point of the claim was run."
+
+
+# ----------------------------------------------------------------------------- outputs
+def write_outputs(out: Path, results: dict, command: str) -> None:
+    """Every file of ``figures/resnet_cifar10/`` from the collected ``results``."""
+    import matplotlib.pyplot as plt
+
+    from td_analysis import plotting
+
+    settings = results["settings"]
+    records = results["records"]
+    atomic_write_json(out / "pruning.json", records)
+    atomic_write_text(out / "pruning.md", pruning_markdown(records, settings))
+    plot_rows = [
+        {**r, "regulariser": f"{r['regulariser']} ({r['reading']})", "bias": True} for r in records
+    ]
+    fig = plotting.plot_accuracy_vs_k(
+        plot_rows,
+        title=f"ResNet ({settings['preset']} preset): test accuracy after pruning every conv "
+        f"but the init conv (mean ± std over {len(settings['seeds'])} seed(s))",
+    )
+    for ax in fig.axes:
+        if ax.get_xlabel():
+            ax.set_xlabel("k: percent of each pruned conv's weights / filters removed")
+    plotting.save_figure(fig, out / "accuracy_vs_k.png", formats=("png",))
+    rho = rank_correlations(results["taylor"])
+    results["rank_correlations"] = rho
+    atomic_write_json(out / "taylor.json", {"records": results["taylor"], "rank_correlations": rho})
+    fig = plotting.plot_taylor_records(
+        [{**r, "regulariser": f"{r['regulariser']} ({r['reading']})"} for r in results["taylor"]],
+        TAYLOR_ESTIMATORS,
+        title=f"Taylor estimates vs measured ΔE of every pruning (mean loss, "
+        f"{settings['analysis_examples']:,} {settings['analysis_split']} images, "
+        f"{settings['taylor_dtype']}, HVPs)",
+    )
+    plotting.save_figure(fig, out / "estimators.png", formats=("png",))
+    maps = results["coadaptation"]
+    atomic_write_json(out / "coadaptation.json", maps)
+    if maps:
+        fig = plotting.coadaptation_panels(
+            {m["regulariser"]: np.asarray(m["pooled"]) for m in maps},
+            gamma=0.75,
+            suptitle=f"θᵀ⊙H⊙θ of the {maps[0]['num_weights']:,} pruned conv weights ordered by "
+            f"|θ|, {settings['pooled_bins']}² block sums (seed {settings['seeds'][0]})",
+        )
+        plotting.save_figure(fig, out / "coadaptation_pooled.png", formats=("png",))
+        fig = plotting.plot_layer_maps(
+            {m["regulariser"]: np.asarray(m["layer_sums"]) for m in maps},
+            {m["regulariser"]: np.asarray(m["pruned_layer_sums"]) for m in maps},
+            maps[0]["layers"],
+            prune_k=maps[0]["prune_k"],
+        )
+        plotting.save_figure(fig, out / "coadaptation_layers.png", formats=("png",))
+    plt.close("all")
+    summary = {k: v for k, v in results.items() if k not in ("records", "taylor", "coadaptation")}
+    atomic_write_json(out / "summary.json", summary)
+    atomic_write_text(out / "README.md", readme(results, command))
+
+
+def readme(results: dict, command: str) -> str:
+    """``README.md`` of the output folder: what each file shows, the command, the answer."""
+    s = results["settings"]
+    p = s["resolved"]
+    minutes = results.get("seconds", float("nan")) / 60
+    load = results.get("load_average") or [None, None]
+    load_text = f", 1-minute load average {load[0]:.1f} at the start" if load[0] else ""
+    return "\n".join(
+        [
+            "# ResNet on CIFAR-10: pruning with and without targeted dropout (issue 22)",
+            "",
+            f"Made by `{command}` in {minutes:.1f} minutes{load_text}. Preset `{s['preset']}`: "
+            f"units {p['units']}, widths {p['widths']}, {p['epochs']} epochs, lr {p['lr']} "
+            f"({p['schedule']}), batch {p['batch_size']}, weight decay {p['weight_decay']}, "
+            f"label smoothing {p['label_smoothing']}, gradient clipping {p['grad_clip']}; "
+            f"seeds {s['seeds']}; regularisers {', '.join(s['regularisers'])}. The init conv "
+            "and the logits are never targeted or pruned (the official code).",
+            "",
+            "| file | what it shows |",
+            "|---|---|",
+            "| `pruning.json` | one record per network, reading and pruning: `regulariser`, "
+            "`seed`, `reading` (`trained` / `zero-targeted`), `kind`, `k`, test `accuracy`, "
+            "`loss`, `zero_share` |",
+            "| `pruning.md` | the paper's layout (rows k, columns regulariser), ours mean ± std "
+            "over seeds with the paper's ResNet-32 number in brackets; paired differences |",
+            "| `accuracy_vs_k.png` | test accuracy vs k for weight and unit pruning |",
+            "| `taylor.json`, `estimators.png` | −∇ᵀd, ½dᵀHd (HVPs) and their sum against the "
+            f"measured ΔE on {s['analysis_examples']:,} {s['analysis_split']} images; Spearman ρ |",
+            "| `coadaptation.json`, `coadaptation_pooled.png`, `coadaptation_layers.png` | "
+            "pooled θᵀ⊙H⊙θ block sums and layer × layer sums, none vs targeted (first seed) |",
+            "| `summary.json` | settings, per-network training histories and timings, ρ |",
+            "",
+            "## Answer (from `pruning.json`)",
+            "",
+            answer(results["records"]),
+            "",
+        ]
+    )
+
+
+def _load_average() -> float | None:
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return None
+
+
+def reproduce_resnet(
+    settings: ResNetSettings | None = None,
+    *,
+    out_dir: str | Path = "figures/resnet_cifar10",
+    runs_dir: str | Path = "runs",
+    data_root: str | Path | None = None,
+    progress: bool = True,
+    command: str = "td-analysis reproduce --experiment resnet-cifar10",
+) -> dict | None:
+    """Train (or resume) every network, analyse each, and write ``out_dir`` (swapped in whole at
+    the end).  Under ``torchrun`` (``WORLD_SIZE`` > 1) the networks train one after the other
+    with DDP and rank 0 alone analyses and writes (other ranks return ``None``)."""
+    from td_analysis.curvature.distributed import init_from_env
+    from td_analysis.progress import progress_bar, stoppable_pool
+
+    settings = settings or ResNetSettings()
+    t0 = time.perf_counter()
+    load_start = _load_average()
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = init_from_env()[0] if world > 1 else 0
+    _split(settings.task_def.test_split, data_root, settings.test_limit)  # data present?
+    jobs = [
+        {
+            "settings": settings.to_dict(),
+            "regulariser": reg,
+            "seed": seed,
+            "runs_dir": str(runs_dir),
+            "data_root": None if data_root is None else str(data_root),
+            "pooled": seed == settings.seeds[0],
+            "progress": progress and (settings.workers == 1 or world > 1),
+        }
+        for reg in settings.regularisers
+        for seed in settings.seeds
+    ]
+    jobs.sort(key=lambda j: not j["pooled"])  # the longest jobs first
+    workers = 1 if world > 1 else max(1, min(settings.workers, len(jobs), os.cpu_count() or 1))
+    bar = progress_bar(total=len(jobs), desc="resnet-cifar10 networks", disable=not progress)
+    done = []
+    if workers == 1:
+        for job in jobs:
+            done.append(analyse_resnet(job))
+            bar.update()
+    else:
+        with stoppable_pool(workers) as pool:
+            for result in pool.map(analyse_resnet, jobs):
+                done.append(result)
+                bar.update()
+    bar.close()
+    if rank != 0:
+        return None
+    order = {r: i for i, r in enumerate(settings.regularisers)}
+    done.sort(key=lambda d: (order[d["tag"]["regulariser"]], d["tag"]["seed"]))
+    results = {
+        "settings": {**settings.to_dict(), "resolved": _jsonable(settings.resolved)},
+        "records": [r for d in done for r in d["records"]],
+        "taylor": [r for d in done for r in d["taylor"]],
+        "coadaptation": [d["coadaptation"] for d in done if d["coadaptation"]],
+        "networks": [
+            {
+                **d["tag"],
+                "checkpoint": d["checkpoint"],
+                "history": d["history"],
+                "train_seconds": d["train_seconds"],
+                "seconds": d["seconds"],
+            }
+            for d in done
+        ],
+    }
+    with staged_directory(out_dir) as staging:
+        results["seconds"] = time.perf_counter() - t0
+        results["load_average"] = [load_start, _load_average()]
+        write_outputs(Path(staging), results, command)
+    return results
+
+
+def _jsonable(d: dict) -> dict:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+
+def write_reports(out_dir: str | Path = "figures/resnet_cifar10", *, command: str) -> None:
+    """``pruning.md`` and ``README.md`` again from the JSON a finished run wrote
+    (``pruning.json``, ``summary.json``), without training anything."""
+    out = Path(out_dir)
+    missing = [f for f in ("summary.json", "pruning.json") if not (out / f).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{out} has no {', '.join(missing)}: run reproduce_resnet first")
+    summary = json.loads((out / "summary.json").read_text())
+    records = json.loads((out / "pruning.json").read_text())
+    atomic_write_text(out / "pruning.md", pruning_markdown(records, summary["settings"]))
+    atomic_write_text(out / "README.md", readme({**summary, "records": records}, command))
+
+
+def cmd_reproduce_resnet(args) -> int:
+    """``td-analysis reproduce --experiment resnet-cifar10 [--preset cpu|paper] [--quick]``."""
+    from td_analysis.names import QUICK_OUT, QUICK_RUNS
+
+    preset = args.preset or "cpu"
+    command = f"td-analysis reproduce --experiment resnet-cifar10 --preset {preset}" + (
+        " --quick" if args.quick else ""
+    )
+    unused = [
+        flag
+        for flag, value in (
+            ("--eval-limit", args.eval_limit),
+            ("--vmax", args.vmax),
+            ("--no-curves", args.no_curves or None),
+            ("--cache-dir", args.cache_dir),
+        )
+        if value is not None
+    ]
+    if unused:
+        raise ValueError(f"{', '.join(unused)} do(es) not apply to --experiment resnet-cifar10")
+    out = Path(args.out if args.out is not None else QUICK_OUT if args.quick else "figures")
+    out = out / "resnet_cifar10"
+    if args.report_only:
+        write_reports(out, command=command)
+        print(f"rewrote the reports in {out} from its JSON")
+        return 0
+    if args.readme is not None:
+        raise ValueError("--readme works only with --report-only")
+    runs = Path(args.runs if args.runs is not None else QUICK_RUNS if args.quick else "runs")
+    overrides: dict = {"preset": preset}
+    for name, value in (
+        ("seeds", args.seeds),
+        ("epochs", args.epochs),
+        ("ks", args.ks),
+        ("workers", args.workers),
+        ("pooled_bins", args.bins),
+    ):
+        if value is not None:
+            overrides[name] = tuple(value) if isinstance(value, list) else value
+    settings = ResNetSettings.quick(**overrides) if args.quick else ResNetSettings(**overrides)
+    results = reproduce_resnet(
+        settings,
+        out_dir=out,
+        runs_dir=runs,
+        data_root=args.data_dir,
+        progress=not args.quiet,
+        command=command,
+    )
+    if results is not None:  # rank 0
+        print((out / "pruning.md").read_text())
+        print(f"wrote the resnet-cifar10 results to {out} in {results['seconds']:.0f} s")
+    return 0
