@@ -3,7 +3,7 @@ batch 128, one thread) of candidate pre-activation ResNets, none and targeted we
 as ratios against the toy network's epoch (3072 → 10 → 10 through ``fit``) timed in the same
 process (the machine is shared: only the ratios carry over).
 
-    OMP_NUM_THREADS=1 python benchmarks/resnet_epoch.py [--steps 6] [--out FILE.json]
+    OMP_NUM_THREADS=1 python benchmarks/resnet_epoch.py [--steps 6] [--only N] [--out FILE.json]
 
 A candidate's epoch is extrapolated from ``--steps`` timed steps (after 2 warm-up steps) to the
 313 steps of an epoch; the toy epoch is timed whole.
@@ -44,6 +44,7 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--steps", type=int, default=6)
     p.add_argument("--out", default=None)
+    p.add_argument("--only", type=int, default=None, help="time only the first N candidates")
     args = p.parse_args()
     torch.manual_seed(0)
     torch.set_num_threads(1)
@@ -52,7 +53,7 @@ def main() -> None:
     xt, yt = torch.randn(N_TRAIN, 3072), torch.randint(0, 10, (N_TRAIN,))
     toy_s = time_fit(toy, xt, yt, FitConfig(epochs=1, batch_size=BATCH, lr=0.01))
     rows = []
-    for units, widths in CANDIDATES:
+    for units, widths in CANDIDATES[: args.only]:
         for kind in ("none", "targeted-weight"):
             reg = RegulariserConfig()
             if kind != "none":

@@ -911,7 +911,8 @@ def add_reproduce_command(sub: argparse._SubParsersAction) -> None:
         choices=names.EXPERIMENTS,
         default="toy",
         help="toy: Figure 1 / Table 1 into --out (default); fashion-mlp: the Fashion-MNIST MLP "
-        "pruning experiment into --out/fashion_mlp; all: both",
+        "pruning experiment into --out/fashion_mlp; resnet-cifar10: the ResNet pruning "
+        "experiment (issue 22, --preset) into --out/resnet_cifar10; all: toy and fashion-mlp",
     )
     p.add_argument(
         "--quick",

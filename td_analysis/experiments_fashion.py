@@ -210,6 +210,7 @@ def taylor_records(
     columns: int = 6,
     masks: Callable[[nn.Module, float, str], dict[str, Tensor]] | None = None,
     diagonal: bool = True,
+    chunk_size: int | None = None,
 ) -> list[dict]:
     """Taylor terms (:func:`td_analysis.taylor.deletion_terms`) and the measured ΔE of every
     pruning ``(kind, k)``, k > 0, over all parameters; one Hessian operator, ∇ and exact diag H.
@@ -217,11 +218,14 @@ def taylor_records(
     ``masks(model, k, kind)`` gives the pruning masks (default: the seed's rules,
     :func:`~td_analysis.pruning.seed_pruning_masks`); ``diagonal=False`` skips diag H (the
     ``diagonal`` estimator is then NaN: for a large model without a closed form it costs P
-    HVPs).  Records: ``{"kind", "k", "n_pruned", *ESTIMATORS, "loss", "pruned_loss",
-    "measured", "accuracy", "pruned_accuracy"}`` (mean cross-entropy, ``dtype``).
+    HVPs); ``chunk_size``: examples per HVP chunk (default: the operator's budget).
+    Records: ``{"kind", "k", "n_pruned", *ESTIMATORS, "loss", "pruned_loss", "measured",
+    "accuracy", "pruned_accuracy"}`` (mean cross-entropy, ``dtype``).
     """
     masks_of = masks or seed_pruning_masks
-    op = hessian_operator(model, inputs, targets, None, reduction="mean", dtype=dtype)
+    op = hessian_operator(
+        model, inputs, targets, None, reduction="mean", dtype=dtype, chunk_size=chunk_size
+    )
     base_loss, grad = op.loss_and_gradient()
     diag = None
     if diagonal:

@@ -87,7 +87,9 @@ class ResNetSettings:
 
     ``train_limit``/``eval_limit``/``test_limit``: only the first images of the train split,
     of the holdout split used for the per-epoch evaluation, and of the test split.
-    ``device``: ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda"``.
+    ``device``: ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda"``.  ``hvp_chunk``: images
+    per Hessian-vector-product chunk (conv activations of a vmapped HVP take ~20 MB per image
+    and column in float64 for the cpu preset's network: 25 keeps a process under 2 GB).
     """
 
     preset: str = "cpu"
@@ -105,8 +107,9 @@ class ResNetSettings:
     analysis_split: str = "holdout"
     analysis_examples: int = 1000
     taylor_dtype: str = "float64"
-    pooled_bins: int = 64
+    pooled_bins: int = 32
     pooled_dtype: str = "float32"
+    hvp_chunk: int = 25
     workers: int = 2
     device: str = "auto"
 
@@ -126,8 +129,8 @@ class ResNetSettings:
             train_limit=4000,
             eval_limit=500,
             test_limit=1000,
-            analysis_examples=200,
-            pooled_bins=16,
+            analysis_examples=100,
+            pooled_bins=8,
             device="cpu",
         )
         defaults.update(overrides)
@@ -162,8 +165,8 @@ class ResNetSettings:
                 raise ValueError(
                     f"{name} must be one of {tuple(_DTYPES)}, got {getattr(self, name)}"
                 )
-        if self.analysis_examples < 1 or self.pooled_bins < 1 or self.workers < 1:
-            raise ValueError("analysis_examples, pooled_bins and workers must be ≥ 1")
+        if min(self.analysis_examples, self.pooled_bins, self.workers, self.hvp_chunk) < 1:
+            raise ValueError("analysis_examples, pooled_bins, workers and hvp_chunk must be ≥ 1")
         if self.epochs is not None and self.epochs < 0:
             raise ValueError(f"epochs must be ≥ 0, got {self.epochs}")
         if self.device not in ("auto", "cpu", "cuda"):
@@ -333,7 +336,14 @@ def _masks_for(model: nn.Module, k: float, kind: str) -> dict[str, Tensor]:
 
 
 def coadaptation_maps(
-    model: nn.Module, inputs: Tensor, targets: Tensor, bins: int, *, prune_k: float, dtype
+    model: nn.Module,
+    inputs: Tensor,
+    targets: Tensor,
+    bins: int,
+    *,
+    prune_k: float,
+    dtype: torch.dtype,
+    chunk_size: int | None = None,
 ) -> dict:
     """Pooled B × B block sums of the |θ|-ordered θᵀ⊙H⊙θ over the pruned convs' weights, their
     layer × layer sums, and those over the weights weight pruning at ``prune_k`` deletes (mean
@@ -348,7 +358,9 @@ def coadaptation_maps(
 
     names = [f"{n}.weight" for n in pruned_layer_names(model)]
     order = magnitude_order(model, names)
-    op = hessian_operator(model, inputs, targets, order, reduction="mean", dtype=dtype)
+    op = hessian_operator(
+        model, inputs, targets, order, reduction="mean", dtype=dtype, chunk_size=chunk_size
+    )
     pooled = pooled_coadaptation(model, inputs, targets, order, bins, operator=op)
     ids, layers = layer_index(order)
     full = group_sums(op, order.theta, ids, len(layers))
@@ -382,38 +394,49 @@ def _split(split: str, settings_root, limit, download=False) -> tuple[Tensor, Te
 def analyse_resnet(job: dict) -> dict | None:
     """Train (or resume, or load) one network, then its pruning records, Taylor records and (if
     asked) coadaptation maps.  Runs in a worker process; everything in and out is plain data.
-    Under ``torchrun`` every rank trains; only rank 0 analyses (the others return ``None``)."""
-    from td_analysis.curvature.distributed import rank_and_world
+
+    ``job["stage"]``: ``"all"`` (default), ``"train"`` (train only, return ``None``: every
+    rank under ``torchrun``) or ``"analyse"`` (load the finished checkpoint, no training: rank
+    0 after the DDP training, so no collective waits on the analysis)."""
     from td_analysis.experiments_fashion import taylor_records
-    from td_analysis.fit import fit
+    from td_analysis.fit import fit, load_fit_checkpoint
     from td_analysis.nn.regularisers import remove_regularisers
 
     t0 = time.perf_counter()
+    stage = job.get("stage", "all")
     settings = ResNetSettings(**job["settings"])
     reg, seed, root = job["regulariser"], job["seed"], job["data_root"]
     task = settings.task_def
     config = fit_config(settings, reg, seed)
     if config.device == "cpu":
         torch.set_num_threads(1)
-    x, y = _split(task.train_split, root, settings.train_limit)
-    xe, ye = _split(task.eval_split, root, settings.eval_limit)
     model = build_network(settings, seed)
     ckpt = checkpoint_path(job["runs_dir"], settings, reg, seed)
-    ckpt.parent.mkdir(parents=True, exist_ok=True)
-    result = fit(
-        model,
-        (x.view(-1, 3, 32, 32), y),
-        config,
-        eval_data=(xe, ye),
-        checkpoint=ckpt,
-        resume=True,
-        progress=job["progress"],
-    )
-    remove_regularisers(model)
+    if stage == "analyse":
+        state = load_fit_checkpoint(ckpt)
+        if state["epoch"] != config.epochs:
+            raise ValueError(f"checkpoint {ckpt} holds epoch {state['epoch']}, not the last")
+        model.load_state_dict(state["model"])
+        history = state["history"]
+    else:
+        x, y = _split(task.train_split, root, settings.train_limit)
+        xe, ye = _split(task.eval_split, root, settings.eval_limit)
+        ckpt.parent.mkdir(parents=True, exist_ok=True)
+        result = fit(
+            model,
+            (x.view(-1, 3, 32, 32), y),
+            config,
+            eval_data=(xe, ye),
+            checkpoint=ckpt,
+            resume=True,
+            progress=job["progress"],
+        )
+        history = result.history
+        if stage == "train":
+            return None
+        remove_regularisers(model)
     model = model.cpu().to(memory_format=torch.contiguous_format).eval()
     t_train = time.perf_counter() - t0
-    if rank_and_world()[0] != 0:
-        return None
     tag = {"regulariser": reg, "seed": seed}
     xt, yt = _split(task.test_split, root, settings.test_limit)
     xa, ya = _split(settings.analysis_split, root, settings.analysis_examples)
@@ -424,7 +447,15 @@ def analyse_resnet(job: dict) -> dict | None:
             {**tag, "reading": reading, **r} for r in pruning_records(net, xt, yt, settings.ks)
         ]
         terms = taylor_records(
-            net, xa, ya, settings.ks, PRUNING_KINDS, dtype=dtype, masks=_masks_for, diagonal=False
+            net,
+            xa,
+            ya,
+            settings.ks,
+            PRUNING_KINDS,
+            dtype=dtype,
+            masks=_masks_for,
+            diagonal=False,
+            chunk_size=settings.hvp_chunk,
         )
         taylor += [{**tag, "reading": reading, **r} for r in terms]
     maps = None
@@ -438,12 +469,13 @@ def analyse_resnet(job: dict) -> dict | None:
                 settings.pooled_bins,
                 prune_k=100 * task.gamma,
                 dtype=_DTYPES[settings.pooled_dtype],
+                chunk_size=settings.hvp_chunk,
             ),
         }
     return {
         "tag": tag,
         "checkpoint": str(ckpt),
-        "history": result.history,
+        "history": history,
         "records": records,
         "taylor": taylor,
         "coadaptation": maps,
@@ -777,7 +809,17 @@ def reproduce_resnet(
     workers = 1 if world > 1 else max(1, min(settings.workers, len(jobs), os.cpu_count() or 1))
     bar = progress_bar(total=len(jobs), desc="resnet-cifar10 networks", disable=not progress)
     done = []
-    if workers == 1:
+    if world > 1:  # DDP: every rank trains every network, then rank 0 alone analyses
+        import torch.distributed as dist
+
+        for job in jobs:
+            analyse_resnet({**job, "stage": "train"})
+        dist.barrier()
+        if rank == 0:
+            for job in jobs:
+                done.append(analyse_resnet({**job, "stage": "analyse"}))
+                bar.update()
+    elif workers == 1:
         for job in jobs:
             done.append(analyse_resnet(job))
             bar.update()

@@ -439,6 +439,14 @@ class ResNetTask(Task):
             )
         return dict(self.presets[name])
 
+    def config(self, protocol: str = "default", **overrides: Any):
+        """Refused: the dense-network ``TrainConfig`` does not describe a ResNet (its training
+        settings are the presets, run by ``reproduce --experiment resnet-cifar10``)."""
+        raise ValueError(
+            f"task {self.name!r} is a ResNet, not a dense network: run `td-analysis reproduce "
+            f"--experiment {self.name} --preset {'|'.join(self.presets)}`"
+        )
+
     def network(self, bias: bool | None = None, *, preset: str = "paper"):  # type: ignore[override]
         """A fresh :class:`~td_analysis.nets_resnet.PreActResNet` of ``preset``'s size
         (initialised from the global RNG)."""
@@ -503,7 +511,7 @@ register_task(
                 **_RESNET_TRAINING,
                 "units": (1, 1, 1),
                 "widths": (16, 32, 64),
-                "epochs": 12,
+                "epochs": 20,
                 "lr": 0.2,
                 "schedule": "cosine",
                 "milestones": (),

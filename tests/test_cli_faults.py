@@ -298,11 +298,16 @@ def test_coadaptation_memory_estimate_matches_the_measured_peak(
     options = ["--params", "layers.0.weight", "--bins", "2000"]  # pooled, summed for the picture
     argv = ["coadaptation", str(ckpt), *options, "--limit", "20", "--quiet"]
     argv += ["--data-dir", str(data_root), "--out", str(tmp_path / "c.png")]
+    # glibc serves new arrays from heap pages that loading freed (already resident), which
+    # hides them from the peak RSS; with every allocation of ≥ 64 KiB mapped and unmapped on its
+    # own, RSS follows the live arrays (without this the measured "used" varied 15–36 MB here)
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="0")
     proc = subprocess.run(
         [sys.executable, "-c", MEASURE, str(tmp_path / "w"), *argv],
         capture_output=True,
         text=True,
         timeout=600,
+        env=env,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     seen = json.loads(proc.stdout.splitlines()[-1])

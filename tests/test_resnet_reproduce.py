@@ -162,6 +162,14 @@ def test_cli_refuses_bad_resnet_arguments(argv, tmp_path, capsys):
     assert not (tmp_path / "o").exists()
 
 
+def test_dense_commands_refuse_the_resnet_task(tmp_path, capsys):
+    argv = ["train", "--task", "resnet-cifar10", "--epochs", "1", "--out", str(tmp_path / "x.pt")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "reproduce --experiment resnet-cifar10" in err[0]
+    assert not (tmp_path / "x.pt").exists()
+
+
 def _seed_text(data_root: Path) -> str | None:
     for folder in (data_root.parent / "seeds", Path("/work/shared/seeds")):
         found = sorted(folder.glob("001_*.txt")) if folder.is_dir() else []
@@ -417,6 +425,7 @@ def _hvp(f, theta: dict, v_flat: torch.Tensor) -> torch.Tensor:
 def test_coadaptation_sums_match_explicit_hvps(run):
     xa, ya = _data(run, "holdout", run["settings"].analysis_examples)
     assert [m["regulariser"] for m in run["maps"]] == list(REGS)
+    assert {m["prune_k"] for m in run["maps"]} == {75.0}  # k = 100·γ, γ = 0.75 of the tables
     for m in run["maps"]:
         base = _reading_state(_checkpoint(run, m["regulariser"])["model"], "none", "trained")
         names = _pruned_names(base)
