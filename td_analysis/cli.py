@@ -105,18 +105,16 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
         prints it (the task registry imports torch)."""
 
         def make() -> str:
-            from td_analysis.tasks import TASKS
-
-            values = ", ".join(f"{n} {_task_default(t, field)}" for n, t in TASKS.items())
+            values = ", ".join(f"{n} {_task_default(t, field)}" for n, t in _dense_tasks().items())
             return f"{text} (default: the task's: {values})".strip()
 
         return cliargs.Deferred(make)
 
     def tasks_text(make) -> cliargs.Deferred:
         def text() -> str:
-            from td_analysis.tasks import DEFAULT_TASK, TASKS
+            from td_analysis.tasks import DEFAULT_TASK
 
-            return make(DEFAULT_TASK, TASKS)
+            return make(DEFAULT_TASK, _dense_tasks())
 
         return cliargs.Deferred(text)
 
@@ -138,7 +136,7 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
         help=tasks_text(
             lambda default, tasks: (
                 "data set; picks its task ("
-                + ", ".join(f"{t.dataset}: {n}" for n, t in tasks.items())
+                + ", ".join(f"{d}: {n}" for d, n in _first_task_of_dataset(tasks).items())
                 + ")"
             )
         ),
@@ -241,6 +239,22 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
         default=None,
         help="cpu, cuda, cuda:N or auto (CUDA if available) (default: TrainConfig's, cpu)",
     )
+
+
+def _dense_tasks() -> dict:
+    """The registered tasks that ``train`` can train (dense networks; the ResNet task trains
+    through ``reproduce --experiment resnet-cifar10``)."""
+    from td_analysis.tasks import TASKS, ResNetTask
+
+    return {n: t for n, t in TASKS.items() if not isinstance(t, ResNetTask)}
+
+
+def _first_task_of_dataset(tasks: dict) -> dict[str, str]:
+    """Data set → the first of ``tasks`` on it (what ``--dataset`` picks)."""
+    first: dict[str, str] = {}
+    for n, t in tasks.items():
+        first.setdefault(t.dataset, n)
+    return first
 
 
 def _task_default(task, field: str):

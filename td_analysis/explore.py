@@ -37,6 +37,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from td_analysis import names
+
 if TYPE_CHECKING:  # heavy imports (torch) only where a command needs them
     from td_analysis.dropout import RegulariserConfig
     from td_analysis.experiments import ReproduceSettings
@@ -187,15 +189,19 @@ def explorer_folders(
     runs: str | Path | None = None,
     cache: str | Path | None = None,
     data: str | Path | None = None,
+    quick: bool = False,
 ) -> dict[str, Path | None]:
     """Absolute runs, cache and data folders, resolved as the notebooks do: the option, else the
-    environment variable, else ``<repo>/runs`` and :func:`td_analysis.cache.default_cache_dir`
-    (the cache of ``reproduce`` too; data: None, the package's default search)."""
+    environment variable, else ``<repo>/runs`` (``quick``: ``<repo>/runs/quick/checkpoints``,
+    where ``reproduce --quick`` keeps its checkpoints, never next to the full ones) and
+    :func:`td_analysis.cache.default_cache_dir` (the cache of ``reproduce`` too; data: None, the
+    package's default search)."""
     from td_analysis.cache import default_cache_dir
 
     root = _repo_root(notebook)
     env = os.environ
-    runs = runs or env.get("TD_ANALYSIS_RUNS") or root / "runs"
+    default_runs = root / names.QUICK_RUNS if quick else root / "runs"
+    runs = runs or env.get("TD_ANALYSIS_RUNS") or default_runs
     cache = cache or env.get("TD_ANALYSIS_CACHE") or default_cache_dir()
     data = data or env.get("TD_ANALYSIS_DATA") or None
     return {
@@ -407,7 +413,9 @@ def _cmd_explore(args: argparse.Namespace) -> int:
         )
         return 2
     notebook = find_notebook(args.notebook)
-    folders = explorer_folders(notebook, runs=args.runs, cache=args.cache_dir, data=args.data_dir)
+    folders = explorer_folders(
+        notebook, runs=args.runs, cache=args.cache_dir, data=args.data_dir, quick=args.quick
+    )
     check_port(args.ip, args.port)  # before any training, so a taken port fails at once
 
     from td_analysis.data import find_cifar10
@@ -489,7 +497,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "--runs",
         type=Path,
         default=None,
-        help="checkpoint folder (default: $TD_ANALYSIS_RUNS, else <repo>/runs, as the notebooks)",
+        help="checkpoint folder (default: $TD_ANALYSIS_RUNS, else <repo>/runs, as the notebooks; "
+        "--quick: <repo>/runs/quick/checkpoints, as reproduce --quick)",
     )
     p.add_argument(
         "--cache-dir",

@@ -161,6 +161,19 @@ def test_default_cache_dir_from_environment(tmp_path, monkeypatch):
     assert len(entries(tmp_path / "env")) == 1
 
 
+def test_explore_quick_keeps_its_checkpoints_under_runs_quick(monkeypatch):
+    """``explore --quick`` trains into ``reproduce --quick``'s checkpoints, never ``runs/``."""
+    from pathlib import Path
+
+    from td_analysis.explore import explorer_folders, find_notebook
+
+    monkeypatch.delenv("TD_ANALYSIS_RUNS", raising=False)
+    root = Path(__file__).resolve().parents[1]
+    assert explorer_folders(find_notebook(None))["runs"] == root / "runs"
+    quick = explorer_folders(find_notebook(None), quick=True)["runs"]
+    assert quick == root / "runs" / "quick" / "checkpoints"
+
+
 def test_one_cache_folder_for_reproduce_explore_and_the_notebooks(tmp_path, monkeypatch):
     """``explore`` (and through it the Voilà kernel) and the notebooks resolve the cache with
     :func:`default_cache_dir`, as ``reproduce`` does: never ``<repo>/.cache/td_analysis``."""
