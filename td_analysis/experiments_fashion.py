@@ -44,7 +44,7 @@ from td_analysis.curvature import HessianMemoryError, available_memory_bytes, lo
 from td_analysis.io import atomic_write_json, atomic_write_text, staged_directory
 from td_analysis.pruning import apply_masks, pruning_table, seed_pruning_masks, validate_percent
 from td_analysis.tasks import Task, get_task
-from td_analysis.taylor import ESTIMATORS, deletion_terms
+from td_analysis.taylor import ESTIMATORS, deletion_terms, grouped_rank_correlations
 from td_analysis.training import TrainConfig, evaluate, load_data
 
 __all__ = [
@@ -377,22 +377,7 @@ def analyse_network(job: dict) -> dict:
 def rank_correlation_table(taylor: Sequence[dict]) -> list[dict]:
     """Spearman ρ of each estimator vs the measured ΔE, per (regulariser, bias, kind) over all
     seeds and k (and ``"all"`` kinds together)."""
-    from scipy import stats
-
-    groups: dict[tuple, list[dict]] = {}
-    for r in taylor:
-        for kind in (r["kind"], "all"):
-            groups.setdefault((r["regulariser"], r["bias"], kind), []).append(r)
-    out = []
-    for (reg, bias, kind), rows in groups.items():
-        measured = np.array([r["measured"] for r in rows])
-        row = {"regulariser": reg, "bias": bias, "kind": kind, "n": len(rows)}
-        for est in ESTIMATORS:
-            values = np.array([r[est] for r in rows])
-            ok = len(rows) >= 3 and np.ptp(values) > 0 and np.ptp(measured) > 0
-            row[est] = float(stats.spearmanr(values, measured).statistic) if ok else float("nan")
-        out.append(row)
-    return out
+    return grouped_rank_correlations(taylor, ("regulariser", "bias"), ESTIMATORS)
 
 
 # ----------------------------------------------------------------------------- outputs

@@ -36,6 +36,7 @@ from torch import Tensor, nn
 
 from td_analysis.io import atomic_write_json, atomic_write_text, staged_directory
 from td_analysis.tasks import RESNET_REGULARISERS, ResNetTask, get_task
+from td_analysis.taylor import grouped_rank_correlations
 
 __all__ = [
     "RESNET_KS",
@@ -488,22 +489,7 @@ def analyse_resnet(job: dict) -> dict | None:
 def rank_correlations(taylor: Sequence[dict]) -> list[dict]:
     """Spearman ρ of each estimator vs the measured ΔE per (regulariser, reading, kind), over
     all seeds and k (kind ``"all"``: both kinds together); NaN with < 3 points or no spread."""
-    from scipy import stats
-
-    groups: dict[tuple, list[dict]] = {}
-    for r in taylor:
-        for kind in (r["kind"], "all"):
-            groups.setdefault((r["regulariser"], r["reading"], kind), []).append(r)
-    out = []
-    for (reg, reading, kind), rows in groups.items():
-        measured = np.array([r["measured"] for r in rows])
-        row = {"regulariser": reg, "reading": reading, "kind": kind, "n": len(rows)}
-        for est in TAYLOR_ESTIMATORS:
-            values = np.array([r[est] for r in rows])
-            ok = len(rows) >= 3 and np.ptp(values) > 0 and np.ptp(measured) > 0
-            row[est] = float(stats.spearmanr(values, measured).statistic) if ok else float("nan")
-        out.append(row)
-    return out
+    return grouped_rank_correlations(taylor, ("regulariser", "reading"), TAYLOR_ESTIMATORS)
 
 
 def parse_paper_tables(text: str) -> dict:

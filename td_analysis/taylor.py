@@ -49,6 +49,7 @@ __all__ = [
     "pruning_sweep",
     "random_mask_sweep",
     "rank_correlations",
+    "grouped_rank_correlations",
 ]
 
 ESTIMATORS = ("first_order", "second_order", "diagonal", "estimate", "magnitude")
@@ -383,6 +384,30 @@ def random_mask_sweep(
             )
 
     return _sweep(model, inputs, targets, params, deletions(), reduction=reduction, dtype=dtype)
+
+
+def grouped_rank_correlations(
+    records: Sequence[dict],
+    by: Sequence[str],
+    estimators: Sequence[str] = ESTIMATORS,
+) -> list[dict]:
+    """Spearman ρ of each estimator against ``record["measured"]`` per group of long-form Taylor
+    records: one row per value of the ``by`` fields and ``kind``, plus ``kind="all"`` (both
+    kinds together); NaN with fewer than 3 records or no spread."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in records:
+        for kind in (r["kind"], "all"):
+            groups.setdefault((*(r[k] for k in by), kind), []).append(r)
+    out = []
+    for key, rows in groups.items():
+        measured = np.array([r["measured"] for r in rows])
+        row = {**dict(zip((*by, "kind"), key, strict=True)), "n": len(rows)}
+        for est in estimators:
+            values = np.array([r[est] for r in rows])
+            ok = len(rows) >= 3 and np.ptp(values) > 0 and np.ptp(measured) > 0
+            row[est] = float(stats.spearmanr(values, measured).statistic) if ok else float("nan")
+        out.append(row)
+    return out
 
 
 def rank_correlations(estimates: Sequence[PruningEstimate]) -> dict[str, float]:
