@@ -115,6 +115,20 @@ __all__ = [
     "split_indices",
 ]
 
+from td_analysis.dataset_registry import (  # noqa: F401  (re-exported: data.X still works)
+    BATCHES_DIR,
+    CLASS_NAMES,
+    DATASET_NAMES,
+    DATASETS,
+    DEFAULT_HOLDOUT_FRACTION,
+    FASHION_MNIST_CLASS_NAMES,
+    FASHION_MNIST_DIR,
+    NUM_CHANNELS,
+    DatasetInfo,
+    dataset_info,
+    holdout_count,
+)
+
 # --------------------------------------------------------------------------------------------
 # Constants
 # --------------------------------------------------------------------------------------------
@@ -122,7 +136,6 @@ __all__ = [
 DATA_ENV_VAR = "TD_ANALYSIS_DATA"
 SPLITS: tuple[str, ...] = ("train", "holdout", "train-full", "test")
 PREPROCESSINGS: tuple[str, ...] = ("standardize", "unit", "raw")
-DEFAULT_HOLDOUT_FRACTION = 0.2
 DEFAULT_SPLIT_SEED = 0
 
 # CIFAR-10 (python version)
@@ -130,41 +143,14 @@ CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_URL_ENV = "TD_ANALYSIS_CIFAR10_URL"  # overrides CIFAR10_URL (a mirror) when set
 CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
 ARCHIVE_NAME = "cifar-10-python.tar.gz"
-BATCHES_DIR = "cifar-10-batches-py"
-CLASS_NAMES: tuple[str, ...] = (
-    "airplane",
-    "automobile",
-    "bird",
-    "cat",
-    "deer",
-    "dog",
-    "frog",
-    "horse",
-    "ship",
-    "truck",
-)
 TRAIN_FILES: tuple[str, ...] = tuple(f"data_batch_{i}" for i in range(1, 6))
 TEST_FILE = "test_batch"
 
 NUM_CLASSES = len(CLASS_NAMES)
-NUM_CHANNELS = 3
 PIXELS_PER_CHANNEL = 32 * 32
 NUM_FEATURES = NUM_CHANNELS * PIXELS_PER_CHANNEL  # 3072
 
 # Fashion-MNIST
-FASHION_MNIST_DIR = "fashion-mnist"
-FASHION_MNIST_CLASS_NAMES: tuple[str, ...] = (
-    "T-shirt/top",
-    "Trouser",
-    "Pullover",
-    "Dress",
-    "Coat",
-    "Sandal",
-    "Shirt",
-    "Sneaker",
-    "Bag",
-    "Ankle boot",
-)
 #: Base addresses tried in order by :func:`download_fashion_mnist` (each + "/" + file name).
 FASHION_MNIST_MIRRORS: tuple[str, ...] = (
     "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
@@ -241,97 +227,8 @@ class DownloadError(OSError):
 
 
 # --------------------------------------------------------------------------------------------
-# Registry
+# Registry (the data itself: td_analysis.dataset_registry)
 # --------------------------------------------------------------------------------------------
-
-
-def _holdout_count(n: int, holdout_fraction: float) -> int:
-    return int(round(n * holdout_fraction))
-
-
-@dataclass(frozen=True)
-class DatasetInfo:
-    """What other modules may know about a data set (never hard-code 3072 or 784).
-
-    Attributes:
-        name: registry key, the value of ``--dataset`` (``"cifar10"``, ``"fashion-mnist"``).
-        title: display name (``"CIFAR-10"``).
-        image_shape: ``(C, H, W)``; a loaded row reshaped to it is a CHW image.
-        class_names: label ``i`` is ``class_names[i]``.
-        train_size: images in the official training set (split ``"train-full"``).
-        test_size: images in the official test set (split ``"test"``).
-        default_preprocessing: what :func:`load_dataset` applies when not told.
-        folder: name of the data set's folder under the data root.
-    """
-
-    name: str
-    title: str
-    image_shape: tuple[int, int, int]
-    class_names: tuple[str, ...]
-    train_size: int
-    test_size: int
-    default_preprocessing: str
-    folder: str
-
-    @property
-    def num_channels(self) -> int:
-        return self.image_shape[0]
-
-    @property
-    def num_features(self) -> int:
-        """Inputs per image, ``C · H · W`` (3,072 for CIFAR-10, 784 for Fashion-MNIST)."""
-        return math.prod(self.image_shape)
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
-
-    @property
-    def split_sizes(self) -> dict[str, int]:
-        """Images per split with the default 80/20 train/holdout split."""
-        n_holdout = _holdout_count(self.train_size, DEFAULT_HOLDOUT_FRACTION)
-        return {
-            "train": self.train_size - n_holdout,
-            "holdout": n_holdout,
-            "train-full": self.train_size,
-            "test": self.test_size,
-        }
-
-
-#: The registered data sets by name (read-only).
-DATASETS: Mapping[str, DatasetInfo] = MappingProxyType(
-    {
-        "cifar10": DatasetInfo(
-            name="cifar10",
-            title="CIFAR-10",
-            image_shape=(NUM_CHANNELS, 32, 32),
-            class_names=CLASS_NAMES,
-            train_size=50_000,
-            test_size=10_000,
-            default_preprocessing="standardize",
-            folder=BATCHES_DIR,
-        ),
-        "fashion-mnist": DatasetInfo(
-            name="fashion-mnist",
-            title="Fashion-MNIST",
-            image_shape=(1, 28, 28),
-            class_names=FASHION_MNIST_CLASS_NAMES,
-            train_size=60_000,
-            test_size=10_000,
-            default_preprocessing="unit",
-            folder=FASHION_MNIST_DIR,
-        ),
-    }
-)
-DATASET_NAMES: tuple[str, ...] = tuple(DATASETS)
-
-
-def dataset_info(name: str) -> DatasetInfo:
-    """The :class:`DatasetInfo` of ``name``; unknown: ValueError listing the valid names."""
-    info = DATASETS.get(name) if isinstance(name, str) else None
-    if info is None:
-        raise ValueError(f"Unknown dataset {name!r}; valid names: {', '.join(DATASETS)}")
-    return info
 
 
 def _check_choice(value: str, valid: Sequence[str], what: str) -> None:
@@ -1321,7 +1218,7 @@ def split_indices(
     """
     if not 0.0 < holdout_fraction < 1.0:
         raise ValueError(f"holdout_fraction must be in (0, 1), got {holdout_fraction}")
-    n_holdout = _holdout_count(n, holdout_fraction)
+    n_holdout = holdout_count(n, holdout_fraction)
     if not 0 < n_holdout < n:
         raise ValueError(
             f"holdout_fraction={holdout_fraction} of n={n} gives {n_holdout} holdout images; "

@@ -11,6 +11,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+# REGULARISERS (td_analysis.dropout's) and DATASET_NAMES (the keys of td_analysis.data.DATASETS)
+# come from their torch-free homes: one definition each
+from td_analysis.dataset_registry import DATASET_NAMES
+from td_analysis.regulariser_config import REGULARISERS
+
 __all__ = [
     "REGULARISERS",
     "DATASET_NAMES",
@@ -23,10 +28,6 @@ __all__ = [
     "QUICK_RUNS",
 ]
 
-#: :data:`td_analysis.dropout.REGULARISERS`
-REGULARISERS = ("none", "targeted-weight", "targeted-unit", "dropout", "dropconnect", "l1")
-#: the keys of :data:`td_analysis.data.DATASETS`
-DATASET_NAMES = ("cifar10", "fashion-mnist")
 #: :data:`td_analysis.curvature.spectrum.WHICH` and ``TRACE_METHODS``
 WHICH = ("largest", "smallest", "magnitude")
 TRACE_METHODS = ("hutch++", "hutchinson", "exact")

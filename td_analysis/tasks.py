@@ -37,11 +37,13 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from td_analysis.data import dataset_info
-from td_analysis.dropout import RegulariserConfig
-from td_analysis.models import DenseNet
+from td_analysis.dataset_registry import dataset_info
+from td_analysis.regulariser_config import RegulariserConfig
+
+if TYPE_CHECKING:  # torch: only where a network is built (``--help`` reads tasks without it)
+    from td_analysis.models import DenseNet
 
 __all__ = [
     "Task",
@@ -214,6 +216,8 @@ class Task:
         """A fresh :class:`~td_analysis.models.DenseNet` of this task's architecture, initialised
         by ``torch.nn.Linear`` from the global RNG (``training.build_model`` seeds it and applies
         the task's initialisation)."""
+        from td_analysis.models import DenseNet
+
         return DenseNet(
             self.in_features, self.hidden, self.num_classes, self.bias if bias is None else bias
         )
