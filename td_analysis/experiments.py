@@ -45,8 +45,9 @@ from td_analysis.models import DenseNet
 from td_analysis.names import EXPERIMENTS, QUICK_OUT, QUICK_RUNS  # noqa: F401 - public here
 from td_analysis.progress import progress_bar
 from td_analysis.pruning import pruning_curve, pruning_masks
+from td_analysis.runs import checkpoint_path, train_or_load  # noqa: F401 - their home is runs
 from td_analysis.taylor import estimate_pruning, pruning_sweep, random_mask_sweep, rank_correlations
-from td_analysis.training import TrainConfig, load_checkpoint, load_data, save_checkpoint, train
+from td_analysis.training import TrainConfig, load_data
 
 __all__ = [
     "PAPER_TABLE1",
@@ -158,36 +159,6 @@ def regulariser_suite(settings: ReproduceSettings) -> dict[str, RegulariserConfi
             }
         )
     return suite
-
-
-def train_or_load(
-    config: TrainConfig,
-    runs_dir: str | Path,
-    *,
-    data: dict[str, tuple[Tensor, Tensor]] | None = None,
-    data_root: str | Path | None = None,
-    progress: bool = True,
-) -> DenseNet:
-    """The trained model of ``config``: loaded from ``runs_dir`` if a checkpoint of exactly this
-    config exists, else trained and saved. The file name is ``train``'s
-    (:func:`td_analysis.explore.checkpoint_path`: task, regulariser, bias, seed, config hash)."""
-    from td_analysis.explore import checkpoint_path
-
-    path = checkpoint_path(config, runs_dir)
-    if path.is_file():
-        ckpt = load_checkpoint(path)
-        if ckpt.config.to_dict() == config.to_dict():
-            return ckpt.model
-    data = data or {}
-    result = train(
-        config,
-        train_data=data.get(config.train_split),
-        eval_data=data.get(config.eval_split),
-        data_root=data_root,
-        progress=progress,
-    )
-    save_checkpoint(path, result.model, config, {"history": result.history, **result.final})
-    return result.model
 
 
 def figure1_matrices(

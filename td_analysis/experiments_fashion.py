@@ -306,7 +306,7 @@ def coadaptation_maps(
 def analyse_network(job: dict) -> dict:
     """Train (or load) one network, then its pruning records, Taylor records and (if asked)
     coadaptation maps.  Runs in a worker process; everything in and out is plain data."""
-    from td_analysis.experiments import train_or_load
+    from td_analysis.runs import train_or_load
 
     torch.set_num_threads(1)
     t0 = time.perf_counter()

@@ -50,7 +50,7 @@ __all__ = [
     "explorer_settings",
     "model_config",
     "default_configs",
-    "checkpoint_path",
+    "checkpoint_path",  # noqa: F822 - lazily re-exported from td_analysis.runs
     "missing_models",
     "ensure_models",
     "notebooks_dir",
@@ -102,17 +102,20 @@ def default_configs(settings: ReproduceSettings) -> dict[str, TrainConfig]:
     }
 
 
-def checkpoint_path(config: TrainConfig, runs_dir: str | Path) -> Path:
-    """Where :func:`td_analysis.experiments.train_or_load` keeps the checkpoint of ``config``:
-    ``<runs>/<task>-<regulariser>-<bias>-seed<seed>-<config hash>.pt``, the one name scheme of
-    ``train`` and ``reproduce`` (:func:`td_analysis.runs.run_name`): the name says the task."""
-    from td_analysis.runs import run_name
+def __getattr__(name: str):
+    """``checkpoint_path`` lives in :mod:`td_analysis.runs` (torch); importable from here too,
+    without importing torch with this light module."""
+    if name == "checkpoint_path":
+        from td_analysis.runs import checkpoint_path
 
-    return Path(runs_dir) / f"{run_name(config)}.pt"
+        return checkpoint_path
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def missing_models(settings: ReproduceSettings, runs_dir: str | Path) -> dict[str, TrainConfig]:
     """The default networks that have no checkpoint in ``runs_dir`` yet."""
+    from td_analysis.runs import checkpoint_path
+
     return {
         name: config
         for name, config in default_configs(settings).items()
@@ -130,7 +133,7 @@ def ensure_models(
     """Train the missing default networks into ``runs_dir``; returns the checkpoints written."""
     import torch
 
-    from td_analysis.experiments import train_or_load
+    from td_analysis.runs import checkpoint_path, train_or_load
 
     written = []
     threads = torch.get_num_threads()
@@ -462,7 +465,7 @@ def _cmd_explore(args: argparse.Namespace) -> int:
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """Register ``explore`` on the ``td-analysis`` parser."""
-    from td_analysis.cli import DATA_HELP
+    from td_analysis.cliargs import DATA_HELP
 
     p = sub.add_parser(
         "explore",

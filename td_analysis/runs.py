@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from td_analysis.models import DenseNet
 from td_analysis.progress import stoppable_pool
 from td_analysis.training import (
     TrainConfig,
@@ -37,7 +38,16 @@ from td_analysis.training import (
     train,
 )
 
-__all__ = ["RunResult", "config_key", "run_name", "available_cores", "train_many", "train_one"]
+__all__ = [
+    "RunResult",
+    "config_key",
+    "run_name",
+    "checkpoint_path",
+    "train_or_load",
+    "available_cores",
+    "train_many",
+    "train_one",
+]
 
 
 @dataclass(frozen=True)
@@ -118,6 +128,41 @@ def train_one(
     metrics = {"history": result.history, **result.final, "train_seconds": seconds}
     save_checkpoint(path, result.model, config, metrics)
     return RunResult(config, Path(path), metrics, seconds, reused=False)
+
+
+def checkpoint_path(config: TrainConfig, runs_dir: str | Path) -> Path:
+    """Where :func:`train_or_load` keeps the checkpoint of ``config``:
+    ``<runs>/<task>-<regulariser>-<bias>-seed<seed>-<config hash>.pt``, the one name scheme of
+    ``train`` and ``reproduce`` (:func:`run_name`): the name says the task."""
+    return Path(runs_dir) / f"{run_name(config)}.pt"
+
+
+def train_or_load(
+    config: TrainConfig,
+    runs_dir: str | Path,
+    *,
+    data: dict[str, tuple[Tensor, Tensor]] | None = None,
+    data_root: str | Path | None = None,
+    progress: bool = True,
+) -> DenseNet:
+    """The trained model of ``config``: loaded from ``runs_dir`` if a checkpoint of exactly this
+    config exists, else trained and saved. The file name is ``train``'s
+    (:func:`checkpoint_path`: task, regulariser, bias, seed, config hash)."""
+    path = checkpoint_path(config, runs_dir)
+    if path.is_file():
+        ckpt = load_checkpoint(path)
+        if ckpt.config.to_dict() == config.to_dict():
+            return ckpt.model
+    data = data or {}
+    result = train(
+        config,
+        train_data=data.get(config.train_split),
+        eval_data=data.get(config.eval_split),
+        data_root=data_root,
+        progress=progress,
+    )
+    save_checkpoint(path, result.model, config, {"history": result.history, **result.final})
+    return result.model
 
 
 def _init_worker(data: dict[str, tuple[Tensor, Tensor]] | None) -> None:

@@ -23,10 +23,11 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from td_analysis.experiments import ReproduceSettings, regulariser_suite, train_or_load
+from td_analysis.experiments import ReproduceSettings, regulariser_suite
 from td_analysis.io import atomic_write_json
 from td_analysis.progress import progress_bar
 from td_analysis.pruning import pruning_curve
+from td_analysis.runs import train_or_load
 from td_analysis.training import load_data
 
 __all__ = ["STUDY_EPOCHS", "STUDY_REGULARISERS", "STUDY_KS", "training_length_records", "main"]
