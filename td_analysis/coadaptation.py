@@ -30,6 +30,7 @@ PROJECTION_COPIES = 5
 MAX_PROJECTION_COLUMNS = 16
 
 __all__ = [
+    "pooled_coadaptation_record",
     "MagnitudeOrder",
     "magnitude_order",
     "weight_and_kernel_names",
@@ -703,3 +704,43 @@ def top_pairs(C: Tensor, order: MagnitudeOrder, position: int, k: int = 10) -> l
         name, index = order.locate(j)
         out.append({"position": j, "name": name, "index": index, "value": float(row[j])})
     return out
+
+
+def pooled_coadaptation_record(
+    model: nn.Module,
+    inputs: Tensor,
+    targets: Tensor,
+    order: MagnitudeOrder,
+    masks: dict[str, Tensor],
+    bins: int,
+    *,
+    prune_k: float,
+    dtype: torch.dtype | None = torch.float32,
+    chunk_size: int | None = None,
+    progress: bool = False,
+) -> dict:
+    """The pooled B × B block sums of the ordered θᵀ⊙H⊙θ over ``order``, its layer × layer sums
+    (``UᵀHU`` with ``U[i, layer(i)] = θᵢ``), and those restricted to the weights ``masks`` delete
+    (True = pruned, at ``prune_k``): one Hessian operator of the mean loss for all of them; a
+    JSON-able record (the experiments' ``coadaptation.json``)."""
+    op = hessian_operator(
+        model, inputs, targets, order, reduction="mean", dtype=dtype, chunk_size=chunk_size
+    )
+    pooled = pooled_coadaptation(
+        model, inputs, targets, order, bins, operator=op, progress=progress
+    )
+    ids, layers = layer_index(order)
+    full = group_sums(op, order.theta, ids, len(layers))
+    pruned = selection_mask(order, masks)
+    sub = group_sums(op, order.theta, torch.where(pruned, ids, -1), len(layers))
+    return {
+        "params": order.names,
+        "num_weights": order.size,
+        "bins": bins,
+        "pooled": pooled.double().tolist(),
+        "layers": layers,
+        "layer_sums": full.double().tolist(),
+        "prune_k": float(prune_k),
+        "pruned_layer_sums": sub.double().tolist(),
+        "n_pruned": int(pruned.sum()),
+    }

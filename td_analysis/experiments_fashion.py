@@ -33,11 +33,9 @@ from torch import Tensor, nn
 
 from td_analysis import reports
 from td_analysis.coadaptation import (
-    group_sums,
     hessian_operator,
-    layer_index,
     magnitude_order,
-    pooled_coadaptation,
+    pooled_coadaptation_record,
     projection_bytes,
 )
 from td_analysis.curvature import HessianMemoryError, available_memory_bytes, loss
@@ -275,32 +273,10 @@ def coadaptation_maps(
     sums of the same matrix, and those over the weights deleted by weight pruning at ``prune_k``
     (mean loss; one operator for all of them)."""
     order = magnitude_order(model, "weights")
-    op = hessian_operator(model, inputs, targets, order, reduction="mean", dtype=dtype)
-    pooled = pooled_coadaptation(
-        model, inputs, targets, order, bins, operator=op, progress=progress
-    )
-    ids, layers = layer_index(order)
-    full = group_sums(op, order.theta, ids, len(layers))
     masks = seed_pruning_masks(model, prune_k, "weight")
-    named = dict(model.named_parameters())
-    pruned = torch.cat(
-        [
-            masks.get(s.name, torch.zeros_like(named[s.name], dtype=torch.bool)).reshape(-1)
-            for s in order.specs
-        ]
+    return pooled_coadaptation_record(
+        model, inputs, targets, order, masks, bins, prune_k=prune_k, dtype=dtype, progress=progress
     )
-    sub = group_sums(op, order.theta, torch.where(pruned, ids, -1), len(layers))
-    return {
-        "params": order.names,
-        "num_weights": order.size,
-        "bins": bins,
-        "pooled": pooled.double().tolist(),
-        "layers": layers,
-        "layer_sums": full.double().tolist(),
-        "prune_k": float(prune_k),
-        "pruned_layer_sums": sub.double().tolist(),
-        "n_pruned": int(pruned.sum()),
-    }
 
 
 def analyse_network(job: dict) -> dict:

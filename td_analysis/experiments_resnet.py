@@ -349,36 +349,21 @@ def coadaptation_maps(
     """Pooled B × B block sums of the |θ|-ordered θᵀ⊙H⊙θ over the pruned convs' weights, their
     layer × layer sums, and those over the weights weight pruning at ``prune_k`` deletes (mean
     loss, one Hessian operator)."""
-    from td_analysis.coadaptation import (
-        group_sums,
-        hessian_operator,
-        layer_index,
-        magnitude_order,
-        pooled_coadaptation,
-    )
+    from td_analysis.coadaptation import magnitude_order, pooled_coadaptation_record
 
-    names = [f"{n}.weight" for n in pruned_layer_names(model)]
-    order = magnitude_order(model, names)
-    op = hessian_operator(
-        model, inputs, targets, order, reduction="mean", dtype=dtype, chunk_size=chunk_size
-    )
-    pooled = pooled_coadaptation(model, inputs, targets, order, bins, operator=op)
-    ids, layers = layer_index(order)
-    full = group_sums(op, order.theta, ids, len(layers))
+    order = magnitude_order(model, [f"{n}.weight" for n in pruned_layer_names(model)])
     masks = _masks_for(model, prune_k, "weight")
-    pruned = torch.cat([masks[s.name].reshape(-1) for s in order.specs])
-    sub = group_sums(op, order.theta, torch.where(pruned, ids, -1), len(layers))
-    return {
-        "params": order.names,
-        "num_weights": order.size,
-        "bins": bins,
-        "pooled": pooled.double().tolist(),
-        "layers": layers,
-        "layer_sums": full.double().tolist(),
-        "prune_k": float(prune_k),
-        "pruned_layer_sums": sub.double().tolist(),
-        "n_pruned": int(pruned.sum()),
-    }
+    return pooled_coadaptation_record(
+        model,
+        inputs,
+        targets,
+        order,
+        masks,
+        bins,
+        prune_k=prune_k,
+        dtype=dtype,
+        chunk_size=chunk_size,
+    )
 
 
 def _split(split: str, settings_root, limit, download=False) -> tuple[Tensor, Tensor]:
