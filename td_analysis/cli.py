@@ -965,14 +965,29 @@ def add_reproduce_command(sub: argparse._SubParsersAction) -> None:
         "--seeds",
         type=cliargs.seeds,
         default=None,
-        help="distinct seeds, comma-separated (default toy: 0,1,2,3,4; fashion-mlp: 0,1; "
-        "--quick: 0,1)",
+        help="distinct seeds, comma-separated (default toy and fashion-mlp: 0,1,2,3,4, "
+        "fashion-mlp without biases: the first 3; --quick: 0,1, fashion-mlp 0)",
+    )
+    p.add_argument(
+        "--biases",
+        choices=("on", "off", "both"),
+        default=None,
+        help="fashion-mlp: networks with biases (on), without (off) or both (the default: "
+        "every regulariser with biases, none/targeted weight/targeted unit of the first 3 seeds "
+        "without)",
+    )
+    p.add_argument(
+        "--protocol",
+        default=None,
+        help="fashion-mlp: the task's named training protocol: default (Adam, batch 128, "
+        "20 epochs), seed (the seed's batch 32, 100 epochs) or short (3 epochs)",
     )
     p.add_argument(
         "--epochs",
         type=cliargs.positive_int,
         default=None,
-        help="training epochs (default: 20; --quick: 2)",
+        help="training epochs (default toy: 20, fashion-mlp: its protocol's; --quick: 2, "
+        "fashion-mlp 1)",
     )
     p.add_argument(
         "--eval-limit",

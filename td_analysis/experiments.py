@@ -431,7 +431,8 @@ def write_toy_reports(out_dir: str | Path = "figures", results: dict | None = No
     if results is None:
         results = _read_json(out / "table1.json", "td-analysis reproduce")
     network = f"{toy_network_text(TrainConfig.from_dict(results['settings']['base']))} on CIFAR-10"
-    atomic_write_text(out / "table1.md", reports.table1_markdown(results, network=network))
+    text = reports.table1_markdown(results, network=network) + reports.protocol_study_section(out)
+    atomic_write_text(out / "table1.md", text)
     curves = reports.toy_difference_curves(results)
     if any(any(c for c in lines.values()) for lines in curves.values()):
         import matplotlib.pyplot as plt
@@ -553,6 +554,10 @@ def _fashion_settings(args: argparse.Namespace):
         overrides["workers"] = args.workers
     if args.bins is not None:
         overrides["pooled_bins"] = args.bins
+    if getattr(args, "protocol", None) is not None:
+        overrides["protocol"] = args.protocol
+    if getattr(args, "biases", None) is not None:
+        overrides["biases"] = {"on": (True,), "off": (False,), "both": (True, False)}[args.biases]
     return FashionSettings.quick(**overrides) if args.quick else FashionSettings(**overrides)
 
 
@@ -584,6 +589,15 @@ def refresh_readme(
         text = reports.replace_generated(
             text, "fashion-mlp", reports.readme_fashion_results(records, summary)
         )
+        study = fashion / "training_length.json"
+        if study.is_file() and "generated: fashion-training-length" in text:
+            text = reports.replace_generated(
+                text,
+                "fashion-training-length",
+                reports.fashion_training_length_markdown(
+                    _read_json(study, "python -m td_analysis.training_length"), heading="####"
+                ),
+            )
     atomic_write_text(readme, text)
 
 

@@ -39,7 +39,12 @@ from td_analysis.coadaptation import (
     projection_bytes,
 )
 from td_analysis.curvature import HessianMemoryError, available_memory_bytes, loss
-from td_analysis.io import atomic_write_json, atomic_write_text, staged_directory
+from td_analysis.io import (
+    KEEP_IN_RESULT_FOLDER,
+    atomic_write_json,
+    atomic_write_text,
+    staged_directory,
+)
 from td_analysis.pruning import apply_masks, pruning_table, seed_pruning_masks, validate_percent
 from td_analysis.tasks import Task, get_task
 from td_analysis.taylor import ESTIMATORS, deletion_terms, grouped_rank_correlations
@@ -48,6 +53,8 @@ from td_analysis.training import TrainConfig, evaluate, load_data
 __all__ = [
     "FASHION_KS",
     "FASHION_REGULARISERS",
+    "CONTROL_REGULARISERS",
+    "fashion_regulariser",
     "PRUNING_KINDS",
     "FashionSettings",
     "network_config",
@@ -65,7 +72,8 @@ __all__ = [
 ]
 
 FASHION_KS = (0, 25, 50, 60, 70, 80, 90, 95, 97, 99)
-FASHION_REGULARISERS = ("none", "targeted-weight", "targeted-unit")
+CONTROL_REGULARISERS = ("dropout", "dropconnect")
+FASHION_REGULARISERS = ("none", "targeted-weight", "targeted-unit", *CONTROL_REGULARISERS)
 PRUNING_KINDS = ("weight", "unit")
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -76,13 +84,20 @@ class FashionSettings:
 
     ``epochs``/``hidden`` override the task's protocol and widths (``None``: the task's);
     ``train_limit``/``test_limit`` use only the first images of the train/test splits.
+    The networks without biases are ``bias_off_regularisers`` × the first
+    ``bias_off_seed_count`` seeds (``None``: all regularisers/seeds): the main comparisons
+    (with biases) get 5 seeds, the rest 3.  ``pooled_regularisers`` get the pooled
+    coadaptation maps (``None``: all).
     """
 
     task: str = "fashion-mlp"
     protocol: str = "default"
-    seeds: tuple[int, ...] = (0, 1)
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     regularisers: tuple[str, ...] = FASHION_REGULARISERS
     biases: tuple[bool, ...] = (True, False)
+    bias_off_seed_count: int | None = 3
+    bias_off_regularisers: tuple[str, ...] | None = ("none", "targeted-weight", "targeted-unit")
+    pooled_regularisers: tuple[str, ...] | None = ("none", "targeted-weight", "targeted-unit")
     ks: tuple[float, ...] = FASHION_KS
     epochs: int | None = None
     hidden: tuple[int, ...] | None = None
@@ -102,6 +117,7 @@ class FashionSettings:
         well under two minutes."""
         defaults = dict(
             seeds=(0,),
+            bias_off_seed_count=None,
             epochs=1,
             hidden=(250, 250, 125, 50),
             train_limit=6000,
@@ -116,6 +132,16 @@ class FashionSettings:
         self.seeds = tuple(int(s) for s in self.seeds)
         self.ks = tuple(validate_percent(k) for k in self.ks)
         self.biases = tuple(bool(b) for b in self.biases)
+        self.regularisers = tuple(self.regularisers)
+        for name in ("bias_off_regularisers", "pooled_regularisers"):
+            if getattr(self, name) is not None:
+                setattr(self, name, tuple(getattr(self, name)))
+        if self.bias_off_seed_count is not None and self.bias_off_seed_count < 1:
+            raise ValueError(f"bias_off_seed_count must be ≥ 1, got {self.bias_off_seed_count}")
+        for name in ("bias_off_regularisers", "pooled_regularisers"):
+            extra = [r for r in getattr(self, name) or () if r not in self.regularisers]
+            if extra:
+                raise ValueError(f"{name} {extra} are not among the regularisers")
         if self.hidden is not None:
             self.hidden = tuple(int(h) for h in self.hidden)
         task = get_task(self.task)
@@ -140,6 +166,22 @@ class FashionSettings:
         task = get_task(self.task)
         return task if self.hidden is None else task.replace(hidden=self.hidden)
 
+    def grid(self) -> list[tuple[str, bool, int]]:
+        """Every network as ``(regulariser, bias, seed)``: all regularisers × seeds with
+        biases; ``bias_off_regularisers`` × the first ``bias_off_seed_count`` seeds without."""
+        out = []
+        for reg in self.regularisers:
+            for bias in self.biases:
+                seeds = self.seeds
+                if not bias:
+                    if self.bias_off_regularisers is not None and (
+                        reg not in self.bias_off_regularisers
+                    ):
+                        continue
+                    seeds = seeds[: self.bias_off_seed_count]
+                out += [(reg, bias, seed) for seed in seeds]
+        return out
+
     @property
     def pooled_seed(self) -> int:
         """The seed whose networks get the (expensive) pooled coadaptation maps."""
@@ -156,12 +198,22 @@ def network_config(
 ) -> TrainConfig:
     """The :class:`TrainConfig` of one network of the experiment."""
     task = settings.task_def
-    overrides: dict = {"regulariser": regulariser, "bias": bias, "seed": seed}
+    overrides: dict = {"regulariser": fashion_regulariser(task, regulariser), "bias": bias}
+    overrides["seed"] = seed
     if settings.hidden is not None:
         overrides["hidden"] = settings.hidden
     if settings.epochs is not None:
         overrides["epochs"] = settings.epochs
     return task.config(settings.protocol, **overrides)
+
+
+def fashion_regulariser(task: Task, name: str):
+    """The :class:`~td_analysis.dropout.RegulariserConfig` of regulariser ``name``: the task's
+    targeted kinds at its (γ, α); the controls ``"dropout"`` and ``"dropconnect"`` at the same
+    expected drop rate γ·α (the share of weights, or hidden units, a targeted step drops)."""
+    if name in CONTROL_REGULARISERS:
+        return task.regulariser(name, alpha=task.gamma * task.alpha)
+    return task.regulariser(name)
 
 
 @functools.lru_cache(maxsize=8)
@@ -408,10 +460,19 @@ def write_reports(
     atomic_write_text(out / "pruning.md", text)
     write_differences(out, records)
     plt.close("all")
+    study = _training_length(out)
+    if study is not None:  # the training-length study's table
+        atomic_write_text(
+            out / "training_length.md", reports.fashion_training_length_markdown(study)
+        )
     atomic_write_text(
         out / "README.md",
         reports.fashion_readme(
-            summary["settings"], network=summary["network"], command=command, summary=summary
+            summary["settings"],
+            network=summary["network"],
+            command=command,
+            summary=summary,
+            training_length=study,
         ),
     )
 
@@ -485,9 +546,21 @@ def write_outputs(out: Path, results: dict, settings: FashionSettings, command: 
     atomic_write_text(
         out / "README.md",
         reports.fashion_readme(
-            settings.to_dict(), network=_network_text(settings), command=command, summary=summary
+            settings.to_dict(),
+            network=_network_text(settings),
+            command=command,
+            summary=summary,
+            training_length=_training_length(out),
         ),
     )
+
+
+def _training_length(out: Path) -> dict | None:
+    """The training-length study's JSON in ``out`` (``td_analysis.training_length``), if any."""
+    import json
+
+    path = out / "training_length.json"
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def _network_text(settings: FashionSettings) -> str:
@@ -542,22 +615,23 @@ def reproduce_fashion(
     t0 = time.perf_counter()
     load_start = _load_average()
     jobs = []
-    for reg in settings.regularisers:
-        for bias in settings.biases:
-            for seed in settings.seeds:
-                config = network_config(settings, reg, bias, seed)
-                pooled = seed == settings.pooled_seed and bias == settings.pooled_bias
-                jobs.append(
-                    {
-                        "settings": settings.to_dict(),
-                        "config": config.to_dict(),
-                        "regulariser": reg,
-                        "runs_dir": str(runs_dir),
-                        "data_root": None if data_root is None else str(data_root),
-                        "download": download,
-                        "pooled": pooled,
-                    }
-                )
+    pooled_regs = settings.pooled_regularisers or settings.regularisers
+    for reg, bias, seed in settings.grid():
+        config = network_config(settings, reg, bias, seed)
+        pooled = (
+            seed == settings.pooled_seed and bias == settings.pooled_bias and reg in pooled_regs
+        )
+        jobs.append(
+            {
+                "settings": settings.to_dict(),
+                "config": config.to_dict(),
+                "regulariser": reg,
+                "runs_dir": str(runs_dir),
+                "data_root": None if data_root is None else str(data_root),
+                "download": download,
+                "pooled": pooled,
+            }
+        )
     jobs.sort(key=lambda j: not j["pooled"])  # the longest jobs first
     # data present (or downloaded) once, before the workers start
     first = TrainConfig.from_dict(jobs[0]["config"])
@@ -595,7 +669,8 @@ def reproduce_fashion(
             {**d["tag"], "train": d["train_seconds"], "total": d["seconds"]} for d in done
         ],
     }
-    with staged_directory(out_dir) as staging:
+    # the training-length study (td_analysis.training_length) shares the folder: keep it
+    with staged_directory(out_dir, keep=(*KEEP_IN_RESULT_FOLDER, "training_length.*")) as staging:
         results["seconds"] = time.perf_counter() - t0
         results["load_average"] = [load_start, _load_average()]
         write_outputs(Path(staging), results, settings, command)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from scipy import stats
@@ -52,6 +53,8 @@ __all__ = [
     "replace_generated",
     "generated_marker",
     "training_length_claims",
+    "fashion_training_length_claims",
+    "fashion_training_length_markdown",
     "readme_training_length",
     "fashion_readme",
 ]
@@ -539,17 +542,24 @@ FASHION_ACCURACY = Metric(
 CLAIM_KS = (50.0, 90.0, 95.0)  # the pruning levels whose differences the reports state in words
 
 
+FASHION_CONTROLS = ("dropout", "dropconnect")
+
+
 def fashion_comparisons(records: Sequence[Mapping]) -> list[tuple[str, str, str, bool]]:
-    """``(kind, a, b, bias)``: every regulariser other than ``none`` minus ``none`` (same seed,
-    bias and pruning), for each pruning kind and bias setting in ``records``."""
-    regs = list(dict.fromkeys(r["regulariser"] for r in records))
+    """``(kind, a, b, bias)``: every regulariser other than ``none`` minus ``none``, then every
+    targeted regulariser minus each control (dropout, DropConnect at the same expected drop
+    rate: what *targeting* adds), same seed, bias and pruning, for each pruning kind and bias
+    setting in ``records`` where both networks exist."""
     kinds = list(dict.fromkeys(r["kind"] for r in records))
-    biases = list(dict.fromkeys(bool(r["bias"]) for r in records))
-    if "none" not in regs:
-        return []
-    return [
-        (kind, a, "none", bias) for bias in biases for kind in kinds for a in regs if a != "none"
-    ]
+    out = []
+    for bias in dict.fromkeys(bool(r["bias"]) for r in records):
+        regs = list(dict.fromkeys(r["regulariser"] for r in records if bool(r["bias"]) == bias))
+        pairs = [(a, "none") for a in regs if a != "none" and "none" in regs]
+        pairs += [
+            (a, c) for a in regs if a.startswith("targeted") for c in FASHION_CONTROLS if c in regs
+        ]
+        out += [(kind, a, b, bias) for kind in kinds for a, b in pairs]
+    return out
 
 
 def fashion_difference_curve(
@@ -569,15 +579,23 @@ def _fashion_where(kind: str, bias: bool, k: float) -> str:
 
 
 def fashion_claims(
-    records: Sequence[Mapping], *, ks: Sequence[float] = CLAIM_KS, bias: bool | None = None
+    records: Sequence[Mapping],
+    *,
+    ks: Sequence[float] | Mapping[str, Sequence[float]] = CLAIM_KS,
+    bias: bool | None = None,
+    pairs: Sequence[tuple[str, str]] | None = None,
 ) -> list[str]:
-    """The sentences on the paired differences at ``ks`` (all biases, or only ``bias``)."""
+    """The sentences on the paired differences at ``ks`` (or ``{kind: ks}``), for all biases
+    or only ``bias``, all comparisons or only the ``(a, b)`` ``pairs``."""
     out = []
     for kind, a, b, bi in fashion_comparisons(records):
         if bias is not None and bi != bias:
             continue
+        if pairs is not None and (a, b) not in pairs:
+            continue
+        at = ks.get(kind, ()) if isinstance(ks, Mapping) else ks
         for k, diff in fashion_difference_curve(records, kind, a, b, bi):
-            if k in ks:
+            if k in at:
                 out.append(
                     claim(
                         FASHION_NAMES.get(a, a),
@@ -593,36 +611,53 @@ def fashion_claims(
 def fashion_differences_markdown(records: Sequence[Mapping]) -> list[str]:
     """The paired-differences section of ``pruning.md``: each regulariser minus ``none`` per k,
     with t intervals over the seeds, and the sentences at :data:`CLAIM_KS`."""
-    comps = fashion_comparisons(records)
+    comps = [c for c in fashion_comparisons(records)]
     curves = {c: dict(fashion_difference_curve(records, *c)) for c in comps}
-    if not any(curves.values()):
+    comps = [c for c in comps if curves[c]]
+    if not comps:
         return []
-    n = max(d.n for cur in curves.values() for d in cur.values())
-    ks = sorted({k for cur in curves.values() for k in cur})
-    t_crit = float(stats.t.ppf(0.5 + LEVEL / 2, n - 1))
+    ns = sorted({d.n for c in comps for d in curves[c].values()})
     lines = [
         "## Paired differences over seeds",
         "",
-        f"Test accuracy of each regularised network minus the unregularised one of the same "
-        f"seed and bias, in points: mean [{LEVEL:.0%} t interval] over the {n} seeds "
-        f"(`td_analysis.statistics`). With {n} seeds t has {n - 1} degree(s) of freedom "
-        f"(t = {t_crit:.2f}), so the intervals are as wide as the seeds' spread makes them; a "
-        "sentence below states a difference only where its interval excludes zero.",
-        "",
-        "| k (%) | "
-        + " | ".join(
-            f"{kind} · {FASHION_NAMES.get(a, a)} − {b} · {_bias_text(bias)}"
-            for kind, a, b, bias in comps
+        "Test accuracy of each regularised network minus another of the same seed and bias "
+        "(first the unregularised one, then each targeted kind minus the controls dropout and "
+        f"DropConnect at the same expected drop rate), in points: mean [{LEVEL:.0%} t "
+        f"interval] over the seeds both have ({_listed(ns)}; `td_analysis.statistics`). "
+        + "; ".join(
+            f"with {n} seeds t has {n - 1} degree(s) of freedom "
+            f"(t = {float(stats.t.ppf(0.5 + LEVEL / 2, n - 1)):.2f})"
+            for n in ns
         )
-        + " |",
-        "|---" * (len(comps) + 1) + "|",
+        + ". A sentence below states a difference only where its interval excludes zero.",
     ]
-    for k in ks:
-        cells = [
-            interval_text(curves[c][k], FASHION_ACCURACY) if k in curves[c] else "–" for c in comps
-        ]
-        lines.append(f"| {k:g} | " + " | ".join(cells) + " |")
-    lines += ["", *(f"- {c}" for c in fashion_claims(records)), ""]
+    for bias in dict.fromkeys(c[3] for c in comps):
+        for kind in dict.fromkeys(c[0] for c in comps):
+            group = [c for c in comps if c[0] == kind and c[3] == bias]
+            if not group:
+                continue
+            ks = sorted({k for c in group for k in curves[c]})
+            lines += [
+                "",
+                f"### {_capital(kind)} pruning, {_bias_text(bias)}",
+                "",
+                "| k (%) | "
+                + " | ".join(
+                    f"{kind} · {FASHION_NAMES.get(a, a)} − {FASHION_NAMES.get(b, b)} · "
+                    f"{_bias_text(bias)}"
+                    for kind, a, b, bias in group
+                )
+                + " |",
+                "|---" * (len(group) + 1) + "|",
+            ]
+            for k in ks:
+                cells = [
+                    interval_text(curves[c][k], FASHION_ACCURACY) if k in curves[c] else "–"
+                    for c in group
+                ]
+                lines.append(f"| {k:g} | " + " | ".join(cells) + " |")
+    lines += ["", "### What the intervals allow", ""]
+    lines += [*(f"- {c}" for c in fashion_claims(records)), ""]
     return lines
 
 
@@ -659,8 +694,16 @@ FASHION_FIGURES = {
 }
 
 
-def fashion_readme(settings: Mapping, *, network: str, command: str, summary: Mapping) -> str:
-    """``figures/fashion_mlp/README.md``: what each file shows and which command made it."""
+def fashion_readme(
+    settings: Mapping,
+    *,
+    network: str,
+    command: str,
+    summary: Mapping,
+    training_length: Mapping | None = None,
+) -> str:
+    """``figures/fashion_mlp/README.md``: what each file shows and which command made it
+    (``training_length``: the study's JSON, when it shares the folder)."""
     minutes = summary.get("seconds", float("nan")) / 60
     load = summary.get("load_average")
     load_text = (
@@ -688,11 +731,23 @@ def fashion_readme(settings: Mapping, *, network: str, command: str, summary: Ma
     ]
     for name, text in FASHION_FIGURES.items():
         lines.append(f"| `{name}` | {text} |")
+    if training_length is not None:
+        made = f"made by `{training_length['command']}`"
+        lines += [
+            f"| `training_length.json` | the training-length study ({made}): one record per "
+            "network and pruning, `{regulariser, bias, seed, epochs, batch_size, protocol, kind, "
+            "k, accuracy, loss}` on the holdout split |",
+            "| `training_length.md` | its table (holdout accuracy against epochs) and each "
+            "length minus the one before it, paired by seed |",
+            "| `training_length.png` | holdout accuracy after pruning against epochs, one panel "
+            "per pruning, a line per regulariser, mean ± std over seeds |",
+        ]
     lines += [
         "",
         f"Settings: seeds {_listed(settings['seeds'])}; regularisers "
         f"{_listed(settings['regularisers'])}; biases "
-        f"{_listed('on' if b else 'off' for b in settings['biases'])}; k (%) "
+        f"{_listed('on' if b else 'off' for b in settings['biases'])}"
+        f"{_bias_off_text(settings)}; protocol `{settings['protocol']}`; k (%) "
         f"{_listed(f'{k:g}' for k in settings['ks'])}; Taylor terms on "
         f"{settings['analysis_examples']:,} {settings['analysis_split']} images in "
         f"{settings['taylor_dtype']}, pooled maps with B = {settings['pooled_bins']} in "
@@ -700,6 +755,16 @@ def fashion_readme(settings: Mapping, *, network: str, command: str, summary: Ma
         "",
     ]
     return "\n".join(lines)
+
+
+def _bias_off_text(settings: Mapping) -> str:
+    """`` (without biases: …)``: which networks of a grid have no biases, when not all."""
+    if False not in settings["biases"]:
+        return ""
+    regs = settings.get("bias_off_regularisers") or settings["regularisers"]
+    count = settings.get("bias_off_seed_count")
+    seeds = settings["seeds"][:count] if count else settings["seeds"]
+    return f" (without biases: {_listed(regs)} × seeds {_listed(seeds)})"
 
 
 def _listed(values) -> str:
@@ -748,9 +813,20 @@ def readme_toy_results(results: Mapping) -> str:
 FASHION_README_COLUMNS = (
     ("weight", "none"),
     ("weight", "targeted-weight"),
+    ("weight", "dropconnect"),
     ("unit", "none"),
     ("unit", "targeted-unit"),
+    ("unit", "dropout"),
 )
+#: The README's sentences: each targeted kind against none and against its untargeted control
+#: (weights dropped at random: DropConnect; units: dropout), at the k where pruning bites.
+FASHION_README_PAIRS = (
+    ("targeted-weight", "none"),
+    ("targeted-weight", "dropconnect"),
+    ("targeted-unit", "none"),
+    ("targeted-unit", "dropout"),
+)
+FASHION_README_CLAIM_KS = {"weight": (90.0, 95.0), "unit": (50.0, 70.0)}
 FASHION_README_KS = (0.0, 25.0, 50.0, 70.0, 80.0, 90.0, 95.0)
 
 
@@ -785,9 +861,15 @@ def readme_fashion_results(records: Sequence[Mapping], summary: Mapping) -> str:
         lines.append(f"| {k:g} | " + " | ".join(cells) + " |")
     lines += [
         "",
-        f"Paired by seed, with {LEVEL:.0%} t intervals over the {len(seeds)} seeds (with biases):",
+        f"Paired by seed, with {LEVEL:.0%} t intervals over the {len(seeds)} seeds (with "
+        "biases; every comparison and k: `figures/fashion_mlp/pruning.md`):",
         "",
-        *(f"- {c}" for c in fashion_claims(records, bias=True)),
+        *(
+            f"- {c}"
+            for c in fashion_claims(
+                records, bias=True, ks=FASHION_README_CLAIM_KS, pairs=FASHION_README_PAIRS
+            )
+        ),
     ]
     if rho and len(n_all) == 1:
         lines += [
@@ -902,3 +984,114 @@ def readme_training_length(study: Mapping) -> str:
         *(f"- {c}" for c in training_length_claims(records)),
     ]
     return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- fashion length
+FASHION_LENGTH_PANELS = (("weight", 0.0), ("weight", 90.0), ("unit", 50.0))
+
+
+def _length_cell(records: Sequence[Mapping], reg: str, epochs: int, kind: str, k: float) -> str:
+    acc = [
+        float(r["accuracy"])
+        for r in records
+        if r["regulariser"] == reg
+        and int(r["epochs"]) == epochs
+        and r["kind"] == kind
+        and float(r["k"]) == k
+    ]
+    if not acc:
+        return "–"
+    m, s = mean_std(acc)
+    return f"{100 * m:.2f} ± {100 * s:.2f} ({len(acc)})"
+
+
+def fashion_length_steps(records: Sequence[Mapping]) -> list[tuple[int, int]]:
+    """``(longer, shorter)``: each training length against the one before it."""
+    epochs = sorted({int(r["epochs"]) for r in records})
+    return list(zip(epochs[1:], epochs[:-1], strict=True))
+
+
+def fashion_training_length_claims(
+    records: Sequence[Mapping],
+    *,
+    steps: Sequence[tuple[int, int]] | None = None,
+    panels: Sequence[tuple[str, float]] = FASHION_LENGTH_PANELS,
+) -> list[str]:
+    """Sentences of the fashion-mlp study: for each panel (kind, k) and regulariser, the
+    accuracy after each training length minus the one before it, paired by seed (does it still
+    move?)."""
+    steps = fashion_length_steps(records) if steps is None else steps
+    regs = list(dict.fromkeys(r["regulariser"] for r in records))
+    out = []
+    for kind, k in panels:
+        sel = [r for r in records if r["kind"] == kind and float(r["k"]) == k]
+        for long, short in steps:
+            for reg in regs:
+                for _, diff in paired_curve(
+                    sel,
+                    {"regulariser": reg, "epochs": long},
+                    {"regulariser": reg, "epochs": short},
+                    x="k",
+                ):
+                    name = FASHION_NAMES.get(reg, reg)
+                    out.append(
+                        claim(
+                            f"{name} trained {long} epochs",
+                            f"{name} trained {short}",
+                            LENGTH_ACCURACY,
+                            diff,
+                            where=_length_where(kind, k),
+                        )
+                    )
+    return out
+
+
+def fashion_training_length_markdown(study: Mapping, *, heading: str = "#") -> str:
+    """The fashion-mlp training-length table (rows epochs; mean ± std (seeds) per regulariser
+    and panel) and its sentences, from ``training_length.json``."""
+    records = study["records"]
+    regs = list(dict.fromkeys(r["regulariser"] for r in records))
+    epochs = sorted({int(r["epochs"]) for r in records})
+    cols = [(reg, kind, k) for kind, k in FASHION_LENGTH_PANELS for reg in regs]
+    lines = [
+        f"{heading} Training length of the fashion-mlp network (holdout accuracy, %)",
+        "",
+        f"Made by `{study['command']}` in {_duration(study['seconds'])} of wall-clock time "
+        "(checkpoints already in its runs folder reused). Every network with biases, batch "
+        f"{_listed(sorted({int(r['batch_size']) for r in records}))}; each shorter network is a "
+        "snapshot of a longer run of the same seed (constant learning rate: the same network "
+        "a shorter run trains). Mean ± std (number of seeds) on the holdout split; unpruned, "
+        "weight pruning at k = 90 and unit pruning at k = 50 of every hidden layer.",
+        "",
+        "| epochs | "
+        + " | ".join(
+            f"{'unpruned' if k == 0 else f'{kind} k = {k:g}'} · {FASHION_NAMES.get(r, r)}"
+            for r, kind, k in cols
+        )
+        + " |",
+        "|---" * (len(cols) + 1) + "|",
+    ]
+    for e in epochs:
+        cells = [_length_cell(records, r, e, kind, k) for r, kind, k in cols]
+        lines.append(f"| {e} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        f"Each length minus the one before it, paired by seed, {LEVEL:.0%} t intervals:",
+        "",
+        *(f"- {c}" for c in fashion_training_length_claims(records)),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def protocol_study_section(out_dir: str | Path) -> str:
+    """The "Protocol study" section of ``table1.md`` (issue #19): from ``protocol_study.json`` in
+    ``out_dir`` (:func:`td_analysis.protocol_study.study_markdown`), or "" without that file."""
+    import json
+
+    path = Path(out_dir) / "protocol_study.json"
+    if not path.is_file():
+        return ""
+    from td_analysis.protocol_study import study_markdown
+
+    return "\n" + study_markdown(json.loads(path.read_text()))

@@ -13,6 +13,7 @@ configs never share a file and a changed config is retrained.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import multiprocessing
@@ -47,6 +48,7 @@ __all__ = [
     "available_cores",
     "train_many",
     "train_one",
+    "snapshot_paths",
 ]
 
 
@@ -112,18 +114,35 @@ def train_one(
     *,
     data_root: str | Path | None = None,
     progress: bool = False,
+    snapshots: Sequence[int] = (),
 ) -> RunResult:
     """Train ``config`` and save its checkpoint to ``path`` (atomically); one thread at least.
 
     ``config.train_limit`` trains on the first N examples of the training split.
+    ``snapshots``: epochs e < ``config.epochs`` whose networks are saved on the way, next to
+    ``path`` under the name of ``replace(config, epochs=e)`` (:func:`snapshot_paths`): the same
+    checkpoints a run of that shorter config would write.
     """
     if config.num_threads is None:
         torch.set_num_threads(1)
     root = None if data_root is None else str(data_root)
     x, y = _data(config, config.train_split, root)
     eval_data = _data(config, config.eval_split, root) if config.eval_split else None
+    folder = Path(path).parent
+
+    def save_snapshot(snap) -> None:
+        metrics = {"history": snap.history, **snap.final, "snapshot_of": run_name(config)}
+        save_checkpoint(checkpoint_path(snap.config, folder), snap.model, snap.config, metrics)
+
     t0 = time.perf_counter()
-    result = train(config, train_data=(x, y), eval_data=eval_data, progress=progress)
+    result = train(
+        config,
+        train_data=(x, y),
+        eval_data=eval_data,
+        progress=progress,
+        snapshots=[e for e in snapshots if e < config.epochs],
+        on_snapshot=save_snapshot,
+    )
     seconds = time.perf_counter() - t0
     metrics = {"history": result.history, **result.final, "train_seconds": seconds}
     save_checkpoint(path, result.model, config, metrics)
@@ -135,6 +154,18 @@ def checkpoint_path(config: TrainConfig, runs_dir: str | Path) -> Path:
     ``<runs>/<task>-<regulariser>-<bias>-seed<seed>-<config hash>.pt``, the one name scheme of
     ``train`` and ``reproduce`` (:func:`run_name`): the name says the task."""
     return Path(runs_dir) / f"{run_name(config)}.pt"
+
+
+def snapshot_paths(
+    config: TrainConfig, runs_dir: str | Path, snapshots: Sequence[int]
+) -> dict[int, Path]:
+    """Epoch → checkpoint of the shorter runs a run of ``config`` saves on the way
+    (``snapshots`` below ``config.epochs``; :func:`train_one`)."""
+    return {
+        int(e): checkpoint_path(dataclasses.replace(config, epochs=int(e)), runs_dir)
+        for e in sorted(set(snapshots))
+        if 1 <= e < config.epochs
+    }
 
 
 def train_or_load(
@@ -170,8 +201,12 @@ def _init_worker(data: dict[str, tuple[Tensor, Tensor]] | None) -> None:
     _set_given(data)
 
 
-def _worker(config_dict: dict, path: str, data_root: str | None) -> tuple[str, dict, float]:
-    result = train_one(TrainConfig.from_dict(config_dict), path, data_root=data_root)
+def _worker(
+    config_dict: dict, path: str, data_root: str | None, snapshots: Sequence[int] = ()
+) -> tuple[str, dict, float]:
+    result = train_one(
+        TrainConfig.from_dict(config_dict), path, data_root=data_root, snapshots=snapshots
+    )
     return str(result.path), result.metrics, result.seconds
 
 
@@ -195,6 +230,7 @@ def train_many(
     progress: bool = True,
     data: dict[str, tuple[Tensor, Tensor]] | None = None,
     in_process: bool = False,
+    snapshots: Sequence[int] = (),
 ) -> list[RunResult]:
     """Train every config (in parallel processes) into ``runs_dir``; results in config order.
 
@@ -214,6 +250,9 @@ def train_many(
         progress: one line per finished run on stderr (and a bar over steps when in-process).
         in_process: train one run after the other in this process instead (no start-up cost,
             for small runs; weights equal to a worker's up to MKL's last-bit differences).
+        snapshots: epochs whose networks each run also saves on the way, as the checkpoints
+            of the same config with fewer epochs (:func:`snapshot_paths`).  A run is reused
+            only when its snapshots exist too.
     """
     configs = list(configs)
     for c in configs:
@@ -229,6 +268,12 @@ def train_many(
     todo = []
     for i, (c, p) in enumerate(zip(configs, paths, strict=True)):
         metrics = _reusable(p, c) if reuse else None
+        if metrics is not None and snapshots:
+            snaps = snapshot_paths(c, runs_dir, snapshots)
+            if any(
+                _reusable(sp, dataclasses.replace(c, epochs=e)) is None for e, sp in snaps.items()
+            ):
+                metrics = None
         if metrics is not None:
             results[i] = RunResult(c, p, metrics, 0.0, reused=True)
         else:
@@ -257,7 +302,9 @@ def train_many(
         _set_given(data)
         try:
             for done, i in enumerate(todo, 1):
-                results[i] = train_one(configs[i], paths[i], data_root=root, progress=progress)
+                results[i] = train_one(
+                    configs[i], paths[i], data_root=root, progress=progress, snapshots=snapshots
+                )
                 report(i, done)
         finally:
             _set_given(saved)
@@ -273,7 +320,8 @@ def train_many(
             max_tasks_per_child=1,
         ) as pool:
             futures = {
-                pool.submit(_worker, configs[i].to_dict(), str(paths[i]), root): i for i in todo
+                pool.submit(_worker, configs[i].to_dict(), str(paths[i]), root, tuple(snapshots)): i
+                for i in todo
             }
             for done, fut in enumerate(as_completed(futures), 1):
                 i = futures[fut]

@@ -372,8 +372,8 @@ register_task(
         lr=1e-3,
         momentum=0.9,  # unused by Adam
         batch_size=128,
-        epochs=3,
-        protocols={"seed": {"batch_size": 32, "epochs": 100}},
+        epochs=20,
+        protocols={"seed": {"batch_size": 32, "epochs": 100}, "short": {"epochs": 3}},
         gamma=0.5,
         alpha=0.5,
         draws="bits",

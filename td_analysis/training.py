@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -423,6 +423,8 @@ def train(
     eval_data: tuple[Tensor, Tensor] | None = None,
     data_root: str | Path | None = None,
     progress: bool = True,
+    snapshots: Sequence[int] = (),
+    on_snapshot: Callable[[TrainResult], None] | None = None,
 ) -> TrainResult:
     """Train a :class:`DenseNet` as ``config`` says.
 
@@ -431,12 +433,23 @@ def train(
     with ``train_data`` only what is passed is used (no evaluation without ``eval_data``).
     Returns the model and a per-epoch history of train loss/accuracy (on the regularised
     network, running average) and eval loss/accuracy (on the unmasked network).
+
+    ``snapshots``: epochs e < ``config.epochs`` after which ``on_snapshot`` receives the
+    network as a :class:`TrainResult` whose config says ``epochs=e`` (the model is the live one,
+    in eval mode only during the call: save it, do not keep it).  Nothing in a run depends on its
+    total length (constant learning rate, per-step regulariser schedule), so that snapshot *is*
+    the run of ``replace(config, epochs=e)``: one long run gives every shorter one.
     """
+    snapshots = sorted({int(e) for e in snapshots})
+    if snapshots and (snapshots[0] < 1 or on_snapshot is None):
+        raise ValueError(
+            f"snapshots must be epochs ≥ 1 with an on_snapshot callback, got {snapshots}"
+        )
     before = torch.get_num_threads()
     if config.num_threads is not None:
         torch.set_num_threads(config.num_threads)
     try:
-        return _train(config, train_data, eval_data, data_root, progress)
+        return _train(config, train_data, eval_data, data_root, progress, snapshots, on_snapshot)
     finally:
         torch.set_num_threads(before)
 
@@ -447,6 +460,8 @@ def _train(
     eval_data: tuple[Tensor, Tensor] | None,
     data_root: str | Path | None,
     progress: bool,
+    snapshots: Sequence[int] = (),
+    on_snapshot: Callable[[TrainResult], None] | None = None,
 ) -> TrainResult:
     device = resolve_device(config.device)
     if train_data is None:
@@ -536,6 +551,17 @@ def _train(
             loss=f"{record['train_loss']:.3f}",
             acc=f"{record.get('eval_accuracy', record['train_accuracy']):.3f}",
         )
+        if epoch + 1 in snapshots and epoch + 1 < config.epochs:
+            model.eval()
+            check_finite(model, f"after epoch {epoch + 1}")
+            on_snapshot(
+                TrainResult(
+                    model=model,
+                    config=dataclasses.replace(config, epochs=epoch + 1),
+                    history=[dict(h) for h in history],
+                )
+            )
+            model.train()
     bar.close()
     model.eval()
     try:  # a finite loss can still hide an overflowed weight; never write such a network

@@ -24,13 +24,22 @@ from dataclasses import replace
 from pathlib import Path
 
 from td_analysis.experiments import ReproduceSettings, regulariser_suite
-from td_analysis.io import atomic_write_json
+from td_analysis.io import atomic_write_json, atomic_write_text
 from td_analysis.progress import progress_bar
 from td_analysis.pruning import pruning_curve
 from td_analysis.runs import train_or_load
 from td_analysis.training import load_data
 
-__all__ = ["STUDY_EPOCHS", "STUDY_REGULARISERS", "STUDY_KS", "training_length_records", "main"]
+__all__ = [
+    "STUDY_EPOCHS",
+    "STUDY_REGULARISERS",
+    "STUDY_KS",
+    "FASHION_STUDY",
+    "training_length_records",
+    "fashion_study_networks",
+    "fashion_training_length_records",
+    "main",
+]
 
 STUDY_EPOCHS = (20, 60, 200)
 STUDY_REGULARISERS = ("none", "targeted-weight", "targeted-unit", "dropout", "dropconnect")
@@ -84,6 +93,102 @@ def training_length_records(
                         "loss": row["loss"],
                     }
                 )
+    return records
+
+
+#: The fashion-mlp study: every network of the default grid (with biases) at ``epochs`` (the
+#: snapshots its runs save on the way) and ``long_regularisers`` × ``long_seeds`` trained on to
+#: ``long_epochs`` (one run each, snapshots at every shorter length; the learning rate is
+#: constant, so a snapshot *is* the shorter run).
+FASHION_STUDY: dict = {
+    "epochs": (3, 10, 20),
+    "regularisers": ("none", "targeted-weight", "targeted-unit", "dropout", "dropconnect"),
+    "seeds": (0, 1, 2, 3, 4),
+    "long_epochs": 30,
+    "long_regularisers": ("none", "targeted-weight", "targeted-unit"),
+    "long_seeds": (0, 1),
+}
+
+
+def fashion_study_networks(study: dict | None = None) -> list[tuple[str, int, int]]:
+    """``(regulariser, seed, epochs)`` of every network of the fashion study (with biases)."""
+    st = {**FASHION_STUDY, **(study or {})}
+    nets = [(r, s, e) for e in st["epochs"] for r in st["regularisers"] for s in st["seeds"]]
+    e = int(st["long_epochs"])
+    nets += [(r, s, e) for r in st["long_regularisers"] for s in st["long_seeds"]]
+    return list(dict.fromkeys(nets))
+
+
+def fashion_training_length_records(
+    *,
+    study: dict | None = None,
+    ks: Sequence[float] = STUDY_KS,
+    runs_dir: str | Path = "runs",
+    data_root: str | Path | None = None,
+    split: str = "holdout",
+    processes: int | None = None,
+    progress: bool = True,
+    settings=None,
+    in_process: bool = False,
+) -> list[dict]:
+    """Train (or reuse) the fashion-mlp study's networks and prune each on ``split``.
+
+    ``settings``: the :class:`~td_analysis.experiments_fashion.FashionSettings` whose networks
+    are studied (default: the default grid's; ``hidden``/``train_limit`` make a small study);
+    ``in_process`` trains in this process (small runs, tests).
+
+    The longest run of each (regulariser, seed) is trained by
+    :func:`td_analysis.runs.train_many` with snapshots at the shorter lengths, so the default
+    grid's checkpoints (``reproduce --experiment fashion-mlp``) are reused and shared.
+    Records as the toy study's, with ``protocol``.
+    """
+    from td_analysis.experiments_fashion import PRUNING_KINDS, FashionSettings, network_config
+    from td_analysis.pruning import pruning_table
+    from td_analysis.runs import checkpoint_path, train_many
+    from td_analysis.training import load_checkpoint
+
+    nets = fashion_study_networks(study)
+    settings = settings or FashionSettings()
+
+    def config(reg: str, seed: int, epochs: int):
+        cfg = replace(network_config(settings, reg, True, seed), epochs=epochs)
+        return replace(cfg, train_limit=settings.train_limit) if settings.train_limit else cfg
+
+    longest: dict[tuple[str, int], int] = {}
+    for reg, seed, e in nets:
+        longest[reg, seed] = max(e, longest.get((reg, seed), 0))
+    lengths = sorted({e for _, _, e in nets})
+    configs = [config(reg, seed, e) for (reg, seed), e in longest.items()]
+    train_many(
+        configs,
+        runs_dir,
+        processes=processes,
+        data_root=data_root,
+        snapshots=lengths,
+        progress=progress,
+        in_process=in_process,
+    )
+    first = configs[0]
+    x, y = load_data(first, split, root=data_root)
+    records = []
+    for reg, seed, e in progress_bar(nets, desc="prune", disable=not progress):
+        cfg = config(reg, seed, e)
+        model = load_checkpoint(checkpoint_path(cfg, runs_dir)).model
+        for row in pruning_table(model, x, y, ks, PRUNING_KINDS):
+            records.append(
+                {
+                    "regulariser": reg,
+                    "bias": cfg.bias,
+                    "seed": seed,
+                    "epochs": e,
+                    "batch_size": cfg.batch_size,
+                    "protocol": settings.protocol,
+                    "kind": row["kind"],
+                    "k": float(row["k"]),
+                    "accuracy": row["accuracy"],
+                    "loss": row["loss"],
+                }
+            )
     return records
 
 
@@ -143,39 +248,85 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     p = argparse.ArgumentParser(
         prog="python -m td_analysis.training_length",
-        description="The toy network's training-length study: accuracy after pruning at 20, 60 "
-        "and 200 epochs; writes OUT/training_length.json and OUT/training_length.png.",
+        description="The training-length study: accuracy after pruning against training "
+        "length. toy: 20, 60 and 200 epochs, writes OUT/training_length.json and .png (OUT: "
+        "figures); fashion-mlp: every network of the default grid (with biases) at 3, 10 and "
+        "20 epochs and none/targeted weight/targeted unit of seeds 0, 1 at 30 epochs, trained "
+        "in parallel processes with snapshots (OUT: figures/fashion_mlp).",
     )
-    p.add_argument("--epochs", type=cliargs.seeds, default=list(STUDY_EPOCHS))
-    p.add_argument("--seeds", type=cliargs.seeds, default=[0, 1, 2])
+    p.add_argument("--experiment", choices=("toy", "fashion-mlp"), default="toy")
+    p.add_argument("--epochs", type=cliargs.seeds, default=None)
+    p.add_argument("--seeds", type=cliargs.seeds, default=None)
     p.add_argument(
         "--regularisers",
         type=lambda t: [v.strip() for v in t.split(",") if v.strip()],
-        default=list(STUDY_REGULARISERS),
-        help="comma-separated names of reproduce's suite (default: %(default)s)",
+        default=None,
+        help="comma-separated regularisers (toy: names of reproduce's suite, default "
+        f"{','.join(STUDY_REGULARISERS)}; fashion-mlp: default "
+        f"{','.join(FASHION_STUDY['regularisers'])})",
     )
+    p.add_argument(
+        "--long-epochs",
+        type=cliargs.positive_int,
+        default=None,
+        help=f"fashion-mlp: the longest training (default {FASHION_STUDY['long_epochs']})",
+    )
+    p.add_argument("--processes", type=cliargs.positive_int, default=None)
     p.add_argument(
         "--ks",
         type=cliargs.percents,
         default=list(STUDY_KS),
         help="pruning percentages (default: %(default)s)",
     )
-    p.add_argument("--out", type=Path, default=Path("figures"))
+    p.add_argument("--out", type=Path, default=None)
     p.add_argument("--runs", type=Path, default=Path("runs"))
     p.add_argument("--data-dir", type=Path, default=None)
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
+    fashion = args.experiment == "fashion-mlp"
+    if args.out is None:
+        args.out = Path("figures/fashion_mlp" if fashion else "figures")
+    if fashion:
+        study = {
+            k: tuple(v)
+            for k, v in (
+                ("epochs", args.epochs),
+                ("seeds", args.seeds),
+                ("regularisers", args.regularisers),
+            )
+            if v is not None
+        }
+        if args.long_epochs is not None:
+            study["long_epochs"] = args.long_epochs
+        study = {**FASHION_STUDY, **study}
+        args.epochs = sorted({*study["epochs"], study["long_epochs"]})
+        args.seeds = list(study["seeds"])
+        args.regularisers = list(study["regularisers"])
+    else:
+        args.epochs = args.epochs or list(STUDY_EPOCHS)
+        args.seeds = args.seeds or [0, 1, 2]
+        args.regularisers = args.regularisers or list(STUDY_REGULARISERS)
     t0 = time.perf_counter()
     try:
-        records = training_length_records(
-            epochs=args.epochs,
-            seeds=args.seeds,
-            regularisers=args.regularisers,
-            ks=args.ks,
-            runs_dir=args.runs,
-            data_root=args.data_dir,
-            progress=not args.quiet,
-        )
+        if fashion:
+            records = fashion_training_length_records(
+                study=study,
+                ks=args.ks,
+                runs_dir=args.runs,
+                data_root=args.data_dir,
+                processes=args.processes,
+                progress=not args.quiet,
+            )
+        else:
+            records = training_length_records(
+                epochs=args.epochs,
+                seeds=args.seeds,
+                regularisers=args.regularisers,
+                ks=args.ks,
+                runs_dir=args.runs,
+                data_root=args.data_dir,
+                progress=not args.quiet,
+            )
     except KeyboardInterrupt:
         print(
             "interrupted: finished networks are kept in --runs; nothing else was written",
@@ -187,21 +338,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     seconds = time.perf_counter() - t0
     args.out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(
-        args.out / "training_length.json",
-        {
-            "command": "python -m td_analysis.training_length",
-            "seconds": seconds,
-            "epochs": list(args.epochs),
-            "seeds": list(args.seeds),
-            "regularisers": list(args.regularisers),
-            "records": records,
-        },
+    command = "python -m td_analysis.training_length" + (
+        " --experiment fashion-mlp" if fashion else ""
     )
+    payload = {
+        "command": command,
+        "experiment": args.experiment,
+        "seconds": seconds,
+        "epochs": list(args.epochs),
+        "seeds": list(args.seeds),
+        "regularisers": list(args.regularisers),
+        "records": records,
+    }
+    if fashion:
+        payload["study"] = {k: list(v) if isinstance(v, tuple) else v for k, v in study.items()}
+    atomic_write_json(args.out / "training_length.json", payload)
+    if fashion:
+        from td_analysis import reports
+
+        atomic_write_text(
+            args.out / "training_length.md", reports.fashion_training_length_markdown(payload)
+        )
+    network = "fashion-mlp network (with biases)" if fashion else "toy network"
     fig = plot_training_length(
         records,
-        title="toy network: holdout accuracy after pruning against training length "
-        f"(mean ± std over {len(args.seeds)} seed(s))",
+        title=f"{network}: holdout accuracy after pruning against training length "
+        f"(mean ± std over the seeds, up to {len(args.seeds)})",
     )
     plotting.save_figure(fig, args.out / "training_length.png", formats=("png",))
     print(f"wrote {args.out / 'training_length.json'} and .png in {seconds:.0f} s")

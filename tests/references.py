@@ -89,6 +89,13 @@ def weight_prune_mask(w: Tensor | np.ndarray, k: float) -> np.ndarray:
     return mag < tau[:, None]
 
 
+def layer_weight_prune_mask(w: Tensor | np.ndarray, k: float) -> np.ndarray:
+    """Removed (True): ``|W_oi| < sort(|W|)[int(k·numel)]`` over the whole matrix (the seed's
+    per-layer weight pruning)."""
+    mag = np.abs(np.asarray(w, dtype=np.float64))
+    return mag < np.sort(mag, axis=None)[int(k * mag.size)]
+
+
 def unit_prune_mask(w: Tensor | np.ndarray, k: float) -> np.ndarray:
     """Removed (True): whole rows with ``‖W_o,:‖₂ < sort(norms)[int(k·out)]``, W-shaped."""
     w = np.asarray(w, dtype=np.float64)

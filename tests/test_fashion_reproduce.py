@@ -20,7 +20,8 @@ from td_analysis.cli import main
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 KS = [0.0, 25.0, 50.0, 60.0, 70.0, 80.0, 90.0, 95.0, 97.0, 99.0]
-REGS = ["none", "targeted-weight", "targeted-unit"]
+REGS = ["none", "targeted-weight", "targeted-unit"]  # with and without biases
+CONTROLS = ["dropout", "dropconnect"]  # with biases only (the default grid's shape)
 
 
 @pytest.fixture(scope="module")
@@ -100,8 +101,8 @@ def test_files_and_records(run):
     keys = {(r["regulariser"], r["bias"], r["seed"], r["kind"], r["k"]) for r in recs}
     want = {
         (g, b, 0, kind, k)
-        for g in REGS
-        for b in (True, False)
+        for g in REGS + CONTROLS
+        for b in ((True, False) if g in REGS else (True,))
         for kind in ("weight", "unit")
         for k in KS
     }

@@ -187,16 +187,29 @@ def test_table1_markdown_names_the_set_it_prunes_from_the_json() -> None:
     assert "the 60 of the 100" in md and "(6 of each output unit's 10 inputs)" in md
 
 
+FASHION_LABELS = {
+    "none": "none",
+    "targeted weight dropout": "targeted-weight",
+    "targeted unit dropout": "targeted-unit",
+    "dropout": "dropout",
+    "DropConnect": "dropconnect",
+}
+
+
+def _grid_records() -> list[dict]:
+    """5 regularisers × 4 seeds with biases; 3 regularisers × the first 3 seeds without (the
+    default grid's shape): pairs must use the seeds both networks have."""
+    regs = ("none", "targeted-weight", "targeted-unit", "dropout", "dropconnect")
+    recs = synthetic_pruning_records(seeds=(0, 1, 2, 3), regularisers=regs)
+    return [r for r in recs if r["bias"] or (r["seed"] < 3 and r["regulariser"] in regs[:3])]
+
+
 def test_fashion_differences_and_sentences() -> None:
-    recs = synthetic_pruning_records()
+    recs = _grid_records()
     md = reports.fashion_pruning_markdown(
         recs, network="net", n_test=2000, settings={"protocol": "default", "task": "t"}
     )
     section = md[md.index("## Paired differences") :]
-    lines = [ln for ln in section.splitlines() if ln.startswith("| ")]
-    header = [c.strip() for c in lines[0].strip("|").split("|")][1:]
-    body = {float(ln.strip("|").split("|")[0]): ln.strip("|").split("|")[1:] for ln in lines[2:]}
-    names = {"targeted weight dropout": "targeted-weight", "targeted unit dropout": "targeted-unit"}
 
     def acc(reg, kind, bias, k):
         return [
@@ -205,26 +218,58 @@ def test_fashion_differences_and_sentences() -> None:
             if (r["regulariser"], r["kind"], r["bias"], r["k"]) == (reg, kind, bias, k)
         ]
 
-    assert len(header) == 2 * 2 * 2
-    for col, name in enumerate(header):
-        kind, comp, bias_text = (p.strip() for p in name.split("·"))
-        a = names[comp.split(" − ")[0]]
-        bias = bias_text == "bias"
-        for k, cells in body.items():
-            ref = ref_ci(acc(a, kind, bias, k), acc("none", kind, bias, k))
-            got = [float(v) for v in CELL.fullmatch(cells[col].strip()).groups()]
-            for g, want in zip(got, ref, strict=True):
-                assert g == pytest.approx(100 * want, abs=0.005 * 1.001), (name, k)
+    tables = [t for t in section.split("\n### ")[1:] if "| k (%)" in t]
+    seen = []
+    for table in tables:
+        lines = [ln for ln in table.splitlines() if ln.startswith("| ")]
+        header = [c.strip() for c in lines[0].strip("|").split("|")][1:]
+        body = {
+            float(ln.strip("|").split("|")[0]): ln.strip("|").split("|")[1:] for ln in lines[1:]
+        }
+        assert sorted(body) == [0.0, 50.0, 90.0, 95.0]
+        for col, name in enumerate(header):
+            kind, comp, bias_text = (p.strip() for p in name.split("·"))
+            a, b = (FASHION_LABELS[x] for x in comp.split(" − "))
+            bias = bias_text == "bias"
+            seen.append((kind, a, b, bias))
+            for k, cells in body.items():
+                ref = ref_ci(acc(a, kind, bias, k), acc(b, kind, bias, k))
+                got = [float(v) for v in CELL.fullmatch(cells[col].strip()).groups()]
+                for g, want in zip(got, ref, strict=True):
+                    assert g == pytest.approx(100 * want, abs=0.005 * 1.001), (name, k)
+    # with biases: 4 regularisers − none and 2 targeted × 2 controls, per kind; without
+    # biases only the targeted kinds − none (no controls were trained without biases)
+    want = {
+        (kind, a, b, True)
+        for kind in ("weight", "unit")
+        for a, b in [
+            ("targeted-weight", "none"),
+            ("targeted-unit", "none"),
+            ("dropout", "none"),
+            ("dropconnect", "none"),
+            ("targeted-weight", "dropout"),
+            ("targeted-weight", "dropconnect"),
+            ("targeted-unit", "dropout"),
+            ("targeted-unit", "dropconnect"),
+        ]
+    } | {
+        (kind, a, "none", False)
+        for kind in ("weight", "unit")
+        for a in ("targeted-weight", "targeted-unit")
+    }
+    assert sorted(seen) == sorted(want)
     bullets = [ln[2:] for ln in section.splitlines() if ln.startswith("- ")]
-    assert len(bullets) == 3 * 8  # k = 50, 90, 95 × 8 comparisons
+    assert len(bullets) == 3 * len(want)  # k = 50, 90, 95 × every comparison
+    names = sorted(FASHION_LABELS, key=len, reverse=True)
     for s in bullets:
-        k, kind, bias_text = re.match(
-            r"At k = ([\d.]+) \((\w+) pruning, (bias|no bias)\)", s
+        k, kind, bias_text, rest = re.match(
+            r"At k = ([\d.]+) \((\w+) pruning, (bias|no bias)\): (.*)", s
         ).groups()
-        a = "targeted-weight" if "targeted weight dropout" in s else "targeted-unit"
+        first = next(n for n in names if rest.startswith(n) or rest.startswith(n.capitalize()))
+        second = next(n for n in names if f"than {n} (" in rest or f" vs {n}, " in rest)
         ref = ref_ci(
-            acc(a, kind, bias_text == "bias", float(k)),
-            acc("none", kind, bias_text == "bias", float(k)),
+            acc(FASHION_LABELS[first], kind, bias_text == "bias", float(k)),
+            acc(FASHION_LABELS[second], kind, bias_text == "bias", float(k)),
         )
         check_sentence(s, ref, 100, 2)
     # the planted effect (+18 points at k = 90 for targeted weight dropout, weight pruning) shows

@@ -174,14 +174,18 @@ def fashion_candidates(records: list[dict], summary: dict) -> list[float]:
     for key, by_seed in groups.items():
         a = np.asarray(list(by_seed.values()), float)
         c += [float(a.mean())] + ([float(a.std(ddof=1))] if a.size > 1 else [])
-        if key[0] != "none":
-            base = groups[("none", *key[1:])]
+        # each regulariser − none; each targeted kind − each control (dropout, DropConnect)
+        bases = [] if key[0] == "none" else ["none"]
+        if key[0].startswith("targeted"):
+            bases += ["dropout", "dropconnect"]
+        for b in bases:
+            base = groups.get((b, *key[1:]), {})
             seeds = sorted(set(by_seed) & set(base))
             if len(seeds) > 1:
                 c += ttest([by_seed[s] for s in seeds], [base[s] for s in seeds])
-    n = len({r["seed"] for r in records})
-    if n > 1:
-        c += [float(stats.t.ppf(0.975, n - 1)), n - 1]
+    for n in {len(v) for v in groups.values()} | {len({r["seed"] for r in records})}:
+        if n > 1:
+            c += [float(stats.t.ppf(0.975, n - 1)), n - 1]
     c += sorted({float(r["k"]) for r in records})
     rho = [r["estimate"] for r in summary["rank_correlations"] if r["kind"] == "all"]
     c += [min(rho), max(rho)]
@@ -260,6 +264,8 @@ def sources():
         toy += leaves({k: v for k, v in study.items() if k != "records"})
         for pair in length_pairs(study["records"]).values():
             toy += ttest(*pair)
+    if (FIG / "protocol_study.json").is_file():  # table1.md's "Protocol study" section
+        toy += leaves(load(FIG / "protocol_study.json"))
     fashion = fashion_candidates(records, summary) + leaves(
         [m.get("num_weights") for m in coad if isinstance(m, dict)]
     )

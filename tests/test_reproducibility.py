@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -39,12 +40,14 @@ def _without_timings(obj):
     return obj
 
 
-def _start(folder: Path, data_root: Path, extra: dict[str, str]) -> subprocess.Popen:
+def _start(
+    folder: Path, data_root: Path, extra: dict[str, str], argv: list[str] | None = None
+) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TD_ANALYSIS_", "TQDM_"))}
     for name in (*PINNED_KERNELS, "MKL_ENABLE_INSTRUCTIONS", "MKL_CBWR"):
         env.pop(name, None)  # what a user's shell has: the package pins the kernels itself
     env.update({"TD_ANALYSIS_DATA": str(data_root), **THREADS, **extra})
-    argv = [*ARGV, "--out", str(folder / "out"), "--runs", str(folder / "runs")]
+    argv = [*(argv or ARGV), "--out", str(folder / "out"), "--runs", str(folder / "runs")]
     argv += ["--cache-dir", str(folder / "cache")]
     return subprocess.Popen(
         [sys.executable, "-m", "td_analysis.cli", *argv],
@@ -118,3 +121,58 @@ def test_pinning_sets_the_environment_only_before_torch(monkeypatch) -> None:
         assert fresh() == ["avx2", "AVX2", "AVX2"]
         assert fresh(MKL_CBWR="COMPATIBLE")[:2] == ["avx2", "COMPATIBLE"]  # the user's choice
     assert fresh(TD_ANALYSIS_NATIVE_KERNELS="1")[:2] == ["None", "None"]
+
+
+# Two kernel configurations for which no bits are promised: the package's pinning switched off
+# (the machine's native MKL/oneDNN kernels), once with one thread and the fused targeted-dropout
+# kernels, once with two threads and torch's own ops; what must agree is what the report
+# concludes, not its last digits.
+NATIVE_1 = {"TD_ANALYSIS_NATIVE_KERNELS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+NATIVE_2 = {
+    "TD_ANALYSIS_NATIVE_KERNELS": "1",
+    "TD_ANALYSIS_FUSED_KERNELS": "0",
+    "OMP_NUM_THREADS": "2",
+    "MKL_NUM_THREADS": "2",
+}
+VERDICT = re.compile(r"\b(more|less|larger|smaller)\b|no difference within the seeds' spread")
+SPAN = re.compile(r"95% t interval ([-+][\d.]+) to ([-+][\d.]+)")
+
+
+def _conclusions(md: str) -> list[tuple[str, str, float]]:
+    """``(sentence with its numbers blanked, verdict, distance of the interval from 0 in units
+    of its half-width)`` for every sentence of ``table1.md``."""
+    out = []
+    for line in md.splitlines():
+        if not (line.startswith("- ") and "t interval" in line):
+            continue
+        lo, hi = (float(v) for v in SPAN.search(line).groups())
+        half = max((hi - lo) / 2, 1e-12)
+        margin = max(lo, -hi) / half  # > 0: the interval excludes zero by this much
+        verdict = VERDICT.search(line).group(0)
+        out.append((re.sub(r"[-+]?\d[\d.,]*", "#", line), verdict, margin))
+    return out
+
+
+@pytest.mark.slow
+def test_quick_reproduce_draws_the_same_conclusions_under_other_kernels(
+    tmp_path: Path, data_root
+) -> None:
+    """Two seeds, so that the report states paired differences; every sentence must reach the
+    same verdict under both configurations, except where an interval touches zero (within a
+    quarter of its half-width in either run): there the seeds' spread, not the kernels, decides."""
+    argv = ["reproduce", "--quick", "--no-curves", "--seeds", "0,1", "--epochs", "2"]
+    argv += ["--eval-limit", "1000", "--quiet"]
+    folders = {"native, 1 thread": tmp_path / "a", "native, 2 threads, torch ops": tmp_path / "b"}
+    procs = {}
+    for (name, folder), extra in zip(folders.items(), (NATIVE_1, NATIVE_2), strict=True):
+        folder.mkdir()
+        procs[name] = _start(folder, data_root, extra, argv=argv)
+    for name, proc in procs.items():
+        _, err = proc.communicate(timeout=1200)
+        assert proc.returncode == 0, f"{name}: {err.decode()[-2000:]}"
+    a, b = (_conclusions((f / "out" / "table1.md").read_text()) for f in folders.values())
+    assert a and [s for s, _, _ in a] == [s for s, _, _ in b]
+    for (sentence, va, ma), (_, vb, mb) in zip(a, b, strict=True):
+        if min(abs(ma), abs(mb)) < 0.25:
+            continue  # the interval's end is within a quarter half-width of zero
+        assert va == vb, sentence

@@ -6,13 +6,20 @@ configs; file-system facts (which checkpoints exist, their mtimes) for reuse.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
 import pytest
 import torch
 
-from td_analysis.runs import available_cores, config_key, run_name, train_many
+from td_analysis.runs import (
+    available_cores,
+    config_key,
+    run_name,
+    snapshot_paths,
+    train_many,
+)
 from td_analysis.tasks import get_task
 from td_analysis.training import load_checkpoint, train
 
@@ -111,3 +118,56 @@ def test_run_names_are_readable_and_distinct() -> None:
     assert names[0].startswith("tiny-none-bias-seed0-")
     ramp = TINY.config(regulariser=TINY.regulariser("targeted-weight", ramp_steps=10))
     assert run_name(ramp).startswith("tiny-targeted-weight-ramp-bias-seed0-")
+
+
+@pytest.mark.parametrize("reg", ["none", "targeted-weight", "targeted-unit"])
+def test_snapshots_are_the_shorter_runs_bit_for_bit(tmp_path: Path, reg: str) -> None:
+    """A 3-epoch run saving snapshots after epochs 1 and 2 writes exactly the checkpoints that
+    1- and 2-epoch runs of the same config write (same process, one thread): reference is the
+    shorter run trained on its own."""
+    data = _data()
+    long = TINY.config(regulariser=reg, seed=3, epochs=3, batch_size=32)
+    res = train_many(
+        [long], tmp_path / "long", data=data, progress=False, in_process=True, snapshots=(1, 2, 5)
+    )
+    snaps = snapshot_paths(long, tmp_path / "long", (1, 2, 5))
+    assert sorted(snaps) == [1, 2]  # epochs ≥ the run's length are not snapshots
+    for e, path in snaps.items():
+        short = dataclasses.replace(long, epochs=e)
+        ref = train_many(
+            [short], tmp_path / f"short{e}", data=data, progress=False, in_process=True
+        )[0]
+        got = load_checkpoint(path)
+        assert got.config == short
+        want = load_checkpoint(ref.path)
+        for (n, p), (_, q) in zip(
+            got.model.state_dict().items(), want.model.state_dict().items(), strict=True
+        ):
+            assert torch.equal(p, q), n
+        assert len(got.metrics["history"]) == e
+        assert got.metrics["eval_loss"] == want.metrics["eval_loss"]
+    # the long run is reused only while its snapshots exist
+    assert train_many(
+        [long], tmp_path / "long", data=data, progress=False, in_process=True, snapshots=(1, 2)
+    )[0].reused
+    snaps[1].unlink()
+    again = train_many(
+        [long], tmp_path / "long", data=data, progress=False, in_process=True, snapshots=(1, 2)
+    )
+    assert not again[0].reused and snaps[1].is_file()
+    assert res[0].path.is_file()
+
+
+def test_snapshot_arguments_are_checked() -> None:
+    data = _data()
+    cfg = TINY.config(epochs=2, batch_size=32)
+    with pytest.raises(ValueError, match="snapshots must be epochs"):
+        train(cfg, train_data=data["train"], progress=False, snapshots=(1,))
+    with pytest.raises(ValueError, match="snapshots must be epochs"):
+        train(
+            cfg,
+            train_data=data["train"],
+            progress=False,
+            snapshots=(0,),
+            on_snapshot=lambda r: None,
+        )

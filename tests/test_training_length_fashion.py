@@ -1,0 +1,110 @@
+"""The fashion-mlp training-length study (``td_analysis.training_length``, ``--experiment
+fashion-mlp``) on the real Fashion-MNIST data, small: a 784 → 16 → 8 → 10 MLP on 600 images,
+none and targeted weight dropout at 1 and 2 epochs (seeds 0, 1) and the unregularised seed 0 on
+to 3 epochs, every shorter network a snapshot of the longest run.
+
+References: each network trained again here on its own, as the shorter config (its weights must
+equal the study's checkpoint), and every record recomputed from those weights with brute-force
+masks and a float64 forward pass (``references.py``): a record of the wrong network, epoch or
+pruning fails."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+from references import (
+    assert_accuracy,
+    dense_params,
+    layer_weight_prune_mask,
+    logits64,
+    unit_prune_mask,
+)
+
+pytestmark = pytest.mark.slow
+
+KS = (0.0, 50.0, 90.0)
+STUDY = {
+    "epochs": (1, 2),
+    "regularisers": ("none", "targeted-weight"),
+    "seeds": (0, 1),
+    "long_epochs": 3,
+    "long_regularisers": ("none",),
+    "long_seeds": (0,),
+}
+
+
+def _settings():
+    from td_analysis.experiments_fashion import FashionSettings
+
+    return FashionSettings(hidden=(16, 8), train_limit=600)
+
+
+def test_records_are_the_networks_they_name(tmp_path, data_root) -> None:
+    from td_analysis.experiments_fashion import network_config
+    from td_analysis.training import load_data, train
+    from td_analysis.training_length import fashion_study_networks, fashion_training_length_records
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        recs = fashion_training_length_records(
+            study=STUDY,
+            ks=KS,
+            runs_dir=tmp_path,
+            data_root=data_root,
+            progress=False,
+            settings=_settings(),
+            in_process=True,
+        )
+        nets = fashion_study_networks(STUDY)
+        assert sorted(nets) == sorted(
+            [(r, s, e) for e in (1, 2) for r in STUDY["regularisers"] for s in (0, 1)]
+            + [("none", 0, 3)]
+        )
+        # one run per (regulariser, seed): 3 + 1 + 1 + 1 checkpoints... and no more
+        assert len(list(tmp_path.glob("*.pt"))) == len(nets)
+        assert {(r["regulariser"], r["seed"], r["epochs"]) for r in recs} == set(nets)
+        assert len(recs) == len(nets) * 2 * len(KS)
+        s = _settings()
+        base = network_config(s, "none", True, 0)
+        x_train, y_train = load_data(base, "train", root=data_root)
+        x, y = load_data(base, "holdout", root=data_root)
+        for reg, seed, e in nets:
+            cfg = dataclasses.replace(network_config(s, reg, True, seed), epochs=e, train_limit=600)
+            model = train(cfg, train_data=(x_train, y_train), progress=False).model
+            ws, bs = dense_params(model)
+            for r in (
+                r for r in recs if (r["regulariser"], r["seed"], r["epochs"]) == (reg, seed, e)
+            ):
+                assert r["batch_size"] == cfg.batch_size and r["bias"] is True
+                f = r["k"] / 100
+                hidden = len(ws) - 1
+                if r["kind"] == "weight":
+                    masks = [layer_weight_prune_mask(w, f) for w in ws[:hidden]]
+                    bmasks = [np.zeros(b.shape, bool) for b in bs[:hidden]]
+                else:
+                    masks = [unit_prune_mask(w, f) for w in ws[:hidden]]
+                    bmasks = [m.all(axis=1) for m in masks]
+                masks.append(np.zeros(ws[-1].shape, bool))
+                bmasks.append(np.zeros(bs[-1].shape, bool))
+                pw = [w * torch.from_numpy(~m) for w, m in zip(ws, masks, strict=True)]
+                pb = [b * torch.from_numpy(~m) for b, m in zip(bs, bmasks, strict=True)]
+                logits = logits64(pw, pb, x)
+                loss = float(torch.nn.functional.cross_entropy(logits, y))
+                assert r["loss"] == pytest.approx(loss, rel=2e-6, abs=1e-7), (reg, seed, e, r)
+                assert_accuracy(r["accuracy"], logits, y)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_cli_writes_json_and_figure_and_refuses_bad_input(tmp_path, data_root) -> None:
+    from td_analysis.training_length import main
+
+    assert (
+        main(["--experiment", "fashion-mlp", "--regularisers", "nonsense", "--out", str(tmp_path)])
+        == 2
+    )
+    assert not (tmp_path / "training_length.json").exists()
