@@ -25,6 +25,7 @@ import pytest
 import torch
 
 from td_analysis import data as D
+from td_analysis.data import cifar10, fashion_mnist, registry, splits
 
 # ------------------------------------------------------------------------------------------------
 # Helpers: tiny fake CIFAR-10 folders and archives
@@ -299,7 +300,7 @@ def test_returned_tensors_are_fresh_and_cache_is_used(
     def boom(path: Path) -> None:
         raise AssertionError(f"re-read {path} although it is cached")
 
-    monkeypatch.setattr(D, "_read_batch_file", boom)
+    monkeypatch.setattr(cifar10, "_read_batch_file", boom)
     x2, y2 = D.load_cifar10(tmp_path, split="train-full", preprocessing="raw")
     assert float(x2.min()) >= 0 and int(y2.min()) >= 0  # the mutation did not leak
     u8b, _ = D.load_cifar10_uint8(tmp_path, split="test")
@@ -789,7 +790,9 @@ def write_fake_fashion(
 @pytest.fixture(autouse=True)
 def _no_system_fashion(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
     """Tests never see a real /usr/share/datasets copy unless they put one there themselves."""
-    monkeypatch.setattr(D, "SYSTEM_FASHION_MNIST_DIR", tmp_path_factory.mktemp("no-system") / "fm")
+    monkeypatch.setattr(
+        registry, "SYSTEM_FASHION_MNIST_DIR", tmp_path_factory.mktemp("no-system") / "fm"
+    )
     monkeypatch.delenv(D.FASHION_MNIST_MIRROR_ENV, raising=False)
     monkeypatch.delenv(D.CIFAR10_URL_ENV, raising=False)
 
@@ -809,7 +812,7 @@ def accept(monkeypatch: pytest.MonkeyPatch):
                 hashlib.md5(blobs[role]).hexdigest(),
                 len(blobs[role]),
             )
-        monkeypatch.setattr(D, "FASHION_MNIST_FILES", table)
+        monkeypatch.setattr(registry, "FASHION_MNIST_FILES", table)
 
     return patch
 
@@ -973,7 +976,7 @@ def test_fake_fashion_layouts_and_precedence(
     # Debian fallback: an empty root finds the system copy
     system = tmp_path / "usr-share" / "fashion-mnist"
     write_fake_fashion(system, a)
-    monkeypatch.setattr(D, "SYSTEM_FASHION_MNIST_DIR", system)
+    monkeypatch.setattr(registry, "SYSTEM_FASHION_MNIST_DIR", system)
     empty = tmp_path / "empty"
     empty.mkdir()
     assert D.find_fashion_mnist(empty) == system
@@ -998,7 +1001,7 @@ def test_fashion_not_found_message(tmp_path: Path, accept) -> None:
         D.load_dataset("fashion-mnist", root=tmp_path / "root")
     text = str(info.value)
     assert f"{partial} (lacks t10k-labels-idx1-ubyte.gz)" in text
-    assert str(tmp_path / "root") in text and str(D.SYSTEM_FASHION_MNIST_DIR) in text
+    assert str(tmp_path / "root") in text and str(registry.SYSTEM_FASHION_MNIST_DIR) in text
     assert (
         "td-analysis download --dataset fashion-mnist" in text and "dataset-fashion-mnist" in text
     )
@@ -1020,8 +1023,8 @@ def test_fashion_cache_decodes_once_and_returns_fresh_tensors(
     def boom(path: Path, spec: object) -> None:
         raise AssertionError(f"decoded {path} again although it is cached")
 
-    monkeypatch.setattr(D, "_read_idx", boom)
-    monkeypatch.setattr(D, "_histogram_stats", boom)
+    monkeypatch.setattr(fashion_mnist, "_read_idx", boom)
+    monkeypatch.setattr(splits, "_histogram_stats", boom)
     for split in D.SPLITS:  # every split and preprocessing from the cache: no decode, no md5
         for prep in D.PREPROCESSINGS:
             D.load_dataset("fashion-mnist", split, root=tmp_path, preprocessing=prep)
@@ -1326,7 +1329,7 @@ def test_fashion_download_mirror_fallback_and_overrides(
         == tmp_path / "b" / "fashion-mnist"
     )
     monkeypatch.delenv(D.FASHION_MNIST_MIRROR_ENV)
-    monkeypatch.setattr(D, "FASHION_MNIST_MIRRORS", (base,))
+    monkeypatch.setattr(registry, "FASHION_MNIST_MIRRORS", (base,))
     D.download_dataset("fashion-mnist", tmp_path / "c", progress=False)
     D.load_dataset("fashion-mnist", "test", root=tmp_path / "c", download=False)
 
