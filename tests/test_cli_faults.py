@@ -246,6 +246,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from td_analysis import cli
+from td_analysis.cli import coadaptation as command  # where _check_matrix_memory is looked up
 
 def rss():
     out = {}
@@ -260,7 +261,7 @@ fig.colorbar(ax.imshow([[0.0, 1.0], [1.0, 0.0]]))
 fig.savefig(sys.argv[1] + ".warm.png")
 plt.close(fig)
 seen = {}
-check = cli._check_matrix_memory
+check = command._check_matrix_memory
 
 def spy(size, num_params, option, bins):
     seen["estimate"] = cli.coadaptation_bytes(size, num_params, bins)
@@ -270,7 +271,7 @@ def spy(size, num_params, option, bins):
     seen["base"] = rss()["VmRSS"]
     return check(size, num_params, option, bins)
 
-cli._check_matrix_memory = spy
+command._check_matrix_memory = spy
 assert cli.main(sys.argv[2:]) == 0
 seen["peak"] = rss()["VmHWM"]
 print(json.dumps(seen))

@@ -1,0 +1,217 @@
+"""Option groups shared by several commands: the ``train`` options (with per-task defaults
+worked out when ``--help`` prints them), ``--dataset``, ``--model`` and the analysis options."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from td_analysis import cliargs, names
+from td_analysis.cliargs import DATA_HELP
+
+
+def _add_train_options(p: argparse.ArgumentParser) -> None:
+    REGULARISERS = names.REGULARISERS
+
+    def per_task(field: str, text: str = "") -> cliargs.Deferred:
+        """``text (default: the task's: toy 0.01, fashion-mlp 0.001)``, worked out when --help
+        prints it (the task registry imports torch)."""
+
+        def make() -> str:
+            values = ", ".join(f"{n} {_task_default(t, field)}" for n, t in _dense_tasks().items())
+            return f"{text} (default: the task's: {values})".strip()
+
+        return cliargs.Deferred(make)
+
+    def tasks_text(make) -> cliargs.Deferred:
+        def text() -> str:
+            from td_analysis.tasks import DEFAULT_TASK
+
+            return make(DEFAULT_TASK, _dense_tasks())
+
+        return cliargs.Deferred(text)
+
+    g = p.add_argument_group("experiment")
+    g.add_argument(
+        "--task",
+        default=None,
+        help=tasks_text(
+            lambda default, tasks: (
+                f"experiment whose data, network and defaults are used: "
+                f"{', '.join(tasks)} (default: {default}, or the task of --dataset)"
+            )
+        ),
+    )
+    g.add_argument(
+        "--dataset",
+        choices=names.DATASET_NAMES,
+        default=None,
+        help=tasks_text(
+            lambda default, tasks: (
+                "data set; picks its task ("
+                + ", ".join(f"{d}: {n}" for d, n in _first_task_of_dataset(tasks).items())
+                + ")"
+            )
+        ),
+    )
+    g.add_argument(
+        "--protocol",
+        default="default",
+        help="the task's named training protocol, e.g. 'seed' for fashion-mlp (the seed's "
+        "batch 32, 100 epochs) (default: default)",
+    )
+    g = p.add_argument_group("network")
+    g.add_argument(
+        "--hidden",
+        type=cliargs.positive_ints,
+        default=None,
+        help=per_task("hidden", "hidden widths, comma-separated"),
+    )
+    g.add_argument("--no-bias", action="store_true", help="layers without biases")
+    g = p.add_argument_group("regulariser")
+    g.add_argument(
+        "--reg", choices=REGULARISERS, default="none", help="regulariser (default: none)"
+    )
+    g.add_argument(
+        "--gamma",
+        type=cliargs.unit_interval,
+        default=None,
+        help=per_task("gamma", "targeted fraction γ for targeted-*"),
+    )
+    g.add_argument(
+        "--alpha",
+        type=cliargs.unit_interval,
+        default=None,
+        help=per_task("alpha", "drop probability α for targeted-*, dropout, dropconnect"),
+    )
+    g.add_argument(
+        "--l1", type=cliargs.non_negative_float, default=1e-4, help="L1 coefficient for --reg l1"
+    )
+    g.add_argument(
+        "--ramp-steps",
+        type=cliargs.positive_int,
+        default=None,
+        help="ramp γ and α over this many steps (the official 'piecewise' schedule)",
+    )
+    g.add_argument(
+        "--layers",
+        type=cliargs.non_negative_ints,
+        default=None,
+        help="indices of the weight matrices regularised (default: the task's: all for toy, "
+        "the hidden layers for fashion-mlp)",
+    )
+    g = p.add_argument_group("optimisation (defaults: the task's protocol)")
+    g.add_argument(
+        "--optimizer",
+        choices=("sgd", "adam"),
+        default=None,
+        help=per_task("optimizer", "optimiser"),
+    )
+    g.add_argument(
+        "--lr", type=cliargs.positive_float, default=None, help=per_task("lr", "learning rate")
+    )
+    g.add_argument(
+        "--momentum", type=cliargs.momentum, default=None, help="SGD momentum, in [0, 1)"
+    )
+    g.add_argument(
+        "--weight-decay",
+        type=cliargs.non_negative_float,
+        default=None,
+        help="L2 weight decay",
+    )
+    g.add_argument(
+        "--grad-clip", type=cliargs.positive_float, default=None, help="clip the gradient norm"
+    )
+    g.add_argument(
+        "--batch-size",
+        type=cliargs.positive_int,
+        default=None,
+        help=per_task("batch_size", "minibatch size"),
+    )
+    g.add_argument(
+        "--epochs",
+        type=cliargs.positive_int,
+        default=None,
+        help=per_task("epochs", "passes over the data"),
+    )
+    g.add_argument(
+        "--seed",
+        type=cliargs.non_negative_int,
+        default=None,
+        help="seed of initialisation, shuffling and dropout (default: TrainConfig's, 0)",
+    )
+    g.add_argument(
+        "--preprocessing",
+        choices=("standardize", "unit", "raw"),
+        default=None,
+        help=per_task("preprocessing", "input scaling"),
+    )
+    g.add_argument(
+        "--device",
+        type=cliargs.device,
+        default=None,
+        help="cpu, cuda, cuda:N or auto (CUDA if available) (default: TrainConfig's, cpu)",
+    )
+
+
+def _dense_tasks() -> dict:
+    """The registered tasks that ``train`` can train (dense networks; the ResNet task trains
+    through ``reproduce --experiment resnet-cifar10``)."""
+    from td_analysis.tasks import TASKS, ResNetTask
+
+    return {n: t for n, t in TASKS.items() if not isinstance(t, ResNetTask)}
+
+
+def _first_task_of_dataset(tasks: dict) -> dict[str, str]:
+    """Data set → the first of ``tasks`` on it (what ``--dataset`` picks)."""
+    first: dict[str, str] = {}
+    for n, t in tasks.items():
+        first.setdefault(t.dataset, n)
+    return first
+
+
+def _task_default(task, field: str):
+    """A task's default for a ``train`` option (hidden widths comma-separated)."""
+    value = task.protocol()[field] if field in task.protocol() else getattr(task, field)
+    return ",".join(map(str, value)) if isinstance(value, tuple) else value
+
+
+def _add_dataset_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--dataset",
+        choices=names.DATASET_NAMES,
+        default=None,
+        help="data set to evaluate on (default: the one the checkpoint was trained on)",
+    )
+
+
+def add_model_option(p: argparse.ArgumentParser) -> None:
+    """``--model module:callable``: the factory of a user model (:mod:`td_analysis.usermodels`)."""
+    p.add_argument(
+        "--model",
+        default=None,
+        metavar="MODULE:CALLABLE",
+        help="factory (module:callable or file.py:callable) returning the nn.Module whose "
+        "state_dict CHECKPOINT holds (e.g. a 'fit' checkpoint); needs --dataset; Conv filters "
+        "are units (default: the checkpoint's own DenseNet)",
+    )
+
+
+def _add_analysis_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", type=Path, help="a checkpoint written by 'td-analysis train'")
+    add_model_option(p)
+    p.add_argument(
+        "--split",
+        choices=("holdout", "test", "train"),
+        default="holdout",
+        help="data the loss is taken over (default: holdout)",
+    )
+    _add_dataset_option(p)
+    p.add_argument(
+        "--limit",
+        type=cliargs.positive_int,
+        default=None,
+        help="use only the first N images (default: all)",
+    )
+    p.add_argument("--data-dir", type=Path, default=None, help=DATA_HELP)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")

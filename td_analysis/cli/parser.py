@@ -1,0 +1,291 @@
+"""The ``td-analysis`` parser (one sub-command per job) and :func:`main`, which runs a command
+and turns its errors into one line and an exit status."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from td_analysis import cliargs, names
+from td_analysis.cli.coadaptation import EXACT_LIMIT, POOLED_BINS, _cmd_coadaptation
+from td_analysis.cli.download import _cmd_download
+from td_analysis.cli.options import (
+    _add_analysis_options,
+    _add_dataset_option,
+    _add_train_options,
+    add_model_option,
+)
+from td_analysis.cli.prune import _cmd_estimate, _cmd_prune
+from td_analysis.cli.reproduce import add_reproduce_command
+from td_analysis.cli.spectrum import add_spectrum_command
+from td_analysis.cli.train import _cmd_train
+from td_analysis.cliargs import DATA_HELP
+
+# the shared argument types live in td_analysis.cliargs (public); short local names for them
+_fractions = cliargs.fractions
+_ints = cliargs.ints
+_percents = cliargs.percents
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``td-analysis`` argument parser with one sub-command per job."""
+    parser = cliargs.OneLineErrorParser(
+        prog="td-analysis",
+        formatter_class=cliargs.DefaultsHelpFormatter,
+        description=(
+            "Measure targeted dropout (Gomez et al., 'Learning Sparse Networks Using Targeted "
+            "Dropout'): train the paper's toy dense CIFAR-10 network, prune it, compute exact "
+            "Hessians and the coadaptation matrix, and reproduce Figure 1 and Table 1."
+        ),
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    DATASET_NAMES = names.DATASET_NAMES
+
+    p = sub.add_parser(
+        "download",
+        help="download and verify a data set (CIFAR-10 by default, Fashion-MNIST)",
+        description="Download a data set from its official address into the data folder and "
+        "verify it: cifar10 (cifar-10-python.tar.gz, md5-checked, extracted safely) or "
+        "fashion-mnist (the four official .gz files, md5-checked, into fashion-mnist/). "
+        "Data already present is kept unless --force is given.",
+    )
+    p.add_argument(
+        "--dataset",
+        choices=(*DATASET_NAMES, "all"),
+        default="cifar10",
+        help="which data set (all: every one)",
+    )
+    p.add_argument("--data-dir", type=Path, default=None, help=DATA_HELP)
+    p.add_argument("--force", action="store_true", help="download even if the data is present")
+    p.set_defaults(func=_cmd_download)
+
+    p = sub.add_parser(
+        "train",
+        help="train a dense network and write a checkpoint",
+        description="Train the dense network of a task (--task/--dataset; by default the "
+        "paper's toy CIFAR-10 network) on the training split (the first 80% of the official "
+        "training set), evaluate on the holdout (the other 20%) and write a checkpoint "
+        "(weights, config with task and data set, metrics).",
+    )
+    p.add_argument("--data-dir", type=Path, default=None, help=DATA_HELP)
+    p.add_argument(
+        "--out",
+        type=cliargs.output_file,
+        default=None,
+        help="checkpoint path (default: runs/<task>-<reg>-<bias>-seed<seed>-<config hash>.pt, "
+        "so runs with other settings never overwrite it)",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_train_options(p)
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser(
+        "prune",
+        help="magnitude-prune a checkpoint and print a pruning curve",
+        description="Prune a trained checkpoint by magnitude at several fractions "
+        "and report loss and accuracy; writes CSV and JSON.",
+    )
+    p.add_argument("checkpoint", type=Path, help="a checkpoint written by 'td-analysis train'")
+    add_model_option(p)
+    p.add_argument(
+        "--kind",
+        choices=("weight", "unit", "global"),
+        default="weight",
+        help="weight: per output unit by |w|; unit: whole units by L2 norm; "
+        "global: one magnitude threshold over all layers (default: weight)",
+    )
+    p.add_argument(
+        "--fractions",
+        type=_fractions,
+        default=[0.0, 0.25, 0.5, 0.75, 0.9],
+        help="comma-separated fractions in [0, 1) (default: 0,0.25,0.5,0.75,0.9)",
+    )
+    p.add_argument(
+        "--percent",
+        type=_percents,
+        default=None,
+        help="the seed's rules instead: comma-separated k in [0, 100]; --kind weight removes "
+        "the smallest k%% of |w| in each hidden weight matrix, --kind unit the k%% hidden units "
+        "of each layer with the smallest incoming L2 norm (with their bias and outgoing "
+        "weights); the output layer is kept (e.g. 0,25,50,60,70,80,90,95,97,99)",
+    )
+    p.add_argument(
+        "--layers",
+        type=cliargs.non_negative_ints,
+        default=None,
+        help="indices of the weight matrices pruned (default: all)",
+    )
+    p.add_argument(
+        "--split",
+        choices=("holdout", "test", "train"),
+        default="holdout",
+        help="data to evaluate on (default: holdout)",
+    )
+    _add_dataset_option(p)
+    p.add_argument("--data-dir", type=Path, default=None, help=DATA_HELP)
+    p.add_argument(
+        "--out",
+        type=cliargs.output_file,
+        default=None,
+        help="output stem: writes STEM.csv and STEM.json, the whole name kept (sweep_v1.2 → "
+        "sweep_v1.2.csv) (default: <checkpoint without .pt>-prune-<kind>-<split>[-layers…])",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_prune)
+
+    p = sub.add_parser(
+        "estimate",
+        help="Taylor estimates vs measured loss change after pruning",
+        description="For each pruning fraction: the first-order term −∇ᵀd, the "
+        "second-order term ½dᵀHd (one exact Hessian-vector product), the diagonal "
+        "(OBD) estimate and the measured change in mean loss and accuracy; "
+        "float64. Writes CSV and JSON.",
+    )
+    _add_analysis_options(p)
+    p.add_argument(
+        "--kind",
+        choices=("weight", "unit", "global"),
+        default="weight",
+        help="pruning rule (default: weight)",
+    )
+    p.add_argument(
+        "--fractions",
+        type=_fractions,
+        default=[0.25, 0.5, 0.75, 0.9],
+        help="comma-separated fractions in [0, 1) (default: 0.25,0.5,0.75,0.9)",
+    )
+    p.add_argument(
+        "--layers",
+        type=cliargs.non_negative_ints,
+        default=None,
+        help="indices of the weight matrices pruned (default: all)",
+    )
+    p.add_argument(
+        "--out",
+        type=cliargs.output_file,
+        default=None,
+        help="output stem: writes STEM.csv and STEM.json, the whole name kept (default: "
+        "<checkpoint without .pt>-estimate-<kind>-<split>[-layers…][-limitN])",
+    )
+    p.set_defaults(func=_cmd_estimate)
+
+    p = sub.add_parser(
+        "coadaptation",
+        help="plot θᵀ⊙H⊙θ of a checkpoint, ordered by |θ|",
+        description="Exact Hessian (float64) over a parameter set, the "
+        "coadaptation matrix ordered by decreasing magnitude, its block sums "
+        "for the lowest-|θ| fraction γ, and a heatmap (PNG). Large sets (e.g. "
+        "--params weights, 30,820 weights) are pooled into B × B block sums.",
+    )
+    _add_analysis_options(p)
+    p.add_argument(
+        "--params",
+        default="layers.1.weight",
+        help="parameter name (comma-separated for several), or 'weights' for all weight "
+        "matrices (default: layers.1.weight)",
+    )
+    p.add_argument(
+        "--bins",
+        type=cliargs.positive_int,
+        default=None,
+        help="pool C into B × B block sums of the |θ| ordering through B Hessian-vector "
+        f"products, without the full Hessian (default: exact C up to {EXACT_LIMIT:,} "
+        f"parameters, else {POOLED_BINS} bins)",
+    )
+    p.add_argument(
+        "--reduction",
+        choices=("sum", "mean"),
+        default="sum",
+        help="loss summed (as the published figure) or averaged (default: sum)",
+    )
+    p.add_argument(
+        "--gamma", type=cliargs.unit_interval, default=0.75, help="marked pruned fraction"
+    )
+    p.add_argument(
+        "--vmax",
+        type=cliargs.positive_float,
+        default=None,
+        help="colour limit ±vmax (default: the largest |entry|; 99th percentile when pooled)",
+    )
+    p.add_argument(
+        "--out",
+        type=cliargs.output_file,
+        default=None,
+        help="PNG path (default: <checkpoint without .pt>-coadaptation-<params>-<split>"
+        "[-limitN][-binsB][-mean].png, so other parameter sets never overwrite it)",
+    )
+    p.set_defaults(func=_cmd_coadaptation)
+
+    _add_analysis_commands(sub)
+    for command in sub.choices.values():  # also the commands other modules register
+        cliargs.show_defaults(command)
+        if "--progress" not in command._option_string_actions:  # noqa: SLF001 - argparse API
+            command.add_argument(
+                "--progress",
+                action="store_true",
+                help="progress bars even when stderr is not a terminal (by default a log gets "
+                "a plain line every $TD_ANALYSIS_PROGRESS_INTERVAL seconds, 30 unless set)",
+            )
+    return parser
+
+
+def _add_analysis_commands(sub: argparse._SubParsersAction) -> None:
+    """``reproduce``, ``explore`` and ``spectrum``; their code is imported when they run."""
+    from td_analysis import explore  # light: imports torch only inside its commands
+
+    add_reproduce_command(sub)
+    explore.add_commands(sub)  # the explorer web app (notebook 03 with Voilà)
+    add_spectrum_command(sub)  # Hessian eigenvalues, trace, density (issue 10)
+
+
+def _terminate_cleanly(handler: object = None) -> object:
+    """SIGTERM (``kill``, a batch system's time limit) unwinds like Ctrl-C, so staging folders
+    and temporary files are removed instead of left behind (exit status 143). Returns the
+    previous handler; ``_terminate_cleanly(previous)`` puts it back."""
+    import signal
+    import threading
+
+    def stop(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    try:
+        return signal.signal(signal.SIGTERM, stop if handler is None else handler)
+    except (ValueError, OSError, TypeError):  # pragma: no cover - no signals here
+        return None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``td-analysis`` with ``argv``; returns the exit status (2 for bad input)."""
+    from td_analysis.progress import set_progress_mode
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    quiet, forced = getattr(args, "quiet", False), getattr(args, "progress", False)
+    set_progress_mode("off" if quiet else "bar" if forced else None)
+    previous = _terminate_cleanly()
+    try:
+        return int(args.func(args) or 0)
+    except (OSError, ValueError, KeyError, MemoryError, FloatingPointError) as exc:
+        # missing/corrupt data, bad input, too large a request, a diverging run: one line
+        print(f"td-analysis {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except RuntimeError as exc:
+        if "LinAlgError" not in type(exc).__name__:
+            raise
+        # an eigen/Cholesky solver that did not converge (non-finite or degenerate input):
+        # torch's message in one line, never a traceback
+        text = " ".join(str(exc).split())
+        print(f"td-analysis {args.command}: error: {text[:300]}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    finally:
+        set_progress_mode(None)
+        if previous is not None:
+            _terminate_cleanly(previous)
