@@ -63,6 +63,8 @@ __all__ = [
     "taylor_records",
     "coadaptation_maps",
     "analyse_network",
+    "analysis_path",
+    "network_jobs",
     "rank_correlation_table",
     "write_outputs",
     "write_differences",
@@ -331,10 +333,58 @@ def coadaptation_maps(
     )
 
 
+#: The settings that shape one network's analysis (the rest, e.g. ``seeds`` or ``workers``, do
+#: not): part of the key of its cached result.
+ANALYSIS_FIELDS = (
+    "task",
+    "protocol",
+    "ks",
+    "epochs",
+    "hidden",
+    "train_limit",
+    "test_limit",
+    "analysis_split",
+    "analysis_examples",
+    "taylor_dtype",
+    "pooled_bins",
+    "pooled_dtype",
+)
+
+
+def analysis_path(job: dict, checkpoint: str | Path) -> Path:
+    """Where the analysis of ``job`` on the network in ``checkpoint`` is kept:
+    ``<runs>/analysis/<run name>-<key>.json``, the key a hash of the network's config, the
+    checkpoint's bytes and the settings that shape the analysis (:data:`ANALYSIS_FIELDS`), so
+    a retrained network or changed settings are analysed again, never misread."""
+    import hashlib
+    import json
+
+    from td_analysis.runs import run_name
+
+    digest = hashlib.sha256(Path(checkpoint).read_bytes()).hexdigest()
+    settings = job["settings"]
+    payload = {
+        "config": job["config"],
+        "checkpoint": digest,
+        "pooled": job["pooled"],
+        "regulariser": job["regulariser"],
+        **{k: settings.get(k) for k in ANALYSIS_FIELDS},
+    }
+    key = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+    name = run_name(TrainConfig.from_dict(job["config"]))
+    return Path(job["runs_dir"]) / "analysis" / f"{name}-{key[:12]}.json"
+
+
 def analyse_network(job: dict) -> dict:
     """Train (or load) one network, then its pruning records, Taylor records and (if asked)
-    coadaptation maps.  Runs in a worker process; everything in and out is plain data."""
-    from td_analysis.runs import train_or_load
+    coadaptation maps.  Runs in a worker process; everything in and out is plain data.
+
+    The result is kept next to the checkpoints (:func:`analysis_path`) and reused by a later
+    run with the same network and analysis settings (``reused_analysis`` then says so): an
+    interrupted ``reproduce`` continues where it stopped, also in the analysis."""
+    import json
+
+    from td_analysis.runs import checkpoint_path, train_or_load
 
     torch.set_num_threads(1)
     t0 = time.perf_counter()
@@ -345,6 +395,7 @@ def analyse_network(job: dict) -> dict:
         config, config.train_split, root=root, limit=settings.train_limit, download=dl
     )
     held = load_split(config, config.eval_split, root=root, download=dl)
+    reused_network = checkpoint_path(config, job["runs_dir"]).is_file()
     model = train_or_load(
         config,
         job["runs_dir"],
@@ -354,6 +405,30 @@ def analyse_network(job: dict) -> dict:
     )
     model.eval()
     t_train = time.perf_counter() - t0
+    cached = analysis_path(job, checkpoint_path(config, job["runs_dir"]))
+    if cached.is_file():
+        try:
+            result = json.loads(cached.read_text())
+        except (OSError, ValueError):
+            result = None  # unreadable: analysed again and replaced atomically
+        if result is not None:
+            return {
+                **result,
+                "train_seconds": t_train,
+                "seconds": time.perf_counter() - t0,
+                "reused_network": reused_network,
+                "reused_analysis": True,
+            }
+    result = _analyse(job, settings, config, model, t0, t_train)
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(cached, result)
+    return {**result, "reused_network": reused_network, "reused_analysis": False}
+
+
+def _analyse(
+    job: dict, settings: FashionSettings, config: TrainConfig, model: nn.Module, t0, t_train
+) -> dict:
+    root, dl = job["data_root"], job["download"]
     task = settings.task_def
     x_test, y_test = load_split(
         config, task.test_split, root=root, limit=settings.test_limit, download=dl
@@ -596,24 +671,15 @@ def check_pooled_memory(settings: FashionSettings) -> None:
         )
 
 
-def reproduce_fashion(
-    settings: FashionSettings | None = None,
+def network_jobs(
+    settings: FashionSettings,
     *,
-    out_dir: str | Path = "figures/fashion_mlp",
     runs_dir: str | Path = "runs",
     data_root: str | Path | None = None,
     download: bool = False,
-    progress: bool = True,
-    command: str = "td-analysis reproduce --experiment fashion-mlp",
-) -> dict:
-    """Train (or reuse) every network, analyse each, and write ``out_dir`` (swapped in whole at
-    the end: an interrupted run leaves the previous results untouched).  Returns the summary."""
-    from td_analysis.progress import progress_bar, stoppable_pool
-
-    settings = settings or FashionSettings()
-    check_pooled_memory(settings)
-    t0 = time.perf_counter()
-    load_start = _load_average()
+) -> list[dict]:
+    """One :func:`analyse_network` job per network of ``settings.grid()``, the ones with
+    pooled maps (the longest) first."""
     jobs = []
     pooled_regs = settings.pooled_regularisers or settings.regularisers
     for reg, bias, seed in settings.grid():
@@ -633,6 +699,28 @@ def reproduce_fashion(
             }
         )
     jobs.sort(key=lambda j: not j["pooled"])  # the longest jobs first
+    return jobs
+
+
+def reproduce_fashion(
+    settings: FashionSettings | None = None,
+    *,
+    out_dir: str | Path = "figures/fashion_mlp",
+    runs_dir: str | Path = "runs",
+    data_root: str | Path | None = None,
+    download: bool = False,
+    progress: bool = True,
+    command: str = "td-analysis reproduce --experiment fashion-mlp",
+) -> dict:
+    """Train (or reuse) every network, analyse each, and write ``out_dir`` (swapped in whole at
+    the end: an interrupted run leaves the previous results untouched).  Returns the summary."""
+    from td_analysis.progress import progress_bar, stoppable_pool
+
+    settings = settings or FashionSettings()
+    check_pooled_memory(settings)
+    t0 = time.perf_counter()
+    load_start = _load_average()
+    jobs = network_jobs(settings, runs_dir=runs_dir, data_root=data_root, download=download)
     # data present (or downloaded) once, before the workers start
     first = TrainConfig.from_dict(jobs[0]["config"])
     x_test, _ = load_split(
@@ -668,6 +756,8 @@ def reproduce_fashion(
         "network_seconds": [
             {**d["tag"], "train": d["train_seconds"], "total": d["seconds"]} for d in done
         ],
+        "reused_networks": sum(bool(d.get("reused_network")) for d in done),
+        "reused_analyses": sum(bool(d.get("reused_analysis")) for d in done),
     }
     # the training-length study (td_analysis.training_length) shares the folder: keep it
     with staged_directory(out_dir, keep=(*KEEP_IN_RESULT_FOLDER, "training_length.*")) as staging:

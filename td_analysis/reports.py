@@ -844,9 +844,18 @@ def readme_fashion_results(records: Sequence[Mapping], summary: Mapping) -> str:
         if r["kind"] == "all" and r["estimate"] == r["estimate"]
     ]
     n_all = {r["n"] for r in summary.get("rank_correlations", []) if r["kind"] == "all"}
+    n_nets = len(summary.get("network_seconds", []))
+    reused = summary.get("reused_networks", 0)
+    made = (
+        f"a run from an empty checkpoint folder that took {_duration(summary['seconds'])} of "
+        "wall-clock time"
+        if not reused
+        else f"a run that took {_duration(summary['seconds'])} of wall-clock time and reused "
+        f"{reused} of its {n_nets} trained networks and {summary.get('reused_analyses', 0)} "
+        "analyses from the runs folder (how they were made, and their times: `BENCHMARKS.md`)"
+    )
     lines = [
-        f"The committed results come from a run from an empty checkpoint folder that took "
-        f"{_duration(summary['seconds'])} of wall-clock time (`seconds` in "
+        f"The committed results come from {made} (`seconds` in "
         f"`figures/fashion_mlp/summary.json`). Test accuracy (%), mean ± std over "
         f"{len(seeds)} seeds ({', '.join(map(str, seeds))}), with biases (full table and the "
         "networks without biases: `figures/fashion_mlp/pruning.md`):",

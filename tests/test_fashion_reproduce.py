@@ -157,7 +157,8 @@ def test_pruning_table_cells_are_mean_and_std_of_the_records(run):
     md = (run["out"] / "pruning.md").read_text()
     lines = [line for line in md.splitlines() if line.startswith("| ")]
     header = [c.strip() for c in lines[0].strip("|").split("|")]
-    assert header[0] == "k (%)" and len(header) == 1 + 2 * 3 * 2
+    # kind × (3 regularisers × bias on/off + 2 controls with biases)
+    assert header[0] == "k (%)" and len(header) == 1 + 2 * (3 * 2 + 2)
     rows = {float(line.strip("|").split("|")[0]): line for line in lines[1:]}
     assert sorted(rows) == KS
     col = header.index("unit · targeted-weight · no bias")
@@ -297,3 +298,50 @@ def test_load_results_reads_back_the_run(run):
     assert back["settings"] == run["summary"]["settings"]
     with pytest.raises(FileNotFoundError, match="summary.json"):
         load_results(run["out"].parent / "nothing-here")
+
+
+def test_a_second_run_reuses_networks_and_analyses(run, tmp_path):
+    """Same settings, same runs folder: nothing is trained or analysed again, and every output
+    record is the same (the analyses are read back from ``runs/analysis``)."""
+    args = ["reproduce", "--experiment", "fashion-mlp", "--quick", "--quiet"]
+    args += [
+        "--out",
+        str(tmp_path),
+        "--runs",
+        str(run["runs"]),
+        "--data-dir",
+        str(run["data_root"]),
+    ]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MPLBACKEND", "Agg")
+        assert main(args) == 0
+    out = tmp_path / "fashion_mlp"
+    summary = json.loads((out / "summary.json").read_text())
+    n = len(run["summary"]["network_seconds"])
+    assert summary["reused_networks"] == summary["reused_analyses"] == n
+    assert run["summary"]["reused_analyses"] == 0
+    assert json.loads((out / "pruning.json").read_text()) == run["records"]
+    assert json.loads((out / "taylor.json").read_text()) == run["taylor"]
+    assert json.loads((out / "coadaptation.json").read_text()) == run["maps"]
+
+
+def test_analysis_key_follows_network_and_settings(tmp_path):
+    from td_analysis.experiments_fashion import FashionSettings, analysis_path, network_jobs
+
+    settings = FashionSettings.quick()
+    (job,) = [
+        j
+        for j in network_jobs(settings, runs_dir=tmp_path)
+        if j["regulariser"] == "none" and j["config"]["bias"]
+    ]
+    ckpt = tmp_path / "a.pt"
+    ckpt.write_bytes(b"weights")
+    base = analysis_path(job, ckpt)
+    assert base.parent == tmp_path / "analysis" and base.suffix == ".json"
+    assert analysis_path(job, ckpt) == base  # deterministic
+    other = {**job, "settings": {**job["settings"], "ks": [0.0, 50.0]}}
+    assert analysis_path(other, ckpt) != base  # another pruning grid
+    same = {**job, "settings": {**job["settings"], "seeds": [7, 8], "workers": 1}}
+    assert analysis_path(same, ckpt) == base  # settings that do not shape this network's analysis
+    ckpt.write_bytes(b"weights, retrained")
+    assert analysis_path(job, ckpt) != base  # another network under the same name
