@@ -540,6 +540,23 @@ def _toy_settings(args: argparse.Namespace) -> ReproduceSettings:
     return ReproduceSettings.quick(**overrides) if args.quick else ReproduceSettings(**overrides)
 
 
+def _fashion_command(args: argparse.Namespace) -> str:
+    """The command line that made the results: the experiment and every option that shapes
+    them (not where files go, nor how many processes)."""
+    parts = ["td-analysis reproduce --experiment fashion-mlp"]
+    if args.quick:
+        parts.append("--quick")
+    if args.seeds is not None:
+        parts.append("--seeds " + ",".join(map(str, args.seeds)))
+    for name in ("biases", "protocol", "epochs", "bins"):
+        value = getattr(args, name, None)
+        if value is not None:
+            parts.append(f"--{name} {value}")
+    if args.ks is not None:
+        parts.append("--ks " + ",".join(f"{k:g}" for k in args.ks))
+    return " ".join(parts)
+
+
 def _fashion_settings(args: argparse.Namespace):
     from td_analysis.experiments_fashion import FashionSettings
 
@@ -659,9 +676,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         from td_analysis.experiments_fashion import reproduce_fashion
 
         out = Path(args.out) / "fashion_mlp"
-        command = "td-analysis reproduce --experiment fashion-mlp" + (
-            " --quick" if args.quick else ""
-        )
+        command = _fashion_command(args)
         results = reproduce_fashion(
             fashion,
             out_dir=out,

@@ -484,11 +484,21 @@ def rank_correlation_table(taylor: Sequence[dict]) -> list[dict]:
 
 
 # ----------------------------------------------------------------------------- outputs
-def write_pruning(out: Path, records: list[dict], settings: FashionSettings, n_test: int) -> None:
+def write_pruning(
+    out: Path,
+    records: list[dict],
+    settings: FashionSettings,
+    n_test: int,
+    command: str = "td-analysis reproduce --experiment fashion-mlp",
+) -> None:
     """``pruning.json`` (the long-form records) and ``pruning.md`` (mean ± std table)."""
     atomic_write_json(out / "pruning.json", records)
     text = reports.fashion_pruning_markdown(
-        records, network=_network_text(settings), n_test=n_test, settings=settings.to_dict()
+        records,
+        network=_network_text(settings),
+        n_test=n_test,
+        settings=settings.to_dict(),
+        command=command,
     )
     atomic_write_text(out / "pruning.md", text)
     write_differences(out, records)
@@ -529,8 +539,13 @@ def write_reports(
         raise FileNotFoundError(f"{out} has no {', '.join(missing)}: run reproduce_fashion first")
     summary = json.loads((out / "summary.json").read_text())
     records = json.loads((out / "pruning.json").read_text())
+    command = summary.get("command", command)
     text = reports.fashion_pruning_markdown(
-        records, network=summary["network"], n_test=summary["n_test"], settings=summary["settings"]
+        records,
+        network=summary["network"],
+        n_test=summary["n_test"],
+        settings=summary["settings"],
+        command=command,
     )
     atomic_write_text(out / "pruning.md", text)
     write_differences(out, records)
@@ -611,7 +626,7 @@ def write_outputs(out: Path, results: dict, settings: FashionSettings, command: 
     """Every file of ``figures/fashion_mlp/`` from the collected ``results``."""
     import matplotlib.pyplot as plt
 
-    write_pruning(out, results["records"], settings, results["n_test"])
+    write_pruning(out, results["records"], settings, results["n_test"], command)
     write_accuracy_curves(out, results["records"], settings)
     results["rank_correlations"] = write_estimators(out, results["taylor"], settings)
     write_coadaptation(out, results["coadaptation"], settings)
@@ -747,6 +762,7 @@ def reproduce_fashion(
     key = {r: i for i, r in enumerate(settings.regularisers)}
     done.sort(key=lambda d: (key[d["tag"]["regulariser"]], not d["tag"]["bias"], d["tag"]["seed"]))
     results = {
+        "command": command,
         "settings": settings.to_dict(),
         "network": _network_text(settings),
         "n_test": int(x_test.shape[0]),

@@ -492,7 +492,12 @@ def pruning_cell(records: Sequence[Mapping], kind: str, reg: str, bias: bool, k:
 
 
 def fashion_pruning_markdown(
-    records: Sequence[Mapping], *, network: str, n_test: int, settings: Mapping
+    records: Sequence[Mapping],
+    *,
+    network: str,
+    n_test: int,
+    settings: Mapping,
+    command: str = "td-analysis reproduce --experiment fashion-mlp",
 ) -> str:
     """``pruning.md``: test accuracy (%) after pruning, rows k, columns kind × regulariser × bias,
     mean ± std over seeds."""
@@ -503,7 +508,7 @@ def fashion_pruning_markdown(
     lines = [
         "# Pruning the Fashion-MNIST MLP: test accuracy (%)",
         "",
-        f"Made by `td-analysis reproduce --experiment fashion-mlp` (records in `pruning.json`). "
+        f"Made by `{command}` (records in `pruning.json`). "
         f"Network {network}, trained with protocol `{settings['protocol']}` of task "
         f"`{settings['task']}`; {len(seeds)} seed(s) ({', '.join(map(str, seeds))}); accuracy on "
         f"{n_test:,} test images, mean ± std over seeds. Weight pruning: the k% smallest |w| of "
@@ -854,8 +859,9 @@ def readme_fashion_results(records: Sequence[Mapping], summary: Mapping) -> str:
         f"{reused} of its {n_nets} trained networks and {summary.get('reused_analyses', 0)} "
         "analyses from the runs folder (how they were made, and their times: `BENCHMARKS.md`)"
     )
+    command = summary.get("command", "td-analysis reproduce --experiment fashion-mlp")
     lines = [
-        f"The committed results come from {made} (`seconds` in "
+        f"The committed results come from `{command}`, {made} (`seconds` in "
         f"`figures/fashion_mlp/summary.json`). Test accuracy (%), mean ± std over "
         f"{len(seeds)} seeds ({', '.join(map(str, seeds))}), with biases (full table and the "
         "networks without biases: `figures/fashion_mlp/pruning.md`):",

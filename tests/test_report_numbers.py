@@ -52,6 +52,8 @@ METHOD = {
         19: "issue #19",
         11: "issue #11",
         95: "95% intervals",
+        20: "the fashion-mlp default protocol's 20 epochs (task fashion-mlp)",
+        34: "networks of the default fashion-mlp grid: 5 × 5 with biases, 3 × 3 without",
     },
     "figures/README.md": {
         3000: "the published colour bar ±3000",
@@ -218,6 +220,30 @@ def length_pairs(records: list[dict]) -> dict[tuple, tuple[list[float], list[flo
     return out
 
 
+def fashion_length_candidates(study: dict) -> list[float]:
+    """Every number the fashion training-length table and sentences may print, recomputed here:
+    mean and std per (regulariser, epochs, kind, k), their seed counts, and each length minus
+    the one before it, paired by seed."""
+    c = leaves({k: v for k, v in study.items() if k != "records"})
+    acc: dict[tuple, dict[int, float]] = {}
+    for r in study["records"]:
+        key = (r["regulariser"], r["kind"], float(r["k"]), int(r["epochs"]))
+        acc.setdefault(key, {})[int(r["seed"])] = r["accuracy"]
+    for v in acc.values():
+        a = np.asarray(list(v.values()), float)
+        c += [float(a.mean()), len(a)] + ([float(a.std(ddof=1))] if a.size > 1 else [])
+    epochs = sorted({e for *_, e in acc})
+    for reg, kind, k, e in acc:
+        if e == epochs[0]:
+            continue
+        prev = epochs[epochs.index(e) - 1]
+        a, b = acc[(reg, kind, k, e)], acc.get((reg, kind, k, prev), {})
+        seeds = sorted(set(a) & set(b))
+        if len(seeds) > 1:
+            c += ttest([a[s] for s in seeds], [b[s] for s in seeds])
+    return c
+
+
 def explained(token: str, pool: np.ndarray, method: dict, percent: bool = False) -> bool:
     """``token`` equals a pool value (or 100× one) to its printed precision; an integer that is
     not a rounded percentage must match exactly (a count, a size, a setting)."""
@@ -267,6 +293,10 @@ def sources():
     fashion = fashion_candidates(records, summary) + leaves(
         [m.get("num_weights") for m in coad if isinstance(m, dict)]
     )
+    fstudy_path = FASHION / "training_length.json"
+    fstudy = load(fstudy_path) if fstudy_path.is_file() else None
+    if fstudy:  # the fashion training-length study: its settings, cells and paired steps
+        fashion += fashion_length_candidates(fstudy)
     return {
         "study": study,
         "table1": t,
@@ -276,7 +306,10 @@ def sources():
         # table1.md's "Protocol study" section comes from protocol_study.json
         "protocol": leaves(load(PS)) if (PS := FIG / "protocol_study.json").is_file() else [],
         "fashion": fashion,
-        "seconds": [t["seconds"], summary["seconds"]] + ([study["seconds"]] if study else []),
+        "seconds": [t["seconds"], summary["seconds"]]
+        + ([study["seconds"]] if study else [])
+        + ([fstudy["seconds"]] if fstudy else []),
+        "fashion_study": fstudy,
     }
 
 
@@ -294,9 +327,12 @@ def results_section(readme: str) -> str:
         ("README.md", ROOT / "README.md", ("toy", "fashion")),
         ("figures/README.md", FIG / "README.md", ("toy", "fashion")),
         ("figures/fashion_mlp/README.md", FASHION / "README.md", ("fashion",)),
+        ("training_length.md", FASHION / "training_length.md", ("fashion",)),
     ],
 )
 def test_every_number_comes_from_the_json(sources, name, path, pools) -> None:
+    if not path.is_file():
+        pytest.skip(f"{path.name} is not committed")
     text = path.read_text()
     if name == "README.md":
         text = results_section(text)
@@ -309,9 +345,13 @@ CLAIM = re.compile(r"95% t interval ([-+][\d.]+) to ([-+][\d.]+)")
 
 
 @pytest.mark.parametrize(
-    "path", [FIG / "table1.md", FASHION / "pruning.md", ROOT / "README.md"], ids=lambda p: p.name
+    "path",
+    [FIG / "table1.md", FASHION / "pruning.md", ROOT / "README.md", FASHION / "training_length.md"],
+    ids=lambda p: f"{p.parent.name}/{p.name}",
 )
 def test_sentences_state_a_difference_only_when_the_interval_excludes_zero(path) -> None:
+    if not path.is_file():
+        pytest.skip(f"{path.name} is not committed")
     bullets = [
         ln for ln in path.read_text().splitlines() if "t interval" in ln and ln.startswith("- ")
     ]
@@ -337,6 +377,12 @@ def test_readme_blocks_are_what_the_reports_write_from_the_json(sources) -> None
     if sources["study"]:
         again = reports.replace_generated(
             again, "training-length", reports.readme_training_length(sources["study"])
+        )
+    if sources["fashion_study"]:
+        again = reports.replace_generated(
+            again,
+            "fashion-training-length",
+            reports.fashion_training_length_markdown(sources["fashion_study"], heading="####"),
         )
     assert again == readme
 
@@ -553,3 +599,45 @@ def test_training_length_sentences_by_value(sources) -> None:
             key = (reg, kind, k, "long-short")
         ref = ttest(*pairs[key])
         check_sentence(s, tuple(ref[:3]) if len(ref) > 1 else (ref[0],) * 3, 100, 2)
+
+
+def test_fashion_training_length_sentences_by_value(sources) -> None:
+    """Each sentence of ``figures/fashion_mlp/training_length.md``: the regulariser, the two
+    lengths and the pruning it names, paired by seed, recomputed from training_length.json."""
+    from test_report_claims import check_sentence
+
+    study = sources["fashion_study"]
+    if not study:
+        pytest.skip("no fashion training_length.json committed")
+    names = {
+        "targeted weight dropout": "targeted-weight",
+        "targeted unit dropout": "targeted-unit",
+        "DropConnect": "dropconnect",
+        "dropout": "dropout",
+        "none": "none",
+    }
+    acc: dict[tuple, dict[int, float]] = {}
+    for r in study["records"]:
+        key = (r["regulariser"], r["kind"], float(r["k"]), int(r["epochs"]))
+        acc.setdefault(key, {})[int(r["seed"])] = r["accuracy"]
+    md = (FASHION / "training_length.md").read_text()
+    bullets = [ln[2:] for ln in md.splitlines() if ln.startswith("- ")]
+    assert bullets
+    pattern = re.compile(r"(.+?) trained (\d+) epochs (?:is|vs) .*?trained (\d+)\b")
+    for s in bullets:
+        where, rest = s.split(": ", 1)
+        kind, k = (
+            ("weight", 0.0)
+            if where == "Unpruned"
+            else (where.split()[0].lower(), float(where.rsplit("= ", 1)[1]))
+        )
+        name, long, short = pattern.match(_capital_off(rest)).groups()
+        reg = names[name]
+        a, b = acc[(reg, kind, k, int(long))], acc[(reg, kind, k, int(short))]
+        seeds = sorted(set(a) & set(b))
+        ref = ttest([a[x] for x in seeds], [b[x] for x in seeds])
+        check_sentence(s, tuple(ref[:3]) if len(ref) > 1 else (ref[0],) * 3, 100, 2)
+
+
+def _capital_off(text: str) -> str:
+    return text if text.startswith("DropConnect") else text[:1].lower() + text[1:]
