@@ -1091,6 +1091,18 @@ def fashion_training_length_markdown(study: Mapping, *, heading: str = "#") -> s
         lines.append(f"| {e} | " + " | ".join(cells) + " |")
     lines += [
         "",
+        "Does it still move? Per step, the paired differences below (unpruned, weight k = 90, "
+        "unit k = 50, each regulariser) and how many of them leave zero out of their interval:",
+        "",
+        "| step (epochs) | differences | leaving zero out |",
+        "|---|---|---|",
+    ]
+    for long, short in fashion_length_steps(records):
+        claims = fashion_training_length_claims(records, steps=[(long, short)])
+        moved = sum(NO_DIFFERENCE not in c for c in claims)
+        lines.append(f"| {short} → {long} | {len(claims)} | {moved} |")
+    lines += [
+        "",
         f"Each length minus the one before it, paired by seed, {LEVEL:.0%} t intervals:",
         "",
         *(f"- {c}" for c in fashion_training_length_claims(records)),

@@ -54,6 +54,7 @@ METHOD = {
         95: "95% intervals",
         20: "the fashion-mlp default protocol's 20 epochs (task fashion-mlp)",
         34: "networks of the default fashion-mlp grid: 5 × 5 with biases, 3 × 3 without",
+        60: "the protocol study's 60-epoch protocols (protocol_study.PROTOCOLS)",
     },
     "figures/README.md": {
         3000: "the published colour bar ±3000",
@@ -241,6 +242,21 @@ def fashion_length_candidates(study: dict) -> list[float]:
         seeds = sorted(set(a) & set(b))
         if len(seeds) > 1:
             c += ttest([a[s] for s in seeds], [b[s] for s in seeds])
+    # per step: how many (regulariser, panel) differences exist and leave zero out
+    panels = {("weight", 0.0), ("weight", 90.0), ("unit", 50.0)}
+    for short, long in zip(epochs[:-1], epochs[1:], strict=True):
+        n = moved = 0
+        for reg, kind, k, e in acc:
+            if e != long or (kind, k) not in panels:
+                continue
+            a, b = acc[(reg, kind, k, long)], acc.get((reg, kind, k, short), {})
+            seeds = sorted(set(a) & set(b))
+            if len(seeds) < 2:
+                continue
+            n += 1
+            d = ttest([a[s] for s in seeds], [b[s] for s in seeds])
+            moved += len(d) > 1 and (d[1] > 0 or d[2] < 0) or (len(d) == 1 and d[0] != 0)
+        c += [n, moved]
     return c
 
 
@@ -501,20 +517,37 @@ def test_committed_pruning_cells(sources) -> None:
             a = np.asarray(acc(reg, kind, bias == "bias", k))
             m, s = PM.fullmatch(cell).groups()
             assert close(m, a.mean(), 100) and close(s, a.std(ddof=1), 100), (col, k)
-    names = {"targeted weight dropout": "targeted-weight", "targeted unit dropout": "targeted-unit"}
-    second = [c.strip() for c in head[1].strip("|").split("|")][1:]
     section = md[md.index("## Paired differences") :]
-    for cells in table_rows(section):
-        k = float(cells[0])
-        for col, cell in zip(second, cells[1:], strict=True):
-            kind, comp, bias = (p.strip() for p in col.split("·"))
-            a, b = comp.split(" − ")
-            check_diff_cell(
-                cell,
-                acc(names[a], kind, bias == "bias", k),
-                acc(b, kind, bias == "bias", k),
-                100,
-            )
+    tables = [t for t in section.split("\n### ")[1:] if "| k (%)" in t]
+    assert len(tables) == len(head) - 1
+    for table, header in zip(tables, head[1:], strict=True):
+        cols = [c.strip() for c in header.strip("|").split("|")][1:]
+        for cells in table_rows(table):
+            k = float(cells[0])
+            for col, cell in zip(cols, cells[1:], strict=True):
+                kind, comp, bias = (p.strip() for p in col.split("·"))
+                a, b = (FASHION_REGS[x] for x in comp.split(" − "))
+                check_diff_cell(
+                    cell, acc(a, kind, bias == "bias", k), acc(b, kind, bias == "bias", k), 100
+                )
+
+
+FASHION_REGS = {
+    "none": "none",
+    "targeted weight dropout": "targeted-weight",
+    "targeted unit dropout": "targeted-unit",
+    "dropout": "dropout",
+    "DropConnect": "dropconnect",
+}
+
+
+def _fashion_pair(sentence: str) -> tuple[str, str]:
+    """The two regularisers a pruning.md sentence compares (``a`` first)."""
+    rest = sentence.split("): ", 1)[1]
+    names = sorted(FASHION_REGS, key=len, reverse=True)
+    first = next(n for n in names if rest.startswith(n))
+    second = next(n for n in names if f"than {n} (" in rest or f" vs {n}, " in rest)
+    return FASHION_REGS[first], FASHION_REGS[second]
 
 
 def test_committed_sentences_by_value(sources) -> None:
@@ -552,7 +585,7 @@ def test_committed_sentences_by_value(sources) -> None:
     assert bullets
     for s in bullets:
         k, kind, bias = re.match(r"At k = ([\d.]+) \((\w+) pruning, (bias|no bias)\)", s).groups()
-        a = "targeted-weight" if "targeted weight dropout" in s else "targeted-unit"
+        a, b = _fashion_pair(s)
 
         def acc(reg, kind=kind, bias=bias, k=k):
             return [
@@ -562,7 +595,7 @@ def test_committed_sentences_by_value(sources) -> None:
                 == (reg, kind, bias == "bias", float(k))
             ]
 
-        ref = ttest(acc(a), acc("none"))
+        ref = ttest(acc(a), acc(b))
         check_sentence(s, tuple(ref[:3]) if len(ref) > 1 else (ref[0],) * 3, 100, 2)
 
 
