@@ -63,7 +63,7 @@ class FitConfig:
     included, as for the closed-form path); leave it ``"none"`` for a model already wrapped by
     the caller.  Its
     ``l1`` coefficient adds ``λ Σ|W|`` (every Linear/Conv) to the loss.  ``channels_last``:
-    ``None`` = on for a model with Conv2d layers and image batches (N, C, H, W);
+    ``None`` = on for a CUDA model with Conv2d layers and image batches (N, C, H, W);
     ``amp``: ``None`` = on for CUDA (bfloat16 autocast, else float16 with a gradient scaler).
     ``num_threads``: CPU intra-op threads while training (``None`` leaves torch's setting).
     """
@@ -255,7 +255,13 @@ def _label(model: nn.Module, config: FitConfig) -> str:
 def _use_channels_last(config: FitConfig, model: nn.Module, x: Tensor) -> bool:
     if config.channels_last is not None:
         return config.channels_last
-    return x.ndim == 4 and any(isinstance(m, nn.Conv2d) for m in model.modules())
+    # default: on CUDA only. On CPU, oneDNN's channels_last convolutions of narrow layers
+    # (4 channels) segfaulted or spun forever on an AVX2-only AMD EPYC (session 12)
+    return (
+        x.ndim == 4
+        and x.device.type == "cuda"
+        and any(isinstance(m, nn.Conv2d) for m in model.modules())
+    )
 
 
 def load_fit_checkpoint(path: str | Path) -> dict:

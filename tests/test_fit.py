@@ -214,10 +214,13 @@ def test_fit_matches_the_textbook_loop(name):
 def test_channels_last_gives_the_same_training():
     x, y = data()
     config = CONFIGS["sgd-step-augment-td"]
-    on = fit(cnn(), (x, y), config)  # auto: a Conv2d model and images → channels_last
+    on = fit(cnn(), (x, y), FitConfig(**{**config.__dict__, "channels_last": True}))
     assert on.model[0].parametrizations.weight.original.is_contiguous(
         memory_format=torch.channels_last
     )
+    # the default on CPU is the contiguous layout (channels_last only on CUDA)
+    auto = fit(cnn(), (x, y), config)
+    assert auto.model[0].parametrizations.weight.original.is_contiguous()
     off = fit(cnn(), (x, y), FitConfig(**{**config.__dict__, "channels_last": False}))
     for k, v in off.model.state_dict().items():
         torch.testing.assert_close(on.model.state_dict()[k], v, rtol=1e-10, atol=1e-12)
