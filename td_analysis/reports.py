@@ -616,7 +616,7 @@ def fashion_claims(
 def fashion_differences_markdown(records: Sequence[Mapping]) -> list[str]:
     """The paired-differences section of ``pruning.md``: each regulariser minus ``none`` per k,
     with t intervals over the seeds, and the sentences at :data:`CLAIM_KS`."""
-    comps = [c for c in fashion_comparisons(records)]
+    comps = fashion_comparisons(records)
     curves = {c: dict(fashion_difference_curve(records, *c)) for c in comps}
     comps = [c for c in comps if curves[c]]
     if not comps:
@@ -931,6 +931,27 @@ def _length_where(kind: str, k: float) -> str:
     return "Unpruned: " if k == 0 else f"{_capital(kind)} pruning at k = {k:g}: "
 
 
+def _length_step_claims(
+    sel: Sequence[Mapping], reg: str, name: str, long: int, short: int, kind: str, k: float
+) -> list[str]:
+    """``reg`` trained ``long`` epochs minus ``short``, paired by seed, as sentences."""
+    return [
+        claim(
+            f"{name} trained {long} epochs",
+            f"{name} trained {short}",
+            LENGTH_ACCURACY,
+            diff,
+            where=_length_where(kind, k),
+        )
+        for _, diff in paired_curve(
+            sel,
+            {"regulariser": reg, "epochs": long},
+            {"regulariser": reg, "epochs": short},
+            x="k",
+        )
+    ]
+
+
 def training_length_claims(records: Sequence[Mapping]) -> list[str]:
     """Sentences of the training-length study (``training_length.json``): for each regulariser
     the longest training minus the shortest, then targeted dropout minus none at the longest,
@@ -945,23 +966,7 @@ def training_length_claims(records: Sequence[Mapping]) -> list[str]:
     for kind, k in LENGTH_PANELS:
         sel = [r for r in records if r["kind"] == kind and float(r["k"]) == k]
         for reg in regs:
-            curve = paired_curve(
-                sel,
-                {"regulariser": reg, "epochs": long},
-                {"regulariser": reg, "epochs": short},
-                x="k",
-            )
-            for _, diff in curve:
-                name = names.get(reg, reg)
-                out.append(
-                    claim(
-                        f"{name} trained {long} epochs",
-                        f"{name} trained {short}",
-                        LENGTH_ACCURACY,
-                        diff,
-                        where=_length_where(kind, k),
-                    )
-                )
+            out += _length_step_claims(sel, reg, names.get(reg, reg), long, short, kind, k)
         if {"none", "targeted-weight"} <= set(regs):
             curve = paired_curve(
                 sel,
@@ -1042,22 +1047,8 @@ def fashion_training_length_claims(
         sel = [r for r in records if r["kind"] == kind and float(r["k"]) == k]
         for long, short in steps:
             for reg in regs:
-                for _, diff in paired_curve(
-                    sel,
-                    {"regulariser": reg, "epochs": long},
-                    {"regulariser": reg, "epochs": short},
-                    x="k",
-                ):
-                    name = FASHION_NAMES.get(reg, reg)
-                    out.append(
-                        claim(
-                            f"{name} trained {long} epochs",
-                            f"{name} trained {short}",
-                            LENGTH_ACCURACY,
-                            diff,
-                            where=_length_where(kind, k),
-                        )
-                    )
+                name = FASHION_NAMES.get(reg, reg)
+                out += _length_step_claims(sel, reg, name, long, short, kind, k)
     return out
 
 
