@@ -98,24 +98,34 @@ def training_length_records(
 
 #: The fashion-mlp study: every network of the default grid (with biases) at ``epochs`` (the
 #: snapshots its runs save on the way) and ``long_regularisers`` × ``long_seeds`` trained on to
-#: ``long_epochs`` (one run each, snapshots at every shorter length; the learning rate is
-#: constant, so a snapshot *is* the shorter run).
+#: every length in ``long_epochs`` (one run each to the longest, snapshots at every shorter
+#: length; the learning rate is constant, so a snapshot *is* the shorter run).
 FASHION_STUDY: dict = {
     "epochs": (3, 10, 20),
     "regularisers": ("none", "targeted-weight", "targeted-unit", "dropout", "dropconnect"),
     "seeds": (0, 1, 2, 3, 4),
-    "long_epochs": 30,
+    "long_epochs": (30, 100),
     "long_regularisers": ("none", "targeted-weight", "targeted-unit"),
     "long_seeds": (0, 1),
 }
+
+
+def long_lengths(study: dict) -> tuple[int, ...]:
+    """The study's ``long_epochs`` as a sorted tuple (one length or several)."""
+    e = study["long_epochs"]
+    return tuple(sorted({int(v) for v in ((e,) if isinstance(e, int) else e)}))
 
 
 def fashion_study_networks(study: dict | None = None) -> list[tuple[str, int, int]]:
     """``(regulariser, seed, epochs)`` of every network of the fashion study (with biases)."""
     st = {**FASHION_STUDY, **(study or {})}
     nets = [(r, s, e) for e in st["epochs"] for r in st["regularisers"] for s in st["seeds"]]
-    e = int(st["long_epochs"])
-    nets += [(r, s, e) for r in st["long_regularisers"] for s in st["long_seeds"]]
+    nets += [
+        (r, s, e)
+        for e in long_lengths(st)
+        for r in st["long_regularisers"]
+        for s in st["long_seeds"]
+    ]
     return list(dict.fromkeys(nets))
 
 
@@ -251,7 +261,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="The training-length study: accuracy after pruning against training "
         "length. toy: 20, 60 and 200 epochs, writes OUT/training_length.json and .png (OUT: "
         "figures); fashion-mlp: every network of the default grid (with biases) at 3, 10 and "
-        "20 epochs and none/targeted weight/targeted unit of seeds 0, 1 at 30 epochs, trained "
+        "20 epochs and none/targeted weight/targeted unit of seeds 0, 1 at 30 and 100 epochs, trained "
         "in parallel processes with snapshots (OUT: figures/fashion_mlp).",
     )
     p.add_argument("--experiment", choices=("toy", "fashion-mlp"), default="toy")
@@ -267,9 +277,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     p.add_argument(
         "--long-epochs",
-        type=cliargs.positive_int,
+        type=cliargs.seeds,
         default=None,
-        help=f"fashion-mlp: the longest training (default {FASHION_STUDY['long_epochs']})",
+        help="fashion-mlp: comma-separated lengths of the long runs (default "
+        f"{','.join(map(str, FASHION_STUDY['long_epochs']))})",
     )
     p.add_argument("--processes", type=cliargs.positive_int, default=None)
     p.add_argument(
@@ -297,9 +308,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             if v is not None
         }
         if args.long_epochs is not None:
-            study["long_epochs"] = args.long_epochs
+            study["long_epochs"] = tuple(args.long_epochs)
         study = {**FASHION_STUDY, **study}
-        args.epochs = sorted({*study["epochs"], study["long_epochs"]})
+        args.epochs = sorted({*study["epochs"], *long_lengths(study)})
         args.seeds = list(study["seeds"])
         args.regularisers = list(study["regularisers"])
     else:
