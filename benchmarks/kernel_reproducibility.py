@@ -37,10 +37,13 @@ MACHINES: dict[str, dict[str, str]] = {
     "OMP/MKL threads 2": {"OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"},
     "oneDNN off": {"_TD_MKLDNN_OFF": "1"},
 }
-# run the CLI, optionally with oneDNN disabled first
+# run the CLI, optionally with oneDNN disabled first (so torch is imported before the CLI's
+# main(): the kernels are pinned explicitly first, as td_analysis.cli.main does)
 CODE = (
     "import os, sys\n"
-    "import td_analysis, torch\n"
+    "import td_analysis\n"
+    "td_analysis.pin_cpu_kernels()\n"
+    "import torch\n"
     "if os.environ.get('_TD_MKLDNN_OFF'): torch.backends.mkldnn.enabled = False\n"
     "from td_analysis.cli import main\n"
     "sys.exit(main(sys.argv[1:]))\n"

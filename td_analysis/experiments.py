@@ -19,7 +19,6 @@ Defaults (documented in the README and ``figures/README.md``):
 
 from __future__ import annotations
 
-import argparse
 import math
 import time
 from collections.abc import Sequence
@@ -42,6 +41,7 @@ from td_analysis.curvature import hessian
 from td_analysis.dropout import RegulariserConfig
 from td_analysis.io import atomic_write_json, atomic_write_text, staged_output
 from td_analysis.models import DenseNet
+from td_analysis.moved import moved_names
 from td_analysis.names import EXPERIMENTS, QUICK_OUT, QUICK_RUNS  # noqa: F401 - public here
 from td_analysis.progress import progress_bar
 from td_analysis.pruning import pruning_curve, pruning_masks
@@ -62,11 +62,12 @@ __all__ = [
     "pooled_figure",
     "estimator_outputs",
     "pruning_curve_outputs",
+    "spectra_outputs",
     "write_table1",
     "write_toy_reports",
     "refresh_readme",
     "reproduce",
-    "add_commands",
+    "add_commands",  # noqa: F822 - from td_analysis.cli.reproduce, looked up when asked for
 ]
 
 PAPER_TABLE1 = {
@@ -415,6 +416,44 @@ def pruning_curve_outputs(run: ToyRun) -> list[dict]:
     return curve_rows
 
 
+def spectra_outputs(run) -> dict:
+    """``spectra.png`` of ``td-analysis reproduce`` and its numbers (for ``table1.json``), from
+    :func:`td_analysis.spectra.spectra_figure_data`.
+
+    ``run``: the toy pipeline's :class:`ToyRun`.  Seed 0 of the
+    unregularised and the targeted-dropout network; H of the mean cross-entropy over the first
+    :data:`FIGURE_EXAMPLES` images of the figure split; the pruned set is the weight-pruning mask
+    at the Table 1 fraction (both layers).
+    """
+    from td_analysis import plotting
+    from td_analysis.spectra import FIGURE_EXAMPLES, FIGURE_NETWORKS, spectra_figure_data
+
+    settings = run.settings
+    x, y = run.evald[settings.figure_split]
+    x, y = x[:FIGURE_EXAMPLES], y[:FIGURE_EXAMPLES]
+    models = {label: run.models[reg][0] for reg, label in FIGURE_NETWORKS.items()}
+    masks = {
+        label: pruning_masks(model, settings.prune_fraction, "weight")
+        for label, model in models.items()
+    }
+    data = spectra_figure_data(models, x, y, masks)
+    fig = plotting.plot_spectra(
+        data,
+        title=f"Hessian spectra (SLQ densities, dotted: top eigenvalues) of the mean "
+        f"cross-entropy over {len(y):,} {settings.figure_split} images; pruned set: "
+        f"{settings.prune_fraction:.0%} weight pruning",
+    )
+    plotting.save_figure(fig, run.out_dir / "spectra.png", formats=("png",))
+    return {
+        label: {
+            "top_eigenvalues": entry["whole"]["eigenvalues"],
+            "layers": {k: v["eigenvalues"] for k, v in entry["layers"].items()},
+            "pruned_set": entry["pruned_summary"],
+        }
+        for label, entry in data.items()
+    }
+
+
 def write_table1(run: ToyRun, results: dict) -> None:
     """``table1.json`` (``results``), then ``table1.md`` and ``table1_differences.png`` from it."""
     atomic_write_json(run.out_dir / "table1.json", results)
@@ -501,9 +540,7 @@ def reproduce(
     stages.update()
     curve_rows = pruning_curve_outputs(run)
     stages.update()
-    from td_analysis.spectra import spectra_outputs  # spectra.png (issue 10)
-
-    spectra = spectra_outputs(run)
+    spectra = spectra_outputs(run)  # spectra.png (issue 10)
     stages.close()
     plt.close("all")
     results = {
@@ -522,60 +559,7 @@ def reproduce(
     return results
 
 
-# ----------------------------------------------------------------------------- CLI
-
-
-def _toy_settings(args: argparse.Namespace) -> ReproduceSettings:
-    overrides = {}
-    if args.seeds is not None:
-        overrides["seeds"] = tuple(args.seeds)
-    if args.epochs is not None:
-        overrides["epochs"] = args.epochs
-    if args.eval_limit is not None:
-        overrides["eval_limit"] = args.eval_limit
-    if args.vmax is not None:
-        overrides["vmax"] = args.vmax
-    if args.no_curves:
-        overrides["curves"] = False
-    return ReproduceSettings.quick(**overrides) if args.quick else ReproduceSettings(**overrides)
-
-
-def _fashion_command(args: argparse.Namespace) -> str:
-    """The command line that made the results: the experiment and every option that shapes
-    them (not where files go, nor how many processes)."""
-    parts = ["td-analysis reproduce --experiment fashion-mlp"]
-    if args.quick:
-        parts.append("--quick")
-    if args.seeds is not None:
-        parts.append("--seeds " + ",".join(map(str, args.seeds)))
-    for name in ("biases", "protocol", "epochs", "bins"):
-        value = getattr(args, name, None)
-        if value is not None:
-            parts.append(f"--{name} {value}")
-    if args.ks is not None:
-        parts.append("--ks " + ",".join(f"{k:g}" for k in args.ks))
-    return " ".join(parts)
-
-
-def _fashion_settings(args: argparse.Namespace):
-    from td_analysis.experiments_fashion import FashionSettings
-
-    overrides: dict = {}
-    if args.seeds is not None:
-        overrides["seeds"] = tuple(args.seeds)
-    if args.epochs is not None:
-        overrides["epochs"] = args.epochs
-    if args.ks is not None:
-        overrides["ks"] = tuple(args.ks)
-    if args.workers is not None:
-        overrides["workers"] = args.workers
-    if args.bins is not None:
-        overrides["pooled_bins"] = args.bins
-    if getattr(args, "protocol", None) is not None:
-        overrides["protocol"] = args.protocol
-    if getattr(args, "biases", None) is not None:
-        overrides["biases"] = {"on": (True,), "off": (False,), "both": (True, False)}[args.biases]
-    return FashionSettings.quick(**overrides) if args.quick else FashionSettings(**overrides)
+# ----------------------------------------------------------------------------- README
 
 
 def refresh_readme(
@@ -618,82 +602,23 @@ def refresh_readme(
     atomic_write_text(readme, text)
 
 
-def _cmd_report_only(args: argparse.Namespace, experiments: tuple[str, ...]) -> int:
-    out = Path(args.out) if args.out is not None else Path("figures")
-    if "toy" in experiments:
-        write_toy_reports(out)
-        print(f"rewrote {out / 'table1.md'} and {out / 'table1_differences.png'} from table1.json")
-    if "fashion-mlp" in experiments:
-        from td_analysis.experiments_fashion import write_reports
-
-        write_reports(out / "fashion_mlp")
-        print(f"rewrote the reports in {out / 'fashion_mlp'} from its JSON")
-    if args.readme is not None:
-        refresh_readme(args.readme, out, experiments)
-        print(f"rewrote the generated result blocks of {args.readme}")
-    return 0
-
-
-def _cmd_reproduce(args: argparse.Namespace) -> int:
-    if args.experiment == "resnet-cifar10":  # issue 22: its own module, with --preset
-        from td_analysis.experiments_resnet import cmd_reproduce_resnet
-
-        return cmd_reproduce_resnet(args)
-    if getattr(args, "preset", None) is not None:
-        raise ValueError("--preset works only with --experiment resnet-cifar10")
-    experiments = ("toy", "fashion-mlp") if args.experiment == "all" else (args.experiment,)
-    if args.report_only:  # nothing is trained: the reports are rewritten from the JSON
-        return _cmd_report_only(args, experiments)
-    if args.readme is not None:
-        raise ValueError("--readme works only with --report-only")
-    if args.out is None:  # quick results never land on the committed full-run figures
-        args.out = QUICK_OUT if args.quick else Path("figures")
-    if args.runs is None:  # nor quick checkpoints next to the full ones: all under runs/quick
-        args.runs = QUICK_RUNS if args.quick else Path("runs")
-    experiments = ("toy", "fashion-mlp") if args.experiment == "all" else (args.experiment,)
-    # every setting is validated before anything is trained or written
-    toy = _toy_settings(args) if "toy" in experiments else None
-    fashion = _fashion_settings(args) if "fashion-mlp" in experiments else None
-    if fashion is not None:
-        from td_analysis.experiments_fashion import check_pooled_memory
-
-        check_pooled_memory(fashion)
-    if toy is not None:
-        results = reproduce(
-            toy,
-            out_dir=args.out,
-            runs_dir=args.runs,
-            data_root=args.data_dir,
-            cache_dir=args.cache_dir,
-            progress=not args.quiet,
-        )
-        print((Path(args.out) / "table1.md").read_text())
-        print(
-            f"wrote Figure 1, Table 1 and the estimator plots to {args.out} "
-            f"in {results['seconds']:.0f} s"
-        )
-    if fashion is not None:
-        from td_analysis.experiments_fashion import reproduce_fashion
-
-        out = Path(args.out) / "fashion_mlp"
-        command = _fashion_command(args)
-        results = reproduce_fashion(
-            fashion,
-            out_dir=out,
-            runs_dir=args.runs,
-            data_root=args.data_dir,
-            download=False,
-            progress=not args.quiet,
-            command=command,
-        )
-        print((out / "pruning.md").read_text())
-        print(f"wrote the fashion-mlp results to {out} in {results['seconds']:.0f} s")
-    return 0
-
-
-def add_commands(sub: argparse._SubParsersAction) -> None:
-    """Register ``reproduce`` on the ``td-analysis`` parser (defined in :mod:`td_analysis.cli`,
-    which builds its parser without importing torch)."""
-    from td_analysis.cli import add_reproduce_command
-
-    add_reproduce_command(sub)
+#: the ``td-analysis reproduce`` command (argparse namespaces in, exit status out) lives in
+#: :mod:`td_analysis.cli.reproduce`; its old names stay importable from here, looked up when asked
+#: for so that the experiment does not depend on its command line
+_COMMAND_LINE = "td_analysis.cli.reproduce"
+__getattr__ = moved_names(
+    __name__,
+    {
+        **{
+            name: (_COMMAND_LINE, name)
+            for name in (
+                "_toy_settings",
+                "_fashion_command",
+                "_fashion_settings",
+                "_cmd_report_only",
+                "_cmd_reproduce",
+            )
+        },
+        "add_commands": (_COMMAND_LINE, "add_reproduce_command"),
+    },
+)

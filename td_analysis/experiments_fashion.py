@@ -31,7 +31,6 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from td_analysis import reports
 from td_analysis.coadaptation import (
     hessian_operator,
     magnitude_order,
@@ -46,6 +45,14 @@ from td_analysis.io import (
     staged_directory,
 )
 from td_analysis.pruning import apply_masks, pruning_table, seed_pruning_masks, validate_percent
+from td_analysis.report.fashion import fashion_readme
+from td_analysis.report.fashion_files import network_text as _network_text
+from td_analysis.report.fashion_files import (
+    training_length_study,
+    write_differences,
+    write_pruning,
+    write_reports,
+)
 from td_analysis.tasks import Task, get_task
 from td_analysis.taylor import ESTIMATORS, deletion_terms, grouped_rank_correlations
 from td_analysis.training import TrainConfig, evaluate, load_data
@@ -484,89 +491,6 @@ def rank_correlation_table(taylor: Sequence[dict]) -> list[dict]:
 
 
 # ----------------------------------------------------------------------------- outputs
-def write_pruning(
-    out: Path,
-    records: list[dict],
-    settings: FashionSettings,
-    n_test: int,
-    command: str = "td-analysis reproduce --experiment fashion-mlp",
-) -> None:
-    """``pruning.json`` (the long-form records) and ``pruning.md`` (mean ± std table)."""
-    atomic_write_json(out / "pruning.json", records)
-    text = reports.fashion_pruning_markdown(
-        records,
-        network=_network_text(settings),
-        n_test=n_test,
-        settings=settings.to_dict(),
-        command=command,
-    )
-    atomic_write_text(out / "pruning.md", text)
-    write_differences(out, records)
-
-
-def write_differences(out: Path, records: list[dict]) -> None:
-    """``accuracy_differences.png``: each regulariser minus none over k, paired by seed, with
-    its t band (nothing is drawn for a single seed)."""
-    from td_analysis import plotting
-
-    panels = reports.fashion_difference_panels(records)
-    if not any(any(c for c in lines.values()) for lines in panels.values()):
-        return
-    seeds = len({r["seed"] for r in records})
-    fig = plotting.plot_paired_differences(
-        panels,
-        xlabel="k: percent of each hidden layer pruned",
-        title=f"test accuracy of each regulariser minus none of the same seed, mean and "
-        f"{reports.LEVEL:.0%} t band over {seeds} seeds",
-    )
-    plotting.save_figure(fig, out / "accuracy_differences.png", formats=("png",))
-
-
-def write_reports(
-    out_dir: str | Path = "figures/fashion_mlp",
-    *,
-    command: str = "td-analysis reproduce --experiment fashion-mlp",
-) -> None:
-    """``pruning.md``, ``accuracy_differences.png`` and ``README.md`` again from the JSON a
-    finished run wrote (``pruning.json``, ``summary.json``), without training anything."""
-    import json
-
-    import matplotlib.pyplot as plt
-
-    out = Path(out_dir)
-    missing = [f for f in ("summary.json", "pruning.json") if not (out / f).is_file()]
-    if missing:
-        raise FileNotFoundError(f"{out} has no {', '.join(missing)}: run reproduce_fashion first")
-    summary = json.loads((out / "summary.json").read_text())
-    records = json.loads((out / "pruning.json").read_text())
-    command = summary.get("command", command)
-    text = reports.fashion_pruning_markdown(
-        records,
-        network=summary["network"],
-        n_test=summary["n_test"],
-        settings=summary["settings"],
-        command=command,
-    )
-    atomic_write_text(out / "pruning.md", text)
-    write_differences(out, records)
-    plt.close("all")
-    study = _training_length(out)
-    if study is not None:  # the training-length study's table
-        atomic_write_text(
-            out / "training_length.md", reports.fashion_training_length_markdown(study)
-        )
-    atomic_write_text(
-        out / "README.md",
-        reports.fashion_readme(
-            summary["settings"],
-            network=summary["network"],
-            command=command,
-            summary=summary,
-            training_length=study,
-        ),
-    )
-
-
 def write_accuracy_curves(out: Path, records: list[dict], settings: FashionSettings) -> None:
     """``accuracy_vs_k.png/pdf``: accuracy vs k, weight and unit pruning, mean ± std bands."""
     from td_analysis import plotting
@@ -635,28 +559,14 @@ def write_outputs(out: Path, results: dict, settings: FashionSettings, command: 
     atomic_write_json(out / "summary.json", summary)
     atomic_write_text(
         out / "README.md",
-        reports.fashion_readme(
+        fashion_readme(
             settings.to_dict(),
             network=_network_text(settings),
             command=command,
             summary=summary,
-            training_length=_training_length(out),
+            training_length=training_length_study(out),
         ),
     )
-
-
-def _training_length(out: Path) -> dict | None:
-    """The training-length study's JSON in ``out`` (``td_analysis.training_length``), if any."""
-    import json
-
-    path = out / "training_length.json"
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
-def _network_text(settings: FashionSettings) -> str:
-    task = settings.task_def
-    widths = (task.in_features, *task.hidden, task.num_classes)
-    return f"{' → '.join(map(str, widths))} ReLU MLP on {task.dataset}"
 
 
 def _load_average() -> float | None:
@@ -726,10 +636,15 @@ def reproduce_fashion(
     download: bool = False,
     progress: bool = True,
     command: str = "td-analysis reproduce --experiment fashion-mlp",
+    scheduler: object = None,
 ) -> dict:
     """Train (or reuse) every network, analyse each, and write ``out_dir`` (swapped in whole at
-    the end: an interrupted run leaves the previous results untouched).  Returns the summary."""
-    from td_analysis.progress import progress_bar, stoppable_pool
+    the end: an interrupted run leaves the previous results untouched).  Returns the summary.
+    ``scheduler``: a Dask scheduler address (or ``distributed.Client``) whose cluster analyses
+    the networks instead of ``settings.workers`` local processes
+    (:func:`td_analysis.executors.map_jobs`; the same results)."""
+    from td_analysis.executors import map_jobs
+    from td_analysis.progress import progress_bar
 
     settings = settings or FashionSettings()
     check_pooled_memory(settings)
@@ -748,16 +663,15 @@ def reproduce_fashion(
     workers = max(1, min(settings.workers, len(jobs), os.cpu_count() or 1))
     bar = progress_bar(total=len(jobs), desc="fashion-mlp networks", disable=not progress)
     done = []
-    if workers == 1:
+    if workers == 1 and scheduler is None:
         for job in jobs:
             done.append(analyse_network(job))
             bar.update()
     else:
         # Ctrl-C / SIGTERM stop the workers within seconds (not after their running jobs)
-        with stoppable_pool(workers) as pool:
-            for result in pool.map(analyse_network, jobs):
-                done.append(result)
-                bar.update()
+        for _, result in map_jobs(analyse_network, jobs, processes=workers, scheduler=scheduler):
+            done.append(result)
+            bar.update()
     bar.close()
     key = {r: i for i, r in enumerate(settings.regularisers)}
     done.sort(key=lambda d: (key[d["tag"]["regulariser"]], not d["tag"]["bias"], d["tag"]["seed"]))

@@ -9,8 +9,10 @@ The first page comes fast (issue 23): Voilà shows a page only once its kernel h
 so (1) the kernel is *preheated*: Voilà starts it and runs the notebook when the server starts,
 not when the page is requested, and keeps one such kernel ready for the next visitor; (2) with
 ``TD_ANALYSIS_EXPLORER=1`` the notebook skips its static report figures (the live views draw the
-same) and draws only the first live view, from cached Hessians where they exist; the other views
-sit in closed sections and are computed when the reader opens them.
+same) and draws only the first live view, from the cache where it can: its numbers are cached
+under the data files' names, sizes and dates (:func:`data_signature`), so a kernel after the first
+draws it without loading the evaluation images; the other views sit in closed sections and are
+computed when the reader opens them.
 
 The explorer opens on two trained networks (unregularised and targeted weight dropout, first seed
 of :func:`explorer_settings`). Before the server starts they must be in the runs folder: with
@@ -21,9 +23,8 @@ the page (another regulariser, γ, α, seed) are trained on first use by the not
 
 from __future__ import annotations
 
-import argparse
 import errno
-import importlib.util
+import operator
 import os
 import shutil
 import signal
@@ -33,11 +34,12 @@ import sys
 import tempfile
 import time
 import webbrowser
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from td_analysis import names
+from td_analysis.moved import moved_names
 
 if TYPE_CHECKING:  # heavy imports (torch) only where a command needs them
     from td_analysis.dropout import RegulariserConfig
@@ -57,12 +59,16 @@ __all__ = [
     "find_notebook",
     "explorer_folders",
     "EXPLORER_ENV",
+    "InvalidChoice",
+    "ZoomWindow",
+    "zoom_window",
+    "data_signature",
     "kernel_environment",
     "check_port",
     "voila_command",
     "jupyter_dir",
     "serve",
-    "add_commands",
+    "add_commands",  # noqa: F822 - lazily re-exported from td_analysis.cli.explore
 ]
 
 DEFAULT_NOTEBOOK = "03_explore_dependence.ipynb"
@@ -102,14 +108,17 @@ def default_configs(settings: ReproduceSettings) -> dict[str, TrainConfig]:
     }
 
 
-def __getattr__(name: str):
-    """``checkpoint_path`` lives in :mod:`td_analysis.runs` (torch); importable from here too,
-    without importing torch with this light module."""
-    if name == "checkpoint_path":
-        from td_analysis.runs import checkpoint_path
+#: names whose home is elsewhere, importable from here too: ``checkpoint_path`` lives in
+#: :mod:`td_analysis.runs` (torch, not imported with this light module), the command
+#: (``add_commands``, ``_cmd_explore``) in :mod:`td_analysis.cli.explore`, looked up when asked
+#: for so that this module does not depend on the command line
+_ELSEWHERE = {
+    "checkpoint_path": ("td_analysis.runs", "checkpoint_path"),
+    "add_commands": ("td_analysis.cli.explore", "add_explore_command"),
+    "_cmd_explore": ("td_analysis.cli.explore", "_cmd_explore"),
+}
 
-        return checkpoint_path
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = moved_names(__name__, _ELSEWHERE)
 
 
 def missing_models(settings: ReproduceSettings, runs_dir: str | Path) -> dict[str, TrainConfig]:
@@ -227,6 +236,108 @@ def kernel_environment(
         env["TD_ANALYSIS_DATA"] = str(folders["data"])
     env.setdefault("MPLBACKEND", "Agg")
     return env
+
+
+# ----------------------------------------------------------------------------- the page's views
+class InvalidChoice(ValueError):
+    """A combination of the explorer's controls that has nothing to show (the message says why);
+    the page shows the message in place of the view."""
+
+
+@dataclass(frozen=True)
+class ZoomWindow:
+    """The zoom window of an ordered matrix: rows ``r0``–``r1`` and columns ``c0``–``c1``, both
+    ends included, as the range sliders read (rows 5–5 is the one row 5).
+
+    The block is ``C[r0 : r1 + 1, c0 : c1 + 1]``, of (r1 − r0 + 1) × (c1 − c0 + 1) entries."""
+
+    r0: int
+    r1: int
+    c0: int
+    c1: int
+
+    @property
+    def rows(self) -> slice:
+        """The rows as a slice: ``slice(r0, r1 + 1)``."""
+        return slice(self.r0, self.r1 + 1)
+
+    @property
+    def cols(self) -> slice:
+        """The columns as a slice: ``slice(c0, c1 + 1)``."""
+        return slice(self.c0, self.c1 + 1)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(rows, columns) of the block: (r1 − r0 + 1, c1 − c0 + 1)."""
+        return self.r1 - self.r0 + 1, self.c1 - self.c0 + 1
+
+    @property
+    def label(self) -> str:
+        """``"rows r0–r1, columns c0–c1"``: the numbers the sliders show."""
+        return f"rows {self.r0}–{self.r1}, columns {self.c0}–{self.c1}"
+
+
+def _window_ends(value: tuple[int, int] | None, n: int, what: str) -> tuple[int, int]:
+    if value is None:
+        return 0, n - 1
+    try:
+        start, stop = value
+        if isinstance(start, bool) or isinstance(stop, bool):
+            raise TypeError
+        return operator.index(start), operator.index(stop)
+    except (TypeError, ValueError):
+        raise InvalidChoice(
+            f"the zoom {what} must be two whole numbers (first, last), not {value!r}"
+        ) from None
+
+
+def zoom_window(
+    rows: tuple[int, int] | None,
+    cols: tuple[int, int] | None,
+    n: int,
+    *,
+    name: str | None = None,
+) -> ZoomWindow:
+    """The zoom window of an ``n`` × ``n`` matrix for the sliders' readings ``rows = (r0, r1)``
+    and ``cols = (c0, c1)``, both ends included (``None``: all of 0–(n − 1)).
+
+    Valid when 0 ≤ r0 ≤ r1 ≤ n − 1 and 0 ≤ c0 ≤ c1 ≤ n − 1; otherwise :class:`InvalidChoice`
+    with a one-line message naming the window and the range of the matrix (``name``: of what)."""
+    try:
+        size = -1 if isinstance(n, bool) else operator.index(n)
+    except TypeError:
+        size = -1
+    if size < 1:
+        raise ValueError(f"the matrix must have a whole number of rows ≥ 1, not n={n!r}")
+    n = size
+    (r0, r1), (c0, c1) = _window_ends(rows, n, "rows"), _window_ends(cols, n, "columns")
+    if not (0 <= r0 <= r1 < n and 0 <= c0 <= c1 < n):
+        raise InvalidChoice(
+            f"the zoom window rows {r0}–{r1}, columns {c0}–{c1} is not inside the {n} × {n} "
+            f"matrix{f' of {name}' if name else ''} (rows and columns 0–{n - 1}, both ends "
+            "included)"
+        )
+    return ZoomWindow(r0, r1, c0, c1)
+
+
+def data_signature(root: str | Path | None = None) -> list[tuple[str, int, int]]:
+    """(name, size in bytes, modification time in ns) of each CIFAR-10 batch file under ``root``
+    (:func:`td_analysis.data.find_cifar10`): a key for results computed from the data that is
+    known without reading the 180 MB of images (the explorer's first view, drawn from its cache
+    before the evaluation images are loaded)."""
+    from td_analysis.data import TEST_FILE, TRAIN_FILES, find_cifar10
+
+    folder = find_cifar10(root, download=False)
+    signature = []
+    for name in (*TRAIN_FILES, TEST_FILE):
+        try:
+            st = (folder / name).stat()
+        except FileNotFoundError:
+            raise FileNotFoundError(
+                f"CIFAR-10 file {name} is missing in {folder}: run `td-analysis download`"
+            ) from None
+        signature.append((name, st.st_size, st.st_mtime_ns))
+    return signature
 
 
 # ----------------------------------------------------------------------------- server
@@ -404,111 +515,3 @@ def serve(
         signal.signal(signal.SIGTERM, previous)
         signal.signal(signal.SIGINT, previous_int)
         shutil.rmtree(jupyter, ignore_errors=True)
-
-
-# ----------------------------------------------------------------------------- command
-def _cmd_explore(args: argparse.Namespace) -> int:
-    if importlib.util.find_spec("voila") is None:
-        print(
-            "td-analysis explore: error: Voilà is not installed: pip install -e '.[explore]' "
-            "(in the repository folder)",
-            file=sys.stderr,
-        )
-        return 2
-    notebook = find_notebook(args.notebook)
-    folders = explorer_folders(
-        notebook, runs=args.runs, cache=args.cache_dir, data=args.data_dir, quick=args.quick
-    )
-    check_port(args.ip, args.port)  # before any training, so a taken port fails at once
-
-    from td_analysis.data import find_cifar10
-
-    try:
-        find_cifar10(folders["data"], download=False)
-    except FileNotFoundError:
-        where = folders["data"] or "$TD_ANALYSIS_DATA / ~/.cache/td_analysis"
-        raise FileNotFoundError(
-            f"CIFAR-10 not found in {where}: run `td-analysis download` or pass --data-dir"
-        ) from None
-
-    settings = explorer_settings(args.quick)
-    explorer = notebook.name == DEFAULT_NOTEBOOK  # the other notebooks train what they need
-    missing = missing_models(settings, folders["runs"]) if explorer else {}
-    if missing and not (args.quick or args.train):
-        names = " and ".join(missing)
-        raise FileNotFoundError(
-            f"no trained {names} network (seed {settings.seeds[0]}, {settings.epochs} epochs) in "
-            f"{folders['runs']}: run `td-analysis reproduce` or notebook 01, or "
-            f"`td-analysis explore --train` (about {15 * len(missing)} s), or try "
-            "`td-analysis explore --quick`"
-        )
-    if missing:
-        print(f"training the explorer's networks into {folders['runs']}", flush=True)
-        ensure_models(settings, folders["runs"], data_root=folders["data"])
-    env = kernel_environment(folders, args.quick)
-    print(
-        f"checkpoints: {folders['runs']}; cache: {folders['cache']}; "
-        f"{'quick' if args.quick else 'full'} setting",
-        flush=True,
-    )
-    # only the explorer is preheated: another notebook (e.g. 01, which trains) would run in full
-    # at start and again after each visit, whether anyone looks or not
-    return serve(
-        notebook,
-        ip=args.ip,
-        port=args.port,
-        env=env,
-        open_browser=not args.no_browser,
-        preheat=explorer,
-    )
-
-
-def add_commands(sub: argparse._SubParsersAction) -> None:
-    """Register ``explore`` on the ``td-analysis`` parser."""
-    from td_analysis.cliargs import DATA_HELP
-
-    p = sub.add_parser(
-        "explore",
-        help="the interactive explorer (notebook 03) as a web app in the browser (Voilà)",
-        description="Serve notebook 03 (03_explore_dependence) with Voilà: its figures and live "
-        "widgets, without code. Uses the same checkpoints (runs/), cache and data as the "
-        "notebooks. Needs the explore extra: pip install -e '.[explore]'.",
-    )
-    p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default: {DEFAULT_PORT})")
-    p.add_argument(
-        "--ip", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine)"
-    )
-    p.add_argument("--no-browser", action="store_true", help="do not open a browser")
-    p.add_argument(
-        "--quick",
-        action="store_true",
-        help="the small setting (1 seed, 2 epochs, 2,000 evaluation images); trains its two "
-        "networks first if they are missing (a few seconds)",
-    )
-    p.add_argument(
-        "--train",
-        action="store_true",
-        help="train the default networks if they are missing (full setting: about 30 s)",
-    )
-    p.add_argument(
-        "--notebook",
-        default=None,
-        help=f"notebook to serve: a name or number in notebooks/, or a path (default: "
-        f"{DEFAULT_NOTEBOOK})",
-    )
-    p.add_argument(
-        "--runs",
-        type=Path,
-        default=None,
-        help="checkpoint folder (default: $TD_ANALYSIS_RUNS, else <repo>/runs, as the notebooks; "
-        "--quick: <repo>/runs/quick/checkpoints, as reproduce --quick)",
-    )
-    p.add_argument(
-        "--cache-dir",
-        type=Path,
-        default=None,
-        help="Hessian cache (default: $TD_ANALYSIS_CACHE, else "
-        "$XDG_CACHE_HOME/td_analysis/results, ~/.cache/td_analysis/results; reproduce's too)",
-    )
-    p.add_argument("--data-dir", type=Path, default=None, help=DATA_HELP)
-    p.set_defaults(func=_cmd_explore)

@@ -130,4 +130,7 @@ if __name__ == "__main__":
     if sys.argv[1:2] != ["voila"]:
         raise SystemExit("usage: python -m td_analysis.nbexec voila [voila arguments]")
     del sys.argv[1]
+    from td_analysis.reproducibility import pin_cpu_kernels
+
+    pin_cpu_kernels()  # the kernels it starts inherit the pinned CPU kernels (no torch here)
     raise SystemExit(voila_main())

@@ -238,7 +238,9 @@ def stoppable_pool(max_workers: int, **kwargs: Any) -> Iterator[Any]:
     little when the parent is interrupted (Ctrl-C, SIGTERM turned into ``SystemExit`` by the
     CLI) or fails: pending jobs are cancelled and the workers terminated (SIGTERM, then
     SIGKILL), instead of ``with ProcessPoolExecutor(…)`` waiting for every running job (minutes).
-    ``kwargs`` as for the executor (``initializer``/``initargs`` run after the signal set-up)."""
+    ``kwargs`` as for the executor (``initializer``/``initargs`` run after the signal set-up).
+    The workers inherit this process's environment, so the CPU kernels the command pinned
+    before torch started are theirs too (:mod:`td_analysis.reproducibility`)."""
     from concurrent.futures import ProcessPoolExecutor
     from multiprocessing import get_context
 

@@ -12,7 +12,12 @@ protocol closest on most numbers; :func:`normalisation`: the scale of the paper'
 
 from __future__ import annotations
 
-import argparse
+import importlib
+
+if __name__ == "__main__":  # pragma: no cover - ``python -m``: the command line (td_analysis.cli.
+    # <this module>), run before this module's imports below: it pins the CPU kernels before torch
+    raise SystemExit(importlib.import_module(__spec__.name.replace(".", ".cli.", 1)).main())
+
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -34,11 +39,21 @@ from td_analysis.experiments import (
     regulariser_suite,
     table1_numbers,
 )
-from td_analysis.io import atomic_write_json
 from td_analysis.plotting import PUBLISHED_VMAX
+from td_analysis.report.protocol_study import (  # the section of table1.md, from the JSON alone
+    BLOCKS,
+    REGULARISERS,
+    TABLE_KEYS,
+    paper_number,
+    study_markdown,
+)
 from td_analysis.runs import train_many, train_or_load
 from td_analysis.taylor import estimate_pruning
 from td_analysis.training import load_data
+
+#: the module of the command line (``python -m``, :func:`main`), looked up when it runs: the study
+#: does not depend on its command line (which imports the study)
+COMMAND_LINE = "td_analysis.cli.protocol_study"
 
 __all__ = ["PROTOCOLS", "PUBLISHED_DRAWN", "ISSUE_SHARES", "CANDIDATE_N", "drawn_values"]
 __all__ += ["decode_published_figure", "network_record", "protocol_means", "distances"]
@@ -50,9 +65,6 @@ ADAM = {"optimizer": "adam", "lr": 1e-3}
 PROTOCOLS: dict[str, dict] = {"sgd": {}, "adam": dict(ADAM), "sgd-60ep": {"epochs": 60}}
 PROTOCOLS |= {"adam-60ep": {**ADAM, "epochs": 60}, "sgd-batch32": {"batch_size": 32}}
 PROTOCOLS |= {"sgd-nobias": {"bias": False}, "adam-nobias": {**ADAM, "bias": False}}
-REGULARISERS = ("none", "targeted-weight")
-BLOCKS = ("kept_kept", "kept_pruned", "pruned_pruned")
-TABLE_KEYS = ("abs_estimate", "abs_measured", "accuracy", "pruned_accuracy")
 #: the published Figure 1 read by :func:`decode_published_figure` (``REFERENCE.md``'s images):
 #: |C| shares per block and ½Σ of the pruned×pruned block, as drawn (256 colours, ±3000)
 PUBLISHED_DRAWN = {
@@ -62,6 +74,8 @@ PUBLISHED_DRAWN = {
 #: the shares issue #19 quotes (how they were read is not recorded; the decoded images with
 #: |C| below ~100 read as 0 come within 0.05 of them)
 ISSUE_SHARES = {"none": (0.38, 0.42, 0.20), "targeted-weight": (0.96, 0.04, 0.003)}
+#: the paper's numbers, as ``protocol_study.json`` records them (its ``"paper"``)
+PAPER = {"table1": PAPER_TABLE1, "drawn": PUBLISHED_DRAWN, "issue_shares": ISSUE_SHARES}
 #: images the paper's Hessian may sum over: a batch, holdout/test, train split, official train
 CANDIDATE_N = (32, 128, 10_000, 40_000, 50_000)
 # published images: entry (0, 0)'s centre and the spacing in pixels, from the ticks 0…80 at
@@ -128,11 +142,7 @@ def network_record(
 
 
 def _paper(reg: str, key: str, scale: str = "drawn") -> float:
-    if key.startswith("share_"):
-        i = BLOCKS.index(key[6:])
-        return (PUBLISHED_DRAWN[reg]["shares"] if scale == "drawn" else ISSUE_SHARES[reg])[i]
-    key = "abs_delta_e" if key.startswith("abs_") else key
-    return PAPER_TABLE1[reg]["unpruned_accuracy" if key == "accuracy" else key]
+    return paper_number(PAPER, reg, key, scale)
 
 
 def protocol_means(records: Sequence[Mapping], scale: str = "drawn") -> dict:
@@ -277,7 +287,7 @@ def study_json(records: Sequence[Mapping], *, command: str, seeds: Sequence[int]
         "command": command,
         **extra,
         "seeds": list(seeds),
-        "paper": {"table1": PAPER_TABLE1, "drawn": PUBLISHED_DRAWN, "issue_shares": ISSUE_SHARES},
+        "paper": PAPER,
         "published_scale": {"vmax": PUBLISHED_VMAX, "colours": 256},
         "records": list(records),
         "means": means,
@@ -291,110 +301,7 @@ def study_json(records: Sequence[Mapping], *, command: str, seeds: Sequence[int]
     }
 
 
-def study_markdown(study: Mapping) -> str:
-    """The "Protocol study" section of ``table1.md``, from ``protocol_study.json`` alone."""
-    means, v, prot = study["means"], study["verdict"], list(study["means"])
-    scale = study["published_scale"]
-    names = {"none": "none", "targeted-weight": "targeted dropout"}
-    keys = (*TABLE_KEYS, *(f"share_{b}" for b in BLOCKS))
-    lines = [
-        "## Protocol study\n",
-        f"Made by `{study['command']}` (`protocol_study.json`), seeds "
-        f"{', '.join(map(str, study['seeds']))}, holdout split: means over seeds of Table 1's "
-        "numbers and Figure 1's shares of |C| in the kept×kept, kept×pruned, pruned×pruned blocks "
-        f"as drawn at ±{scale['vmax']:.0f} in {scale['colours']} colours (paper: its images).",
-        "",
-        "| regularisation | protocol | abs(ΔE) estimate | measured abs(ΔE) | unpruned | pruned "
-        "| share kk | share kp | share pp | closest on |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for reg in REGULARISERS:
-        for p in [*prot, "paper"]:
-            x = [_paper(reg, k) if p == "paper" else means[p][f"{reg}.{k}"] for k in keys]
-            won = sum(b == p and k.startswith(f"{reg}.") for k, b in v["best"].items())
-            cells = [f"{x[0]:.4f}", f"{x[1]:.4f}", f"{x[2]:.2%}", f"{x[3]:.2%}"]
-            cells += [f"{c:.3f}" for c in x[4:]] + ["" if p == "paper" else str(won)]
-            lines.append(f"| {names[reg]} | {p} | " + " | ".join(cells) + " |")
-    wins = ", ".join(f"{p} {v['wins'][p]}" for p in prot)
-    share = ", ".join(f"{p} {d:.3f}" for p, d in study["mean_share_distance"].items())
-    top, k = v["wins"][v["closest"][0]], v["numbers"]
-    closer = ", ".join(f"{p} {v['closer_than'][p][prot[0]]}" for p in prot[1:])
-    beats = " and ".join(v["beats_all"]) or "No protocol"
-    lines += [
-        "",
-        f"Closest to the paper: **{' and '.join(v['closest'])}**, the smallest |ours − paper| on "
-        f"{top} of the {k} numbers ({'a' if 2 * top > k else 'not a'} majority; wins: {wins}). "
-        f"Closer than {prot[0]} on how many of the {k}: {closer}. {beats} is closer than every "
-        f"other protocol on most of the {k}. Mean distance over the six shares: {share}.",
-        "",
-    ]
-    n = study["delta_e_normalisation"]
-    rows = [n["rows"][reg] for reg in REGULARISERS]
-
-    def each(f) -> str:  # "x (none) and y (targeted dropout)"
-        return " and ".join(f"{f(r)} ({names[g]})" for r, g in zip(rows, REGULARISERS, strict=True))
-
-    def spread(d: Mapping, fmt: str) -> str:
-        return f"{d['median']:{fmt}} ({d['min']:{fmt}}–{d['max']:{fmt}})"
-
-    paper = each(lambda r: format(r["paper_half_pp"], ".1f"))
-    ours = each(lambda r: format(r["ours_half_pp"]["median"], ".1f"))
-    drawn = each(lambda r: format(r["drawn_over_own"]["median"], ".0%"))
-    literal = each(lambda r: format(r["literal_n"], ","))
-    q, implied = (
-        each(lambda r: spread(r["q_table1"], ".3f")),
-        each(lambda r: spread(r["implied_n"], ",.0f")),
-    )
-    fits = each(lambda r: ", ".join(f"{c:,}" for c in r["fits"]) or "no candidate")
-    both = ", ".join(f"{c:,}" for c in n["fits_both"])
-    end = f"N = {both} fits both rows." if both else "No candidate fits both rows."
-    lines.append(
-        "|ΔE| scale. Eq. (3) makes Table 1's |ΔE| ½Σ of Figure 1's lower-right block. The "
-        f"published images give ½Σ = {paper}; ours, C summed over our {rows[0]['n_ours']:,} "
-        f"holdout images, {ours} (medians over protocols and seeds; a drawing at the published "
-        f"scale shows {drawn} of it). Read literally (|ΔE| = ½Σ/N), Table 1 needs N = {literal}. "
-        f"Our networks give q = ½Σ/(N·|ΔE|) = {q}; the paper's numbers, computed as ours, then "
-        f"imply N = {implied}, which holds {fits} of the candidates "
-        f"{', '.join(f'{c:,}' for c in n['candidates'])}. {end}"
-    )
-    return "\n".join([*lines, ""])
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m td_analysis.protocol_study``: run the study, write OUT/protocol_study.json."""
-    from td_analysis import cliargs
-
-    p = argparse.ArgumentParser(PROG, description=__doc__.split("\n\n")[0])
-    p.add_argument("--protocols", default=",".join(PROTOCOLS), help="comma-separated names")
-    p.add_argument("--seeds", type=cliargs.seeds, default=[0, 1, 2])
-    p.add_argument("--runs", type=Path, default=Path("runs"))
-    p.add_argument("--out", type=Path, default=Path("figures"))
-    p.add_argument("--data-dir", type=Path, default=None)
-    p.add_argument("--cache-dir", type=Path, default=None, help="Hessians (default RUNS/cache)")
-    p.add_argument("--quick", action="store_true", help="500 images, 1/20 of the epochs")
-    p.add_argument("--quiet", action="store_true")
-    args = p.parse_args(argv)
-    names = [n.strip() for n in args.protocols.split(",") if n.strip()]
-    if not names or any(n not in PROTOCOLS for n in names):
-        p.error(f"--protocols: choose from {', '.join(PROTOCOLS)}")
-    quick = {"train_limit": 500, "eval_limit": 500, "epochs_scale": 0.05} if args.quick else {}
-    t0 = time.perf_counter()
-    try:
-        kw = {"runs_dir": args.runs, "data_root": args.data_dir, "progress": not args.quiet}
-        kw["cache_dir"] = args.cache_dir or args.runs / "cache"
-        records = run_study({n: PROTOCOLS[n] for n in names}, args.seeds, **kw, **quick)
-    except KeyboardInterrupt:
-        print("interrupted: finished networks stay in --runs; nothing written", file=sys.stderr)
-        return 130
-    command = PROG + (" --quick" if args.quick else "")
-    extra = {"seconds": time.perf_counter() - t0, "protocols": {n: PROTOCOLS[n] for n in names}}
-    study = study_json(records, command=command, seeds=args.seeds, **extra)
-    args.out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(args.out / "protocol_study.json", study)
-    print(study_markdown(study))
-    print(f"wrote {args.out / 'protocol_study.json'} in {study['seconds']:.0f} s")
-    return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())
+    """``python -m td_analysis.protocol_study``: run the study, write OUT/protocol_study.json
+    (the options: :mod:`td_analysis.cli.protocol_study`)."""
+    return importlib.import_module(COMMAND_LINE).main(argv)

@@ -10,11 +10,17 @@ weights; after 20 epochs the accuracies differ by tenths of a point (``BENCHMARK
 
 :func:`pin_cpu_kernels` fixes both choices to the AVX2 code paths (``ATEN_CPU_CAPABILITY=avx2``,
 ``MKL_CBWR=AVX2``, MKL's "conditional numerical reproducibility" mode), which every x86-64 CPU
-since 2013–2015 (Intel Haswell, AMD Excavator/Zen) runs identically. It must run before torch
-executes its first operation, so ``import td_analysis`` calls it when torch is not yet imported;
-a variable the user has set is left alone, and ``TD_ANALYSIS_NATIVE_KERNELS=1`` turns the pinning
-off (fastest kernels, machine-dependent last bits). :func:`kernel_report` says what is in effect
-(recorded with results).
+since 2013–2015 (Intel Haswell, AMD Excavator/Zen) runs identically. Both libraries read their
+variable lazily, when torch dispatches its first operation and MKL runs its first product; this
+function sets them only while torch is not imported yet (afterwards an operation may already have
+fixed the choice), so it runs where a run starts, before ``import torch``: the ``td-analysis``
+command (:func:`td_analysis.cli.main`), the ``python -m td_analysis.…`` entry points, and a
+script or notebook that calls ``td_analysis.pin_cpu_kernels()`` first. ``import td_analysis``
+itself sets nothing. Worker processes (spawned) import torch before any code of ours runs in them,
+so they cannot pin themselves: they inherit the variables from the environment of the process
+that starts them, which is pinned already. A variable the user has set is left alone, and
+``TD_ANALYSIS_NATIVE_KERNELS=1`` turns the pinning off (fastest kernels, machine-dependent last
+bits). :func:`kernel_report` says what is in effect (recorded with results).
 """
 
 from __future__ import annotations

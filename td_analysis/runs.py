@@ -16,21 +16,19 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import multiprocessing
-import os
 import re
 import sys
 import time
 from collections.abc import Sequence
-from concurrent.futures import as_completed
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
 
+from td_analysis.executors import available_cores, map_jobs
 from td_analysis.models import DenseNet
-from td_analysis.progress import stoppable_pool
 from td_analysis.training import (
     TrainConfig,
     load_checkpoint,
@@ -80,14 +78,6 @@ def run_name(config: TrainConfig) -> str:
         config_key(config),
     ]
     return re.sub(r"[^A-Za-z0-9._-]+", "_", "-".join(parts))
-
-
-def available_cores() -> int:
-    """CPU cores this process may run on (its affinity mask where the OS has one)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not on Linux
-        return os.cpu_count() or 1
 
 
 _DATA: dict[tuple, tuple[Tensor, Tensor]] = {}  # per worker process: splits already loaded
@@ -210,6 +200,10 @@ def _worker(
     return str(result.path), result.metrics, result.seconds
 
 
+def _worker_job(job: tuple) -> tuple[str, dict, float]:
+    return _worker(*job)
+
+
 def _reusable(path: Path, config: TrainConfig) -> dict | None:
     if not path.is_file():
         return None
@@ -231,6 +225,7 @@ def train_many(
     data: dict[str, tuple[Tensor, Tensor]] | None = None,
     in_process: bool = False,
     snapshots: Sequence[int] = (),
+    scheduler: Any = None,
 ) -> list[RunResult]:
     """Train every config (in parallel processes) into ``runs_dir``; results in config order.
 
@@ -241,7 +236,11 @@ def train_many(
         processes: worker processes (default: one per available core, at most one per run to
             train).  Every run is trained in a fresh worker process of its own, so its weights
             do not depend on the number of processes nor on the runs before it (MKL's products
-            can differ in the last bits between processes with different histories).
+            can differ in the last bits between processes with different histories).  The
+            workers inherit this process's environment, the pinned CPU kernels with it (the
+            ``td-analysis`` command pins them before torch starts; a spawned worker imports
+            torch before any code of ours runs in it, so it cannot pin them itself:
+            :mod:`td_analysis.reproducibility`).
         data_root: data folder (:func:`td_analysis.data.load_dataset`); each worker loads a
             split once.
         reuse: take an existing checkpoint of exactly the same config instead of training.
@@ -253,6 +252,12 @@ def train_many(
         snapshots: epochs whose networks each run also saves on the way, as the checkpoints
             of the same config with fewer epochs (:func:`snapshot_paths`).  A run is reused
             only when its snapshots exist too.
+        scheduler: a Dask scheduler address (``tcp://host:8786``) or ``distributed.Client``:
+            the runs are trained on that cluster instead of local processes (``processes`` is
+            then ignored), each in a fresh process with this process's kernel and thread
+            settings, so the checkpoints are bit-for-bit the local ones
+            (:func:`td_analysis.executors.map_jobs`).  ``runs_dir`` must be a folder every
+            worker sees.
     """
     configs = list(configs)
     for c in configs:
@@ -260,6 +265,8 @@ def train_many(
             raise TypeError(f"train_many takes TrainConfig objects, got {type(c).__name__}")
     if processes is not None and processes < 1:
         raise ValueError(f"processes must be ≥ 1, got {processes}")
+    if in_process and scheduler is not None:
+        raise ValueError("in_process trains here: it cannot go with a scheduler")
     runs_dir = Path(runs_dir)
     paths = [runs_dir / f"{run_name(c)}.pt" for c in configs]
     if len(set(paths)) != len(paths):
@@ -310,22 +317,22 @@ def train_many(
             _set_given(saved)
     else:
         runs_dir.mkdir(parents=True, exist_ok=True)
-        ctx = multiprocessing.get_context("spawn")  # no fork of a process with torch threads
-        # one fresh process per run: a run never depends on what its worker did before
-        with stoppable_pool(  # Ctrl-C / SIGTERM stop the workers within seconds
-            processes,
-            mp_context=ctx,
+        # one fresh process per run: a run never depends on what its worker did before;
+        # Ctrl-C / SIGTERM stop the workers within seconds
+        jobs = [
+            (configs[i].to_dict(), str(paths[i].absolute()), root, tuple(snapshots)) for i in todo
+        ]
+        runs = map_jobs(
+            _worker_job,
+            jobs,
+            processes=processes,
+            scheduler=scheduler,
+            fresh=True,
             initializer=_init_worker,
             initargs=(data,),
-            max_tasks_per_child=1,
-        ) as pool:
-            futures = {
-                pool.submit(_worker, configs[i].to_dict(), str(paths[i]), root, tuple(snapshots)): i
-                for i in todo
-            }
-            for done, fut in enumerate(as_completed(futures), 1):
-                i = futures[fut]
-                path, metrics, seconds = fut.result()
-                results[i] = RunResult(configs[i], Path(path), metrics, seconds, reused=False)
-                report(i, done)
+        )
+        for done, (j, (_, metrics, seconds)) in enumerate(runs, 1):
+            i = todo[j]
+            results[i] = RunResult(configs[i], paths[i], metrics, seconds, reused=False)
+            report(i, done)
     return [r for r in results if r is not None]

@@ -13,11 +13,9 @@
 
 from __future__ import annotations
 
-import argparse
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import torch
 from torch import Tensor, nn
@@ -30,7 +28,7 @@ from td_analysis.curvature import (
     spectral_density,
     top_eigenpairs,
 )
-from td_analysis.io import atomic_write_json
+from td_analysis.moved import moved_names
 
 __all__ = [
     "SpectrumReport",
@@ -39,9 +37,9 @@ __all__ = [
     "flat_mask",
     "layer_groups",
     "spectra_figure_data",
-    "spectra_outputs",
-    "spectrum_stem",
-    "add_commands",
+    "spectra_outputs",  # noqa: F822 - from td_analysis.experiments, looked up when asked for
+    "spectrum_stem",  # noqa: F822 - from td_analysis.cli.spectrum, looked up when asked for
+    "add_commands",  # noqa: F822 - from td_analysis.cli.spectrum, looked up when asked for
 ]
 
 
@@ -242,158 +240,17 @@ FIGURE_EXAMPLES = 2000
 FIGURE_NETWORKS = {"none": "none", "targeted-weight": "targeted dropout"}
 
 
-def spectra_outputs(run) -> dict:
-    """``spectra.png`` of ``td-analysis reproduce`` and its numbers (for ``table1.json``).
+#: the ``td-analysis spectrum`` command (``spectrum_stem``, ``_cmd_spectrum``, ``add_commands``)
+#: lives in :mod:`td_analysis.cli.spectrum`; importable from here too, looked up when asked for
+#: so that the analysis does not depend on its command line
+#: (``spectra_outputs``, the ``spectra.png`` step of ``reproduce``, draws with
+#: :mod:`td_analysis.plotting` and lives in :mod:`td_analysis.experiments`)
+_ELSEWHERE = {
+    "spectrum_stem": ("td_analysis.cli.spectrum", "spectrum_stem"),
+    "_cmd_spectrum": ("td_analysis.cli.spectrum", "_cmd_spectrum"),
+    "_SPECTRUM_OPTIONS": ("td_analysis.cli.spectrum", "_SPECTRUM_OPTIONS"),
+    "add_commands": ("td_analysis.cli.spectrum", "add_spectrum_command"),
+    "spectra_outputs": ("td_analysis.experiments", "spectra_outputs"),
+}
 
-    ``run``: the toy pipeline's :class:`td_analysis.experiments.ToyRun`.  Seed 0 of the
-    unregularised and the targeted-dropout network; H of the mean cross-entropy over the first
-    :data:`FIGURE_EXAMPLES` images of the figure split; the pruned set is the weight-pruning mask
-    at the Table 1 fraction (both layers).
-    """
-    from td_analysis import plotting
-    from td_analysis.pruning import pruning_masks
-
-    settings = run.settings
-    x, y = run.evald[settings.figure_split]
-    x, y = x[:FIGURE_EXAMPLES], y[:FIGURE_EXAMPLES]
-    models = {label: run.models[reg][0] for reg, label in FIGURE_NETWORKS.items()}
-    masks = {
-        label: pruning_masks(model, settings.prune_fraction, "weight")
-        for label, model in models.items()
-    }
-    data = spectra_figure_data(models, x, y, masks)
-    fig = plotting.plot_spectra(
-        data,
-        title=f"Hessian spectra (SLQ densities, dotted: top eigenvalues) of the mean "
-        f"cross-entropy over {len(y):,} {settings.figure_split} images; pruned set: "
-        f"{settings.prune_fraction:.0%} weight pruning",
-    )
-    plotting.save_figure(fig, run.out_dir / "spectra.png", formats=("png",))
-    return {
-        label: {
-            "top_eigenvalues": entry["whole"]["eigenvalues"],
-            "layers": {k: v["eigenvalues"] for k, v in entry["layers"].items()},
-            "pruned_set": entry["pruned_summary"],
-        }
-        for label, entry in data.items()
-    }
-
-
-# ----------------------------------------------------------------------------- CLI
-#: ``spectrum`` options that change the result, as (name in the file name, option dest)
-_SPECTRUM_OPTIONS = (
-    ("limit", "limit"),
-    ("k", "k"),
-    ("", "which"),
-    ("tol", "tol"),
-    ("block", "block_size"),
-    ("trace-", "trace_method"),
-    ("matvecs", "trace_matvecs"),
-    ("probes", "probes"),
-    ("steps", "steps"),
-    ("seed", "seed"),
-)
-
-
-def spectrum_stem(args: argparse.Namespace) -> str:
-    """``--out`` (whole stem), else ``<checkpoint>-spectrum-<split>[-<params>][-<option><value>
-    …]`` with every option that changes the numbers and differs from its default
-    (:func:`td_analysis.cliargs.command_stem`); probes and steps only with ``--density``."""
-    from td_analysis import cliargs
-    from td_analysis.cli import _parser_defaults
-
-    defaults = _parser_defaults(args)
-    options: list[tuple[str, object]] = [("", args.split), ("", args.params)]
-    for name, dest in _SPECTRUM_OPTIONS:
-        value = getattr(args, dest)
-        if dest in ("probes", "steps") and not args.density:
-            value = None
-        options.append((name, None if value == defaults.get(dest) else value))
-    options.append(("density", bool(args.density)))
-    model = getattr(args, "model", None)
-    if model:
-        options.append(("model-", model.replace(":", ".")))
-    extensions = (".json", ".png") if args.density else (".json",)
-    return cliargs.command_stem(args, "spectrum", options, extensions)
-
-
-def _cmd_spectrum(args: argparse.Namespace) -> int:
-    from td_analysis import plotting
-    from td_analysis.cli import load_checked_checkpoint
-    from td_analysis.curvature import distributed as dist_utils
-    from td_analysis.training import load_data
-
-    stem = spectrum_stem(args)  # whole stem; .json (and .png) checked writable before the work
-    json_path, png_path = Path(f"{stem}.json"), Path(f"{stem}.png")
-    rank, world = 0, 1
-    if args.distributed:
-        try:
-            rank, world = dist_utils.init_from_env()
-        except RuntimeError as exc:  # not started by torchrun: one line, exit 2
-            raise ValueError(f"--distributed: {exc}") from exc
-    try:
-        ckpt = load_checked_checkpoint(args.checkpoint, getattr(args, "model", None))
-        if hasattr(ckpt, "factory"):  # --model: images of --dataset
-            from td_analysis.usermodels import model_data
-
-            x, y = model_data(ckpt, getattr(args, "dataset", None), args.split, args.data_dir)
-        else:
-            x, y = load_data(
-                ckpt.config, args.split, root=args.data_dir, dataset=getattr(args, "dataset", None)
-            )
-        if args.limit is not None:
-            x, y = x[: args.limit], y[: args.limit]
-        n = len(y)
-        if args.distributed:
-            part = dist_utils.shard(n, rank, world)
-            x, y = x[part], y[part]
-        params = None
-        if args.params:
-            params = args.params if args.params == "weights" else args.params.split(",")
-        report = spectrum_report(
-            ckpt.model,
-            (x, y),
-            params=params,
-            k=args.k,
-            which=args.which,
-            tol=args.tol,
-            trace_method=args.trace_method,
-            trace_matvecs=args.trace_matvecs,
-            density=args.density,
-            num_probes=args.probes,
-            num_steps=args.steps,
-            seed=args.seed,
-            num_examples=n,
-            distributed=args.distributed,
-            progress=not args.quiet and rank == 0,
-            block_size=args.block_size,
-        )
-        if rank != 0:
-            return 0
-        where = f" on {world} processes" if args.distributed else ""
-        print(report_text(report, f"{args.checkpoint} ({args.split}{where}): "))
-        atomic_write_json(json_path, report.as_dict())
-        print(f"wrote {json_path}")
-        if args.density:
-            fig = plotting.plot_spectral_density(
-                {ckpt.config.regulariser.label: (report.grid, report.density)},
-                eigenvalues={ckpt.config.regulariser.label: report.eigenvalues},
-                title=f"Hessian spectral density (SLQ, {args.probes} probes × {args.steps} "
-                f"steps), {report.num_params:,} parameters, {n:,} {args.split} examples",
-            )
-            for path in plotting.save_figure(fig, png_path, formats=("png",)):
-                print(f"wrote {path}")
-        return 0
-    finally:
-        if args.distributed and dist_utils.is_initialized():
-            import torch.distributed as dist
-
-            dist.destroy_process_group()
-
-
-def add_commands(sub: argparse._SubParsersAction) -> None:
-    """Register ``spectrum`` on the ``td-analysis`` parser (defined in :mod:`td_analysis.cli`,
-    which builds its parser without importing torch)."""
-    from td_analysis.cli import add_spectrum_command
-
-    add_spectrum_command(sub)
+__getattr__ = moved_names(__name__, _ELSEWHERE)

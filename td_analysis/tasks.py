@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+from td_analysis.config import TrainConfig
 from td_analysis.dataset_registry import dataset_info
 from td_analysis.regulariser_config import RegulariserConfig
 
@@ -261,8 +262,6 @@ class Task:
         a ``regulariser`` given as a kind name (``"targeted-unit"``) is made with
         :meth:`regulariser`.
         """
-        from td_analysis.training import TrainConfig  # training builds on tasks, not vice versa
-
         reg = overrides.pop("regulariser", None)
         if isinstance(reg, str):
             reg = self.regulariser(reg)

@@ -16,7 +16,7 @@ import dataclasses
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -24,11 +24,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from td_analysis import kernels
-from td_analysis.dropout import Regulariser, RegulariserConfig
+from td_analysis.config import TrainConfig
+from td_analysis.dropout import Regulariser, RegulariserConfig  # noqa: F401 - re-exported
 from td_analysis.io import atomic_open
 from td_analysis.models import DenseNet, relu_backward_
 from td_analysis.progress import progress_bar
-from td_analysis.tasks import DEFAULT_TASK, get_task
 
 __all__ = [
     "TrainConfig",
@@ -48,93 +48,6 @@ __all__ = [
 ]
 
 CHECKPOINT_FORMAT = "td_analysis.checkpoint/1"
-_TOY = get_task(DEFAULT_TASK)  # TrainConfig() is the toy task's default protocol
-
-
-@dataclass
-class TrainConfig:
-    """Everything that defines a training run (stored in the checkpoint).
-
-    The defaults are those of the ``"toy"`` task (:mod:`td_analysis.tasks`), the project's choice
-    for the paper's toy network (the paper does not publish them): 3072 → 10 → 10 ReLU network,
-    Glorot-uniform weights and zero biases (as the official dense baseline), SGD with momentum
-    0.9, learning rate 0.01, batch 128, 20 epochs, on the 40,000 standardized CIFAR-10 images of
-    the seeded 80/20 split, evaluated on the other 10,000.  Other experiments start from their
-    task: ``get_task("fashion-mlp").config(seed=1)``.
-
-    ``train_limit`` trains on the first N examples only (quick runs).  ``task`` names the
-    experiment the run belongs to (informative) and ``dataset`` the data set
-    (:func:`td_analysis.data.load_dataset`) the network is trained on; both are stored in the
-    checkpoint, so analyses load the data the network was trained on.
-
-    ``num_threads`` is the number of CPU intra-op threads while training (1 by default: the toy
-    network's products are too small to gain from more, a busy machine makes extra threads spin,
-    and the trained weights then do not depend on the machine's core count); ``None`` leaves
-    torch's setting alone.
-    """
-
-    hidden: tuple[int, ...] = _TOY.hidden
-    in_features: int = _TOY.in_features
-    num_classes: int = _TOY.num_classes
-    bias: bool = _TOY.bias
-    init: str = _TOY.init
-    regulariser: RegulariserConfig = field(default_factory=RegulariserConfig)
-    optimizer: str = _TOY.optimizer
-    lr: float = _TOY.lr
-    momentum: float = _TOY.momentum
-    weight_decay: float = _TOY.weight_decay
-    grad_clip: float | None = _TOY.grad_clip
-    batch_size: int = _TOY.batch_size
-    epochs: int = _TOY.epochs
-    seed: int = 0
-    preprocessing: str = _TOY.preprocessing
-    train_split: str = _TOY.train_split
-    eval_split: str = _TOY.eval_split
-    device: str = "cpu"
-    num_threads: int | None = 1
-    dataset: str = _TOY.dataset
-    task: str | None = _TOY.name
-    train_limit: int | None = None
-
-    def __post_init__(self) -> None:
-        if isinstance(self.regulariser, dict):
-            self.regulariser = RegulariserConfig(**self.regulariser)
-        self.hidden = tuple(int(h) for h in self.hidden)
-        if self.optimizer not in ("sgd", "adam"):
-            raise ValueError(f"optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
-        if self.init not in ("glorot", "torch"):
-            raise ValueError(f"init must be 'glorot' or 'torch', got {self.init!r}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ValueError(f"lr must be positive, got {self.lr}")
-        if not 0 <= self.momentum < 1:
-            raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
-        if not self.weight_decay >= 0:  # also rejects NaN
-            raise ValueError(f"weight_decay must be non-negative, got {self.weight_decay}")
-        if self.batch_size < 1 or self.epochs < 0:
-            raise ValueError(
-                f"batch_size must be ≥ 1 and epochs ≥ 0, got {self.batch_size}, {self.epochs}"
-            )
-        if self.train_limit is not None and self.train_limit < 1:
-            raise ValueError(f"train_limit must be ≥ 1 or None, got {self.train_limit}")
-        if self.num_threads is not None and self.num_threads < 1:
-            raise ValueError(f"num_threads must be ≥ 1 or None, got {self.num_threads}")
-        if self.grad_clip is not None and not self.grad_clip > 0:  # also rejects NaN
-            raise ValueError(f"grad_clip must be positive or None, got {self.grad_clip}")
-
-    def to_dict(self) -> dict:
-        """A JSON-able dict of the config (stored in checkpoints)."""
-        d = asdict(self)
-        d["hidden"] = list(self.hidden)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> TrainConfig:
-        """Rebuild a config from :meth:`to_dict` output (unknown keys are an error)."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown TrainConfig fields {sorted(unknown)}")
-        return cls(**d)
 
 
 @dataclass

@@ -10,25 +10,32 @@ unit) and by unit (hidden layer) at k = 0, 50, 90, 95 %.  One record per network
 goes to ``figures/training_length.json`` (next to ``table1.json``: the toy experiment's output
 folder is ``figures/`` itself, as fashion-mlp's is ``figures/fashion_mlp/``), and
 ``training_length.png`` plots accuracy against epochs, mean ± std over seeds.  Run it with
-``python -m td_analysis.training_length`` (``--help``); it is resumable (finished networks are
+``python -m td_analysis.training_length`` (``--help``; the options:
+:mod:`td_analysis.cli.training_length`); it is resumable (finished networks are
 reused from ``--runs``) and writes its outputs only when every network is done.
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
-import time
+import importlib
+
+if __name__ == "__main__":  # pragma: no cover - ``python -m``: the command line (td_analysis.cli.
+    # <this module>), run before this module's imports below: it pins the CPU kernels before torch
+    raise SystemExit(importlib.import_module(__spec__.name.replace(".", ".cli.", 1)).main())
+
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
 from td_analysis.experiments import ReproduceSettings, regulariser_suite
-from td_analysis.io import atomic_write_json, atomic_write_text
 from td_analysis.progress import progress_bar
 from td_analysis.pruning import pruning_curve
 from td_analysis.runs import train_or_load
 from td_analysis.training import load_data
+
+#: the module of the command line (``python -m``, :func:`main`), looked up when it runs: the study
+#: does not depend on its command line (which imports the study)
+COMMAND_LINE = "td_analysis.cli.training_length"
 
 __all__ = [
     "STUDY_EPOCHS",
@@ -140,12 +147,14 @@ def fashion_training_length_records(
     progress: bool = True,
     settings=None,
     in_process: bool = False,
+    scheduler: object = None,
 ) -> list[dict]:
     """Train (or reuse) the fashion-mlp study's networks and prune each on ``split``.
 
     ``settings``: the :class:`~td_analysis.experiments_fashion.FashionSettings` whose networks
     are studied (default: the default grid's; ``hidden``/``train_limit`` make a small study);
-    ``in_process`` trains in this process (small runs, tests).
+    ``in_process`` trains in this process (small runs, tests); ``scheduler``: a Dask scheduler
+    address (or ``distributed.Client``) whose cluster trains instead (:func:`train_many`).
 
     The longest run of each (regulariser, seed) is trained by
     :func:`td_analysis.runs.train_many` with snapshots at the shorter lengths, so the default
@@ -177,6 +186,7 @@ def fashion_training_length_records(
         snapshots=lengths,
         progress=progress,
         in_process=in_process,
+        scheduler=scheduler,
     )
     first = configs[0]
     x, y = load_data(first, split, root=data_root)
@@ -253,133 +263,6 @@ def plot_training_length(records: Sequence[dict], *, title: str | None = None):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m td_analysis.training_length``: run the study, write JSON and figure."""
-    from td_analysis import cliargs, plotting
-
-    p = argparse.ArgumentParser(
-        prog="python -m td_analysis.training_length",
-        description="The training-length study: accuracy after pruning against training "
-        "length. toy: 20, 60 and 200 epochs, writes OUT/training_length.json and .png (OUT: "
-        "figures); fashion-mlp: every network of the default grid (with biases) at 3, 10 and "
-        "20 epochs and none/targeted weight/targeted unit of seeds 0, 1 at 30 and 100 epochs, trained "
-        "in parallel processes with snapshots (OUT: figures/fashion_mlp).",
-    )
-    p.add_argument("--experiment", choices=("toy", "fashion-mlp"), default="toy")
-    p.add_argument("--epochs", type=cliargs.seeds, default=None)
-    p.add_argument("--seeds", type=cliargs.seeds, default=None)
-    p.add_argument(
-        "--regularisers",
-        type=lambda t: [v.strip() for v in t.split(",") if v.strip()],
-        default=None,
-        help="comma-separated regularisers (toy: names of reproduce's suite, default "
-        f"{','.join(STUDY_REGULARISERS)}; fashion-mlp: default "
-        f"{','.join(FASHION_STUDY['regularisers'])})",
-    )
-    p.add_argument(
-        "--long-epochs",
-        type=cliargs.seeds,
-        default=None,
-        help="fashion-mlp: comma-separated lengths of the long runs (default "
-        f"{','.join(map(str, FASHION_STUDY['long_epochs']))})",
-    )
-    p.add_argument("--processes", type=cliargs.positive_int, default=None)
-    p.add_argument(
-        "--ks",
-        type=cliargs.percents,
-        default=list(STUDY_KS),
-        help="pruning percentages (default: %(default)s)",
-    )
-    p.add_argument("--out", type=Path, default=None)
-    p.add_argument("--runs", type=Path, default=Path("runs"))
-    p.add_argument("--data-dir", type=Path, default=None)
-    p.add_argument("--quiet", action="store_true")
-    args = p.parse_args(argv)
-    fashion = args.experiment == "fashion-mlp"
-    if args.out is None:
-        args.out = Path("figures/fashion_mlp" if fashion else "figures")
-    if fashion:
-        study = {
-            k: tuple(v)
-            for k, v in (
-                ("epochs", args.epochs),
-                ("seeds", args.seeds),
-                ("regularisers", args.regularisers),
-            )
-            if v is not None
-        }
-        if args.long_epochs is not None:
-            study["long_epochs"] = tuple(args.long_epochs)
-        study = {**FASHION_STUDY, **study}
-        args.epochs = sorted({*study["epochs"], *long_lengths(study)})
-        args.seeds = list(study["seeds"])
-        args.regularisers = list(study["regularisers"])
-    else:
-        args.epochs = args.epochs or list(STUDY_EPOCHS)
-        args.seeds = args.seeds or [0, 1, 2]
-        args.regularisers = args.regularisers or list(STUDY_REGULARISERS)
-    t0 = time.perf_counter()
-    try:
-        if fashion:
-            records = fashion_training_length_records(
-                study=study,
-                ks=args.ks,
-                runs_dir=args.runs,
-                data_root=args.data_dir,
-                processes=args.processes,
-                progress=not args.quiet,
-            )
-        else:
-            records = training_length_records(
-                epochs=args.epochs,
-                seeds=args.seeds,
-                regularisers=args.regularisers,
-                ks=args.ks,
-                runs_dir=args.runs,
-                data_root=args.data_dir,
-                progress=not args.quiet,
-            )
-    except KeyboardInterrupt:
-        print(
-            "interrupted: finished networks are kept in --runs; nothing else was written",
-            file=sys.stderr,
-        )
-        return 130
-    except (ValueError, OSError) as exc:
-        print(f"python -m td_analysis.training_length: error: {exc}", file=sys.stderr)
-        return 2
-    seconds = time.perf_counter() - t0
-    args.out.mkdir(parents=True, exist_ok=True)
-    command = "python -m td_analysis.training_length" + (
-        " --experiment fashion-mlp" if fashion else ""
-    )
-    payload = {
-        "command": command,
-        "experiment": args.experiment,
-        "seconds": seconds,
-        "epochs": list(args.epochs),
-        "seeds": list(args.seeds),
-        "regularisers": list(args.regularisers),
-        "records": records,
-    }
-    if fashion:
-        payload["study"] = {k: list(v) if isinstance(v, tuple) else v for k, v in study.items()}
-    atomic_write_json(args.out / "training_length.json", payload)
-    if fashion:
-        from td_analysis import reports
-
-        atomic_write_text(
-            args.out / "training_length.md", reports.fashion_training_length_markdown(payload)
-        )
-    network = "fashion-mlp network (with biases)" if fashion else "toy network"
-    fig = plot_training_length(
-        records,
-        title=f"{network}: holdout accuracy after pruning against training length "
-        f"(mean ± std over the seeds, up to {len(args.seeds)})",
-    )
-    plotting.save_figure(fig, args.out / "training_length.png", formats=("png",))
-    print(f"wrote {args.out / 'training_length.json'} and .png in {seconds:.0f} s")
-    return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())
+    """``python -m td_analysis.training_length``: run the study, write JSON and figure (the
+    options: :mod:`td_analysis.cli.training_length`)."""
+    return importlib.import_module(COMMAND_LINE).main(argv)

@@ -1,6 +1,6 @@
 """Shared fixtures: the real CIFAR-10 folder comes from ``TD_ANALYSIS_DATA`` (never hard-coded),
-and every test runs in a pinned environment (threads, ``TQDM_*``, ``TD_ANALYSIS_*``), whatever
-the user's shell has set."""
+and every test runs in a pinned environment (CPU kernels, threads, ``TQDM_*``, ``TD_ANALYSIS_*``),
+whatever the user's shell has set."""
 
 from __future__ import annotations
 
@@ -8,7 +8,16 @@ import os
 from pathlib import Path
 
 import pytest
-import torch
+
+from td_analysis import pin_cpu_kernels
+
+# session start, before torch is imported: this process and every process a test starts (the CLI,
+# ``python -m``, spawned workers, which inherit the environment) compute with the pinned CPU
+# kernels, as ``td-analysis`` does (td_analysis.reproducibility; TD_ANALYSIS_NATIVE_KERNELS=1 in
+# the shell turns it off)
+pin_cpu_kernels()
+
+import torch  # noqa: E402 - after the kernels are pinned
 
 #: intra-op threads of every test and of the processes tests start (``OMP_NUM_THREADS`` etc.);
 #: a test that needs another count sets it explicitly (``test_reproducibility.py``)

@@ -184,13 +184,13 @@ def test_a_solver_failure_is_one_line_not_a_traceback(
 ) -> None:
     """The issue's ``torch._C._LinAlgError`` (a NaN-poisoned spectrum): whatever reaches an
     eigensolver that cannot converge ends in one line, exit status 2."""
-    from td_analysis import spectra
+    from td_analysis.cli import spectrum as cli_spectrum
 
     def nan_spectrum(args: object) -> int:
         # what torch raises (LAPACKs differ in whether a NaN matrix gets that far)
         raise torch.linalg.LinAlgError("linalg.eigh: The algorithm failed to converge\nbecause")
 
-    monkeypatch.setattr(spectra, "_cmd_spectrum", nan_spectrum)
+    monkeypatch.setattr(cli_spectrum, "_cmd_spectrum", nan_spectrum)
     assert _run(["spectrum", "x.pt", "--quiet"]) == 2
     _one_line(capsys, "td-analysis spectrum: error: linalg.eigh")
 

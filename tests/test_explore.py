@@ -14,7 +14,9 @@ row); a choice with nothing to draw shows a readable message instead of a traceb
 the server gets Ctrl-C (SIGINT) and must stop cleanly. The command-line errors (port in use, no
 trained networks, unknown notebook) are checked without a browser, and the patch that makes a
 page wait for the preheated kernel (``td_analysis.nbexec.wait_for_preheated_kernel``) against
-Voilà's own rule.
+Voilà's own rule. The zoom window's numbering (``td_analysis.explore.zoom_window``: both ends
+included, rows 5–5 is one row) and the data key of the first view's cache are checked as pure
+functions, in the fast tests (not marked slow).
 
 Without a browser the browser tests skip with the reason, except in CI (``CI`` set), where they
 fail: ``.ci/run`` installs Chromium. ``TD_ANALYSIS_SCREENSHOT=figures/explorer.png`` saves a
@@ -40,7 +42,7 @@ REPO = Path(__file__).resolve().parents[1]
 PAGE_TIMEOUT = 240  # seconds for the first page on a busy 2-core machine (~15 s when idle)
 REDRAW_TIMEOUT = 120
 
-pytestmark = pytest.mark.slow
+slow = pytest.mark.slow  # every test here but the pure functions' (no server, no browser)
 
 
 def _needed(what: str, how: str):
@@ -81,12 +83,118 @@ def _port_open(port: int) -> bool:
         return False
 
 
+# ----------------------------------------------------------------------------- zoom window
+def _reference_block(M: list[list[int]], rows: tuple[int, int], cols: tuple[int, int]):
+    """The block a reader means by rows r0–r1, columns c0–c1: every listed number, both ends."""
+    (r0, r1), (c0, c1) = rows, cols
+    picked, r = [], r0
+    while r <= r1:
+        picked.append([M[r][c] for c in range(c0, c1 + 1)])
+        r += 1
+    return picked
+
+
+@pytest.mark.parametrize(
+    "n, rows, cols",
+    [
+        (32, (5, 5), (0, 31)),  # one row
+        (32, (0, 7), (8, 31)),  # the README's picture
+        (32, (31, 31), (31, 31)),  # the last entry alone
+        (100, (0, 24), (25, 99)),  # notebook 03's kept × pruned zoom
+        (1, (0, 0), (0, 0)),
+        (7, (2, 6), (0, 3)),
+    ],
+)
+def test_zoom_window_includes_both_ends(n, rows, cols):
+    import numpy as np
+
+    from td_analysis.explore import zoom_window
+
+    window = zoom_window(rows, cols, n)
+    M = np.arange(n * n).reshape(n, n)
+    block = M[window.rows, window.cols]
+    assert block.tolist() == _reference_block(M.tolist(), rows, cols)
+    assert window.shape == block.shape == (rows[1] - rows[0] + 1, cols[1] - cols[0] + 1)
+    # the caption reads the numbers the sliders show
+    shown = re.fullmatch(r"rows (\d+)–(\d+), columns (\d+)–(\d+)", window.label).groups()
+    assert tuple(map(int, shown)) == (*rows, *cols)
+
+
+def test_zoom_window_default_is_the_whole_matrix_as_the_sliders_start():
+    import numpy as np
+
+    from td_analysis.explore import ZoomWindow, zoom_window
+
+    # the sliders start at (0, n − 1): the same window as no window
+    assert (
+        zoom_window(None, None, 32) == zoom_window((0, 31), (0, 31), 32) == ZoomWindow(0, 31, 0, 31)
+    )
+    assert zoom_window(None, (3, 4), 10) == ZoomWindow(0, 9, 3, 4)
+    assert zoom_window(np.array([2, 3]), (np.int64(0), np.int64(9)), np.int64(10)).shape == (2, 10)
+    assert zoom_window([1, 1], [2, 2], 3).label == "rows 1–1, columns 2–2"
+
+
+@pytest.mark.parametrize(
+    "rows, cols, why",
+    [
+        ((5, 4), (0, 31), "rows 5–4"),  # backwards
+        ((0, 32), (0, 31), "rows 0–32"),  # one past the end
+        ((-1, 3), (0, 31), "rows -1–3"),
+        ((0, 31), (31, 32), "columns 31–32"),
+        ((0.5, 3), (0, 31), "two whole numbers"),
+        ((True, 3), (0, 31), "two whole numbers"),
+        ((0, 1, 2), (0, 31), "two whole numbers"),
+        ("5", (0, 31), "two whole numbers"),
+    ],
+)
+def test_zoom_window_outside_the_matrix_is_an_invalid_choice(rows, cols, why):
+    from td_analysis.explore import InvalidChoice, zoom_window
+
+    with pytest.raises(InvalidChoice) as info:
+        zoom_window(rows, cols, 32, name="layers.0.weight pooled")
+    text = str(info.value)
+    assert why in text and len(text.splitlines()) == 1
+    if "inside" in text:
+        assert "32 × 32 matrix of layers.0.weight pooled" in text
+        assert "0–31, both ends included" in text
+    assert isinstance(info.value, ValueError)
+
+
+@pytest.mark.parametrize("n", [0, -3, 2.0, True, None])
+def test_zoom_window_needs_a_matrix(n):
+    from td_analysis.explore import zoom_window
+
+    with pytest.raises(ValueError, match="whole number of rows"):
+        zoom_window(None, None, n)
+
+
+def test_data_signature_follows_the_files_without_reading_them(tmp_path):
+    from td_analysis.data import TEST_FILE, TRAIN_FILES
+    from td_analysis.explore import data_signature
+
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    for i, name in enumerate((*TRAIN_FILES, TEST_FILE)):
+        (folder / name).write_bytes(b"x" * (i + 1))
+    first = data_signature(tmp_path)
+    assert [(name, size) for name, size, _ in first] == [
+        (name, i + 1) for i, name in enumerate((*TRAIN_FILES, TEST_FILE))
+    ]
+    assert data_signature(folder) == first  # the same files, found from either folder
+    (folder / TEST_FILE).write_bytes(b"y" * 100)  # another test set: another key
+    assert data_signature(tmp_path) != first
+    (folder / TRAIN_FILES[0]).unlink()
+    with pytest.raises(FileNotFoundError, match=f"{TRAIN_FILES[0]} is missing"):
+        data_signature(tmp_path)
+
+
 # ----------------------------------------------------------------------------- command line
 @pytest.fixture
 def voila_installed():
     _require("voila", "pip install -e '.[explore]'")
 
 
+@slow
 def test_port_in_use_is_a_one_line_error(voila_installed, tmp_path):
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
@@ -109,6 +217,7 @@ def test_port_in_use_is_a_one_line_error(voila_installed, tmp_path):
     assert not list(tmp_path.iterdir()), "nothing may be trained before the port is checked"
 
 
+@slow
 def test_missing_models_is_a_one_line_error_saying_how_to_make_them(
     voila_installed, data_root, tmp_path
 ):
@@ -137,6 +246,7 @@ def test_missing_models_is_a_one_line_error_saying_how_to_make_them(
         assert hint in lines[0], err
 
 
+@slow
 def test_unknown_notebook_is_a_one_line_error(voila_installed):
     proc = _explore(
         "--notebook",
@@ -153,6 +263,7 @@ def test_unknown_notebook_is_a_one_line_error(voila_installed):
 
 
 # ----------------------------------------------------------------------------- preheated kernel
+@slow
 def test_a_page_requested_while_the_preheated_kernel_starts_waits_for_it(voila_installed):
     """Voilà's rule (its own method, unpatched) uses the pool only once the kernel has started;
     the patch also takes the pool's kernel while it starts, and keeps Voilà's answer otherwise."""
@@ -232,7 +343,15 @@ def explorer(chrome, data_root, tmp_path_factory):
         time.sleep(0.3)
     trained = sorted(p.name for p in runs.glob("*.pt"))
     assert len(trained) == 2, f"--quick must train the two default networks, got {trained}"
-    yield {"url": url, "port": port, "runs": runs, "trained": trained, "proc": proc, "log": log}
+    yield {
+        "url": url,
+        "port": port,
+        "runs": runs,
+        "cache": work / "cache",
+        "trained": trained,
+        "proc": proc,
+        "log": log,
+    }
     if proc.poll() is None:  # a test failed before the Ctrl-C test
         proc.send_signal(signal.SIGINT)
         try:
@@ -368,6 +487,7 @@ def page(explorer, driver):
         return driver
 
 
+@slow
 def test_page_loads_without_console_errors(page, explorer):
     from selenium.webdriver.common.by import By
 
@@ -389,8 +509,12 @@ def test_page_loads_without_console_errors(page, explorer):
             By.XPATH, "./ancestor::div[contains(@class, 'widget-accordion')][1]"
         )
         assert not section.find_elements(By.CSS_SELECTOR, ".widget-output"), f"{name} computed"
+    # the first view's numbers are cached under the data files' key: the next kernel (the
+    # preheated one for the next visitor) draws it without loading the evaluation images
+    assert list(explorer["cache"].glob("explorer-coadaptation-view-*.pt"))
 
 
+@slow
 def test_widgets_render(page):
     from selenium.webdriver.common.by import By
 
@@ -496,6 +620,7 @@ def _redrawn(page, view, before: tuple[str, str], expected: str, what: str) -> t
     return _wait(page, changed, what=what)
 
 
+@slow
 def test_regulariser_changes_the_figure(page):
     view = _view(page, "rows")
     before = _state(view)
@@ -504,6 +629,7 @@ def test_regulariser_changes_the_figure(page):
     assert "targeted-weight" not in title
 
 
+@slow
 def test_parameter_set_changes_the_figure(page):
     view = _view(page, "rows")
     before = _state(view)
@@ -521,6 +647,7 @@ def _select(page, view, label: str, option: str, expected: str) -> None:
         _redrawn(page, view, before, expected, f"the figure for {option}")
 
 
+@slow
 def test_zoom_window_changes_the_figure(page):
     view = _view(page, "rows")
     _select(page, view, "regulariser", "targeted-weight", "targeted-weight γ=0.75 α=0.5")
@@ -542,6 +669,7 @@ def test_zoom_window_changes_the_figure(page):
         os.replace(tmp, shot)
 
 
+@slow
 def test_zoom_window_is_numbered_one_way(page):
     """Both ends included everywhere: what the slider reads is what the caption says, and a
     window 5–5 is the one row 5 (drawn, not called empty)."""
@@ -561,6 +689,7 @@ def test_zoom_window_is_numbered_one_way(page):
     assert _readout(view, "rows") == (0, 31)
 
 
+@slow
 def test_invalid_choice_shows_a_readable_message(page):
     from selenium.webdriver.common.by import By
 
@@ -584,6 +713,7 @@ def test_invalid_choice_shows_a_readable_message(page):
     assert not severe, f"errors in the browser console: {severe}"
 
 
+@slow
 def test_ctrl_c_stops_the_server(explorer, page):
     proc = explorer["proc"]
     proc.send_signal(signal.SIGINT)

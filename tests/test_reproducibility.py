@@ -95,6 +95,41 @@ def test_quick_reproduce_is_bit_identical_on_another_machine(tmp_path: Path, dat
         assert all(torch.equal(sa[k], sb[k]) for k in sa), pa.name
 
 
+def _fresh(code: str, **extra: str) -> list[str]:
+    """The words of the last line ``code`` prints in a fresh interpreter whose environment has
+    none of :data:`PINNED_KERNELS` (but ``extra``)."""
+    env = {k: v for k, v in os.environ.items() if k not in PINNED_KERNELS}
+    env.pop("TD_ANALYSIS_NATIVE_KERNELS", None)
+    out = subprocess.run(
+        [sys.executable, "-c", code], env={**env, **extra}, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout.strip().splitlines()[-1].split()
+
+
+#: prints the two pinned variables and the capability torch uses
+REPORT = (
+    "import os, torch\n"
+    "print(os.environ.get('ATEN_CPU_CAPABILITY'), os.environ.get('MKL_CBWR'),"
+    " torch.backends.cpu.get_cpu_capability())"
+)
+
+
+def test_importing_the_package_sets_no_environment_variable() -> None:
+    """Issue 20: ``import td_analysis`` (and its light command-line package) has no side effect
+    on the environment; the kernels are pinned where runs start."""
+    code = (
+        "import os\n"
+        "before = dict(os.environ)\n"
+        "import td_analysis, td_analysis.cli, td_analysis.reproducibility\n"
+        "assert dict(os.environ) == before, set(os.environ.items()) ^ set(before.items())\n"
+        "print('unchanged', callable(td_analysis.pin_cpu_kernels))"
+    )
+    assert _fresh(code) == ["unchanged", "True"]
+    # nor does it pin anything through the back door: torch runs with the machine's own kernels
+    assert _fresh("import td_analysis\n" + REPORT)[:2] == ["None", "None"]
+
+
 def test_pinning_sets_the_environment_only_before_torch(monkeypatch) -> None:
     """In this process torch is imported already: nothing is changed; in a fresh one the two
     variables are set (unless the user set them, or opted out)."""
@@ -104,23 +139,58 @@ def test_pinning_sets_the_environment_only_before_torch(monkeypatch) -> None:
     assert "torch" in sys.modules
     pin_cpu_kernels()
     assert all(name not in os.environ for name in PINNED_KERNELS)
-    code = (
-        "import os, td_analysis, torch\n"
-        "print(os.environ.get('ATEN_CPU_CAPABILITY'), os.environ.get('MKL_CBWR'),"
-        " torch.backends.cpu.get_cpu_capability())"
-    )
-    env = {k: v for k, v in os.environ.items() if k not in PINNED_KERNELS}
-
-    def fresh(**extra: str) -> list[str]:
-        out = subprocess.run(
-            [sys.executable, "-c", code], env={**env, **extra}, capture_output=True, text=True
-        )
-        return out.stdout.split()
-
+    code = "import td_analysis\ntd_analysis.pin_cpu_kernels()\n" + REPORT
     if has_avx2():
-        assert fresh() == ["avx2", "AVX2", "AVX2"]
-        assert fresh(MKL_CBWR="COMPATIBLE")[:2] == ["avx2", "COMPATIBLE"]  # the user's choice
-    assert fresh(TD_ANALYSIS_NATIVE_KERNELS="1")[:2] == ["None", "None"]
+        assert _fresh(code) == ["avx2", "AVX2", "AVX2"]
+        assert _fresh(code, MKL_CBWR="COMPATIBLE")[:2] == ["avx2", "COMPATIBLE"]  # user's choice
+    assert _fresh(code, TD_ANALYSIS_NATIVE_KERNELS="1")[:2] == ["None", "None"]
+
+
+#: the entry points that start runs, each asked for --help in a fresh interpreter (torch is
+#: imported after it returns: by then the kernels must be pinned)
+ENTRY_POINTS = {
+    "td-analysis": "from td_analysis.cli import main\nmain(['--help'])",
+    "python -m td_analysis.training_length": "import runpy\n"
+    "sys.argv = ['x', '--help']\n"
+    "runpy.run_module('td_analysis.training_length', run_name='__main__', alter_sys=True)",
+    "python -m td_analysis.protocol_study": "import runpy\n"
+    "sys.argv = ['x', '--help']\n"
+    "runpy.run_module('td_analysis.protocol_study', run_name='__main__', alter_sys=True)",
+}
+
+
+@pytest.mark.skipif(not has_avx2(), reason="the pinned kernels need an x86-64 CPU with AVX2")
+@pytest.mark.parametrize("entry", list(ENTRY_POINTS))
+def test_the_entry_points_pin_the_kernels(entry: str) -> None:
+    body = "\n".join("    " + line for line in ENTRY_POINTS[entry].splitlines())
+    code = (
+        "import contextlib, io, sys\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "  try:\n"
+        f"{body}\n"
+        "  except SystemExit as exc:\n"
+        "    assert exc.code in (0, None), exc.code\n" + REPORT
+    )
+    assert _fresh(code) == ["avx2", "AVX2", "AVX2"]
+    assert _fresh(code, TD_ANALYSIS_NATIVE_KERNELS="1")[:2] == ["None", "None"]
+
+
+@pytest.mark.skipif(not has_avx2(), reason="the pinned kernels need an x86-64 CPU with AVX2")
+def test_spawned_workers_inherit_the_pinned_kernels() -> None:
+    """A spawned worker imports torch before any code of ours runs in it: the pinning reaches it
+    through the environment of the process that pinned (the CLI's), whose pools start it."""
+    code = (
+        "import os, td_analysis\n"
+        "td_analysis.pin_cpu_kernels()\n"
+        "import torch\n"
+        "from td_analysis.progress import stoppable_pool\n"
+        "if __name__ == '__main__':\n"
+        "    with stoppable_pool(1) as pool:\n"
+        "        cap = pool.submit(torch.backends.cpu.get_cpu_capability).result()\n"
+        "        cbwr = pool.submit(os.getenv, 'MKL_CBWR').result()\n"
+        "    print(cap, cbwr)\n"
+    )
+    assert _fresh(code) == ["AVX2", "AVX2"]
 
 
 # Two kernel configurations for which no bits are promised: the package's pinning switched off

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+from collections.abc import Callable
 from pathlib import Path
 
 from td_analysis import cliargs
@@ -101,11 +102,19 @@ def _result_options(args: argparse.Namespace) -> list[tuple[str, object]]:
     return options
 
 
+#: the ``td-analysis`` parser's factory, :func:`td_analysis.cli.parser.build_parser`, registered
+#: by that module when it is imported (it imports the commands, which import this module)
+_PARSER_FACTORY: list[Callable[[], argparse.ArgumentParser]] = []
+
+
+def register_parser(factory: Callable[[], argparse.ArgumentParser]) -> None:
+    """Make ``factory`` the parser whose defaults :func:`_parser_defaults` reads."""
+    _PARSER_FACTORY[:] = [factory]
+
+
 def _parser_defaults(args: argparse.Namespace) -> dict:
     """The defaults of ``args.command``'s options (to leave defaults out of file names)."""
-    from td_analysis.cli.parser import build_parser  # the parser imports this module
-
-    parser = build_parser()
+    parser = _PARSER_FACTORY[0]()  # registered: importing this module imports td_analysis.cli
     sub = next(
         a
         for a in parser._actions

@@ -198,14 +198,8 @@ def add_model_option(p: argparse.ArgumentParser) -> None:
 
 
 def _add_analysis_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("checkpoint", type=Path, help="a checkpoint written by 'td-analysis train'")
-    add_model_option(p)
-    p.add_argument(
-        "--split",
-        choices=("holdout", "test", "train"),
-        default="holdout",
-        help="data the loss is taken over (default: holdout)",
-    )
+    add_checkpoint_options(p)
+    add_split_option(p, "data the loss is taken over (default: holdout)")
     _add_dataset_option(p)
     p.add_argument(
         "--limit",
@@ -213,5 +207,117 @@ def _add_analysis_options(p: argparse.ArgumentParser) -> None:
         default=None,
         help="use only the first N images (default: all)",
     )
+    add_data_dir_option(p)
+    add_quiet_option(p, "no progress bar")
+
+
+# ----------------------------------------------------------------------------- run options
+# the options every command that trains or reads data shares, declared once here
+
+
+def add_data_dir_option(p: argparse.ArgumentParser) -> None:
+    """``--data-dir``: the folder of the data sets (default: ``$TD_ANALYSIS_DATA``, …)."""
     p.add_argument("--data-dir", type=Path, default=None, help=DATA_HELP)
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def add_quiet_option(p: argparse.ArgumentParser, text: str = "no progress bars") -> None:
+    """``--quiet``: no progress output."""
+    p.add_argument("--quiet", action="store_true", help=text)
+
+
+def add_runs_option(
+    p: argparse.ArgumentParser,
+    default: Path | None = Path("runs"),
+    text: str = "checkpoint folder, reused across runs (default: runs)",
+    *,
+    output: bool = False,
+) -> None:
+    """``--runs``: the checkpoint folder (``output``: checked as an output folder)."""
+    kind = cliargs.output_folder if output else Path
+    p.add_argument("--runs", type=kind, default=default, help=text)
+
+
+def add_cache_dir_option(p: argparse.ArgumentParser, text: str) -> None:
+    """``--cache-dir``: the cache of Hessians."""
+    p.add_argument("--cache-dir", type=Path, default=None, help=text)
+
+
+def add_seeds_option(
+    p: argparse.ArgumentParser,
+    default: list[int] | None = None,
+    text: str = "distinct seeds, comma-separated",
+) -> None:
+    """``--seeds 0,1,2``: distinct non-negative seeds."""
+    p.add_argument("--seeds", type=cliargs.seeds, default=default, help=text)
+
+
+def add_processes_option(p: argparse.ArgumentParser, text: str | None = None) -> None:
+    """``--processes N``: networks trained in parallel (spawned) processes."""
+    p.add_argument(
+        "--processes",
+        type=cliargs.positive_int,
+        default=None,
+        help=text or "networks trained in parallel processes (default: one per available core)",
+    )
+
+
+def scheduler_address(text: str) -> str:
+    """A Dask scheduler address (``tcp://host:8786``, ``host:8786``), refused up front when the
+    ``dask`` extra is not installed (found without importing it)."""
+    import importlib.util
+
+    text = text.strip()
+    if not text:
+        raise argparse.ArgumentTypeError("a scheduler address like tcp://10.0.0.5:8786")
+    if importlib.util.find_spec("distributed") is None:
+        raise argparse.ArgumentTypeError(
+            'a scheduler needs Dask: pip install "td-analysis[dask]" (package distributed)'
+        )
+    return text
+
+
+def add_scheduler_option(p: argparse.ArgumentParser, text: str | None = None) -> None:
+    """``--scheduler ADDRESS``: the networks go to a Dask cluster instead of local processes
+    (:mod:`td_analysis.executors`; needs the ``dask`` extra)."""
+    p.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        type=scheduler_address,
+        default=None,
+        help=text
+        or "train on the Dask cluster of this scheduler (e.g. tcp://10.0.0.5:8786) instead of "
+        'local processes; the same results; needs pip install "td-analysis[dask]" and a '
+        "--runs folder every worker sees",
+    )
+
+
+def add_checkpoint_options(p: argparse.ArgumentParser) -> None:
+    """The ``CHECKPOINT`` argument and ``--model`` (the factory of a user model's checkpoint)."""
+    p.add_argument("checkpoint", type=Path, help="a checkpoint written by 'td-analysis train'")
+    add_model_option(p)
+
+
+def add_split_option(p: argparse.ArgumentParser, text: str) -> None:
+    """``--split holdout|test|train`` (default: holdout): the data evaluated on."""
+    p.add_argument("--split", choices=("holdout", "test", "train"), default="holdout", help=text)
+
+
+def add_pruning_options(
+    p: argparse.ArgumentParser, *, kind_help: str, fractions: list[float]
+) -> None:
+    """``--kind``, ``--fractions`` (default ``fractions``) and ``--layers``: which weights a
+    pruning removes, at which fractions, in which weight matrices."""
+    p.add_argument("--kind", choices=("weight", "unit", "global"), default="weight", help=kind_help)
+    shown = ",".join(f"{f:g}" for f in fractions)
+    p.add_argument(
+        "--fractions",
+        type=cliargs.fractions,
+        default=list(fractions),
+        help=f"comma-separated fractions in [0, 1) (default: {shown})",
+    )
+    p.add_argument(
+        "--layers",
+        type=cliargs.non_negative_ints,
+        default=None,
+        help="indices of the weight matrices pruned (default: all)",
+    )

@@ -6,22 +6,26 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 from td_analysis import cliargs, names
 from td_analysis.cli.coadaptation import EXACT_LIMIT, POOLED_BINS, _cmd_coadaptation
+from td_analysis.cli.common import register_parser
 from td_analysis.cli.download import _cmd_download
 from td_analysis.cli.options import (
     _add_analysis_options,
     _add_dataset_option,
     _add_train_options,
-    add_model_option,
+    add_checkpoint_options,
+    add_data_dir_option,
+    add_pruning_options,
+    add_quiet_option,
+    add_split_option,
 )
 from td_analysis.cli.prune import _cmd_estimate, _cmd_prune
 from td_analysis.cli.reproduce import add_reproduce_command
 from td_analysis.cli.spectrum import add_spectrum_command
 from td_analysis.cli.train import _cmd_train
-from td_analysis.cliargs import DATA_HELP
+from td_analysis.reproducibility import pin_cpu_kernels
 
 # the shared argument types live in td_analysis.cliargs (public); short local names for them
 _fractions = cliargs.fractions
@@ -58,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="cifar10",
         help="which data set (all: every one)",
     )
-    p.add_argument("--data-dir", type=Path, default=None, help=DATA_HELP)
+    add_data_dir_option(p)
     p.add_argument("--force", action="store_true", help="download even if the data is present")
     p.set_defaults(func=_cmd_download)
 
@@ -70,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
         "training set), evaluate on the holdout (the other 20%) and write a checkpoint "
         "(weights, config with task and data set, metrics).",
     )
-    p.add_argument("--data-dir", type=Path, default=None, help=DATA_HELP)
+    add_data_dir_option(p)
     p.add_argument(
         "--out",
         type=cliargs.output_file,
@@ -78,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="checkpoint path (default: runs/<task>-<reg>-<bias>-seed<seed>-<config hash>.pt, "
         "so runs with other settings never overwrite it)",
     )
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_quiet_option(p, "no progress bar")
     _add_train_options(p)
     p.set_defaults(func=_cmd_train)
 
@@ -88,20 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Prune a trained checkpoint by magnitude at several fractions "
         "and report loss and accuracy; writes CSV and JSON.",
     )
-    p.add_argument("checkpoint", type=Path, help="a checkpoint written by 'td-analysis train'")
-    add_model_option(p)
-    p.add_argument(
-        "--kind",
-        choices=("weight", "unit", "global"),
-        default="weight",
-        help="weight: per output unit by |w|; unit: whole units by L2 norm; "
+    add_checkpoint_options(p)
+    add_pruning_options(
+        p,
+        kind_help="weight: per output unit by |w|; unit: whole units by L2 norm; "
         "global: one magnitude threshold over all layers (default: weight)",
-    )
-    p.add_argument(
-        "--fractions",
-        type=_fractions,
-        default=[0.0, 0.25, 0.5, 0.75, 0.9],
-        help="comma-separated fractions in [0, 1) (default: 0,0.25,0.5,0.75,0.9)",
+        fractions=[0.0, 0.25, 0.5, 0.75, 0.9],
     )
     p.add_argument(
         "--percent",
@@ -112,20 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
         "of each layer with the smallest incoming L2 norm (with their bias and outgoing "
         "weights); the output layer is kept (e.g. 0,25,50,60,70,80,90,95,97,99)",
     )
-    p.add_argument(
-        "--layers",
-        type=cliargs.non_negative_ints,
-        default=None,
-        help="indices of the weight matrices pruned (default: all)",
-    )
-    p.add_argument(
-        "--split",
-        choices=("holdout", "test", "train"),
-        default="holdout",
-        help="data to evaluate on (default: holdout)",
-    )
+    add_split_option(p, "data to evaluate on (default: holdout)")
     _add_dataset_option(p)
-    p.add_argument("--data-dir", type=Path, default=None, help=DATA_HELP)
+    add_data_dir_option(p)
     p.add_argument(
         "--out",
         type=cliargs.output_file,
@@ -133,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="output stem: writes STEM.csv and STEM.json, the whole name kept (sweep_v1.2 → "
         "sweep_v1.2.csv) (default: <checkpoint without .pt>-prune-<kind>-<split>[-layers…])",
     )
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_quiet_option(p, "no progress bar")
     p.set_defaults(func=_cmd_prune)
 
     p = sub.add_parser(
@@ -145,23 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
         "float64. Writes CSV and JSON.",
     )
     _add_analysis_options(p)
-    p.add_argument(
-        "--kind",
-        choices=("weight", "unit", "global"),
-        default="weight",
-        help="pruning rule (default: weight)",
-    )
-    p.add_argument(
-        "--fractions",
-        type=_fractions,
-        default=[0.25, 0.5, 0.75, 0.9],
-        help="comma-separated fractions in [0, 1) (default: 0.25,0.5,0.75,0.9)",
-    )
-    p.add_argument(
-        "--layers",
-        type=cliargs.non_negative_ints,
-        default=None,
-        help="indices of the weight matrices pruned (default: all)",
+    add_pruning_options(
+        p, kind_help="pruning rule (default: weight)", fractions=[0.25, 0.5, 0.75, 0.9]
     )
     p.add_argument(
         "--out",
@@ -232,12 +202,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+register_parser(build_parser)  # the defaults the commands leave out of file names
+
+
 def _add_analysis_commands(sub: argparse._SubParsersAction) -> None:
     """``reproduce``, ``explore`` and ``spectrum``; their code is imported when they run."""
-    from td_analysis import explore  # light: imports torch only inside its commands
+    from td_analysis.cli.explore import add_explore_command  # light: torch only when it runs
 
     add_reproduce_command(sub)
-    explore.add_commands(sub)  # the explorer web app (notebook 03 with Voilà)
+    add_explore_command(sub)  # the explorer web app (notebook 03 with Voilà)
     add_spectrum_command(sub)  # Hessian eigenvalues, trace, density (issue 10)
 
 
@@ -260,7 +233,13 @@ def _terminate_cleanly(handler: object = None) -> object:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``td-analysis`` with ``argv``; returns the exit status (2 for bad input)."""
+    """Run ``td-analysis`` with ``argv``; returns the exit status (2 for bad input).
+
+    First it pins the CPU kernels (:func:`td_analysis.reproducibility.pin_cpu_kernels`: nothing
+    here has imported torch yet; called from Python after ``import torch`` it changes nothing),
+    so every run of the command computes the same bits on any AVX2 machine; the processes a
+    command spawns inherit the pinned environment."""
+    pin_cpu_kernels()
     from td_analysis.progress import set_progress_mode
 
     parser = build_parser()

@@ -1,5 +1,5 @@
-"""Declaration of ``td-analysis reproduce`` (run by
-:func:`td_analysis.experiments._cmd_reproduce`, imported when the command runs)."""
+"""``td-analysis reproduce``: its declaration and its run (:func:`_cmd_reproduce`, which imports
+the experiments, and torch with them, only when the command runs)."""
 
 from __future__ import annotations
 
@@ -7,12 +7,11 @@ import argparse
 from pathlib import Path
 
 from td_analysis import cliargs, names
-from td_analysis.cli.common import _lazy
-from td_analysis.cliargs import DATA_HELP
+from td_analysis.cli import options
 
 
 def add_reproduce_command(sub: argparse._SubParsersAction) -> None:
-    """Register ``reproduce`` (run by :func:`td_analysis.experiments._cmd_reproduce`)."""
+    """Register ``reproduce`` (run by :func:`_cmd_reproduce`)."""
     p = sub.add_parser(
         "reproduce",
         help="the main job: reproduce the paper's Figure 1 and Table 1 (and the fashion-mlp "
@@ -61,17 +60,23 @@ def add_reproduce_command(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="fashion-mlp: networks trained and analysed in parallel processes (default: 2)",
     )
+    options.add_scheduler_option(
+        p,
+        "fashion-mlp, resnet-cifar10: train and analyse the networks on the Dask cluster of "
+        "this scheduler (e.g. tcp://10.0.0.5:8786) instead of --workers local processes; the "
+        'same results; needs pip install "td-analysis[dask]" and a --runs folder every worker '
+        "sees",
+    )
     p.add_argument(
         "--bins",
         type=cliargs.positive_int,
         default=None,
         help="fashion-mlp: B of the pooled B × B coadaptation block sums (default: 128)",
     )
-    p.add_argument(
-        "--seeds",
-        type=cliargs.seeds,
-        default=None,
-        help="distinct seeds, comma-separated (default toy and fashion-mlp: 0,1,2,3,4, "
+    options.add_seeds_option(
+        p,
+        None,
+        "distinct seeds, comma-separated (default toy and fashion-mlp: 0,1,2,3,4, "
         "fashion-mlp without biases: the first 3; --quick: 0,1, fashion-mlp 0)",
     )
     p.add_argument(
@@ -118,21 +123,19 @@ def add_reproduce_command(sub: argparse._SubParsersAction) -> None:
         help=f"output folder, replaced as a whole when every output is written (default: "
         f"figures; --quick: {names.QUICK_OUT}, never over the committed figures)",
     )
-    p.add_argument(
-        "--runs",
-        type=cliargs.output_folder,
-        default=None,
-        help=f"checkpoint folder, reused across runs (default: runs; --quick: {names.QUICK_RUNS})",
+    options.add_runs_option(
+        p,
+        None,
+        f"checkpoint folder, reused across runs (default: runs; --quick: {names.QUICK_RUNS})",
+        output=True,
     )
-    p.add_argument(
-        "--cache-dir",
-        type=Path,
-        default=None,
-        help="cache of Hessians (default: $TD_ANALYSIS_CACHE, else "
+    options.add_cache_dir_option(
+        p,
+        "cache of Hessians (default: $TD_ANALYSIS_CACHE, else "
         "$XDG_CACHE_HOME/td_analysis/results, ~/.cache/td_analysis/results)",
     )
-    p.add_argument("--data-dir", type=Path, default=None, help=DATA_HELP)
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    options.add_data_dir_option(p)
+    options.add_quiet_option(p)
     p.add_argument(
         "--report-only",
         action="store_true",
@@ -147,4 +150,148 @@ def add_reproduce_command(sub: argparse._SubParsersAction) -> None:
         help="with --report-only: also rewrite the generated result blocks of this README "
         "(e.g. README.md) from the same JSON",
     )
-    p.set_defaults(func=_lazy("td_analysis.experiments:_cmd_reproduce"))
+    p.set_defaults(func=_cmd_reproduce)
+
+
+# ----------------------------------------------------------------------------- run
+
+
+def _toy_settings(args: argparse.Namespace):
+    """The toy experiment's :class:`~td_analysis.experiments.ReproduceSettings` from the options."""
+    from td_analysis.experiments import ReproduceSettings
+
+    overrides = {}
+    if args.seeds is not None:
+        overrides["seeds"] = tuple(args.seeds)
+    if args.epochs is not None:
+        overrides["epochs"] = args.epochs
+    if args.eval_limit is not None:
+        overrides["eval_limit"] = args.eval_limit
+    if args.vmax is not None:
+        overrides["vmax"] = args.vmax
+    if args.no_curves:
+        overrides["curves"] = False
+    return ReproduceSettings.quick(**overrides) if args.quick else ReproduceSettings(**overrides)
+
+
+def _fashion_command(args: argparse.Namespace) -> str:
+    """The command line that made the results: the experiment and every option that shapes
+    them (not where files go, nor how many processes)."""
+    parts = ["td-analysis reproduce --experiment fashion-mlp"]
+    if args.quick:
+        parts.append("--quick")
+    if args.seeds is not None:
+        parts.append("--seeds " + ",".join(map(str, args.seeds)))
+    for name in ("biases", "protocol", "epochs", "bins"):
+        value = getattr(args, name, None)
+        if value is not None:
+            parts.append(f"--{name} {value}")
+    if args.ks is not None:
+        parts.append("--ks " + ",".join(f"{k:g}" for k in args.ks))
+    return " ".join(parts)
+
+
+def _fashion_settings(args: argparse.Namespace):
+    """The fashion-mlp experiment's :class:`~td_analysis.experiments_fashion.FashionSettings`
+    from the options."""
+    from td_analysis.experiments_fashion import FashionSettings
+
+    overrides: dict = {}
+    if args.seeds is not None:
+        overrides["seeds"] = tuple(args.seeds)
+    if args.epochs is not None:
+        overrides["epochs"] = args.epochs
+    if args.ks is not None:
+        overrides["ks"] = tuple(args.ks)
+    if args.workers is not None:
+        overrides["workers"] = args.workers
+    if args.bins is not None:
+        overrides["pooled_bins"] = args.bins
+    if getattr(args, "protocol", None) is not None:
+        overrides["protocol"] = args.protocol
+    if getattr(args, "biases", None) is not None:
+        overrides["biases"] = {"on": (True,), "off": (False,), "both": (True, False)}[args.biases]
+    return FashionSettings.quick(**overrides) if args.quick else FashionSettings(**overrides)
+
+
+def _cmd_report_only(args: argparse.Namespace, experiments: tuple[str, ...]) -> int:
+    """``reproduce --report-only``: rewrite the reports of ``experiments`` from their JSON."""
+    from td_analysis import experiments as exp
+
+    out = Path(args.out) if args.out is not None else Path("figures")
+    if "toy" in experiments:
+        exp.write_toy_reports(out)
+        print(f"rewrote {out / 'table1.md'} and {out / 'table1_differences.png'} from table1.json")
+    if "fashion-mlp" in experiments:
+        from td_analysis.experiments_fashion import write_reports
+
+        write_reports(out / "fashion_mlp")
+        print(f"rewrote the reports in {out / 'fashion_mlp'} from its JSON")
+    if args.readme is not None:
+        exp.refresh_readme(args.readme, out, experiments)
+        print(f"rewrote the generated result blocks of {args.readme}")
+    return 0
+
+
+def _cmd_reproduce(args: argparse.Namespace) -> int:
+    """Run ``td-analysis reproduce``: check every setting, then train, analyse and write the
+    chosen experiments (or only rewrite their reports)."""
+    if args.experiment == "resnet-cifar10":  # issue 22: its own module, with --preset
+        from td_analysis.experiments_resnet import cmd_reproduce_resnet
+
+        return cmd_reproduce_resnet(args)
+    if getattr(args, "preset", None) is not None:
+        raise ValueError("--preset works only with --experiment resnet-cifar10")
+    experiments = ("toy", "fashion-mlp") if args.experiment == "all" else (args.experiment,)
+    if args.report_only:  # nothing is trained: the reports are rewritten from the JSON
+        return _cmd_report_only(args, experiments)
+    if args.readme is not None:
+        raise ValueError("--readme works only with --report-only")
+    if args.out is None:  # quick results never land on the committed full-run figures
+        args.out = names.QUICK_OUT if args.quick else Path("figures")
+    if args.runs is None:  # nor quick checkpoints next to the full ones: all under runs/quick
+        args.runs = names.QUICK_RUNS if args.quick else Path("runs")
+    experiments = ("toy", "fashion-mlp") if args.experiment == "all" else (args.experiment,)
+    if getattr(args, "scheduler", None) is not None and "fashion-mlp" not in experiments:
+        raise ValueError("--scheduler applies to --experiment fashion-mlp and resnet-cifar10")
+    # every setting is validated before anything is trained or written
+    toy = _toy_settings(args) if "toy" in experiments else None
+    fashion = _fashion_settings(args) if "fashion-mlp" in experiments else None
+    if fashion is not None:
+        from td_analysis.experiments_fashion import check_pooled_memory
+
+        check_pooled_memory(fashion)
+    if toy is not None:
+        from td_analysis import experiments as exp
+
+        results = exp.reproduce(
+            toy,
+            out_dir=args.out,
+            runs_dir=args.runs,
+            data_root=args.data_dir,
+            cache_dir=args.cache_dir,
+            progress=not args.quiet,
+        )
+        print((Path(args.out) / "table1.md").read_text())
+        print(
+            f"wrote Figure 1, Table 1 and the estimator plots to {args.out} "
+            f"in {results['seconds']:.0f} s"
+        )
+    if fashion is not None:
+        from td_analysis.experiments_fashion import reproduce_fashion
+
+        out = Path(args.out) / "fashion_mlp"
+        command = _fashion_command(args)
+        results = reproduce_fashion(
+            fashion,
+            out_dir=out,
+            runs_dir=args.runs,
+            data_root=args.data_dir,
+            download=False,
+            progress=not args.quiet,
+            command=command,
+            scheduler=getattr(args, "scheduler", None),
+        )
+        print((out / "pruning.md").read_text())
+        print(f"wrote the fashion-mlp results to {out} in {results['seconds']:.0f} s")
+    return 0

@@ -1,5 +1,5 @@
-"""Declaration of ``td-analysis spectrum`` (run by :func:`td_analysis.spectra._cmd_spectrum`,
-imported when the command runs)."""
+"""``td-analysis spectrum``: its declaration and its run (:func:`_cmd_spectrum`, which imports
+the analysis, :mod:`td_analysis.spectra`, and torch with it, only when the command runs)."""
 
 from __future__ import annotations
 
@@ -7,12 +7,19 @@ import argparse
 from pathlib import Path
 
 from td_analysis import cliargs, names
-from td_analysis.cli.common import _lazy
-from td_analysis.cli.options import _add_dataset_option, add_model_option
+from td_analysis.cli.common import _parser_defaults, load_checked_checkpoint
+from td_analysis.cli.options import (
+    _add_dataset_option,
+    add_checkpoint_options,
+    add_data_dir_option,
+    add_quiet_option,
+    add_split_option,
+)
+from td_analysis.io import atomic_write_json
 
 
 def add_spectrum_command(sub: argparse._SubParsersAction) -> None:
-    """Register ``spectrum`` (run by :func:`td_analysis.spectra._cmd_spectrum`)."""
+    """Register ``spectrum`` (run by :func:`_cmd_spectrum`)."""
     p = sub.add_parser(
         "spectrum",
         help="top Hessian eigenvalues, trace and spectral density of a checkpoint",
@@ -23,8 +30,7 @@ def add_spectrum_command(sub: argparse._SubParsersAction) -> None:
         "torchrun --nproc-per-node 2 $(which td-analysis) spectrum CKPT --distributed.",
         formatter_class=cliargs.DefaultsHelpFormatter,
     )
-    p.add_argument("checkpoint", type=Path, help="a checkpoint written by 'td-analysis train'")
-    add_model_option(p)
+    add_checkpoint_options(p)
     _add_dataset_option(p)
     p.add_argument(
         "--params",
@@ -59,16 +65,11 @@ def add_spectrum_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--probes", type=cliargs.positive_int, default=8, help="SLQ probe vectors")
     p.add_argument("--steps", type=cliargs.positive_int, default=64, help="Lanczos steps per probe")
     p.add_argument("--seed", type=int, default=0, help="seed of the random start and probes")
-    p.add_argument(
-        "--split",
-        choices=("holdout", "test", "train"),
-        default="holdout",
-        help="data the loss is taken over",
-    )
+    add_split_option(p, "data the loss is taken over")
     p.add_argument(
         "--limit", type=cliargs.positive_int, default=None, help="use only the first N examples"
     )
-    p.add_argument("--data-dir", type=Path, default=None, help=cliargs.DATA_HELP)
+    add_data_dir_option(p)
     p.add_argument(
         "--out",
         type=cliargs.output_file,
@@ -83,5 +84,116 @@ def add_spectrum_command(sub: argparse._SubParsersAction) -> None:
         help="under torchrun: each process takes its shard of the data, products are summed "
         "with all_reduce (gloo on CPU, NCCL on CUDA); rank 0 prints and writes",
     )
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(func=_lazy("td_analysis.spectra:_cmd_spectrum"))
+    add_quiet_option(p)
+    p.set_defaults(func=_cmd_spectrum)
+
+
+# ----------------------------------------------------------------------------- run
+#: ``spectrum`` options that change the result, as (name in the file name, option dest)
+_SPECTRUM_OPTIONS = (
+    ("limit", "limit"),
+    ("k", "k"),
+    ("", "which"),
+    ("tol", "tol"),
+    ("block", "block_size"),
+    ("trace-", "trace_method"),
+    ("matvecs", "trace_matvecs"),
+    ("probes", "probes"),
+    ("steps", "steps"),
+    ("seed", "seed"),
+)
+
+
+def spectrum_stem(args: argparse.Namespace) -> str:
+    """``--out`` (whole stem), else ``<checkpoint>-spectrum-<split>[-<params>][-<option><value>
+    …]`` with every option that changes the numbers and differs from its default
+    (:func:`td_analysis.cliargs.command_stem`); probes and steps only with ``--density``."""
+    defaults = _parser_defaults(args)
+    options: list[tuple[str, object]] = [("", args.split), ("", args.params)]
+    for name, dest in _SPECTRUM_OPTIONS:
+        value = getattr(args, dest)
+        if dest in ("probes", "steps") and not args.density:
+            value = None
+        options.append((name, None if value == defaults.get(dest) else value))
+    options.append(("density", bool(args.density)))
+    model = getattr(args, "model", None)
+    if model:
+        options.append(("model-", model.replace(":", ".")))
+    extensions = (".json", ".png") if args.density else (".json",)
+    return cliargs.command_stem(args, "spectrum", options, extensions)
+
+
+def _cmd_spectrum(args: argparse.Namespace) -> int:
+    """Run ``td-analysis spectrum``: eigenvalues, trace (and density) of a checkpoint's Hessian,
+    printed and written to STEM.json (and STEM.png)."""
+    from td_analysis import plotting
+    from td_analysis.curvature import distributed as dist_utils
+    from td_analysis.spectra import report_text, spectrum_report
+    from td_analysis.training import load_data
+
+    stem = spectrum_stem(args)  # whole stem; .json (and .png) checked writable before the work
+    json_path, png_path = Path(f"{stem}.json"), Path(f"{stem}.png")
+    rank, world = 0, 1
+    if args.distributed:
+        try:
+            rank, world = dist_utils.init_from_env()
+        except RuntimeError as exc:  # not started by torchrun: one line, exit 2
+            raise ValueError(f"--distributed: {exc}") from exc
+    try:
+        ckpt = load_checked_checkpoint(args.checkpoint, getattr(args, "model", None))
+        if hasattr(ckpt, "factory"):  # --model: images of --dataset
+            from td_analysis.usermodels import model_data
+
+            x, y = model_data(ckpt, getattr(args, "dataset", None), args.split, args.data_dir)
+        else:
+            x, y = load_data(
+                ckpt.config, args.split, root=args.data_dir, dataset=getattr(args, "dataset", None)
+            )
+        if args.limit is not None:
+            x, y = x[: args.limit], y[: args.limit]
+        n = len(y)
+        if args.distributed:
+            part = dist_utils.shard(n, rank, world)
+            x, y = x[part], y[part]
+        params = None
+        if args.params:
+            params = args.params if args.params == "weights" else args.params.split(",")
+        report = spectrum_report(
+            ckpt.model,
+            (x, y),
+            params=params,
+            k=args.k,
+            which=args.which,
+            tol=args.tol,
+            trace_method=args.trace_method,
+            trace_matvecs=args.trace_matvecs,
+            density=args.density,
+            num_probes=args.probes,
+            num_steps=args.steps,
+            seed=args.seed,
+            num_examples=n,
+            distributed=args.distributed,
+            progress=not args.quiet and rank == 0,
+            block_size=args.block_size,
+        )
+        if rank != 0:
+            return 0
+        where = f" on {world} processes" if args.distributed else ""
+        print(report_text(report, f"{args.checkpoint} ({args.split}{where}): "))
+        atomic_write_json(json_path, report.as_dict())
+        print(f"wrote {json_path}")
+        if args.density:
+            fig = plotting.plot_spectral_density(
+                {ckpt.config.regulariser.label: (report.grid, report.density)},
+                eigenvalues={ckpt.config.regulariser.label: report.eigenvalues},
+                title=f"Hessian spectral density (SLQ, {args.probes} probes × {args.steps} "
+                f"steps), {report.num_params:,} parameters, {n:,} {args.split} examples",
+            )
+            for path in plotting.save_figure(fig, png_path, formats=("png",)):
+                print(f"wrote {path}")
+        return 0
+    finally:
+        if args.distributed and dist_utils.is_initialized():
+            import torch.distributed as dist
+
+            dist.destroy_process_group()

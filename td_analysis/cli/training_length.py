@@ -1,0 +1,177 @@
+"""``python -m td_analysis.training_length``: the command line of the training-length study
+(:mod:`td_analysis.training_length` holds the study itself).
+
+:func:`main` pins the CPU kernels before it imports the study (and with it torch), so the
+study's networks are bit for bit those of ``td-analysis reproduce``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from td_analysis import cliargs
+from td_analysis.cli import options
+from td_analysis.reproducibility import pin_cpu_kernels
+
+__all__ = ["PROG", "build_parser", "main"]
+
+PROG = "python -m td_analysis.training_length"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The study's options (defaults from :mod:`td_analysis.training_length`, which imports
+    torch: call this after the kernels are pinned)."""
+    from td_analysis.training_length import FASHION_STUDY, STUDY_KS, STUDY_REGULARISERS
+
+    p = argparse.ArgumentParser(
+        prog=PROG,
+        description="The training-length study: accuracy after pruning against training "
+        "length. toy: 20, 60 and 200 epochs, writes OUT/training_length.json and .png (OUT: "
+        "figures); fashion-mlp: every network of the default grid (with biases) at 3, 10 and "
+        "20 epochs and none/targeted weight/targeted unit of seeds 0, 1 at 30 and 100 epochs, "
+        "trained in parallel processes with snapshots (OUT: figures/fashion_mlp).",
+    )
+    p.add_argument("--experiment", choices=("toy", "fashion-mlp"), default="toy")
+    p.add_argument("--epochs", type=cliargs.seeds, default=None)
+    options.add_seeds_option(p)
+    p.add_argument(
+        "--regularisers",
+        type=lambda t: [v.strip() for v in t.split(",") if v.strip()],
+        default=None,
+        help="comma-separated regularisers (toy: names of reproduce's suite, default "
+        f"{','.join(STUDY_REGULARISERS)}; fashion-mlp: default "
+        f"{','.join(FASHION_STUDY['regularisers'])})",
+    )
+    p.add_argument(
+        "--long-epochs",
+        type=cliargs.seeds,
+        default=None,
+        help="fashion-mlp: comma-separated lengths of the long runs (default "
+        f"{','.join(map(str, FASHION_STUDY['long_epochs']))})",
+    )
+    options.add_processes_option(p)
+    options.add_scheduler_option(
+        p,
+        "fashion-mlp: train the networks on the Dask cluster of this scheduler (e.g. "
+        "tcp://10.0.0.5:8786) instead of --processes local processes; the same networks; needs "
+        'pip install "td-analysis[dask]" and a --runs folder every worker sees',
+    )
+    p.add_argument(
+        "--ks",
+        type=cliargs.percents,
+        default=list(STUDY_KS),
+        help="pruning percentages (default: %(default)s)",
+    )
+    p.add_argument("--out", type=Path, default=None)
+    options.add_runs_option(p)
+    options.add_data_dir_option(p)
+    options.add_quiet_option(p)
+    return p
+
+
+def _study(args: argparse.Namespace) -> dict | None:
+    """Fill in the defaults of ``args`` (epochs, seeds, regularisers, out); the fashion-mlp
+    study's grid (None for toy)."""
+    from td_analysis.training_length import (
+        FASHION_STUDY,
+        STUDY_EPOCHS,
+        STUDY_REGULARISERS,
+        long_lengths,
+    )
+
+    fashion = args.experiment == "fashion-mlp"
+    if args.out is None:
+        args.out = Path("figures/fashion_mlp" if fashion else "figures")
+    if not fashion:
+        args.epochs = args.epochs or list(STUDY_EPOCHS)
+        args.seeds = args.seeds or [0, 1, 2]
+        args.regularisers = args.regularisers or list(STUDY_REGULARISERS)
+        return None
+    grid = (("epochs", args.epochs), ("seeds", args.seeds), ("regularisers", args.regularisers))
+    study = {k: tuple(v) for k, v in grid if v is not None}
+    if args.long_epochs is not None:
+        study["long_epochs"] = tuple(args.long_epochs)
+    study = {**FASHION_STUDY, **study}
+    args.epochs = sorted({*study["epochs"], *long_lengths(study)})
+    args.seeds = list(study["seeds"])
+    args.regularisers = list(study["regularisers"])
+    return study
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the study, write OUT/training_length.json (fashion-mlp: and .md) and the figure."""
+    pin_cpu_kernels()  # before the study's modules import torch
+    from td_analysis import plotting
+    from td_analysis import training_length as tl
+    from td_analysis.io import atomic_write_json, atomic_write_text
+
+    args = build_parser().parse_args(argv)
+    study = _study(args)
+    fashion = study is not None
+    if args.scheduler is not None and not fashion:
+        print(f"{PROG}: error: --scheduler applies to --experiment fashion-mlp", file=sys.stderr)
+        return 2
+    t0 = time.perf_counter()
+    try:
+        if fashion:
+            records = tl.fashion_training_length_records(
+                study=study,
+                ks=args.ks,
+                runs_dir=args.runs,
+                data_root=args.data_dir,
+                processes=args.processes,
+                progress=not args.quiet,
+                scheduler=args.scheduler,
+            )
+        else:
+            records = tl.training_length_records(
+                epochs=args.epochs,
+                seeds=args.seeds,
+                regularisers=args.regularisers,
+                ks=args.ks,
+                runs_dir=args.runs,
+                data_root=args.data_dir,
+                progress=not args.quiet,
+            )
+    except KeyboardInterrupt:
+        print(
+            "interrupted: finished networks are kept in --runs; nothing else was written",
+            file=sys.stderr,
+        )
+        return 130
+    except (ValueError, OSError) as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    seconds = time.perf_counter() - t0
+    args.out.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "command": PROG + (" --experiment fashion-mlp" if fashion else ""),
+        "experiment": args.experiment,
+        "seconds": seconds,
+        "epochs": list(args.epochs),
+        "seeds": list(args.seeds),
+        "regularisers": list(args.regularisers),
+        "records": records,
+    }
+    if fashion:
+        payload["study"] = {k: list(v) if isinstance(v, tuple) else v for k, v in study.items()}
+    atomic_write_json(args.out / "training_length.json", payload)
+    if fashion:
+        from td_analysis import reports
+
+        atomic_write_text(
+            args.out / "training_length.md", reports.fashion_training_length_markdown(payload)
+        )
+    network = "fashion-mlp network (with biases)" if fashion else "toy network"
+    fig = tl.plot_training_length(
+        records,
+        title=f"{network}: holdout accuracy after pruning against training length "
+        f"(mean ± std over the seeds, up to {len(args.seeds)})",
+    )
+    plotting.save_figure(fig, args.out / "training_length.png", formats=("png",))
+    print(f"wrote {args.out / 'training_length.json'} and .png in {seconds:.0f} s")
+    return 0

@@ -1,0 +1,233 @@
+"""Report text of the ResNet experiment (:mod:`td_analysis.experiments_resnet`): ``pruning.md``
+next to the paper's ResNet-32 tables, and the output folder's ``README.md``.
+
+Every function takes the records of ``pruning.json`` (and the settings) and returns markdown;
+the paired differences over seeds are :func:`td_analysis.report.common.paired_curve`'s
+(Student's t intervals).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from td_analysis.report.common import mean_std, paired_curve
+
+__all__ = [
+    "PRUNING_KINDS",
+    "READINGS",
+    "PAPER_TABLES",
+    "CLAIM_POINTS",
+    "parse_paper_tables",
+    "paper_tables",
+    "pruning_markdown",
+    "answer",
+    "readme",
+]
+
+PRUNING_KINDS = ("weight", "unit")
+#: the two readings of a targeted-dropout network: the trained weights, and the official conv
+#: evaluation (the targeted set at the training γ zeroed first)
+READINGS = ("trained", "zero-targeted")
+#: the packaged copy of the paper's ResNet-32 tables (from the slides, seeds/001_*.txt)
+PAPER_TABLES = Path(__file__).parents[1] / "paper_resnet32.json"
+
+
+def parse_paper_tables(text: str) -> dict:
+    """The ResNet-32 weight and unit tables of the slides (seed 001) as
+    ``{"weight"|"unit": {regulariser: {k: accuracy %}}}``; regulariser names as
+    :data:`~td_analysis.tasks.RESNET_REGULARISERS` where the column is one of them, else the
+    column's own header."""
+    import re
+
+    start = text.index("## ResNet-32 on CIFAR-10")
+    out: dict[str, dict] = {}
+    for kind, head in (
+        ("weight", "## Weight Dropout/Pruning"),
+        ("unit", "## Unit Dropout/Pruning"),
+    ):
+        lines = text[text.index(head, start) :].splitlines()[1:]
+        rows = [ln for ln in lines if "\t" in ln][:11]
+        columns = rows[0].split("\t")[1:]
+        names = []
+        for c in columns:
+            m = re.search(r"alpha=([\d.]+), \\gamma=([\d.]+)", c)
+            if m:
+                names.append(f"targeted-{kind}-a{float(m[1]):g}-g{float(m[2]):g}")
+            elif c.startswith("dropout"):
+                names.append("dropout")
+            else:
+                names.append(c.strip())
+        table: dict[str, dict] = {n: {} for n in names}
+        for row in rows[1:]:
+            cells = row.split("\t")
+            k = float(cells[0].replace("%", "").strip())
+            for n, v in zip(names, cells[1:], strict=True):
+                table[n][f"{k:g}"] = float(v)
+        out[kind] = table
+    return out
+
+
+def paper_tables() -> dict:
+    """The packaged copy of :func:`parse_paper_tables` of the slides (``paper_resnet32.json``)."""
+    return json.loads(PAPER_TABLES.read_text())
+
+
+def _cell(records: Sequence[dict], reg: str, reading: str, kind: str, k: float) -> str:
+    vals = [
+        100 * r["accuracy"]
+        for r in records
+        if (r["regulariser"], r["reading"], r["kind"], r["k"]) == (reg, reading, kind, k)
+    ]
+    if not vals:
+        return "–"
+    m, s = mean_std(vals)
+    return f"{m:.2f} ± {s:.2f}" if len(vals) > 1 else f"{m:.2f}"
+
+
+def pruning_markdown(records: Sequence[dict], settings: dict, paper: dict | None = None) -> str:
+    """``pruning.md``: per kind, rows k, columns regulariser (× reading for targeted ones),
+    test accuracy (%) mean ± std over seeds, the paper's number beside each (in brackets)."""
+    paper = paper_tables() if paper is None else paper
+    regs = list(dict.fromkeys(r["regulariser"] for r in records))
+    ks = sorted({r["k"] for r in records})
+    seeds = sorted({r["seed"] for r in records})
+    p = settings["resolved"]
+    lines = [
+        "# ResNet on CIFAR-10: test accuracy (%) after pruning",
+        "",
+        f"Preset `{settings['preset']}`: pre-activation ResNet, units {p['units']}, widths "
+        f"{p['widths']}, {p['init_kernel']}×{p['init_kernel']} init conv with "
+        f"{p['init_filters']} filters; {p['epochs']} epochs; seeds {', '.join(map(str, seeds))} "
+        "(mean ± std over seeds). Pruned: every conv but the init conv, per filter (weight: the "
+        "k% smallest |w| of each filter; unit: the k% filters of smallest L2 norm); the logits "
+        "are never pruned. Readings: `trained` = the trained weights; `zero-targeted` = the "
+        "official conv evaluation (the targeted set at the training γ zeroed, then pruned). "
+        "[In brackets: the paper's ResNet-32 number for that column, seed 001 slides.]",
+        "",
+    ]
+    for kind in PRUNING_KINDS:
+        cols = [
+            (reg, reading)
+            for reg in regs
+            for reading in READINGS
+            if any(r["regulariser"] == reg and r["reading"] == reading for r in records)
+        ]
+        lines += [f"## {kind} pruning", ""]
+        lines.append("| k (%) | " + " | ".join(f"{reg} · {rd}" for reg, rd in cols) + " |")
+        lines.append("|---" * (len(cols) + 1) + "|")
+        for k in ks:
+            cells = []
+            for reg, reading in cols:
+                ours = _cell(records, reg, reading, kind, k)
+                ref = paper.get(kind, {}).get(reg, {}).get(f"{k:g}")
+                cells.append(ours + (f" [{ref:.2f}]" if ref is not None else ""))
+            lines.append(f"| {k:g} | " + " | ".join(cells) + " |")
+        lines.append("")
+    lines += _differences(records)
+    return "\n".join(lines)
+
+
+#: where the paper's qualitative claim lives: weight pruning at 70–80 %, unit pruning at 40–60 %
+CLAIM_POINTS = (("weight", 70.0), ("weight", 80.0), ("unit", 40.0), ("unit", 50.0), ("unit", 60.0))
+
+
+def _differences(records: Sequence[dict]) -> list[str]:
+    """Each targeted regulariser (official reading) minus none and minus dropout, paired by
+    seed, with 95% t intervals, at :data:`CLAIM_POINTS` (≥ 2 seeds only)."""
+    regs = list(dict.fromkeys(r["regulariser"] for r in records))
+    targeted = [r for r in regs if r.startswith("targeted")]
+    baselines = [b for b in ("none", "dropout") if b in regs]
+    lines = ["## Targeted dropout minus the baselines (paired by seed, 95% t interval)", ""]
+    found = False
+    for reg in targeted:
+        for base in baselines:
+            for reading in READINGS:
+                for kind, k in CLAIM_POINTS:
+                    curve = paired_curve(
+                        [r for r in records if r["kind"] == kind],
+                        {"regulariser": reg, "reading": reading},
+                        {"regulariser": base, "reading": "trained"},
+                        x="k",
+                    )
+                    for kv, d in curve:
+                        if kv == k:
+                            found = True
+                            lines.append(
+                                f"- {kind} k = {k:g}%: {reg} ({reading}) − {base} = "
+                                f"{100 * d.mean:+.2f} points, interval [{100 * d.lo:+.2f}, "
+                                f"{100 * d.hi:+.2f}]" + (" (excludes 0)" if d.excludes_zero else "")
+                            )
+    if not found:
+        lines.append("(fewer than 2 seeds: no intervals)")
+    lines.append("")
+    return lines
+
+
+def answer(records: Sequence[dict]) -> str:
+    """The README's answer, drawn from the data: does targeted dropout keep its accuracy under
+    70–80 % weight and 40–60 % unit pruning where none and dropout collapse?"""
+
+    def mean(reg, reading, kind, k):
+        v = [
+            r["accuracy"]
+            for r in records
+            if (r["regulariser"], r["reading"], r["kind"], r["k"]) == (reg, reading, kind, k)
+        ]
+        return float(np.mean(v)) if v else None
+
+    parts = []
+    regs = list(dict.fromkeys(r["regulariser"] for r in records))
+    for kind, k in CLAIM_POINTS:
+        cells = []
+        for reg in regs:
+            for reading in READINGS:
+                m = mean(reg, reading, kind, k)
+                if m is not None:
+                    cells.append(f"{reg} ({reading}) {100 * m:.1f}%")
+        if cells:
+            parts.append(f"{kind} pruning at {k:g}%: " + "; ".join(cells) + ".")
+    return " ".join(parts) if parts else "No pruning point of the claim was run."
+
+
+def readme(results: dict, command: str) -> str:
+    """``README.md`` of the output folder: what each file shows, the command, the answer."""
+    s = results["settings"]
+    p = s["resolved"]
+    minutes = results.get("seconds", float("nan")) / 60
+    load = results.get("load_average") or [None, None]
+    load_text = f", 1-minute load average {load[0]:.1f} at the start" if load[0] else ""
+    return "\n".join(
+        [
+            "# ResNet on CIFAR-10: pruning with and without targeted dropout (issue 22)",
+            "",
+            f"Made by `{command}` in {minutes:.1f} minutes{load_text}. Preset `{s['preset']}`: "
+            f"units {p['units']}, widths {p['widths']}, {p['epochs']} epochs, lr {p['lr']} "
+            f"({p['schedule']}), batch {p['batch_size']}, weight decay {p['weight_decay']}, "
+            f"label smoothing {p['label_smoothing']}, gradient clipping {p['grad_clip']}; "
+            f"seeds {s['seeds']}; regularisers {', '.join(s['regularisers'])}. The init conv "
+            "and the logits are never targeted or pruned (the official code).",
+            "",
+            "| file | what it shows |",
+            "|---|---|",
+            "| `pruning.json` | one record per network, reading and pruning: `regulariser`, "
+            "`seed`, `reading` (`trained` / `zero-targeted`), `kind`, `k`, test `accuracy`, "
+            "`loss`, `zero_share` |",
+            "| `pruning.md` | the paper's layout (rows k, columns regulariser), ours mean ± std "
+            "over seeds with the paper's ResNet-32 number in brackets; paired differences |",
+            "| `accuracy_vs_k.png` | test accuracy vs k for weight and unit pruning |",
+            "| `taylor.json`, `estimators.png` | −∇ᵀd, ½dᵀHd (HVPs) and their sum against the "
+            f"measured ΔE on {s['analysis_examples']:,} {s['analysis_split']} images; Spearman ρ |",
+            "| `coadaptation.json`, `coadaptation_pooled.png`, `coadaptation_layers.png` | "
+            "pooled θᵀ⊙H⊙θ block sums and layer × layer sums, none vs targeted (first seed) |",
+            "| `summary.json` | settings, per-network training histories and timings, ρ |",
+            "",
+            "## Answer (from `pruning.json`)",
+            "",
+            answer(results["records"]),
+            "",
+        ]
+    )
