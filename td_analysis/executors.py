@@ -273,7 +273,7 @@ def _child(out: str) -> int:
         data = pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)
     except Exception:  # noqa: BLE001 - an exception that does not pickle: its text
         data = pickle.dumps(("error", None, result[2] or traceback.format_exc()))
-    tmp = Path(out).with_suffix(".part")
+    tmp = Path(f"{out}.part")
     tmp.write_bytes(data)
     tmp.replace(out)
     return 0
