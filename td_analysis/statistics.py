@@ -18,7 +18,6 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from scipy import stats
 
 __all__ = [
     "LEVEL",
@@ -89,6 +88,8 @@ def paired_difference(
     ``a`` and ``b`` hold one value per seed, in the same seed order.  With all differences equal
     the interval has width 0.
     """
+    from scipy import stats  # here, not at import: 1.3 s of every start-up
+
     level = _check_level(level)
     d = _differences(a, b)
     n = d.size
@@ -107,6 +108,8 @@ def bootstrap_interval(
 ) -> PairedDifference:
     """The same difference with a seeded percentile bootstrap interval over the seeds
     (``scipy.stats.bootstrap`` of the mean of the d_s; resamples seeds with replacement)."""
+    from scipy import stats  # here, not at import: 1.3 s of every start-up
+
     level = _check_level(level)
     d = _differences(a, b)
     if n_resamples < 1:

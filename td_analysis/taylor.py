@@ -22,7 +22,6 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
-from scipy import stats
 from torch import Tensor, nn
 
 from td_analysis.coadaptation import hessian_operator
@@ -394,6 +393,8 @@ def grouped_rank_correlations(
     """Spearman ρ of each estimator against ``record["measured"]`` per group of long-form Taylor
     records: one row per value of the ``by`` fields and ``kind``, plus ``kind="all"`` (both
     kinds together); NaN with fewer than 3 records or no spread."""
+    from scipy import stats  # here, not at import: 1.3 s of every start-up
+
     groups: dict[tuple, list[dict]] = {}
     for r in records:
         for kind in (r["kind"], "all"):
@@ -412,6 +413,8 @@ def grouped_rank_correlations(
 
 def rank_correlations(estimates: Sequence[PruningEstimate]) -> dict[str, float]:
     """Spearman ρ between each estimator and the measured ΔE over ``estimates``."""
+    from scipy import stats  # here, not at import: 1.3 s of every start-up
+
     measured = np.array([e.measured for e in estimates])
     out = {}
     for name in ESTIMATORS:

@@ -60,44 +60,39 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
         help="the task's named training protocol, e.g. 'seed' for fashion-mlp (the seed's "
         "batch 32, 100 epochs) (default: default)",
     )
+    def task_option(group, flag: str, kind, field: str, text: str, **extra) -> None:
+        """An option whose default is the task's ``field`` (shown by ``--help``)."""
+        group.add_argument(flag, type=kind, default=None, help=per_task(field, text), **extra)
+
     g = p.add_argument_group("network")
-    g.add_argument(
-        "--hidden",
-        type=cliargs.positive_ints,
-        default=None,
-        help=per_task("hidden", "hidden widths, comma-separated"),
-    )
+    task_option(g, "--hidden", cliargs.positive_ints, "hidden", "hidden widths, comma-separated")
     g.add_argument("--no-bias", action="store_true", help="layers without biases")
     g = p.add_argument_group("regulariser")
     g.add_argument(
         "--reg", choices=REGULARISERS, default="none", help="regulariser (default: none)"
     )
-    g.add_argument(
-        "--gamma",
-        type=cliargs.unit_interval,
-        default=None,
-        help=per_task("gamma", "targeted fraction γ for targeted-*"),
-    )
-    g.add_argument(
+    task_option(g, "--gamma", cliargs.unit_interval, "gamma", "targeted fraction γ for targeted-*")
+    task_option(
+        g,
         "--alpha",
-        type=cliargs.unit_interval,
-        default=None,
-        help=per_task("alpha", "drop probability α for targeted-*, dropout, dropconnect"),
+        cliargs.unit_interval,
+        "alpha",
+        "drop probability α for targeted-*, dropout, dropconnect",
     )
     g.add_argument(
         "--l1", type=cliargs.non_negative_float, default=1e-4, help="L1 coefficient for --reg l1"
     )
-    g.add_argument(
+    add_value_option(
+        g,
         "--ramp-steps",
-        type=cliargs.positive_int,
-        default=None,
-        help="ramp γ and α over this many steps (the official 'piecewise' schedule)",
+        cliargs.positive_int,
+        "ramp γ and α over this many steps (the official 'piecewise' schedule)",
     )
-    g.add_argument(
+    add_value_option(
+        g,
         "--layers",
-        type=cliargs.non_negative_ints,
-        default=None,
-        help="indices of the weight matrices regularised (default: the task's: all for toy, "
+        cliargs.non_negative_ints,
+        "indices of the weight matrices regularised (default: the task's: all for toy, "
         "the hidden layers for fashion-mlp)",
     )
     g = p.add_argument_group("optimisation (defaults: the task's protocol)")
@@ -107,33 +102,12 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
         default=None,
         help=per_task("optimizer", "optimiser"),
     )
-    g.add_argument(
-        "--lr", type=cliargs.positive_float, default=None, help=per_task("lr", "learning rate")
-    )
-    g.add_argument(
-        "--momentum", type=cliargs.momentum, default=None, help="SGD momentum, in [0, 1)"
-    )
-    g.add_argument(
-        "--weight-decay",
-        type=cliargs.non_negative_float,
-        default=None,
-        help="L2 weight decay",
-    )
-    g.add_argument(
-        "--grad-clip", type=cliargs.positive_float, default=None, help="clip the gradient norm"
-    )
-    g.add_argument(
-        "--batch-size",
-        type=cliargs.positive_int,
-        default=None,
-        help=per_task("batch_size", "minibatch size"),
-    )
-    g.add_argument(
-        "--epochs",
-        type=cliargs.positive_int,
-        default=None,
-        help=per_task("epochs", "passes over the data"),
-    )
+    task_option(g, "--lr", cliargs.positive_float, "lr", "learning rate")
+    add_value_option(g, "--momentum", cliargs.momentum, "SGD momentum, in [0, 1)")
+    add_value_option(g, "--weight-decay", cliargs.non_negative_float, "L2 weight decay")
+    add_value_option(g, "--grad-clip", cliargs.positive_float, "clip the gradient norm")
+    task_option(g, "--batch-size", cliargs.positive_int, "batch_size", "minibatch size")
+    task_option(g, "--epochs", cliargs.positive_int, "epochs", "passes over the data")
     g.add_argument(
         "--seed",
         type=cliargs.non_negative_int,

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from scipy import stats
-
 from td_analysis.report.common import (
     LEVEL,
     Metric,
@@ -197,6 +195,8 @@ def fashion_claims(
 def fashion_differences_markdown(records: Sequence[Mapping]) -> list[str]:
     """The paired-differences section of ``pruning.md``: each regulariser minus ``none`` per k,
     with t intervals over the seeds, and the sentences at :data:`CLAIM_KS`."""
+    from scipy import stats  # here, not at import: 1.3 s of every start-up
+
     comps = fashion_comparisons(records)
     curves = {c: dict(fashion_difference_curve(records, *c)) for c in comps}
     comps = [c for c in comps if curves[c]]
