@@ -129,8 +129,10 @@ def map_jobs(
         initializer: run as ``initializer(*initargs)`` in a job's process before ``fn`` (once
             per local worker process; ``initargs`` go to a cluster once, scattered).
 
-    Consume it in a ``for`` loop: leaving the loop by an exception (Ctrl-C) closes the
-    generator, which stops the workers (local) or cancels and stops the tasks (Dask).
+    Consume it inside ``with contextlib.closing(map_jobs(...)) as results:``: leaving the loop
+    by an exception (Ctrl-C) then closes the generator at once, which stops the workers (local)
+    or cancels and stops the tasks (Dask). A plain ``for`` loop would leave that to the garbage
+    collector, seconds or minutes later.
     """
     jobs = list(jobs)
     if processes is not None and processes < 1:

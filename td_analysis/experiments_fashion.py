@@ -24,6 +24,7 @@ import functools
 import os
 import time
 from collections.abc import Callable, Sequence
+from contextlib import closing
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -669,9 +670,13 @@ def reproduce_fashion(
             bar.update()
     else:
         # Ctrl-C / SIGTERM stop the workers within seconds (not after their running jobs)
-        for _, result in map_jobs(analyse_network, jobs, processes=workers, scheduler=scheduler):
-            done.append(result)
-            bar.update()
+        # closing: Ctrl-C stops the workers now, not when the generator is collected
+        with closing(
+            map_jobs(analyse_network, jobs, processes=workers, scheduler=scheduler)
+        ) as results:
+            for _, result in results:
+                done.append(result)
+                bar.update()
     bar.close()
     key = {r: i for i, r in enumerate(settings.regularisers)}
     done.sort(key=lambda d: (key[d["tag"]["regulariser"]], not d["tag"]["bias"], d["tag"]["seed"]))

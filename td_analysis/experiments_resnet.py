@@ -27,6 +27,7 @@ import json
 import os
 import time
 from collections.abc import Sequence
+from contextlib import closing
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -608,9 +609,13 @@ def reproduce_resnet(
             done.append(analyse_resnet(job))
             bar.update()
     else:  # Ctrl-C / SIGTERM stop the workers within seconds
-        for _, result in map_jobs(analyse_resnet, jobs, processes=workers, scheduler=scheduler):
-            done.append(result)
-            bar.update()
+        # closing: Ctrl-C stops the workers now, not when the generator is collected
+        with closing(
+            map_jobs(analyse_resnet, jobs, processes=workers, scheduler=scheduler)
+        ) as results:
+            for _, result in results:
+                done.append(result)
+                bar.update()
     bar.close()
     if rank != 0:
         return None

@@ -35,7 +35,13 @@ from td_analysis.io import atomic_open
 from td_analysis.nn.regularisers import apply_regulariser, l1_penalty
 from td_analysis.nn.targeted import EVAL_MODES, _WeightRegulariser, _wrapped
 from td_analysis.progress import progress_bar
-from td_analysis.training import evaluate, resolve_device
+from td_analysis.training import (
+    divergence_error,
+    evaluate,
+    read_checkpoint_file,
+    resolve_device,
+    torch_threads,
+)
 
 __all__ = [
     "FitConfig",
@@ -268,12 +274,9 @@ def load_fit_checkpoint(path: str | Path) -> dict:
     """The payload of a :func:`fit` checkpoint (``model`` holds a plain-key state_dict that
     loads into the model with or without its regularisers)."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - torch raises many kinds for a bad file
-        raise ValueError(f"checkpoint {path} is corrupt or not a fit checkpoint") from exc
+    payload = read_checkpoint_file(
+        path, lambda exc: f"checkpoint {path} is corrupt or not a fit checkpoint"
+    )
     if not isinstance(payload, dict) or payload.get("format") != FIT_CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not a td_analysis fit checkpoint ({FIT_CHECKPOINT_FORMAT})")
     return payload
@@ -298,13 +301,8 @@ def fit(
     network and, with ``eval_data``, the eval loss/accuracy in eval mode.
     """
     config = config or FitConfig()
-    before = torch.get_num_threads()
-    if config.num_threads is not None:
-        torch.set_num_threads(config.num_threads)
-    try:
+    with torch_threads(config.num_threads):
         return _fit(model, train_data, config, eval_data, checkpoint, resume, progress)
-    finally:
-        torch.set_num_threads(before)
 
 
 def _fit(model, train_data, config, eval_data, checkpoint, resume, progress) -> FitResult:
@@ -420,10 +418,7 @@ def _fit(model, train_data, config, eval_data, checkpoint, resume, progress) -> 
                 dist.all_reduce(loss_sum)
                 dist.all_reduce(correct)
             if not torch.isfinite(loss_sum):
-                raise FloatingPointError(
-                    f"training diverged in epoch {epoch + 1} (loss is not finite): lower the lr "
-                    f"(now {config.lr})"
-                )
+                raise divergence_error(epoch + 1, config.lr)
             record = {
                 "epoch": epoch + 1,
                 "step": step,

@@ -43,6 +43,7 @@ import torch
 from torch import Tensor, nn
 
 from td_analysis.dropout import targeted_unit_mask, targeted_weight_mask
+from td_analysis.nn.targeted import select_modules as nn_select_modules
 from td_analysis.progress import progress_bar as tqdm
 from td_analysis.training import evaluate
 
@@ -439,26 +440,6 @@ def prunable_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return [(n, m) for n, m in model.named_modules() if isinstance(m, PRUNABLE_TYPES)]
 
 
-def _describe_module(name: str, module: nn.Module) -> str:
-    return f"module {name or '(root)'!r} ({type(module).__name__})"
-
-
-def _check_prunable(name: str, module: nn.Module) -> None:
-    if not isinstance(module, PRUNABLE_TYPES):
-        raise ValueError(
-            f"{_describe_module(name, module)} cannot be pruned: only Linear and Conv1d/2d/3d "
-            "layers can"
-        )
-    if "weight" not in module._parameters or module._parameters["weight"] is None:
-        what = (
-            "has a parametrization on its weight (call remove_targeted_dropout(model) first)"
-            if hasattr(module, "parametrizations")
-            else "has no plain weight parameter (already pruned by torch.nn.utils.prune? "
-            "call prune.remove first)"
-        )
-        raise ValueError(f"{_describe_module(name, module)} {what}")
-
-
 def select_modules(
     model: nn.Module, modules: ModuleSelection | None = None
 ) -> list[tuple[str, nn.Module]]:
@@ -468,52 +449,10 @@ def select_modules(
     ``named_modules()`` order, i.e. registration order); a module name or names; a module type
     or types (every module of that type); or a predicate ``f(name, module) -> bool`` asked about
     each Linear/Conv layer.  A chosen module that is no Linear/Conv layer, an unknown name or an
-    empty choice is a one-line ``ValueError``.
+    empty choice is a one-line ``ValueError``.  One implementation with
+    :func:`td_analysis.nn.select_modules`: its ``strict=True`` rules.
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
-    layers = prunable_modules(model)
-    if modules is None:
-        if len(layers) < 2:
-            raise ValueError(
-                f"{type(model).__name__} has {len(layers)} Linear/Conv layer(s): none to prune "
-                "besides the output layer (pass modules= to choose)"
-            )
-        chosen = layers[:-1]
-    elif isinstance(modules, type) or isinstance(modules, str):
-        chosen = _by_names_or_types(model, [modules])
-    elif callable(modules):
-        chosen = [(n, m) for n, m in layers if modules(n, m)]
-    else:
-        chosen = _by_names_or_types(model, list(modules))
-    if not chosen:
-        raise ValueError(f"modules={modules!r} chooses no Linear/Conv layer of the model")
-    for name, module in chosen:
-        _check_prunable(name, module)
-    return chosen
-
-
-def _by_names_or_types(model: nn.Module, items: list) -> list[tuple[str, nn.Module]]:
-    named = dict(model.named_modules())
-    wanted: set[str] = set()
-    for item in items:
-        if isinstance(item, str):
-            if item not in named:
-                raise ValueError(
-                    f"no module named {item!r} in {type(model).__name__} (Linear/Conv layers: "
-                    f"{', '.join(n for n, _ in prunable_modules(model)) or 'none'})"
-                )
-            wanted.add(item)
-        elif isinstance(item, type) and issubclass(item, nn.Module):
-            found = [n for n, m in named.items() if isinstance(m, item)]
-            if not found:
-                raise ValueError(f"modules: the model has no {item.__name__}")
-            wanted.update(found)
-        else:
-            raise TypeError(
-                f"modules must hold module names or nn.Module types, got {type(item).__name__}"
-            )
-    return [(n, m) for n, m in named.items() if n in wanted]
+    return nn_select_modules(model, modules, strict=True)
 
 
 def _unit_count(module: nn.Module) -> int:

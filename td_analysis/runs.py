@@ -20,6 +20,7 @@ import re
 import sys
 import time
 from collections.abc import Sequence
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -331,8 +332,9 @@ def train_many(
             initializer=_init_worker,
             initargs=(data,),
         )
-        for done, (j, (_, metrics, seconds)) in enumerate(runs, 1):
-            i = todo[j]
-            results[i] = RunResult(configs[i], paths[i], metrics, seconds, reused=False)
-            report(i, done)
+        with closing(runs):  # Ctrl-C here stops the workers now, not when ``runs`` is collected
+            for done, (j, (_, metrics, seconds)) in enumerate(runs, 1):
+                i = todo[j]
+                results[i] = RunResult(configs[i], paths[i], metrics, seconds, reused=False)
+                report(i, done)
     return [r for r in results if r is not None]

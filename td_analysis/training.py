@@ -12,10 +12,11 @@ metrics and are written atomically (temporary file, then rename).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -329,6 +330,26 @@ def _optimizer(config: TrainConfig, params: list[nn.Parameter]) -> torch.optim.O
         return cls(params, **kw)
 
 
+def divergence_error(epoch: int, lr: float) -> FloatingPointError:
+    """The error for a training run whose summed loss of (1-based) ``epoch`` is not finite."""
+    return FloatingPointError(
+        f"training diverged in epoch {epoch} (loss is not finite): lower the lr (now {lr})"
+    )
+
+
+@contextlib.contextmanager
+def torch_threads(num_threads: int | None) -> Iterator[None]:
+    """Run the block with ``torch.set_num_threads(num_threads)`` (``None``: unchanged) and put
+    the previous count back afterwards, also on an error."""
+    before = torch.get_num_threads()
+    if num_threads is not None:
+        torch.set_num_threads(num_threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def train(
     config: TrainConfig,
     *,
@@ -358,13 +379,8 @@ def train(
         raise ValueError(
             f"snapshots must be epochs ≥ 1 with an on_snapshot callback, got {snapshots}"
         )
-    before = torch.get_num_threads()
-    if config.num_threads is not None:
-        torch.set_num_threads(config.num_threads)
-    try:
+    with torch_threads(config.num_threads):
         return _train(config, train_data, eval_data, data_root, progress, snapshots, on_snapshot)
-    finally:
-        torch.set_num_threads(before)
 
 
 def _train(
@@ -444,10 +460,7 @@ def _train(
             bar.update(1)
         if not torch.isfinite(loss_sum):
             bar.close()
-            raise FloatingPointError(
-                f"training diverged in epoch {epoch + 1} (loss is not finite): lower the lr "
-                f"(now {config.lr})"
-            )
+            raise divergence_error(epoch + 1, config.lr)
         record = {
             "epoch": epoch + 1,
             "step": step,
@@ -535,22 +548,41 @@ def save_checkpoint(
     return path
 
 
-def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu") -> Checkpoint:
-    """Rebuild the model of a checkpoint without the caller knowing its architecture."""
-    path = Path(path)
+def read_checkpoint_file(
+    path: Path,
+    unreadable: Callable[[Exception], str],
+    *,
+    map_location: str | torch.device = "cpu",
+    chain: bool = True,
+) -> object:
+    """``torch.load(path, weights_only=True)``: tensors and plain data only, no code runs.
+
+    No such file: ``FileNotFoundError``; a file torch cannot read: ``ValueError(unreadable(exc))``
+    (raised from torch's error when ``chain``, else with that error suppressed).
+    """
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch raises many kinds for a bad file
+        raise ValueError(unreadable(exc)) from (exc if chain else None)
+
+
+def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu") -> Checkpoint:
+    """Rebuild the model of a checkpoint without the caller knowing its architecture."""
+    path = Path(path)
+
+    def unreadable(exc: Exception) -> str:
         # torch's weights-only message suggests weights_only=False, which is wrong here (a
         # td_analysis checkpoint holds only tensors and plain data): keep the gist only
         text = str(exc).strip()
         gist = text.splitlines()[0].split(". ")[0].rstrip(".") if text else "unreadable"
-        raise ValueError(
+        return (
             f"checkpoint {path} is corrupt, truncated or not a td_analysis checkpoint "
             f"({type(exc).__name__}: {gist[:200]})"
-        ) from exc
+        )
+
+    payload = read_checkpoint_file(path, unreadable, map_location=map_location)
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not a td_analysis checkpoint (format {CHECKPOINT_FORMAT})")
     try:

@@ -111,14 +111,14 @@ def import_factory(spec: str) -> Callable[[], nn.Module]:
 def read_state_dict(path: str | Path) -> tuple[dict[str, Tensor], dict]:
     """``(state_dict, payload)`` of a checkpoint file (see the module doc for the forms)."""
     from td_analysis.fit import FIT_CHECKPOINT_FORMAT
+    from td_analysis.training import read_checkpoint_file
 
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - torch raises many kinds for a bad file
-        raise ValueError(f"checkpoint {path} is corrupt or unreadable ({_one_line(exc)})") from None
+    payload = read_checkpoint_file(
+        path,
+        lambda exc: f"checkpoint {path} is corrupt or unreadable ({_one_line(exc)})",
+        chain=False,
+    )
     if not isinstance(payload, dict):
         raise ValueError(f"checkpoint {path} holds a {type(payload).__name__}, not a state_dict")
     if payload.get("format") == FIT_CHECKPOINT_FORMAT:

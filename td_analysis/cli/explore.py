@@ -8,7 +8,12 @@ import importlib.util
 import sys
 
 from td_analysis import explore as ex
-from td_analysis.cli.options import add_cache_dir_option, add_data_dir_option, add_runs_option
+from td_analysis.cli.options import (
+    add_cache_dir_option,
+    add_command,
+    add_data_dir_option,
+    add_runs_option,
+)
 
 __all__ = ["add_explore_command"]
 
@@ -73,10 +78,12 @@ def _cmd_explore(args: argparse.Namespace) -> int:
 
 def add_explore_command(sub: argparse._SubParsersAction) -> None:
     """Register ``explore`` on the ``td-analysis`` parser."""
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "explore",
-        help="the interactive explorer (notebook 03) as a web app in the browser (Voilà)",
-        description="Serve notebook 03 (03_explore_dependence) with Voilà: its figures and live "
+        _cmd_explore,
+        "the interactive explorer (notebook 03) as a web app in the browser (Voilà)",
+        "Serve notebook 03 (03_explore_dependence) with Voilà: its figures and live "
         "widgets, without code. Uses the same checkpoints (runs/), cache and data as the "
         "notebooks. Needs the explore extra: pip install -e '.[explore]'.",
     )
@@ -116,4 +123,3 @@ def add_explore_command(sub: argparse._SubParsersAction) -> None:
         "$XDG_CACHE_HOME/td_analysis/results, ~/.cache/td_analysis/results; reproduce's too)",
     )
     add_data_dir_option(p)
-    p.set_defaults(func=_cmd_explore)

@@ -4,6 +4,7 @@ worked out when ``--help`` prints them), ``--dataset``, ``--model`` and the anal
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
 
 from td_analysis import cliargs, names
@@ -60,6 +61,7 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
         help="the task's named training protocol, e.g. 'seed' for fashion-mlp (the seed's "
         "batch 32, 100 epochs) (default: default)",
     )
+
     def task_option(group, flag: str, kind, field: str, text: str, **extra) -> None:
         """An option whose default is the task's ``field`` (shown by ``--help``)."""
         group.add_argument(flag, type=kind, default=None, help=per_task(field, text), **extra)
@@ -96,35 +98,32 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
         "the hidden layers for fashion-mlp)",
     )
     g = p.add_argument_group("optimisation (defaults: the task's protocol)")
-    g.add_argument(
-        "--optimizer",
-        choices=("sgd", "adam"),
-        default=None,
-        help=per_task("optimizer", "optimiser"),
-    )
+    task_option(g, "--optimizer", None, "optimizer", "optimiser", choices=("sgd", "adam"))
     task_option(g, "--lr", cliargs.positive_float, "lr", "learning rate")
     add_value_option(g, "--momentum", cliargs.momentum, "SGD momentum, in [0, 1)")
     add_value_option(g, "--weight-decay", cliargs.non_negative_float, "L2 weight decay")
     add_value_option(g, "--grad-clip", cliargs.positive_float, "clip the gradient norm")
     task_option(g, "--batch-size", cliargs.positive_int, "batch_size", "minibatch size")
     task_option(g, "--epochs", cliargs.positive_int, "epochs", "passes over the data")
-    g.add_argument(
+    add_value_option(
+        g,
         "--seed",
-        type=cliargs.non_negative_int,
-        default=None,
-        help="seed of initialisation, shuffling and dropout (default: TrainConfig's, 0)",
+        cliargs.non_negative_int,
+        "seed of initialisation, shuffling and dropout (default: TrainConfig's, 0)",
     )
-    g.add_argument(
+    task_option(
+        g,
         "--preprocessing",
+        None,
+        "preprocessing",
+        "input scaling",
         choices=("standardize", "unit", "raw"),
-        default=None,
-        help=per_task("preprocessing", "input scaling"),
     )
-    g.add_argument(
+    add_value_option(
+        g,
         "--device",
-        type=cliargs.device,
-        default=None,
-        help="cpu, cuda, cuda:N or auto (CUDA if available) (default: TrainConfig's, cpu)",
+        cliargs.device,
+        "cpu, cuda, cuda:N or auto (CUDA if available) (default: TrainConfig's, cpu)",
     )
 
 
@@ -175,18 +174,59 @@ def _add_analysis_options(p: argparse.ArgumentParser) -> None:
     add_checkpoint_options(p)
     add_split_option(p, "data the loss is taken over (default: holdout)")
     _add_dataset_option(p)
-    p.add_argument(
-        "--limit",
-        type=cliargs.positive_int,
-        default=None,
-        help="use only the first N images (default: all)",
-    )
+    add_limit_option(p, "use only the first N images (default: all)")
     add_data_dir_option(p)
     add_quiet_option(p, "no progress bar")
 
 
 # ----------------------------------------------------------------------------- run options
 # the options every command that trains or reads data shares, declared once here
+
+
+def add_command(
+    sub: argparse._SubParsersAction,
+    name: str,
+    func: Callable[[argparse.Namespace], int],
+    text: str,
+    description: str,
+    **extra: object,
+) -> argparse.ArgumentParser:
+    """The sub-command ``name`` (``text``: its line in the command list), run by ``func``."""
+    p = sub.add_parser(name, help=text, description=description, **extra)
+    p.set_defaults(func=func)
+    return p
+
+
+def add_value_option(
+    p: argparse.ArgumentParser | argparse._ArgumentGroup,
+    flag: str,
+    kind: Callable[[str], object] | None,
+    text: str,
+    **extra: object,
+) -> None:
+    """``flag VALUE`` parsed by ``kind``, default ``None`` (the command works the value out)."""
+    p.add_argument(flag, type=kind, default=None, help=text, **extra)
+
+
+def add_out_option(p: argparse.ArgumentParser, text: str, *, folder: bool = False) -> None:
+    """``--out``: an output file (stem) or, with ``folder``, an output folder, checked up front
+    (one that cannot be created is refused before any work)."""
+    add_value_option(p, "--out", cliargs.output_folder if folder else cliargs.output_file, text)
+
+
+def add_limit_option(p: argparse.ArgumentParser, text: str, flag: str = "--limit") -> None:
+    """``--limit N``: only the first N examples of the data evaluated on."""
+    add_value_option(p, flag, cliargs.positive_int, text)
+
+
+def add_bins_option(p: argparse.ArgumentParser, text: str) -> None:
+    """``--bins B``: B × B block sums of the pooled coadaptation matrix."""
+    add_value_option(p, "--bins", cliargs.positive_int, text)
+
+
+def add_vmax_option(p: argparse.ArgumentParser, text: str) -> None:
+    """``--vmax``: the colour limit ±vmax of a coadaptation heatmap."""
+    add_value_option(p, "--vmax", cliargs.positive_float, text)
 
 
 def add_data_dir_option(p: argparse.ArgumentParser) -> None:
@@ -227,11 +267,11 @@ def add_seeds_option(
 
 def add_processes_option(p: argparse.ArgumentParser, text: str | None = None) -> None:
     """``--processes N``: networks trained in parallel (spawned) processes."""
-    p.add_argument(
+    add_value_option(
+        p,
         "--processes",
-        type=cliargs.positive_int,
-        default=None,
-        help=text or "networks trained in parallel processes (default: one per available core)",
+        cliargs.positive_int,
+        text or "networks trained in parallel processes (default: one per available core)",
     )
 
 
@@ -289,9 +329,9 @@ def add_pruning_options(
         default=list(fractions),
         help=f"comma-separated fractions in [0, 1) (default: {shown})",
     )
-    p.add_argument(
+    add_value_option(
+        p,
         "--layers",
-        type=cliargs.non_negative_ints,
-        default=None,
-        help="indices of the weight matrices pruned (default: all)",
+        cliargs.non_negative_ints,
+        "indices of the weight matrices pruned (default: all)",
     )

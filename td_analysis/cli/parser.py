@@ -15,11 +15,16 @@ from td_analysis.cli.options import (
     _add_analysis_options,
     _add_dataset_option,
     _add_train_options,
+    add_bins_option,
     add_checkpoint_options,
+    add_command,
     add_data_dir_option,
+    add_out_option,
     add_pruning_options,
     add_quiet_option,
     add_split_option,
+    add_value_option,
+    add_vmax_option,
 )
 from td_analysis.cli.prune import _cmd_estimate, _cmd_prune
 from td_analysis.cli.reproduce import add_reproduce_command
@@ -48,10 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     DATASET_NAMES = names.DATASET_NAMES
 
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "download",
-        help="download and verify a data set (CIFAR-10 by default, Fashion-MNIST)",
-        description="Download a data set from its official address into the data folder and "
+        _cmd_download,
+        "download and verify a data set (CIFAR-10 by default, Fashion-MNIST)",
+        "Download a data set from its official address into the data folder and "
         "verify it: cifar10 (cifar-10-python.tar.gz, md5-checked, extracted safely) or "
         "fashion-mnist (the four official .gz files, md5-checked, into fashion-mnist/). "
         "Data already present is kept unless --force is given.",
@@ -64,32 +71,32 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_data_dir_option(p)
     p.add_argument("--force", action="store_true", help="download even if the data is present")
-    p.set_defaults(func=_cmd_download)
 
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "train",
-        help="train a dense network and write a checkpoint",
-        description="Train the dense network of a task (--task/--dataset; by default the "
+        _cmd_train,
+        "train a dense network and write a checkpoint",
+        "Train the dense network of a task (--task/--dataset; by default the "
         "paper's toy CIFAR-10 network) on the training split (the first 80% of the official "
         "training set), evaluate on the holdout (the other 20%) and write a checkpoint "
         "(weights, config with task and data set, metrics).",
     )
     add_data_dir_option(p)
-    p.add_argument(
-        "--out",
-        type=cliargs.output_file,
-        default=None,
-        help="checkpoint path (default: runs/<task>-<reg>-<bias>-seed<seed>-<config hash>.pt, "
+    add_out_option(
+        p,
+        "checkpoint path (default: runs/<task>-<reg>-<bias>-seed<seed>-<config hash>.pt, "
         "so runs with other settings never overwrite it)",
     )
     add_quiet_option(p, "no progress bar")
     _add_train_options(p)
-    p.set_defaults(func=_cmd_train)
 
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "prune",
-        help="magnitude-prune a checkpoint and print a pruning curve",
-        description="Prune a trained checkpoint by magnitude at several fractions "
+        _cmd_prune,
+        "magnitude-prune a checkpoint and print a pruning curve",
+        "Prune a trained checkpoint by magnitude at several fractions "
         "and report loss and accuracy; writes CSV and JSON.",
     )
     add_checkpoint_options(p)
@@ -99,11 +106,11 @@ def build_parser() -> argparse.ArgumentParser:
         "global: one magnitude threshold over all layers (default: weight)",
         fractions=[0.0, 0.25, 0.5, 0.75, 0.9],
     )
-    p.add_argument(
+    add_value_option(
+        p,
         "--percent",
-        type=_percents,
-        default=None,
-        help="the seed's rules instead: comma-separated k in [0, 100]; --kind weight removes "
+        _percents,
+        "the seed's rules instead: comma-separated k in [0, 100]; --kind weight removes "
         "the smallest k%% of |w| in each hidden weight matrix, --kind unit the k%% hidden units "
         "of each layer with the smallest incoming L2 norm (with their bias and outgoing "
         "weights); the output layer is kept (e.g. 0,25,50,60,70,80,90,95,97,99)",
@@ -111,20 +118,19 @@ def build_parser() -> argparse.ArgumentParser:
     add_split_option(p, "data to evaluate on (default: holdout)")
     _add_dataset_option(p)
     add_data_dir_option(p)
-    p.add_argument(
-        "--out",
-        type=cliargs.output_file,
-        default=None,
-        help="output stem: writes STEM.csv and STEM.json, the whole name kept (sweep_v1.2 → "
+    add_out_option(
+        p,
+        "output stem: writes STEM.csv and STEM.json, the whole name kept (sweep_v1.2 → "
         "sweep_v1.2.csv) (default: <checkpoint without .pt>-prune-<kind>-<split>[-layers…])",
     )
     add_quiet_option(p, "no progress bar")
-    p.set_defaults(func=_cmd_prune)
 
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "estimate",
-        help="Taylor estimates vs measured loss change after pruning",
-        description="For each pruning fraction: the first-order term −∇ᵀd, the "
+        _cmd_estimate,
+        "Taylor estimates vs measured loss change after pruning",
+        "For each pruning fraction: the first-order term −∇ᵀd, the "
         "second-order term ½dᵀHd (one exact Hessian-vector product), the diagonal "
         "(OBD) estimate and the measured change in mean loss and accuracy; "
         "float64. Writes CSV and JSON.",
@@ -133,19 +139,18 @@ def build_parser() -> argparse.ArgumentParser:
     add_pruning_options(
         p, kind_help="pruning rule (default: weight)", fractions=[0.25, 0.5, 0.75, 0.9]
     )
-    p.add_argument(
-        "--out",
-        type=cliargs.output_file,
-        default=None,
-        help="output stem: writes STEM.csv and STEM.json, the whole name kept (default: "
+    add_out_option(
+        p,
+        "output stem: writes STEM.csv and STEM.json, the whole name kept (default: "
         "<checkpoint without .pt>-estimate-<kind>-<split>[-layers…][-limitN])",
     )
-    p.set_defaults(func=_cmd_estimate)
 
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "coadaptation",
-        help="plot θᵀ⊙H⊙θ of a checkpoint, ordered by |θ|",
-        description="Exact Hessian (float64) over a parameter set, the "
+        _cmd_coadaptation,
+        "plot θᵀ⊙H⊙θ of a checkpoint, ordered by |θ|",
+        "Exact Hessian (float64) over a parameter set, the "
         "coadaptation matrix ordered by decreasing magnitude, its block sums "
         "for the lowest-|θ| fraction γ, and a heatmap (PNG). Large sets (e.g. "
         "--params weights, 30,820 weights) are pooled into B × B block sums.",
@@ -157,11 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="parameter name (comma-separated for several), or 'weights' for all weight "
         "matrices (default: layers.1.weight)",
     )
-    p.add_argument(
-        "--bins",
-        type=cliargs.positive_int,
-        default=None,
-        help="pool C into B × B block sums of the |θ| ordering through B Hessian-vector "
+    add_bins_option(
+        p,
+        "pool C into B × B block sums of the |θ| ordering through B Hessian-vector "
         f"products, without the full Hessian (default: exact C up to {EXACT_LIMIT:,} "
         f"parameters, else {POOLED_BINS} bins)",
     )
@@ -174,20 +177,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--gamma", type=cliargs.unit_interval, default=0.75, help="marked pruned fraction"
     )
-    p.add_argument(
-        "--vmax",
-        type=cliargs.positive_float,
-        default=None,
-        help="colour limit ±vmax (default: the largest |entry|; 99th percentile when pooled)",
+    add_vmax_option(
+        p,
+        "colour limit ±vmax (default: the largest |entry|; 99th percentile when pooled)",
     )
-    p.add_argument(
-        "--out",
-        type=cliargs.output_file,
-        default=None,
-        help="PNG path (default: <checkpoint without .pt>-coadaptation-<params>-<split>"
+    add_out_option(
+        p,
+        "PNG path (default: <checkpoint without .pt>-coadaptation-<params>-<split>"
         "[-limitN][-binsB][-mean].png, so other parameter sets never overwrite it)",
     )
-    p.set_defaults(func=_cmd_coadaptation)
 
     _add_analysis_commands(sub)
     for command in sub.choices.values():  # also the commands other modules register

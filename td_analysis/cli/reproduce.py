@@ -12,11 +12,12 @@ from td_analysis.cli import options
 
 def add_reproduce_command(sub: argparse._SubParsersAction) -> None:
     """Register ``reproduce`` (run by :func:`_cmd_reproduce`)."""
-    p = sub.add_parser(
+    p = options.add_command(
+        sub,
         "reproduce",
-        help="the main job: reproduce the paper's Figure 1 and Table 1 (and the fashion-mlp "
-        "experiment)",
-        description="Toy experiment (default): train (or reuse cached checkpoints of) the toy "
+        _cmd_reproduce,
+        "the main job: reproduce the paper's Figure 1 and Table 1 (and the fashion-mlp experiment)",
+        "Toy experiment (default): train (or reuse cached checkpoints of) the toy "
         "network without regularisation and with targeted dropout (γ=0.75, α=0.5) for several "
         "seeds, compute exact Hessians, and write figure1.png/pdf, table1.md/json, estimator "
         "plots and pruning curves; a few minutes on 2 CPU cores, --quick about one. "
@@ -47,18 +48,18 @@ def add_reproduce_command(sub: argparse._SubParsersAction) -> None:
         help="resnet-cifar10 only: cpu (a small ResNet sized for this machine, the default) or "
         "paper (ResNet-32 and the official 256-epoch schedule, for a GPU; torchrun for DDP)",
     )
-    p.add_argument(
+    options.add_value_option(
+        p,
         "--ks",
-        type=cliargs.percents,
-        default=None,
-        help="fashion-mlp: distinct pruning percentages in [0, 100] (default: "
+        cliargs.percents,
+        "fashion-mlp: distinct pruning percentages in [0, 100] (default: "
         "0,25,50,60,70,80,90,95,97,99)",
     )
-    p.add_argument(
+    options.add_value_option(
+        p,
         "--workers",
-        type=cliargs.positive_int,
-        default=None,
-        help="fashion-mlp: networks trained and analysed in parallel processes (default: 2)",
+        cliargs.positive_int,
+        "fashion-mlp: networks trained and analysed in parallel processes (default: 2)",
     )
     options.add_scheduler_option(
         p,
@@ -67,11 +68,9 @@ def add_reproduce_command(sub: argparse._SubParsersAction) -> None:
         'same results; needs pip install "td-analysis[dask]" and a --runs folder every worker '
         "sees",
     )
-    p.add_argument(
-        "--bins",
-        type=cliargs.positive_int,
-        default=None,
-        help="fashion-mlp: B of the pooled B × B coadaptation block sums (default: 128)",
+    options.add_bins_option(
+        p,
+        "fashion-mlp: B of the pooled B × B coadaptation block sums (default: 128)",
     )
     options.add_seeds_option(
         p,
@@ -93,35 +92,30 @@ def add_reproduce_command(sub: argparse._SubParsersAction) -> None:
         help="fashion-mlp: the task's named training protocol: default (Adam, batch 128, "
         "20 epochs), seed (the seed's batch 32, 100 epochs) or short (3 epochs)",
     )
-    p.add_argument(
+    options.add_value_option(
+        p,
         "--epochs",
-        type=cliargs.positive_int,
-        default=None,
-        help="training epochs (default toy: 20, fashion-mlp: its protocol's; --quick: 2, "
-        "fashion-mlp 1)",
+        cliargs.positive_int,
+        "training epochs (default toy: 20, fashion-mlp: its protocol's; --quick: 2, fashion-mlp 1)",
     )
-    p.add_argument(
+    options.add_limit_option(
+        p,
+        "use only the first N images of each evaluation split (default: all; --quick: 2000)",
         "--eval-limit",
-        type=cliargs.positive_int,
-        default=None,
-        help="use only the first N images of each evaluation split (default: all; --quick: 2000)",
     )
-    p.add_argument(
-        "--vmax",
-        type=cliargs.positive_float,
-        default=None,
-        help="colour limit ±vmax of Figure 1 (default: the largest |entry|; the "
+    options.add_vmax_option(
+        p,
+        "colour limit ±vmax of Figure 1 (default: the largest |entry|; the "
         "published figure used 3000)",
     )
     p.add_argument(
         "--no-curves", action="store_true", help="skip the baselines and the pruning-curve figure"
     )
-    p.add_argument(
-        "--out",
-        type=cliargs.output_folder,
-        default=None,
-        help=f"output folder, replaced as a whole when every output is written (default: "
+    options.add_out_option(
+        p,
+        f"output folder, replaced as a whole when every output is written (default: "
         f"figures; --quick: {names.QUICK_OUT}, never over the committed figures)",
+        folder=True,
     )
     options.add_runs_option(
         p,
@@ -150,25 +144,31 @@ def add_reproduce_command(sub: argparse._SubParsersAction) -> None:
         help="with --report-only: also rewrite the generated result blocks of this README "
         "(e.g. README.md) from the same JSON",
     )
-    p.set_defaults(func=_cmd_reproduce)
 
 
 # ----------------------------------------------------------------------------- run
+
+
+def _given_options(args: argparse.Namespace, fields: dict) -> dict:
+    """The settings of the options given: ``{setting: convert(args.option)}`` for every
+    ``option: setting`` (or ``option: (setting, convert)``) of ``fields`` not ``None``."""
+    given = {}
+    for option, field in fields.items():
+        setting, convert = (field, None) if isinstance(field, str) else field
+        value = getattr(args, option, None)
+        if value is not None:
+            given[setting] = value if convert is None else convert(value)
+    return given
 
 
 def _toy_settings(args: argparse.Namespace):
     """The toy experiment's :class:`~td_analysis.experiments.ReproduceSettings` from the options."""
     from td_analysis.experiments import ReproduceSettings
 
-    overrides = {}
-    if args.seeds is not None:
-        overrides["seeds"] = tuple(args.seeds)
-    if args.epochs is not None:
-        overrides["epochs"] = args.epochs
-    if args.eval_limit is not None:
-        overrides["eval_limit"] = args.eval_limit
-    if args.vmax is not None:
-        overrides["vmax"] = args.vmax
+    overrides = _given_options(
+        args,
+        {"seeds": ("seeds", tuple), "epochs": "epochs", "eval_limit": "eval_limit", "vmax": "vmax"},
+    )
     if args.no_curves:
         overrides["curves"] = False
     return ReproduceSettings.quick(**overrides) if args.quick else ReproduceSettings(**overrides)
@@ -196,21 +196,19 @@ def _fashion_settings(args: argparse.Namespace):
     from the options."""
     from td_analysis.experiments_fashion import FashionSettings
 
-    overrides: dict = {}
-    if args.seeds is not None:
-        overrides["seeds"] = tuple(args.seeds)
-    if args.epochs is not None:
-        overrides["epochs"] = args.epochs
-    if args.ks is not None:
-        overrides["ks"] = tuple(args.ks)
-    if args.workers is not None:
-        overrides["workers"] = args.workers
-    if args.bins is not None:
-        overrides["pooled_bins"] = args.bins
-    if getattr(args, "protocol", None) is not None:
-        overrides["protocol"] = args.protocol
-    if getattr(args, "biases", None) is not None:
-        overrides["biases"] = {"on": (True,), "off": (False,), "both": (True, False)}[args.biases]
+    biases = {"on": (True,), "off": (False,), "both": (True, False)}
+    overrides = _given_options(
+        args,
+        {
+            "seeds": ("seeds", tuple),
+            "epochs": "epochs",
+            "ks": ("ks", tuple),
+            "workers": "workers",
+            "bins": "pooled_bins",
+            "protocol": "protocol",
+            "biases": ("biases", biases.__getitem__),
+        },
+    )
     return FashionSettings.quick(**overrides) if args.quick else FashionSettings(**overrides)
 
 

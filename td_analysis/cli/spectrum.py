@@ -11,19 +11,25 @@ from td_analysis.cli.common import _parser_defaults, load_checked_checkpoint
 from td_analysis.cli.options import (
     _add_dataset_option,
     add_checkpoint_options,
+    add_command,
     add_data_dir_option,
+    add_limit_option,
+    add_out_option,
     add_quiet_option,
     add_split_option,
+    add_value_option,
 )
 from td_analysis.io import atomic_write_json
 
 
 def add_spectrum_command(sub: argparse._SubParsersAction) -> None:
     """Register ``spectrum`` (run by :func:`_cmd_spectrum`)."""
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "spectrum",
-        help="top Hessian eigenvalues, trace and spectral density of a checkpoint",
-        description="Top-k eigenvalues of the Hessian of the mean cross-entropy (block Lanczos, "
+        _cmd_spectrum,
+        "top Hessian eigenvalues, trace and spectral density of a checkpoint",
+        "Top-k eigenvalues of the Hessian of the mean cross-entropy (block Lanczos, "
         "exact to --tol), its trace (Hutch++ with a standard error, or exact) and with --density "
         "its smoothed spectral density (stochastic Lanczos quadrature, PNG), float64, through "
         "Hessian-vector products only. Writes STEM.json (and STEM.png). Data-parallel: "
@@ -47,11 +53,11 @@ def add_spectrum_command(sub: argparse._SubParsersAction) -> None:
         default=1e-6,
         help="residual tolerance ‖Hv − λv‖ ≤ tol·‖H‖",
     )
-    p.add_argument(
+    add_value_option(
+        p,
         "--block-size",
-        type=cliargs.positive_int,
-        default=None,
-        help="vectors per Hessian product in the eigensolver (default: min(k, 4)); 1 suits wide "
+        cliargs.positive_int,
+        "vectors per Hessian product in the eigensolver (default: min(k, 4)); 1 suits wide "
         "networks, whose (P, b) products cost about b single ones",
     )
     p.add_argument("--trace-method", choices=names.TRACE_METHODS, default="hutch++")
@@ -66,15 +72,11 @@ def add_spectrum_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=cliargs.positive_int, default=64, help="Lanczos steps per probe")
     p.add_argument("--seed", type=int, default=0, help="seed of the random start and probes")
     add_split_option(p, "data the loss is taken over")
-    p.add_argument(
-        "--limit", type=cliargs.positive_int, default=None, help="use only the first N examples"
-    )
+    add_limit_option(p, "use only the first N examples")
     add_data_dir_option(p)
-    p.add_argument(
-        "--out",
-        type=cliargs.output_file,
-        default=None,
-        help="output stem for .json/.png, the whole name kept (sweep_v1.2 → sweep_v1.2.json) "
+    add_out_option(
+        p,
+        "output stem for .json/.png, the whole name kept (sweep_v1.2 → sweep_v1.2.json) "
         "(default: <checkpoint without .pt>-spectrum-<split>[-<params>][-limitN][-<option>"
         "<value>…], every option that changes the result and is not at its default)",
     )
@@ -85,7 +87,6 @@ def add_spectrum_command(sub: argparse._SubParsersAction) -> None:
         "with all_reduce (gloo on CPU, NCCL on CUDA); rank 0 prints and writes",
     )
     add_quiet_option(p)
-    p.set_defaults(func=_cmd_spectrum)
 
 
 # ----------------------------------------------------------------------------- run

@@ -46,11 +46,11 @@ def build_parser() -> argparse.ArgumentParser:
         f"{','.join(STUDY_REGULARISERS)}; fashion-mlp: default "
         f"{','.join(FASHION_STUDY['regularisers'])})",
     )
-    p.add_argument(
+    options.add_value_option(
+        p,
         "--long-epochs",
-        type=cliargs.seeds,
-        default=None,
-        help="fashion-mlp: comma-separated lengths of the long runs (default "
+        cliargs.seeds,
+        "fashion-mlp: comma-separated lengths of the long runs (default "
         f"{','.join(map(str, FASHION_STUDY['long_epochs']))})",
     )
     options.add_processes_option(p)

@@ -31,22 +31,6 @@ from ..models import DenseNet
 
 __all__ = ["DenseStructure", "dense_structure", "check_model", "STOCHASTIC_OR_BATCH_COUPLED"]
 
-#: Modules whose train-mode forward is random or couples the examples of a batch.
-STOCHASTIC_OR_BATCH_COUPLED: tuple[type[nn.Module], ...] = (
-    nn.BatchNorm1d,
-    nn.BatchNorm2d,
-    nn.BatchNorm3d,
-    nn.SyncBatchNorm,
-    nn.InstanceNorm1d,
-    nn.InstanceNorm2d,
-    nn.InstanceNorm3d,
-    nn.Dropout,
-    nn.Dropout1d,
-    nn.Dropout2d,
-    nn.Dropout3d,
-    nn.AlphaDropout,
-    nn.FeatureAlphaDropout,
-)
 _DROPOUT = (
     nn.Dropout,
     nn.Dropout1d,
@@ -56,6 +40,15 @@ _DROPOUT = (
     nn.FeatureAlphaDropout,
 )
 _INSTANCE_NORM = (nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d)
+#: Modules whose train-mode forward is random or couples the examples of a batch.
+STOCHASTIC_OR_BATCH_COUPLED: tuple[type[nn.Module], ...] = (
+    nn.BatchNorm1d,
+    nn.BatchNorm2d,
+    nn.BatchNorm3d,
+    nn.SyncBatchNorm,
+    *_INSTANCE_NORM,
+    *_DROPOUT,
+)
 
 
 @dataclass(frozen=True)

@@ -30,13 +30,12 @@ from td_analysis.dropout import RegulariserConfig, _keep_factor, validate_alpha
 from td_analysis.nn.targeted import (
     LAYER_TYPES,
     ModuleSelector,
-    _check_target,
-    _register,
     _unregister,
     _WeightRegulariser,
     _wrapped,
     apply_targeted_dropout,
     as_generator,
+    parametrize_modules,
     select_modules,
 )
 
@@ -115,16 +114,7 @@ def apply_dropconnect(
     """Parametrize the chosen weights with :class:`DropConnect` (shared generator); in place."""
     gen = as_generator(generator)
     DropConnect(alpha)  # validates α before the model is touched
-    chosen = select_modules(model, modules)
-    if not chosen:
-        raise ValueError("no module to regularise: modules selects nothing in this model")
-    for name, module in chosen:
-        _check_target(name, module)
-    for _, module in chosen:
-        p = DropConnect(alpha, generator=gen)
-        p.train(module.training)
-        _register(module, p)
-    return model
+    return parametrize_modules(model, modules, lambda: DropConnect(alpha, generator=gen))
 
 
 def apply_dropout(

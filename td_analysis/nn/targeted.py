@@ -65,6 +65,7 @@ __all__ = [
     "TargetedWeightDropout",
     "TargetedUnitDropout",
     "apply_targeted_dropout",
+    "parametrize_modules",
     "remove_targeted_dropout",
     "select_modules",
     "output_layer_name",
@@ -98,7 +99,11 @@ def output_layer_name(model: nn.Module) -> str | None:
 
 
 def select_modules(
-    model: nn.Module, modules: ModuleSelector = None, *, exclude_output: bool = True
+    model: nn.Module,
+    modules: ModuleSelector = None,
+    *,
+    exclude_output: bool = True,
+    strict: bool = False,
 ) -> list[tuple[str, nn.Module]]:
     """``(name, module)`` pairs chosen by ``modules``, in ``named_modules()`` order.
 
@@ -107,7 +112,15 @@ def select_modules(
     is an error); a type or a list of types every module of those types; a callable is asked
     ``predicate(name, module)`` for every module.  Explicit choices are taken as given (the
     output layer too).
+
+    ``strict`` (the rules of :func:`td_analysis.pruning.select_modules`): only Linear/Conv layers
+    with a plain weight can be chosen; ``None`` always leaves out the output layer and needs
+    another layer, a predicate is asked about the Linear/Conv layers only, and an unknown name,
+    a type the model lacks, an empty choice or a module that is no such layer is a one-line
+    ``ValueError`` naming the model's layers.
     """
+    if strict:
+        return _strict_selection(model, modules)
     named = [(n, m) for n, m in model.named_modules() if n]
     if modules is None:
         out = output_layer_name(model) if exclude_output else None
@@ -124,6 +137,79 @@ def select_modules(
     if missing:
         raise ValueError(f"model has no module named {', '.join(map(repr, missing))}")
     return [(n, m) for n, m in named if n in names or (types and isinstance(m, types))]
+
+
+def _describe_module(name: str, module: nn.Module) -> str:
+    return f"module {name or '(root)'!r} ({type(module).__name__})"
+
+
+def _check_prunable(name: str, module: nn.Module) -> None:
+    if not isinstance(module, LAYER_TYPES):
+        raise ValueError(
+            f"{_describe_module(name, module)} cannot be pruned: only Linear and Conv1d/2d/3d "
+            "layers can"
+        )
+    if "weight" not in module._parameters or module._parameters["weight"] is None:
+        what = (
+            "has a parametrization on its weight (call remove_targeted_dropout(model) first)"
+            if hasattr(module, "parametrizations")
+            else "has no plain weight parameter (already pruned by torch.nn.utils.prune? "
+            "call prune.remove first)"
+        )
+        raise ValueError(f"{_describe_module(name, module)} {what}")
+
+
+def _strict_selection(model: nn.Module, modules: ModuleSelector) -> list[tuple[str, nn.Module]]:
+    """:func:`select_modules` with ``strict=True``."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    layers = _all_layers(model)
+    if modules is None:
+        if len(layers) < 2:
+            raise ValueError(
+                f"{type(model).__name__} has {len(layers)} Linear/Conv layer(s): none to prune "
+                "besides the output layer (pass modules= to choose)"
+            )
+        chosen = layers[:-1]
+    elif isinstance(modules, type) or isinstance(modules, str):
+        chosen = _by_names_or_types(model, [modules])
+    elif callable(modules):
+        chosen = [(n, m) for n, m in layers if modules(n, m)]
+    else:
+        chosen = _by_names_or_types(model, list(modules))
+    if not chosen:
+        raise ValueError(f"modules={modules!r} chooses no Linear/Conv layer of the model")
+    for name, module in chosen:
+        _check_prunable(name, module)
+    return chosen
+
+
+def _by_names_or_types(model: nn.Module, items: list) -> list[tuple[str, nn.Module]]:
+    named = dict(model.named_modules())
+    wanted: set[str] = set()
+    for item in items:
+        if isinstance(item, str):
+            if item not in named:
+                raise ValueError(
+                    f"no module named {item!r} in {type(model).__name__} (Linear/Conv layers: "
+                    f"{', '.join(n for n, _ in _all_layers(model)) or 'none'})"
+                )
+            wanted.add(item)
+        elif isinstance(item, type) and issubclass(item, nn.Module):
+            found = [n for n, m in named.items() if isinstance(m, item)]
+            if not found:
+                raise ValueError(f"modules: the model has no {item.__name__}")
+            wanted.update(found)
+        else:
+            raise TypeError(
+                f"modules must hold module names or nn.Module types, got {type(item).__name__}"
+            )
+    return [(n, m) for n, m in named.items() if n in wanted]
+
+
+def _all_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """Every Linear/Conv1d/2d/3d in ``named_modules()`` order, the root module too."""
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, LAYER_TYPES)]
 
 
 def _check_target(name: str, module: nn.Module) -> None:
@@ -405,9 +491,22 @@ def apply_targeted_dropout(
         gamma, alpha, ramp_steps=ramp_steps, generator=gen, draws=draws, eval_mode=eval_mode
     )
     make()
+    return parametrize_modules(model, modules, make, "target")
+
+
+def parametrize_modules(
+    model: nn.Module,
+    modules: ModuleSelector,
+    make: Callable[[], nn.Module],
+    verb: str = "regularise",
+) -> nn.Module:
+    """Register a fresh ``make()`` (in its module's train/eval mode) on the weight of every
+    module ``modules`` chooses (:func:`select_modules`), after checking them all, so a bad
+    choice changes nothing; in place.  ``verb`` names the job in the error for an empty choice.
+    """
     chosen = select_modules(model, modules)
     if not chosen:
-        raise ValueError("no module to target: modules selects nothing in this model")
+        raise ValueError(f"no module to {verb}: modules selects nothing in this model")
     for name, module in chosen:
         _check_target(name, module)
     for _, module in chosen:
