@@ -32,6 +32,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import webbrowser
 from dataclasses import dataclass, replace
@@ -446,6 +447,37 @@ def _port_open(ip: str, port: int) -> bool:
         return False
 
 
+class _Relay:
+    """Copy Voilà's output to our stdout until the explorer stops; keep it aside afterwards.
+
+    A kernel that is stopped in the middle of a request (a pre-heated kernel still running the
+    notebook, say) logs a ``ZMQError: Socket operation on non-socket`` traceback from ipykernel's
+    shutdown race (ipython/ipykernel#1518).  That is noise after Ctrl-C, so what Voilà prints
+    while stopping is shown only when Voilà itself then fails to stop cleanly."""
+
+    def __init__(self, stream) -> None:
+        self.stream = stream
+        self.stopping = threading.Event()
+        self.after_stop: list[str] = []
+        self.thread = threading.Thread(target=self._run, name="voila-output", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        for line in self.stream:
+            if self.stopping.is_set():
+                self.after_stop.append(line)
+            else:
+                sys.stdout.write(line)
+                sys.stdout.flush()
+
+    def finish(self, returncode: int | None) -> None:
+        """Wait for Voilà's output to end; print what came after the stop if it failed."""
+        self.thread.join(STOP_TIMEOUT)
+        if returncode not in (0, -signal.SIGTERM, None) and self.after_stop:
+            sys.stdout.write("".join(self.after_stop))
+            sys.stdout.flush()
+
+
 def _stop(proc: subprocess.Popen) -> None:
     """SIGTERM (Voilà shuts its kernels down), then SIGKILL after STOP_TIMEOUT seconds."""
     if proc.poll() is not None:
@@ -485,13 +517,19 @@ def serve(
     # Ctrl-C even where SIGINT was ignored at start (a background job of a script)
     previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     proc = None
+    relay = None
     try:
         proc = subprocess.Popen(
             voila_command(notebook, ip, port, preheat=preheat),
             cwd=notebook.parent,
             env=env,
             start_new_session=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            errors="replace",
         )
+        relay = _Relay(proc.stdout)
         deadline = time.monotonic() + READY_TIMEOUT
         while not _port_open(ip, port):
             if proc.poll() is not None:
@@ -510,8 +548,12 @@ def serve(
         print("stopping the explorer", flush=True)
         return 0
     finally:
+        if relay is not None:
+            relay.stopping.set()
         if proc is not None:
             _stop(proc)
+        if relay is not None:
+            relay.finish(proc.returncode if proc is not None else None)
         signal.signal(signal.SIGTERM, previous)
         signal.signal(signal.SIGINT, previous_int)
         shutil.rmtree(jupyter, ignore_errors=True)

@@ -262,6 +262,44 @@ def test_unknown_notebook_is_a_one_line_error(voila_installed):
     assert "notebook '99_nothing' not found" in err and "03_explore_dependence" in err
 
 
+# ----------------------------------------------------------------------------- output relay
+_CHILD = (
+    "import sys, time\n"
+    "print('serving', flush=True)\n"
+    "sys.stdin.readline()\n"
+    "print('Traceback: kernel shut down mid-request', flush=True)\n"
+    "sys.exit(int(sys.argv[1]))\n"
+)
+
+
+@pytest.mark.parametrize("status, shown", [(0, False), (3, True)])
+def test_relay_shows_what_voila_says_after_the_stop_only_when_it_then_fails(
+    status, shown, capsys
+):
+    """Before the stop every line reaches our stdout at once; after it, only if the exit fails."""
+    from td_analysis.explore import _Relay
+
+    child = subprocess.Popen(
+        [sys.executable, "-c", _CHILD, str(status)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    relay = _Relay(child.stdout)
+    deadline = time.monotonic() + 30
+    while "serving" not in capsys.readouterr().out:  # relayed while the child still runs
+        assert time.monotonic() < deadline, "the first line was not relayed"
+        time.sleep(0.05)
+    relay.stopping.set()
+    child.stdin.write("\n")  # the child now prints its shutdown traceback and exits
+    child.stdin.close()
+    child.wait(30)
+    relay.finish(child.returncode)
+    out = capsys.readouterr().out
+    assert ("Traceback: kernel shut down mid-request" in out) is shown, out
+
+
 # ----------------------------------------------------------------------------- preheated kernel
 @slow
 def test_a_page_requested_while_the_preheated_kernel_starts_waits_for_it(voila_installed):
