@@ -403,6 +403,7 @@ def analyse_network(job: dict) -> dict:
         config, config.train_split, root=root, limit=settings.train_limit, download=dl
     )
     held = load_split(config, config.eval_split, root=root, download=dl)
+    t_data = time.perf_counter() - t0
     reused_network = checkpoint_path(config, job["runs_dir"]).is_file()
     model = train_or_load(
         config,
@@ -413,6 +414,7 @@ def analyse_network(job: dict) -> dict:
     )
     model.eval()
     t_train = time.perf_counter() - t0
+    stages = {"data": t_data, "train": t_train - t_data}
     cached = analysis_path(job, checkpoint_path(config, job["runs_dir"]))
     if cached.is_file():
         try:
@@ -424,10 +426,14 @@ def analyse_network(job: dict) -> dict:
                 **result,
                 "train_seconds": t_train,
                 "seconds": time.perf_counter() - t0,
+                "stage_seconds": stages,
                 "reused_network": reused_network,
                 "reused_analysis": True,
             }
     result = _analyse(job, settings, config, model, t0, t_train)
+    for name, seconds in result["stage_seconds"].items():  # the test and analysis splits' loads
+        stages[name] = stages.get(name, 0.0) + seconds
+    result["stage_seconds"] = stages
     cached.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(cached, result)
     return {**result, "reused_network": reused_network, "reused_analysis": False}
@@ -442,7 +448,18 @@ def _analyse(
         config, task.test_split, root=root, limit=settings.test_limit, download=dl
     )
     tag = {"regulariser": job["regulariser"], "bias": config.bias, "seed": config.seed}
+    clock = time.perf_counter()
+    stages = {}
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        stages[name] = stages.get(name, 0.0) + now - clock
+        clock = now
+
+    lap("data")
     rows = pruning_table(model, x_test, y_test, settings.ks, PRUNING_KINDS)
+    lap("pruning")
     records = [
         {
             **tag,
@@ -457,10 +474,12 @@ def _analyse(
     xa, ya = load_split(
         config, settings.analysis_split, root=root, limit=settings.analysis_examples, download=dl
     )
+    lap("data")
     taylor = [
         {**tag, **r}
         for r in taylor_records(model, xa, ya, settings.ks, dtype=_DTYPES[settings.taylor_dtype])
     ]
+    lap("taylor")
     maps = None
     if job["pooled"]:
         maps = {
@@ -474,6 +493,7 @@ def _analyse(
                 dtype=_DTYPES[settings.pooled_dtype],
             ),
         }
+        lap("pooled")
     return {
         "tag": tag,
         "records": records,
@@ -481,6 +501,7 @@ def _analyse(
         "coadaptation": maps,
         "train_seconds": t_train,
         "seconds": time.perf_counter() - t0,
+        "stage_seconds": stages,
     }
 
 
@@ -689,7 +710,13 @@ def reproduce_fashion(
         "taylor": [r for d in done for r in d["taylor"]],
         "coadaptation": [d["coadaptation"] for d in done if d["coadaptation"]],
         "network_seconds": [
-            {**d["tag"], "train": d["train_seconds"], "total": d["seconds"]} for d in done
+            {
+                **d["tag"],
+                "train": d["train_seconds"],
+                "total": d["seconds"],
+                "stages": d.get("stage_seconds", {}),
+            }
+            for d in done
         ],
         "reused_networks": sum(bool(d.get("reused_network")) for d in done),
         "reused_analyses": sum(bool(d.get("reused_analysis")) for d in done),

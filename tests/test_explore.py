@@ -273,9 +273,7 @@ _CHILD = (
 
 
 @pytest.mark.parametrize("status, shown", [(0, False), (3, True)])
-def test_relay_shows_what_voila_says_after_the_stop_only_when_it_then_fails(
-    status, shown, capsys
-):
+def test_relay_shows_what_voila_says_after_the_stop_only_when_it_then_fails(status, shown, capsys):
     """Before the stop every line reaches our stdout at once; after it, only if the exit fails."""
     from td_analysis.explore import _Relay
 

@@ -300,6 +300,24 @@ def test_load_results_reads_back_the_run(run):
         load_results(run["out"].parent / "nothing-here")
 
 
+def test_network_seconds_split_into_stages_that_add_up(run):
+    """``summary.json`` says where each network's time went: data, train, pruning, taylor and
+    (only for the networks with maps) pooled; the stages add up to at most the network's total
+    and cover most of it."""
+    for entry in run["summary"]["network_seconds"]:
+        st = entry["stages"]
+        pooled = any(
+            (m["regulariser"], m["bias"], m["seed"])
+            == (entry["regulariser"], entry["bias"], entry["seed"])
+            for m in run["maps"]
+        )
+        assert set(st) == {"data", "train", "pruning", "taylor"} | ({"pooled"} if pooled else set())
+        assert all(v >= 0 for v in st.values()), st
+        assert sum(st.values()) <= entry["total"] + 1e-6, (st, entry["total"])
+        assert st["train"] <= entry["train"] + 1e-6  # entry["train"]: training-split load too
+        assert sum(st.values()) >= 0.5 * entry["total"], "most of a network's time is unaccounted"
+
+
 def test_a_second_run_reuses_networks_and_analyses(run, tmp_path):
     """Same settings, same runs folder: nothing is trained or analysed again, and every output
     record is the same (the analyses are read back from ``runs/analysis``)."""
