@@ -566,7 +566,8 @@ def refresh_readme(
     readme: str | Path, out_dir: str | Path = "figures", experiments: Sequence[str] = ("toy",)
 ) -> None:
     """Rewrite the generated result blocks of ``readme`` from the JSON in ``out_dir`` (toy:
-    ``table1.json``; fashion-mlp: ``fashion_mlp/pruning.json`` and ``summary.json``)."""
+    ``table1.json``; fashion-mlp: ``fashion_mlp/pruning.json`` and ``summary.json``; the
+    training-length studies and the ResNet block whenever their JSON and markers exist)."""
     readme, out = Path(readme), Path(out_dir)
     if not readme.is_file():
         raise FileNotFoundError(f"README {readme} not found")
@@ -599,6 +600,19 @@ def refresh_readme(
                     _read_json(study, "python -m td_analysis.training_length"), heading="####"
                 ),
             )
+    resnet = out / "resnet_cifar10"
+    if (resnet / "pruning.json").is_file() and "generated: resnet " in text:
+        from td_analysis.report.resnet import readme_resnet_results
+
+        command = "td-analysis reproduce --experiment resnet-cifar10"
+        text = reports.replace_generated(
+            text,
+            "resnet",
+            readme_resnet_results(
+                _read_json(resnet / "pruning.json", command),
+                _read_json(resnet / "summary.json", command),
+            ),
+        )
     atomic_write_text(readme, text)
 
 

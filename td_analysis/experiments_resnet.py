@@ -68,6 +68,10 @@ __all__ = [
     "parse_paper_tables",
     "paper_tables",
     "reproduce_resnet",
+    "accuracy_figure",
+    "estimators_figure",
+    "coadaptation_figures",
+    "load_results",
 ]
 
 RESNET_KS = (0, 10, 20, 30, 40, 50, 60, 70, 80, 90)
@@ -486,16 +490,11 @@ def rank_correlations(taylor: Sequence[dict]) -> list[dict]:
 
 
 # ----------------------------------------------------------------------------- outputs
-def write_outputs(out: Path, results: dict, command: str) -> None:
-    """Every file of ``figures/resnet_cifar10/`` from the collected ``results``."""
-    import matplotlib.pyplot as plt
-
+def accuracy_figure(records: Sequence[dict], settings: dict):
+    """``accuracy_vs_k.png``: test accuracy vs k, weight and unit pruning, every regulariser
+    and reading (mean ± std over seeds)."""
     from td_analysis import plotting
 
-    settings = results["settings"]
-    records = results["records"]
-    atomic_write_json(out / "pruning.json", records)
-    atomic_write_text(out / "pruning.md", pruning_markdown(records, settings))
     plot_rows = [
         {**r, "regulariser": f"{r['regulariser']} ({r['reading']})", "bias": True} for r in records
     ]
@@ -507,39 +506,95 @@ def write_outputs(out: Path, results: dict, command: str) -> None:
     for ax in fig.axes:
         if ax.get_xlabel():
             ax.set_xlabel("k: percent of each pruned conv's weights / filters removed")
-    plotting.save_figure(fig, out / "accuracy_vs_k.png", formats=("png",))
-    rho = rank_correlations(results["taylor"])
-    results["rank_correlations"] = rho
-    atomic_write_json(out / "taylor.json", {"records": results["taylor"], "rank_correlations": rho})
-    fig = plotting.plot_taylor_records(
-        [{**r, "regulariser": f"{r['regulariser']} ({r['reading']})"} for r in results["taylor"]],
+    return fig
+
+
+def estimators_figure(taylor: Sequence[dict], settings: dict):
+    """``estimators.png``: each Taylor estimate of every pruning against its measured ΔE."""
+    from td_analysis import plotting
+
+    return plotting.plot_taylor_records(
+        [{**r, "regulariser": f"{r['regulariser']} ({r['reading']})"} for r in taylor],
         TAYLOR_ESTIMATORS,
         title=f"Taylor estimates vs measured ΔE of every pruning (mean loss, "
         f"{settings['analysis_examples']:,} {settings['analysis_split']} images, "
         f"{settings['taylor_dtype']}, HVPs)",
     )
+
+
+def coadaptation_figures(maps: Sequence[dict], settings: dict) -> tuple:
+    """``coadaptation_pooled.png`` and ``coadaptation_layers.png`` (none vs targeted, first
+    seed); ``()`` without maps."""
+    from td_analysis import plotting
+
+    if not maps:
+        return ()
+    pooled = plotting.coadaptation_panels(
+        {m["regulariser"]: np.asarray(m["pooled"]) for m in maps},
+        gamma=0.75,
+        suptitle=f"θᵀ⊙H⊙θ of the {maps[0]['num_weights']:,} pruned conv weights ordered by "
+        f"|θ|, {settings['pooled_bins']}² block sums (seed {settings['seeds'][0]})",
+    )
+    layers = plotting.plot_layer_maps(
+        {m["regulariser"]: np.asarray(m["layer_sums"]) for m in maps},
+        {m["regulariser"]: np.asarray(m["pruned_layer_sums"]) for m in maps},
+        maps[0]["layers"],
+        prune_k=maps[0]["prune_k"],
+    )
+    return pooled, layers
+
+
+def write_outputs(out: Path, results: dict, command: str) -> None:
+    """Every file of ``figures/resnet_cifar10/`` from the collected ``results``."""
+    import matplotlib.pyplot as plt
+
+    from td_analysis import plotting
+
+    settings = results["settings"]
+    records = results["records"]
+    atomic_write_json(out / "pruning.json", records)
+    atomic_write_text(out / "pruning.md", pruning_markdown(records, settings))
+    plotting.save_figure(accuracy_figure(records, settings), out / "accuracy_vs_k.png", ("png",))
+    rho = rank_correlations(results["taylor"])
+    results["rank_correlations"] = rho
+    atomic_write_json(out / "taylor.json", {"records": results["taylor"], "rank_correlations": rho})
+    fig = estimators_figure(results["taylor"], settings)
     plotting.save_figure(fig, out / "estimators.png", formats=("png",))
     maps = results["coadaptation"]
     atomic_write_json(out / "coadaptation.json", maps)
-    if maps:
-        fig = plotting.coadaptation_panels(
-            {m["regulariser"]: np.asarray(m["pooled"]) for m in maps},
-            gamma=0.75,
-            suptitle=f"θᵀ⊙H⊙θ of the {maps[0]['num_weights']:,} pruned conv weights ordered by "
-            f"|θ|, {settings['pooled_bins']}² block sums (seed {settings['seeds'][0]})",
-        )
-        plotting.save_figure(fig, out / "coadaptation_pooled.png", formats=("png",))
-        fig = plotting.plot_layer_maps(
-            {m["regulariser"]: np.asarray(m["layer_sums"]) for m in maps},
-            {m["regulariser"]: np.asarray(m["pruned_layer_sums"]) for m in maps},
-            maps[0]["layers"],
-            prune_k=maps[0]["prune_k"],
-        )
-        plotting.save_figure(fig, out / "coadaptation_layers.png", formats=("png",))
+    for fig, name in zip(
+        coadaptation_figures(maps, settings),
+        ("coadaptation_pooled.png", "coadaptation_layers.png"),
+        strict=False,
+    ):
+        plotting.save_figure(fig, out / name, formats=("png",))
     plt.close("all")
     summary = {k: v for k, v in results.items() if k not in ("records", "taylor", "coadaptation")}
     atomic_write_json(out / "summary.json", summary)
     atomic_write_text(out / "README.md", readme(results, command))
+
+
+def load_results(out_dir: str | Path = "figures/resnet_cifar10") -> dict:
+    """What :func:`reproduce_resnet` returned, read back from the files it wrote in ``out_dir``
+    (``summary.json`` with ``records`` from ``pruning.json``, ``taylor`` and the rank
+    correlations from ``taylor.json``, ``coadaptation`` from ``coadaptation.json``)."""
+    out = Path(out_dir)
+    names = ("summary.json", "pruning.json", "taylor.json", "coadaptation.json")
+    missing = [f for f in names if not (out / f).is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"{out} has no {', '.join(missing)}: run `td-analysis reproduce --experiment "
+            "resnet-cifar10` first"
+        )
+    summary = json.loads((out / "summary.json").read_text())
+    taylor = json.loads((out / "taylor.json").read_text())
+    return {
+        **summary,
+        "records": json.loads((out / "pruning.json").read_text()),
+        "taylor": taylor["records"],
+        "rank_correlations": taylor["rank_correlations"],
+        "coadaptation": json.loads((out / "coadaptation.json").read_text()),
+    }
 
 
 def _load_average() -> float | None:

@@ -385,3 +385,103 @@ def test_one_seed_gives_the_table_without_differences() -> None:
     assert md.count("| targeted dropout |") == 2 and "Paired differences" not in md
     assert not [ln for ln in md.splitlines() if ln.startswith("- ") and "t interval" in ln]
     assert reports.toy_difference_curves({**res, "pruning_curves": []}) == {}
+
+
+# ----------------------------------------------------------------------------- resnet block
+def _resnet_records(seeds=(0, 1, 2), seed: int = 3) -> list[dict]:
+    """none and dropout collapse under weight pruning at 70–80 % where targeted weight dropout
+    keeps ~80 %; targeted unit dropout is the baselines' equal under unit pruning (noise only)."""
+    rng = np.random.default_rng(seed)
+    regs = ("none", "dropout", "targeted-weight-a0.66-g0.75", "targeted-unit-a0.66-g0.75")
+    recs = []
+    for reg in regs:
+        readings = ("trained", "zero-targeted") if reg.startswith("targeted") else ("trained",)
+        for s in seeds:
+            for reading in readings:
+                for kind in ("weight", "unit"):
+                    for k in (0.0, 10.0, 40.0, 50.0, 60.0, 70.0, 80.0, 90.0):
+                        base = 0.82 - (0.5 if k >= 70 and kind == "weight" else 0.0)
+                        if reg.startswith("targeted-weight") and kind == "weight":
+                            base = 0.80
+                        acc = base + rng.normal(0, 0.01)
+                        recs.append(
+                            {
+                                "regulariser": reg,
+                                "seed": s,
+                                "reading": reading,
+                                "kind": kind,
+                                "k": k,
+                                "accuracy": float(acc),
+                                "loss": 1.0,
+                                "zero_share": 0.0,
+                            }
+                        )
+    return recs
+
+
+def test_resnet_claims_are_the_paired_intervals_and_the_verdict_counts_them() -> None:
+    from td_analysis.report import resnet
+
+    recs = _resnet_records()
+
+    def acc(reg, kind, k):
+        return [
+            r["accuracy"]
+            for r in sorted(recs, key=lambda r: r["seed"])
+            if (r["regulariser"], r["reading"], r["kind"], r["k"]) == (reg, "trained", kind, k)
+        ]
+
+    lines = resnet.claim_lines(recs)
+    bullets = [ln[2:] for ln in lines if ln.startswith("- ")]
+    # TD-weight × {70, 80} and TD-unit × {40, 50, 60}, each against none and dropout
+    assert len(bullets) == (2 + 3) * 2
+    outcome = {}
+    for b in bullets:
+        kind, k, reg, base = re.match(
+            r"At (\w+) k = ([\d.]+)%: (targeted-\w+-a[\d.]+-g[\d.]+).*?(none|dropout)\b", b
+        ).groups()
+        assert reg.startswith(f"targeted-{kind}"), b
+        ref = ref_ci(acc(reg, kind, float(k)), acc(base, kind, float(k)))
+        check_sentence(b, ref, 100, 2)
+        outcome.setdefault((reg, kind, k), []).append(ref)
+    holds = sum(all(lo > 0 for _, lo, _ in refs) for refs in outcome.values())
+    rev = sum(any(hi < 0 for _, _, hi in refs) for refs in outcome.values())
+    assert holds == 2  # the planted collapse: both weight points
+    verdict = lines[-1]
+    want = f"holds at {holds} of {len(outcome)} claim points"
+    assert want in verdict and f"at {rev} a baseline" in verdict, verdict
+    assert f"at {len(outcome) - holds - rev} there is {NO_DIFF}" in verdict, verdict
+
+
+def test_resnet_readme_block_table_is_the_records_means() -> None:
+    from td_analysis.report import resnet
+
+    recs = _resnet_records(seeds=(0, 1))
+    summary = {
+        "seconds": 600.0,
+        "settings": {
+            "preset": "cpu",
+            "resolved": {"units": [1, 1, 1], "widths": [16, 32, 64], "epochs": 20},
+        },
+    }
+    text = resnet.readme_resnet_results(recs, summary)
+    rows = [ln for ln in text.splitlines() if ln.startswith("| ")]
+    header = [c.strip() for c in rows[0].strip("|").split("|")][1:]
+    for row in rows[2:]:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        label, cells = cells[0], cells[1:]
+        kind, k = (
+            ("weight", 0.0)
+            if label == "unpruned"
+            else (label.split()[0], float(label.split()[1][:-1]))
+        )
+        for reg, cell in zip(header, cells, strict=True):
+            vals = [
+                100 * r["accuracy"]
+                for r in recs
+                if (r["regulariser"], r["reading"], r["kind"], r["k"]) == (reg, "trained", kind, k)
+            ]
+            m, sd = cell.split(" ± ")
+            assert float(m) == pytest.approx(np.mean(vals), abs=0.05 * 1.001), (label, reg)
+            assert float(sd) == pytest.approx(np.std(vals, ddof=1), abs=0.05 * 1.001)
+    assert "10 min 0 s" in text and "seeds 0, 1" in text

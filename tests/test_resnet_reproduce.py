@@ -495,3 +495,35 @@ def test_outputs_readme_and_report_only(run, tmp_path):
     assert main(argv) == 0
     assert (copy / "pruning.md").read_text() == md
     assert os.path.exists(copy / "README.md")
+
+
+def test_load_results_reads_back_what_reproduce_returned(run, tmp_path):
+    from td_analysis.experiments_resnet import load_results
+
+    got = load_results(run["out"])
+    res = json.loads(json.dumps(run["results"]))  # the JSON types (tuples as lists)
+    for key in ("records", "taylor", "coadaptation", "rank_correlations", "networks"):
+        assert got[key] == res[key], key
+    assert got["settings"] == res["settings"]
+    with pytest.raises(FileNotFoundError, match="pruning.json.*reproduce --experiment resnet"):
+        load_results(tmp_path)
+
+
+def test_readme_block_comes_from_the_committed_json(run, tmp_path):
+    """``reproduce --report-only --readme`` fills a README's resnet block from the JSON."""
+    from td_analysis.experiments import refresh_readme
+    from td_analysis.report.resnet import readme_resnet_results
+    from td_analysis.reports import generated_marker
+
+    figs = tmp_path / "figures"
+    (figs / "resnet_cifar10").mkdir(parents=True)
+    for f in ("pruning.json", "summary.json"):
+        (figs / "resnet_cifar10" / f).write_text((run["out"] / f).read_text())
+    readme = tmp_path / "README.md"
+    readme.write_text(
+        "before\n" + generated_marker("resnet", "x") + "\nold\n<!-- end generated: resnet -->\n"
+    )
+    refresh_readme(readme, figs, experiments=())
+    summary = json.loads((run["out"] / "summary.json").read_text())
+    assert readme_resnet_results(run["records"], summary) in readme.read_text()
+    assert "old" not in readme.read_text()

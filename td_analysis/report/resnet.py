@@ -14,7 +14,16 @@ from pathlib import Path
 
 import numpy as np
 
-from td_analysis.report.common import mean_std, paired_curve
+from td_analysis.report.common import (
+    LEVEL,
+    NO_DIFFERENCE,
+    Metric,
+    capital,
+    claim,
+    duration,
+    mean_std,
+    paired_curve,
+)
 
 __all__ = [
     "PRUNING_KINDS",
@@ -26,6 +35,13 @@ __all__ = [
     "pruning_markdown",
     "answer",
     "readme",
+    "RESNET_ACCURACY",
+    "BASELINES",
+    "claim_points_of",
+    "claim_differences",
+    "claim_verdict",
+    "claim_lines",
+    "readme_resnet_results",
 ]
 
 PRUNING_KINDS = ("weight", "unit")
@@ -229,5 +245,134 @@ def readme(results: dict, command: str) -> str:
             "",
             answer(results["records"]),
             "",
+            *claim_lines(results["records"]),
+            "",
         ]
     )
+
+
+# ----------------------------------------------------------------------------- README block
+RESNET_ACCURACY = Metric(
+    "accuracy",
+    "test accuracy",
+    100.0,
+    " points",
+    2,
+    "{a} is {x} ± {h} points {dir} accurate than {b}",
+    "more",
+    "less",
+)
+#: what targeted dropout is compared with: the paper's "none" and "dropout" columns
+BASELINES = ("none", "dropout")
+
+
+def claim_points_of(regulariser: str) -> tuple[tuple[str, float], ...]:
+    """The :data:`CLAIM_POINTS` a targeted regulariser answers for: weight pruning at 70–80 %
+    for targeted weight dropout, unit pruning at 40–60 % for targeted unit dropout."""
+    for kind in PRUNING_KINDS:
+        if regulariser.startswith(f"targeted-{kind}"):
+            return tuple((kd, k) for kd, k in CLAIM_POINTS if kd == kind)
+    return ()
+
+
+def claim_differences(
+    records: Sequence[dict], reading: str = "trained"
+) -> list[tuple[str, str, str, float, object]]:
+    """``[(regulariser, baseline, kind, k, PairedDifference)]``: each targeted regulariser's
+    ``reading`` minus each baseline's trained network, paired by seed, at its claim points
+    (points with fewer than 2 common seeds are left out)."""
+    regs = list(dict.fromkeys(r["regulariser"] for r in records))
+    out = []
+    for reg in regs:
+        for kind, k in claim_points_of(reg):
+            for base in (b for b in BASELINES if b in regs):
+                curve = paired_curve(
+                    [r for r in records if r["kind"] == kind],
+                    {"regulariser": reg, "reading": reading},
+                    {"regulariser": base, "reading": "trained"},
+                    x="k",
+                )
+                out += [(reg, base, kind, k, d) for kv, d in curve if kv == k]
+    return out
+
+
+def claim_verdict(differences: Sequence[tuple]) -> dict[str, int]:
+    """Counts over the claim points (regulariser × kind × k) of :func:`claim_differences`:
+    ``holds`` (more accurate than every baseline, each interval above 0), ``reversed`` (some
+    baseline more accurate, interval below 0), ``unsettled`` (the rest), and ``points``."""
+    points: dict[tuple, list] = {}
+    for reg, _base, kind, k, d in differences:
+        points.setdefault((reg, kind, k), []).append(d)
+    holds = sum(all(d.excludes_zero and d.mean > 0 for d in ds) for ds in points.values())
+    rev = sum(any(d.excludes_zero and d.mean < 0 for d in ds) for ds in points.values())
+    return {
+        "points": len(points),
+        "holds": holds,
+        "reversed": rev,
+        "unsettled": len(points) - holds - rev,
+    }
+
+
+def _mean_pct(records: Sequence[dict], reg: str, reading: str, kind: str, k: float) -> str:
+    vals = [
+        100 * r["accuracy"]
+        for r in records
+        if (r["regulariser"], r["reading"], r["kind"], r["k"]) == (reg, reading, kind, k)
+    ]
+    if not vals:
+        return "–"
+    m, sd = mean_std(vals)
+    return f"{m:.1f} ± {sd:.1f}" if len(vals) > 1 else f"{m:.1f}"
+
+
+def readme_resnet_results(records: Sequence[dict], summary: dict) -> str:
+    """The README's ResNet block, from ``pruning.json`` and ``summary.json``: the run, the
+    accuracy at the claim points (trained weights), the paired differences' sentences and the
+    verdict on the paper's qualitative claim."""
+    s = summary["settings"]
+    p = s["resolved"]
+    seeds = sorted({int(r["seed"]) for r in records})
+    regs = list(dict.fromkeys(r["regulariser"] for r in records))
+    minutes = duration(summary.get("seconds", float("nan")))
+    lines = [
+        f"The committed results come from `td-analysis reproduce --experiment resnet-cifar10 "
+        f"--preset {s['preset']}` ({minutes} of wall-clock time, `figures/resnet_cifar10/"
+        f"summary.json`): a pre-activation ResNet with units {tuple(p['units'])} and widths "
+        f"{tuple(p['widths'])}, {p['epochs']} epochs, seeds {', '.join(map(str, seeds))}. Test "
+        "accuracy (%, 10,000 images), mean ± std over the seeds, trained weights, every conv "
+        "but the init conv pruned (both readings and every k: `figures/resnet_cifar10/"
+        "pruning.md`):",
+        "",
+        "| pruning | " + " | ".join(regs) + " |",
+        "|---" * (len(regs) + 1) + "|",
+    ]
+    for kind, k in (("weight", 0.0), *CLAIM_POINTS):
+        label = "unpruned" if k == 0 else f"{kind} {k:g}%"
+        cells = [_mean_pct(records, reg, "trained", kind, k) for reg in regs]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join([*lines, "", *claim_lines(records)])
+
+
+def claim_lines(records: Sequence[dict]) -> list[str]:
+    """The paired differences at the claim points as bullets, then the verdict sentence."""
+    diffs = claim_differences(records)
+    if not diffs:
+        return ["(fewer than 2 seeds: no paired differences)"]
+    seeds = sorted({int(r["seed"]) for r in records})
+    v = claim_verdict(diffs)
+    return [
+        f"Paired by seed, {LEVEL:.0%} t intervals over {len(seeds)} seeds, each targeted "
+        "network's trained weights against the baselines at its claim points (weight pruning "
+        "70–80 % for targeted weight dropout, unit pruning 40–60 % for targeted unit dropout):",
+        "",
+        *(
+            f"- {capital(claim(reg, base, RESNET_ACCURACY, d, where=f'at {kind} k = {k:g}%: '))}"
+            for reg, base, kind, k, d in diffs
+        ),
+        "",
+        f"The paper's qualitative claim (targeted dropout keeps its accuracy where none and "
+        f"dropout lose it) holds at {v['holds']} of {v['points']} claim points (more accurate "
+        f"than both baselines, every interval above zero); at {v['reversed']} a baseline is "
+        f"more accurate; at {v['unsettled']} there is {NO_DIFFERENCE} from at least one "
+        "baseline.",
+    ]
