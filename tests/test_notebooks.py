@@ -26,6 +26,7 @@ NOTEBOOKS = [
     "04_fashion_mlp.ipynb",
     "05_spectrum.ipynb",
     "06_your_own_model.ipynb",
+    "07_resnet.ipynb",
 ]
 MAX_BYTES = 1_500_000
 
