@@ -26,6 +26,7 @@ from scipy import stats
 ROOT = Path(__file__).resolve().parents[1]
 FIG = ROOT / "figures"
 FASHION = FIG / "fashion_mlp"
+RESNET = FIG / "resnet_cifar10"
 NUMBER = re.compile(
     r"(?<![\w.\-−])[-+−]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:e[-+]?\d+)?(?![\w])"
 )
@@ -55,6 +56,8 @@ METHOD = {
         20: "the fashion-mlp default protocol's 20 epochs (task fashion-mlp)",
         34: "networks of the default fashion-mlp grid: 5 × 5 with biases, 3 × 3 without",
         60: "the protocol study's 60-epoch protocols (protocol_study.PROTOCOLS)",
+        22: "issue 22",
+        10000: "the CIFAR-10 test split's 10,000 images",
     },
     "figures/README.md": {
         3000: "the published colour bar ±3000",
@@ -81,6 +84,8 @@ METHOD = {
         19: "issue #19",
     },
     "figures/fashion_mlp/README.md": {100: "k = 100·γ"},
+    "resnet_cifar10/pruning.md": {1: "seed 001 slides", 95: "95% t interval"},
+    "resnet_cifar10/README.md": {22: "issue 22", 95: "95% intervals"},
     "pruning.md": {95: "95% intervals", 1000: "MLP widths", 500: "MLP widths", 200: "MLP widths"},
 }
 
@@ -192,6 +197,29 @@ def fashion_candidates(records: list[dict], summary: dict) -> list[float]:
     c += sorted({float(r["k"]) for r in records})
     rho = [r["estimate"] for r in summary["rank_correlations"] if r["kind"] == "all"]
     c += [min(rho), max(rho)]
+    return c
+
+
+def resnet_candidates(records: list[dict], summary: dict, paper: dict) -> list[float]:
+    """Every number the ResNet reports may print: the settings and timings of ``summary.json``,
+    the paper's tables, mean and std per (regulariser, reading, kind, k), and every targeted
+    reading minus each baseline (none, dropout) of the same seed, kind and k."""
+    c = leaves(summary) + leaves(paper) + [summary["seconds"] / 60]
+    groups: dict[tuple, dict[int, float]] = {}
+    for r in records:
+        key = (r["regulariser"], r["reading"], r["kind"], float(r["k"]))
+        groups.setdefault(key, {})[int(r["seed"])] = r["accuracy"]
+    for (reg, _reading, kind, k), by_seed in groups.items():
+        a = np.asarray(list(by_seed.values()), float)
+        c += [float(a.mean())] + ([float(a.std(ddof=1))] if a.size > 1 else [])
+        if not reg.startswith("targeted"):
+            continue
+        for b in ("none", "dropout"):
+            base = groups.get((b, "trained", kind, k), {})
+            seeds = sorted(set(by_seed) & set(base))
+            if len(seeds) > 1:
+                c += ttest([by_seed[s] for s in seeds], [base[s] for s in seeds])
+    c += sorted({float(r["k"]) for r in records})
     return c
 
 
@@ -313,7 +341,17 @@ def sources():
     fstudy = load(fstudy_path) if fstudy_path.is_file() else None
     if fstudy:  # the fashion training-length study: its settings, cells and paired steps
         fashion += fashion_length_candidates(fstudy)
+    resnet = None
+    if (RESNET / "pruning.json").is_file():
+        resnet = {
+            "records": load(RESNET / "pruning.json"),
+            "summary": load(RESNET / "summary.json"),
+        }
+        paper = load(ROOT / "td_analysis" / "paper_resnet32.json")
+        resnet["pool"] = resnet_candidates(resnet["records"], resnet["summary"], paper)
     return {
+        "resnet": resnet,
+        "resnet_pool": resnet["pool"] if resnet else [],
         "study": study,
         "table1": t,
         "records": records,
@@ -324,7 +362,8 @@ def sources():
         "fashion": fashion,
         "seconds": [t["seconds"], summary["seconds"]]
         + ([study["seconds"]] if study else [])
-        + ([fstudy["seconds"]] if fstudy else []),
+        + ([fstudy["seconds"]] if fstudy else [])
+        + ([resnet["summary"]["seconds"]] if resnet else []),
         "fashion_study": fstudy,
     }
 
@@ -340,10 +379,12 @@ def results_section(readme: str) -> str:
     [
         ("table1.md", FIG / "table1.md", ("toy", "protocol")),
         ("pruning.md", FASHION / "pruning.md", ("fashion",)),
-        ("README.md", ROOT / "README.md", ("toy", "fashion")),
-        ("figures/README.md", FIG / "README.md", ("toy", "fashion")),
+        ("README.md", ROOT / "README.md", ("toy", "fashion", "resnet_pool")),
+        ("figures/README.md", FIG / "README.md", ("toy", "fashion", "resnet_pool")),
         ("figures/fashion_mlp/README.md", FASHION / "README.md", ("fashion",)),
         ("training_length.md", FASHION / "training_length.md", ("fashion",)),
+        ("resnet_cifar10/pruning.md", RESNET / "pruning.md", ("resnet_pool",)),
+        ("resnet_cifar10/README.md", RESNET / "README.md", ("resnet_pool",)),
     ],
 )
 def test_every_number_comes_from_the_json(sources, name, path, pools) -> None:
@@ -362,7 +403,13 @@ CLAIM = re.compile(r"95% t interval ([-+][\d.]+) to ([-+][\d.]+)")
 
 @pytest.mark.parametrize(
     "path",
-    [FIG / "table1.md", FASHION / "pruning.md", ROOT / "README.md", FASHION / "training_length.md"],
+    [
+        FIG / "table1.md",
+        FASHION / "pruning.md",
+        ROOT / "README.md",
+        FASHION / "training_length.md",
+        RESNET / "README.md",
+    ],
     ids=lambda p: f"{p.parent.name}/{p.name}",
 )
 def test_sentences_state_a_difference_only_when_the_interval_excludes_zero(path) -> None:
@@ -399,6 +446,14 @@ def test_readme_blocks_are_what_the_reports_write_from_the_json(sources) -> None
             again,
             "fashion-training-length",
             reports.fashion_training_length_markdown(sources["fashion_study"], heading="####"),
+        )
+    if sources["resnet"]:
+        from td_analysis.report.resnet import readme_resnet_results
+
+        again = reports.replace_generated(
+            again,
+            "resnet",
+            readme_resnet_results(sources["resnet"]["records"], sources["resnet"]["summary"]),
         )
     assert again == readme
 
