@@ -82,6 +82,7 @@ METHOD = {
         55: "the published image's diagonal reaches index 55 (REFERENCE.md)",
         0.375: "γ·α",
         19: "issue #19",
+        22: "issue 22",
     },
     "figures/fashion_mlp/README.md": {100: "k = 100·γ"},
     "resnet_cifar10/pruning.md": {1: "seed 001 slides", 95: "95% t interval"},
