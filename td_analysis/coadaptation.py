@@ -17,7 +17,12 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from td_analysis.curvature import HessianMemoryError, available_memory_bytes, hvp
+from td_analysis.curvature import (
+    HessianMemoryError,
+    HessianOperator,
+    SymmetricOperator,
+    available_memory_bytes,
+)
 from td_analysis.models import ParamSpec, param_specs
 from td_analysis.progress import progress_bar as tqdm
 from td_analysis.pruning import PRUNABLE_TYPES, module_pruning_masks, pruning_masks
@@ -301,7 +306,7 @@ def pooled_block_summary(
     reduction: str = "sum",
     dtype: torch.dtype | None = torch.float64,
     chunk_size: int | None = None,
-    operator: object | None = None,
+    operator: SymmetricOperator | None = None,
 ) -> BlockSummary:
     """The signed block sums of :func:`block_summary` without the full Hessian (2 HVPs).
 
@@ -372,7 +377,7 @@ def pooled_unit_dependence(
     reduction: str = "sum",
     dtype: torch.dtype | None = torch.float64,
     chunk_size: int | None = None,
-    operator: object | None = None,
+    operator: SymmetricOperator | None = None,
 ) -> Tensor:
     """The units × units map ``D = UᵀHU`` with ``U[i, unit(i)] = θ_i``, by one HVP per unit.
 
@@ -411,7 +416,7 @@ def layer_coadaptation(
     reduction: str = "mean",
     dtype: torch.dtype | None = torch.float64,
     chunk_size: int | None = None,
-    operator: object | None = None,
+    operator: SymmetricOperator | None = None,
 ) -> tuple[Tensor, list[str]]:
     """Layer × layer map ``D_ab = Σ_{i∈a, j∈b} θ_i H_ij θ_j`` (one HVP per layer), and the layers.
 
@@ -444,7 +449,7 @@ def coadaptation_entries(
     reduction: str = "sum",
     dtype: torch.dtype | None = torch.float64,
     chunk_size: int | None = None,
-    operator: object | None = None,
+    operator: SymmetricOperator | None = None,
 ) -> Tensor:
     """Exact entries ``C_ab = θ_a H_ab θ_b`` between the parameters at ``positions`` (k × k).
 
@@ -470,18 +475,6 @@ def coadaptation_entries(
 
 
 # ----------------------------------------------------------------------------- projections
-class _HVPOperator:
-    """H·V over one parameter selection through :func:`td_analysis.curvature.hvp` (fallback)."""
-
-    def __init__(self, model, inputs, targets, names, reduction, dtype, chunk_size) -> None:
-        self.args = (model, inputs, targets)
-        self.kwargs = dict(params=names, reduction=reduction, dtype=dtype, chunk_size=chunk_size)
-        self.shape = (sum(s.numel for s in param_specs(model, names)),) * 2
-
-    def __matmul__(self, V: Tensor) -> Tensor:
-        return hvp(*self.args, V, **self.kwargs)
-
-
 def hessian_operator(
     model: nn.Module,
     inputs: Tensor,
@@ -491,18 +484,12 @@ def hessian_operator(
     reduction: str = "mean",
     dtype: torch.dtype | None = torch.float64,
     chunk_size: int | None = None,
-) -> object:
-    """An operator ``op @ V = H V`` (V of shape P × k) over the selection of ``order``.
-
-    Built once and reused for every product (the parameters and data are cast once);
-    :class:`td_analysis.curvature.HessianOperator` where available.
-    """
+) -> HessianOperator:
+    """The :class:`td_analysis.curvature.HessianOperator` ``op @ V = H V`` (V of shape P × k)
+    over the selection of ``order``, built once and reused for every product (the parameters
+    and data are cast once)."""
     names = order.names if isinstance(order, MagnitudeOrder) else order
     names = [s.name for s in param_specs(model, names)]
-    try:
-        from td_analysis.curvature import HessianOperator
-    except ImportError:
-        return _HVPOperator(model, inputs, targets, names, reduction, dtype, chunk_size)
     return HessianOperator(
         model,
         (inputs, targets),
@@ -513,7 +500,7 @@ def hessian_operator(
     )
 
 
-def _matmat(operator: object) -> Callable[[Tensor], Tensor]:
+def _matmat(operator: SymmetricOperator | Callable[[Tensor], Tensor]) -> Callable[[Tensor], Tensor]:
     if hasattr(operator, "__matmul__"):
         return lambda V: operator @ V
     if callable(operator):
@@ -558,7 +545,7 @@ def _projection_columns(
 
 
 def group_sums(
-    operator: object,
+    operator: SymmetricOperator | Callable[[Tensor], Tensor],
     theta: Tensor,
     group: Tensor,
     count: int,
@@ -658,7 +645,7 @@ def pooled_coadaptation(
     reduction: str = "sum",
     dtype: torch.dtype | None = torch.float64,
     chunk_size: int | None = None,
-    operator: object | None = None,
+    operator: SymmetricOperator | None = None,
     columns: int | None = None,
     memory_limit: int | None = None,
     progress: bool = False,

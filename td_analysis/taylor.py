@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from td_analysis.coadaptation import hessian_operator
-from td_analysis.curvature import gradient, hessian_diagonal, loss
+from td_analysis.curvature import SymmetricOperator, gradient, hessian_diagonal, loss
 from td_analysis.models import flatten_params, param_specs
 from td_analysis.progress import progress_bar as tqdm
 from td_analysis.pruning import (
@@ -112,7 +112,7 @@ def taylor_terms(
     dtype: torch.dtype | None = torch.float64,
     grad: Tensor | None = None,
     diag: Tensor | None = None,
-    operator: object | None = None,
+    operator: SymmetricOperator | None = None,
 ) -> dict[str, float]:
     """The estimators of the module doc for one deletion ``d`` over ``params``.
 
@@ -134,7 +134,7 @@ def taylor_terms(
 
 
 def deletion_terms(
-    operator: object,
+    operator: SymmetricOperator,
     D: Tensor,
     *,
     grad: Tensor,
@@ -171,6 +171,8 @@ def deletion_terms(
 
 
 def _gradient(op, model, inputs, targets, params, reduction, dtype) -> Tensor:
+    """∇ from a :class:`HessianOperator`'s own pass, else (any other ``SymmetricOperator``, e.g.
+    a dense tensor or another library's operator) from the model."""
     if hasattr(op, "gradient"):
         return op.gradient()
     return gradient(model, inputs, targets, params=params, reduction=reduction, dtype=dtype)
@@ -182,6 +184,8 @@ DIAGONAL_COLUMNS_LIMIT = 2048
 
 
 def _diagonal(op, model, inputs, targets, params, reduction, dtype) -> Tensor | None:
+    """diag H from the operator when it has one (a HessianOperator, a dense tensor), else from
+    the model."""
     if hasattr(op, "diagonal"):
         try:
             return op.diagonal()
@@ -217,7 +221,7 @@ def estimate_pruning(
     grad: Tensor | None = None,
     diag: Tensor | None = None,
     base: tuple[float, float] | None = None,
-    operator: object | None = None,
+    operator: SymmetricOperator | None = None,
 ) -> PruningEstimate:
     """Taylor terms of removing ``masks`` (True = pruned) and the measured loss and accuracy."""
     params = [s.name for s in param_specs(model, list(masks))]

@@ -8,6 +8,8 @@ the flat vector θ of the selected parameters (order of :func:`td_analysis.model
   ``H.to_scipy()``; ``distributed=True`` sums over the ranks of ``torch.distributed``.
 * :func:`hvp`, :func:`hessian`, :func:`hessian_diagonal`, :func:`projected_hessian`,
   :func:`gradient`: one-call wrappers building an operator.
+* Algorithms on any :class:`SymmetricOperator` (``.shape`` and ``@``), one per module in
+  :mod:`.algorithms`: eigenpairs, trace, density, subsets (re-exported by :mod:`.spectrum`).
 * Backends: closed form for dense ReLU nets (:mod:`.dense`, chosen by :mod:`.structure`),
   ``torch.func`` for any classifier (:mod:`.functional`).
 """
@@ -27,6 +29,7 @@ from .memory import HessianMemoryError, available_memory_bytes, check_hessian_me
 from .spectrum import (
     PrunedSpectrum,
     RestrictedOperator,
+    SymmetricOperator,
     hessian_trace,
     lanczos_quadrature,
     pruned_spectrum,
@@ -38,6 +41,7 @@ from .structure import dense_structure
 
 __all__ = [
     "HessianOperator",
+    "SymmetricOperator",
     "loss",
     "gradient",
     "hvp",

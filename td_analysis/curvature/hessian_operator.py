@@ -27,6 +27,7 @@ from td_analysis.progress import progress_bar as tqdm  # a bar on a terminal onl
 
 from ..models import ParamSpec, param_specs
 from . import distributed as dist_utils
+from .algorithms.base import cpu_generator, rademacher_block
 from .dense import DenseBackend, symmetrize_average, workspace_bytes
 from .functional import WORK_BYTES, FunctionalModel, balanced_chunk
 from .memory import available_memory_bytes, check_hessian_memory, empty_matrix
@@ -608,14 +609,13 @@ class HessianOperator:
         """
         if num_samples < 1:
             raise ValueError(f"num_samples must be positive, got {num_samples}")
-        gen = torch.Generator(device="cpu").manual_seed(seed)
+        gen = cpu_generator(seed)
         P = self.num_params
         total = torch.zeros_like(self._fm.theta)
         done = 0
         while done < num_samples:
             k = min(batch, num_samples - done)
-            V = torch.randint(0, 2, (P, k), generator=gen).to(self._dtype).mul_(2).sub_(1)
-            V = V.to(self._device)
+            V = rademacher_block(P, k, gen, self._device).to(self._dtype)  # ±1: exact in any dtype
             total += (V * self.matmat(V)).sum(dim=1)
             done += k
         return total / num_samples
