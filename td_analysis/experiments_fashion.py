@@ -45,7 +45,12 @@ from td_analysis.io import (
     atomic_write_text,
     staged_directory,
 )
-from td_analysis.pruning import apply_masks, pruning_table, seed_pruning_masks, validate_percent
+from td_analysis.pruning import (
+    apply_masks,
+    pruning_table,
+    reference_pruning_masks,
+    validate_percent,
+)
 from td_analysis.report.fashion import fashion_readme
 from td_analysis.report.fashion_files import network_text as _network_text
 from td_analysis.report.fashion_files import (
@@ -276,13 +281,13 @@ def taylor_records(
     pruning ``(kind, k)``, k > 0, over all parameters; one Hessian operator, ∇ and exact diag H.
 
     ``masks(model, k, kind)`` gives the pruning masks (default: the seed's rules,
-    :func:`~td_analysis.pruning.seed_pruning_masks`); ``diagonal=False`` skips diag H (the
+    :func:`~td_analysis.pruning.reference_pruning_masks`); ``diagonal=False`` skips diag H (the
     ``diagonal`` estimator is then NaN: for a large model without a closed form it costs P
     HVPs); ``chunk_size``: examples per HVP chunk (default: the operator's budget).
     Records: ``{"kind", "k", "n_pruned", *ESTIMATORS, "loss", "pruned_loss", "measured",
     "accuracy", "pruned_accuracy"}`` (mean cross-entropy, ``dtype``).
     """
-    masks_of = masks or seed_pruning_masks
+    masks_of = masks or reference_pruning_masks
     op = hessian_operator(
         model, inputs, targets, None, reduction="mean", dtype=dtype, chunk_size=chunk_size
     )
@@ -335,7 +340,7 @@ def coadaptation_maps(
     sums of the same matrix, and those over the weights deleted by weight pruning at ``prune_k``
     (mean loss; one operator for all of them)."""
     order = magnitude_order(model, "weights")
-    masks = seed_pruning_masks(model, prune_k, "weight")
+    masks = reference_pruning_masks(model, prune_k, "weight")
     return pooled_coadaptation_record(
         model, inputs, targets, order, masks, bins, prune_k=prune_k, dtype=dtype, progress=progress
     )

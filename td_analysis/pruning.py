@@ -11,8 +11,9 @@ For a torch weight ``W`` (out × in) and a fraction k:
 Biases are never pruned by these rules.  Pruning returns a pruned copy and the removed masks; the
 caller's model is never mutated.
 
-The seed's rules (``SEED_KINDS``, issue #11), with ``k`` a percentage in [0, 100] and the hidden
-layers pruned (the output layer kept) unless ``layers`` says otherwise:
+The reference repository's rules (seed 002's code; ``REFERENCE_KINDS``, issue #11), with ``k``
+a percentage in [0, 100] and the hidden layers pruned (the output layer kept) unless ``layers``
+says otherwise:
 
 * ``"weight"`` (:func:`weight_pruning_masks`): in each chosen weight matrix (n entries) the
   ``m = ⌊k·n/100⌋`` entries of smallest ``|w|`` are set to zero (ties broken by position,
@@ -49,6 +50,7 @@ from td_analysis.training import evaluate
 
 __all__ = [
     "PRUNING_KINDS",
+    "REFERENCE_KINDS",
     "SEED_KINDS",
     "pruning_masks",
     "apply_masks",
@@ -58,6 +60,7 @@ __all__ = [
     "hidden_layers",
     "weight_pruning_masks",
     "unit_pruning_masks",
+    "reference_pruning_masks",
     "seed_pruning_masks",
     "prune_percent",
     "pruning_table",
@@ -74,7 +77,9 @@ __all__ = [
 ]
 
 PRUNING_KINDS = ("weight", "unit", "global")
-SEED_KINDS = ("weight", "unit")
+REFERENCE_KINDS = ("weight", "unit")
+#: the old name ("seed" meant the reference repository, seed 002; issue #20)
+SEED_KINDS = REFERENCE_KINDS
 
 
 def _linear_layers(model: nn.Module) -> list[tuple[str, nn.Linear]]:
@@ -201,7 +206,7 @@ def pruning_curve(
 
 
 # ------------------------------------------------------------------------------------------------
-# The seed's per-layer rules, k in percent
+# The reference repository's per-layer rules, k in percent
 # ------------------------------------------------------------------------------------------------
 
 
@@ -226,7 +231,7 @@ def hidden_layers(model: nn.Module) -> list[int]:
     return list(range(n - 1))
 
 
-def _seed_layers(model: nn.Module, layers: Iterable[int] | None) -> list[int]:
+def _layer_indices(model: nn.Module, layers: Iterable[int] | None) -> list[int]:
     if layers is None:
         return hidden_layers(model)
     n = len(_linear_layers(model))
@@ -251,14 +256,15 @@ def _smallest(values: Tensor, m: int) -> Tensor:
 def weight_pruning_masks(
     model: nn.Module, k: float, layers: Iterable[int] | None = None
 ) -> dict[str, Tensor]:
-    """The seed's weight pruning: the ⌊k·n/100⌋ smallest ``|w|`` of each chosen weight matrix.
+    """The reference repository's weight pruning: the ⌊k·n/100⌋ smallest ``|w|`` of each chosen
+    weight matrix.
 
     ``layers`` (indices of the ``nn.Linear`` layers) defaults to the hidden layers; masks are
     True where a weight is removed, keyed by weight name.
     """
     k = validate_percent(k)
     linear = _linear_layers(model)
-    names = [_module_of(linear[i][0]) for i in _seed_layers(model, layers)]
+    names = [_module_of(linear[i][0]) for i in _layer_indices(model, layers)]
     return module_pruning_masks(model, "weight", k, modules=names, scope="layer")
 
 
@@ -271,7 +277,8 @@ def _module_of(weight_name: str) -> str:
 def unit_pruning_masks(
     model: nn.Module, k: float, layers: Iterable[int] | None = None
 ) -> dict[str, Tensor]:
-    """The seed's unit pruning: remove the ⌊k·out/100⌋ units of smallest incoming L2 norm.
+    """The reference repository's unit pruning: remove the ⌊k·out/100⌋ units of smallest
+    incoming L2 norm.
 
     For each chosen layer l (default: the hidden layers) the units ``o`` with the smallest
     ``‖W_l[o, :]‖₂`` go, with their bias ``b_l[o]`` and their outgoing weights ``W_{l+1}[:, o]``.
@@ -281,13 +288,13 @@ def unit_pruning_masks(
     """
     k = validate_percent(k)
     linear = _linear_layers(model)
-    chosen = _seed_layers(model, layers)
+    chosen = _layer_indices(model, layers)
     if chosen and chosen[-1] == len(linear) - 1:
         raise ValueError(
             f"unit pruning removes hidden units with their outgoing weights: layer "
             f"{len(linear) - 1} is the output layer (choose among {hidden_layers(model)})"
         )
-    readers = {}  # the seed's network is a chain: layer l + 1 reads the units of layer l
+    readers = {}  # the reference network is a chain: layer l + 1 reads the units of layer l
     for i in chosen:
         name, layer = linear[i]
         next_name, nxt = linear[i + 1]
@@ -301,7 +308,7 @@ def unit_pruning_masks(
     return _module_masks(model, "unit", k, names, "unit", readers) if names else {}
 
 
-def seed_pruning_masks(
+def reference_pruning_masks(
     model: nn.Module, k: float, kind: str = "weight", layers: Iterable[int] | None = None
 ) -> dict[str, Tensor]:
     """:func:`weight_pruning_masks` (``kind="weight"``) or :func:`unit_pruning_masks`."""
@@ -309,14 +316,18 @@ def seed_pruning_masks(
         return weight_pruning_masks(model, k, layers)
     if kind == "unit":
         return unit_pruning_masks(model, k, layers)
-    raise ValueError(f"unknown pruning kind {kind!r}; choose one of {SEED_KINDS}")
+    raise ValueError(f"unknown pruning kind {kind!r}; choose one of {REFERENCE_KINDS}")
+
+
+#: the old name ("seed" meant the reference repository, seed 002; issue #20)
+seed_pruning_masks = reference_pruning_masks
 
 
 def prune_percent(
     model: nn.Module, k: float, kind: str = "weight", layers: Iterable[int] | None = None
 ) -> tuple[nn.Module, dict[str, Tensor]]:
-    """``(pruned copy, removed masks)`` by the seed's rule ``kind`` at k percent."""
-    masks = seed_pruning_masks(model, k, kind, layers)
+    """``(pruned copy, removed masks)`` by the reference repository's rule ``kind`` at k percent."""
+    masks = reference_pruning_masks(model, k, kind, layers)
     return apply_masks(model, masks), masks
 
 
@@ -325,25 +336,25 @@ def pruning_table(
     inputs: Tensor,
     targets: Tensor,
     ks: Sequence[float] = (0, 25, 50, 60, 70, 80, 90, 95, 97, 99),
-    kinds: Sequence[str] = SEED_KINDS,
+    kinds: Sequence[str] = REFERENCE_KINDS,
     layers: Iterable[int] | None = None,
     *,
     progress: bool = False,
     modules: ModuleSelection | None = None,
 ) -> list[dict]:
-    """Loss and accuracy after the seed's pruning, one dict per (kind, k).
+    """Loss and accuracy after the reference repository's pruning, one dict per (kind, k).
 
     Records: ``{"kind", "k", "removed", "removed_share", "loss", "accuracy"}``, where
     ``removed_share`` counts the removed weights (biases excluded) among the weights of the
     pruned layers (for unit pruning including the outgoing weights).  With ``modules`` (or a
     model with Conv layers and no ``layers``): :func:`module_pruning_masks` (weight pruning
-    with ``scope="layer"``, the seed's rule; unit pruning of Linear/Conv units).
+    with ``scope="layer"``, the reference repository's rule; unit pruning of Linear/Conv units).
     """
     ks = [validate_percent(k) for k in ks]
     layers = None if layers is None else list(layers)
     for kind in kinds:
-        if kind not in SEED_KINDS:
-            raise ValueError(f"unknown pruning kind {kind!r}; choose one of {SEED_KINDS}")
+        if kind not in REFERENCE_KINDS:
+            raise ValueError(f"unknown pruning kind {kind!r}; choose one of {REFERENCE_KINDS}")
     use_modules = module_rules(model, layers, modules)
     rows = []
     jobs = [(kind, k) for kind in kinds for k in ks]
@@ -577,7 +588,7 @@ def _module_masks(
     readers: dict[str, Successor] | None,
 ) -> dict[str, Tensor]:
     """:func:`module_pruning_masks` with the units' readers given (``None``: :func:`successors`;
-    the seed's :func:`unit_pruning_masks` passes its chain of Linear layers)."""
+    the reference repository's :func:`unit_pruning_masks` passes its chain of Linear layers)."""
     if kind not in MODULE_KINDS:
         raise ValueError(f"unknown pruning kind {kind!r}; choose one of {MODULE_KINDS}")
     if scope not in SCOPES:

@@ -24,8 +24,9 @@ Registered tasks:
     epoch, i.e. 3–6 min per network; a quiet machine needs about a fifth of that.  Holdout
     accuracy after 2 epochs: 85.6% (none), 86.4% (targeted weight).
 
-Pruning (the seed's rules, :func:`td_analysis.pruning.seed_pruning_masks`): the weight matrices
-of the hidden layers, ``layers.0 … layers.{L-2}``; the output (logits) layer is kept.  In the
+Pruning (the reference repository's rules, :func:`td_analysis.pruning.reference_pruning_masks`):
+the weight matrices of the hidden layers, ``layers.0 … layers.{L-2}``; the output (logits) layer
+is kept.  In the
 fashion-mlp task targeted dropout acts on the same matrices (``regularised="hidden"``), so that
 targeted unit dropout targets hidden units only, never the logits.
 """

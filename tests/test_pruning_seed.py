@@ -18,11 +18,11 @@ from torch import nn
 
 from td_analysis.models import DenseNet
 from td_analysis.pruning import (
-    SEED_KINDS,
+    REFERENCE_KINDS,
     hidden_layers,
     prune_percent,
     pruning_table,
-    seed_pruning_masks,
+    reference_pruning_masks,
     unit_pruning_masks,
     validate_percent,
     weight_pruning_masks,
@@ -104,7 +104,7 @@ def test_unit_pruning_equals_a_smaller_network() -> None:
         torch.testing.assert_close(pruned(x), h, rtol=0, atol=1e-12)
 
 
-@pytest.mark.parametrize("kind", SEED_KINDS)
+@pytest.mark.parametrize("kind", REFERENCE_KINDS)
 def test_pruning_keeps_w_not_abs_w(kind: str) -> None:
     """The seed author's bug kept |w|: the kept weights must keep their sign and value."""
     model = _net(4)
@@ -193,7 +193,7 @@ def test_pruning_table_against_independent_evaluation() -> None:
 
 def test_k_zero_changes_nothing_and_k_100_removes_every_hidden_weight() -> None:
     model = _net(6)
-    for kind in SEED_KINDS:
+    for kind in REFERENCE_KINDS:
         pruned, masks = prune_percent(model, 0, kind)
         assert not any(m.any() for m in masks.values())
         assert all(
@@ -208,9 +208,9 @@ def test_k_zero_changes_nothing_and_k_100_removes_every_hidden_weight() -> None:
 @pytest.mark.parametrize("k", [-1, -1e-9, 100.5, float("nan"), float("inf")])
 def test_k_outside_0_100_is_refused(k: float) -> None:
     model = _net(0)
-    for kind in SEED_KINDS:
+    for kind in REFERENCE_KINDS:
         with pytest.raises(ValueError, match=r"percentage in \[0, 100\]"):
-            seed_pruning_masks(model, k, kind)
+            reference_pruning_masks(model, k, kind)
     with pytest.raises(ValueError, match=r"percentage in \[0, 100\]"):
         validate_percent(k)
 
@@ -218,7 +218,7 @@ def test_k_outside_0_100_is_refused(k: float) -> None:
 def test_bad_kind_and_layers_are_refused() -> None:
     model = _net(0)
     with pytest.raises(ValueError, match="unknown pruning kind"):
-        seed_pruning_masks(model, 10, "global")
+        reference_pruning_masks(model, 10, "global")
     with pytest.raises(ValueError, match="output layer"):
         unit_pruning_masks(model, 10, layers=[3])
     with pytest.raises(ValueError, match="out of range"):
@@ -238,3 +238,11 @@ def test_explicit_layers_and_the_output_layer() -> None:
         ref = np.zeros(len(flat), dtype=bool)
         ref[order] = True
         np.testing.assert_array_equal(got[name].reshape(-1), ref)
+
+
+def test_the_old_seed_names_stay_importable():
+    """ "seed" meant the reference repository (issue #20): the old names are the new objects."""
+    from td_analysis import pruning
+
+    assert pruning.seed_pruning_masks is pruning.reference_pruning_masks
+    assert pruning.SEED_KINDS is pruning.REFERENCE_KINDS

@@ -43,10 +43,11 @@ def _cmd_prune(args: argparse.Namespace) -> int:
 
 def _cmd_prune_percent(args: argparse.Namespace) -> int:
     """``prune --percent``: the seed's per-layer weight / unit pruning at k percent."""
-    from td_analysis.pruning import SEED_KINDS, pruning_table
+    from td_analysis.pruning import REFERENCE_KINDS, pruning_table
 
-    if args.kind not in SEED_KINDS:
-        raise ValueError(f"--percent prunes by --kind {' or '.join(SEED_KINDS)}, not {args.kind}")
+    if args.kind not in REFERENCE_KINDS:
+        kinds = " or ".join(REFERENCE_KINDS)
+        raise ValueError(f"--percent prunes by --kind {kinds}, not {args.kind}")
     what = f"prune-{args.kind}-percent-{args.split}"
     _rows_stem(args, what)  # writable? (before the work)
     ckpt = load_checked_checkpoint(args.checkpoint, getattr(args, "model", None))
