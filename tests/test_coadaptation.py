@@ -12,8 +12,7 @@ import math
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
-from torch.func import functional_call
+from zoo import Reference, dense_case, selected_names
 
 from td_analysis.coadaptation import (
     BlockSummary,
@@ -39,17 +38,7 @@ F64 = torch.float64
 
 
 # ----------------------------------------------------------------------------- references
-def make_case(seed: int = 0, in_features: int = 7, hidden=(4,), n: int = 16):
-    """A tiny float64 DenseNet with 3 classes and N random examples."""
-    gen = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    model = DenseNet(in_features, hidden, 3).to(F64)
-    with torch.no_grad():  # spread magnitudes a little so no two |θ| coincide
-        for p in model.parameters():
-            p.copy_(torch.randn(p.shape, generator=gen, dtype=F64) * 0.8)
-    x = torch.randn(n, in_features, generator=gen, dtype=F64)
-    y = torch.randint(0, 3, (n,), generator=gen)
-    return model, x, y
+make_case = dense_case  # the shared case (tests/zoo.py)
 
 
 def all_names(model) -> list[str]:
@@ -67,18 +56,8 @@ def flat_theta(model, names) -> torch.Tensor:
 
 def ref_hessian(model, x, y, names, reduction="sum") -> torch.Tensor:
     """Full float64 Hessian of the CE loss w.r.t. ``names`` (flat, row-major), by torch.func."""
-    named = {n: p.detach() for n, p in model.named_parameters()}
-    shapes = [(n, named[n].shape, named[n].numel()) for n in names]
-
-    def f(theta):
-        params = dict(named)
-        offset = 0
-        for n, shape, k in shapes:
-            params[n] = theta[offset : offset + k].reshape(shape)
-            offset += k
-        return F.cross_entropy(functional_call(model, params, (x,)), y, reduction=reduction)
-
-    return torch.func.hessian(f)(flat_theta(model, names))
+    assert list(names) == selected_names(model, names), "the reference keeps the model's order"
+    return Reference(model, x, y, params=names, reduction=reduction).hessian()
 
 
 def ref_positions(model, names):

@@ -13,11 +13,9 @@ import math
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from scipy import stats
-from torch.func import functional_call
+from zoo import Reference, dense_case, selected_names
 
-from td_analysis.models import DenseNet
 from td_analysis.taylor import (
     ESTIMATORS,
     PruningEstimate,
@@ -33,16 +31,7 @@ F64 = torch.float64
 
 
 # ----------------------------------------------------------------------------- references
-def make_case(seed: int = 0, in_features: int = 7, hidden=(4,), n: int = 16):
-    gen = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    model = DenseNet(in_features, hidden, 3).to(F64)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(torch.randn(p.shape, generator=gen, dtype=F64) * 0.8)
-    x = torch.randn(n, in_features, generator=gen, dtype=F64)
-    y = torch.randint(0, 3, (n,), generator=gen)
-    return model, x, y
+make_case = dense_case  # the shared case (tests/zoo.py)
 
 
 def weight_names_ref(model) -> list[str]:
@@ -56,24 +45,13 @@ def flat(model, names) -> torch.Tensor:
 
 def loss_fn(model, x, y, names, reduction="mean"):
     """ℓ(θ) over the flat selection ``names``, the other parameters fixed (reference)."""
-    named = {n: p.detach() for n, p in model.named_parameters()}
-
-    def f(theta):
-        params = dict(named)
-        offset = 0
-        for n in names:
-            k = named[n].numel()
-            params[n] = theta[offset : offset + k].reshape(named[n].shape)
-            offset += k
-        return F.cross_entropy(functional_call(model, params, (x,)), y, reduction=reduction)
-
-    return f
+    assert list(names) == selected_names(model, names), "the reference keeps the model's order"
+    return Reference(model, x, y, params=names, reduction=reduction).loss
 
 
 def ref_grad_hess(model, x, y, names, reduction="mean"):
-    f = loss_fn(model, x, y, names, reduction)
-    theta = flat(model, names)
-    return torch.func.grad(f)(theta), torch.func.hessian(f)(theta)
+    ref = Reference(model, x, y, params=names, reduction=reduction)
+    return ref.grad(), ref.hessian()
 
 
 def perturbed_loss(model, x, y, names, delta, reduction="mean") -> float:

@@ -6,6 +6,8 @@ of the model, written as a function of the flat vector θ of the selected parame
 included, as ``functional_call`` sees them), so a test comparing the package with it cannot pass
 because both share a bug.
 
+* :func:`dense_case`: one tiny float64 DenseNet with random data (the analysis tests' case);
+  :class:`Reference`: ℓ(θ), ∇ and H of any model by ``torch.func``.
 * :data:`CASES`: dense ReLU networks (``DenseNet``) of 0–3 hidden layers, biases on/off, both
   reductions, parameter subsets.
 * :data:`ZOO`: general models (MLP, CNNs with Conv1d/2d/3d and eval-mode BatchNorm, a ResNet
@@ -102,6 +104,20 @@ class Reference:
         A = torch.diag_embed(p) - p[:, :, None] * p[:, None, :]
         G = torch.einsum("nkp,nkl,nlq->pq", J, A, J)
         return G / self.x.shape[0] if self.reduction == "mean" else G
+
+
+def dense_case(seed: int = 0, in_features: int = 7, hidden=(4,), n: int = 16, classes: int = 3):
+    """``(model, x, y)``: a tiny float64 DenseNet with N random examples, its parameters drawn
+    at 0.8 × N(0, 1) so that no two |θ| coincide (the magnitude orders are unambiguous)."""
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    model = DenseNet(in_features, hidden, classes).to(F64)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen, dtype=F64) * 0.8)
+    x = torch.randn(n, in_features, generator=gen, dtype=F64)
+    y = torch.randint(0, classes, (n,), generator=gen)
+    return model, x, y
 
 
 def rel(a: Tensor, b: Tensor) -> float:
