@@ -172,21 +172,38 @@ def test_bits_draws_leave_the_targeted_fraction() -> None:
     assert abs(kept - 0.75) <= 5 * math.sqrt(0.25 * 0.75 / n) * 2
 
 
+def _reference_factor(w: torch.Tensor, kind: str, gen: torch.Generator) -> torch.Tensor:
+    """The keep factor ``1[¬(targeted ∧ drawn)]`` of one layer and step, written out: γ = α =
+    0.5, the targeted set by sorting in Python (:func:`_ref_targeted`), the drops from torch's
+    own stream, one byte per weight (64-bit words from ``random_``; drop iff the byte < 128)."""
+    n = w.numel()
+    raw = torch.empty(-(-n // 8), dtype=torch.int64).random_(-(2**63), None, generator=gen)
+    drawn = raw.numpy().view(np.uint8)[:n].reshape(tuple(w.shape)) < 128
+    targeted = _ref_targeted(w, 0.5, kind)
+    return torch.from_numpy(~(targeted & drawn)).to(w.dtype)
+
+
 def _reference_loop(config, x, y):
-    """Autograd + unfused Adam; masks from a ``Regulariser`` fed the same generator sequence
-    as ``train`` (shuffle per epoch, then the layers' draws)."""
+    """Autograd + unfused Adam; masks drawn here (:func:`_reference_factor`, hidden layers
+    only, the logits never) from the same generator sequence as ``train`` (shuffle per epoch,
+    then each step the hidden layers' draws in order)."""
+    kind = config.regulariser.kind
+    if kind != "none":
+        assert (config.regulariser.gamma, config.regulariser.alpha) == (0.5, 0.5)
+        assert config.regulariser.draws == "bits"
     model = build_model(config)
     gen = torch.Generator().manual_seed(config.seed + 1)
-    reg = Regulariser(config.regulariser, len(model.layers), gen)
     opt = torch.optim.Adam(model.parameters(), lr=config.lr, foreach=False)
-    step = 0
+    hidden = len(model.layers) - 1
     for _ in range(config.epochs):
         perm = torch.randperm(x.shape[0], generator=gen)
         for start in range(0, x.shape[0], config.batch_size):
             idx = perm[start : start + config.batch_size]
             h = x[idx]
-            masks = [reg.weight_factor(l, la.weight, step) for l, la in enumerate(model.layers)]
-            masks = [None if m is None else m.clone() for m in masks]
+            masks = [
+                None if kind == "none" or l == hidden else _reference_factor(la.weight, kind, gen)
+                for l, la in enumerate(model.layers)
+            ]
             for l, layer in enumerate(model.layers):
                 w = layer.weight if masks[l] is None else layer.weight * masks[l]
                 h = F.linear(h, w, layer.bias)
@@ -196,7 +213,6 @@ def _reference_loop(config, x, y):
             opt.zero_grad()
             loss.backward()
             opt.step()
-            step += 1
     return model
 
 
