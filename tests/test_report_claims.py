@@ -424,33 +424,38 @@ def test_resnet_claims_are_the_paired_intervals_and_the_verdict_counts_them() ->
 
     recs = _resnet_records()
 
-    def acc(reg, kind, k):
+    def acc(reg, reading, kind, k):
         return [
             r["accuracy"]
             for r in sorted(recs, key=lambda r: r["seed"])
-            if (r["regulariser"], r["reading"], r["kind"], r["k"]) == (reg, "trained", kind, k)
+            if (r["regulariser"], r["reading"], r["kind"], r["k"]) == (reg, reading, kind, k)
         ]
 
     lines = resnet.claim_lines(recs)
     bullets = [ln[2:] for ln in lines if ln.startswith("- ")]
-    # TD-weight × {70, 80} and TD-unit × {40, 50, 60}, each against none and dropout
-    assert len(bullets) == (2 + 3) * 2
-    outcome = {}
+    # per reading: TD-weight × {70, 80} and TD-unit × {40, 50, 60}, each vs none and dropout
+    assert len(bullets) == 2 * (2 + 3) * 2
+    outcome: dict[str, dict] = {"trained": {}, "zero-targeted": {}}
     for b in bullets:
-        kind, k, reg, base = re.match(
-            r"At (\w+) k = ([\d.]+)%: (targeted-\w+-a[\d.]+-g[\d.]+).*?(none|dropout)\b", b
+        kind, k, reg, reading, base = re.match(
+            r"At (\w+) k = ([\d.]+)%: (targeted-\w+-a[\d.]+-g[\d.]+) \(([\w-]+)\).*?"
+            r"(none|dropout)\b",
+            b,
         ).groups()
         assert reg.startswith(f"targeted-{kind}"), b
-        ref = ref_ci(acc(reg, kind, float(k)), acc(base, kind, float(k)))
+        ref = ref_ci(acc(reg, reading, kind, float(k)), acc(base, "trained", kind, float(k)))
         check_sentence(b, ref, 100, 2)
-        outcome.setdefault((reg, kind, k), []).append(ref)
-    holds = sum(all(lo > 0 for _, lo, _ in refs) for refs in outcome.values())
-    rev = sum(any(hi < 0 for _, _, hi in refs) for refs in outcome.values())
-    assert holds == 2  # the planted collapse: both weight points
-    verdict = lines[-1]
-    want = f"holds at {holds} of {len(outcome)} claim points"
-    assert want in verdict and f"at {rev} a baseline" in verdict, verdict
-    assert f"at {len(outcome) - holds - rev} there is {NO_DIFF}" in verdict, verdict
+        outcome[reading].setdefault((reg, kind, k), []).append(ref)
+    verdicts = [ln for ln in lines if ln.startswith("Reading `")]
+    assert len(verdicts) == 2
+    for reading, points in outcome.items():
+        holds = sum(all(lo > 0 for _, lo, _ in refs) for refs in points.values())
+        rev = sum(any(hi < 0 for _, _, hi in refs) for refs in points.values())
+        assert holds == 2  # the planted collapse: both weight points, in both readings
+        (verdict,) = [v for v in verdicts if v.startswith(f"Reading `{reading}`")]
+        assert f"holds at {holds} of {len(points)} claim points" in verdict, verdict
+        assert f"at {rev} a baseline" in verdict, verdict
+        assert f"at {len(points) - holds - rev} there is {NO_DIFF}" in verdict, verdict
 
 
 def test_resnet_readme_block_table_is_the_records_means() -> None:
@@ -475,13 +480,15 @@ def test_resnet_readme_block_table_is_the_records_means() -> None:
             if label == "unpruned"
             else (label.split()[0], float(label.split()[1][:-1]))
         )
-        for reg, cell in zip(header, cells, strict=True):
+        for col, cell in zip(header, cells, strict=True):
+            reg, reading = col.split(" · ")
             vals = [
                 100 * r["accuracy"]
                 for r in recs
-                if (r["regulariser"], r["reading"], r["kind"], r["k"]) == (reg, "trained", kind, k)
+                if (r["regulariser"], r["reading"], r["kind"], r["k"]) == (reg, reading, kind, k)
             ]
             m, sd = cell.split(" ± ")
             assert float(m) == pytest.approx(np.mean(vals), abs=0.05 * 1.001), (label, reg)
             assert float(sd) == pytest.approx(np.std(vals, ddof=1), abs=0.05 * 1.001)
     assert "10 min 0 s" in text and "seeds 0, 1" in text
+    assert len(header) == 2 + 2 * 2  # none, dropout; both readings of the two targeted ones
