@@ -61,6 +61,7 @@ __all__ = [
     "checkpoint_path",
     "pruned_layer_names",
     "zero_targeted",
+    "readings",
     "pruning_records",
     "analyse_resnet",
     "rank_correlations",
@@ -103,6 +104,9 @@ class ResNetSettings:
     ``device``: ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda"``.  ``hvp_chunk``: images
     per Hessian-vector-product chunk (conv activations of a vmapped HVP take ~20 MB per image
     and column in float64 for the cpu preset's network: 25 keeps a process under 2 GB).
+    ``bn_recalibration``: training images on which each analysed network's BatchNorm statistics
+    are re-estimated first, per reading (:func:`td_analysis.nn.recalibrate_batchnorm`; 0: the
+    running statistics of training, as the official code evaluates).
     """
 
     preset: str = "cpu"
@@ -125,6 +129,7 @@ class ResNetSettings:
     hvp_chunk: int = 25
     workers: int = 2
     device: str = "auto"
+    bn_recalibration: int = 0
 
     @classmethod
     def quick(cls, **overrides) -> ResNetSettings:
@@ -182,6 +187,8 @@ class ResNetSettings:
             raise ValueError("analysis_examples, pooled_bins, workers and hvp_chunk must be ≥ 1")
         if self.epochs is not None and self.epochs < 0:
             raise ValueError(f"epochs must be ≥ 0, got {self.epochs}")
+        if self.bn_recalibration < 0:
+            raise ValueError(f"bn_recalibration must be ≥ 0 images, got {self.bn_recalibration}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
 
@@ -305,10 +312,19 @@ def zero_targeted(model: nn.Module, regulariser: str) -> nn.Module:
     return apply_masks(model, masks)
 
 
-def _readings(model: nn.Module, regulariser: str) -> dict[str, nn.Module]:
+def readings(
+    model: nn.Module, regulariser: str, recalibrate_on: Tensor | None = None
+) -> dict[str, nn.Module]:
+    """The networks a trained one is analysed as: ``trained`` and, for targeted dropout,
+    ``zero-targeted`` (:func:`zero_targeted`); each with its BatchNorm statistics re-estimated
+    on ``recalibrate_on`` when given (:func:`td_analysis.nn.recalibrate_batchnorm`)."""
+    from td_analysis.nn.batchnorm import recalibrate_batchnorm
+
     out = {"trained": model}
     if RESNET_REGULARISERS[regulariser]["kind"].startswith("targeted"):
         out["zero-targeted"] = zero_targeted(model, regulariser)
+    if recalibrate_on is not None:
+        out = {k: recalibrate_batchnorm(v, recalibrate_on) for k, v in out.items()}
     return out
 
 
@@ -440,7 +456,12 @@ def analyse_resnet(job: dict) -> dict | None:
     xa, ya = _split(settings.analysis_split, root, settings.analysis_examples)
     records, taylor = [], []
     dtype = _DTYPES[settings.taylor_dtype]
-    for reading, net in _readings(model, reg).items():
+    recal = None
+    if settings.bn_recalibration:
+        recal = _split(task.train_split, root, settings.bn_recalibration)[0]
+    nets = readings(model, reg, recal)
+    model = nets["trained"]  # the pooled maps below: of the network as analysed
+    for reading, net in nets.items():
         records += [
             {**tag, "reading": reading, **r} for r in pruning_records(net, xt, yt, settings.ks)
         ]
@@ -752,6 +773,7 @@ def cmd_reproduce_resnet(args) -> int:
         ("ks", args.ks),
         ("workers", args.workers),
         ("pooled_bins", args.bins),
+        ("bn_recalibration", getattr(args, "bn_recalibration", None)),
     ):
         if value is not None:
             overrides[name] = tuple(value) if isinstance(value, list) else value

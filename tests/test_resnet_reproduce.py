@@ -138,6 +138,7 @@ def test_cpu_preset_is_the_issue_grid():
         ({"seeds": (1, 1)}, "distinct"),
         ({"ks": (0, 120)}, "120"),
         ({"device": "tpu"}, "device"),
+        ({"bn_recalibration": -1}, "bn_recalibration must be ≥ 0"),
     ],
 )
 def test_bad_settings_are_one_line_errors(overrides, words):
@@ -151,6 +152,8 @@ def test_bad_settings_are_one_line_errors(overrides, words):
         ["--experiment", "toy", "--preset", "paper"],
         ["--experiment", "resnet-cifar10", "--vmax", "3"],
         ["--experiment", "resnet-cifar10", "--preset", "tpu"],
+        ["--experiment", "toy", "--bn-recalibration", "100"],
+        ["--experiment", "resnet-cifar10", "--bn-recalibration", "-3"],
     ],
 )
 def test_cli_refuses_bad_resnet_arguments(argv, tmp_path, capsys):
@@ -527,3 +530,40 @@ def test_readme_block_comes_from_the_committed_json(run, tmp_path):
     summary = json.loads((run["out"] / "summary.json").read_text())
     assert readme_resnet_results(run["records"], summary) in readme.read_text()
     assert "old" not in readme.read_text()
+
+
+def test_readings_recalibrate_each_network_as_it_is_evaluated(run):
+    """``readings(..., recalibrate_on=x)``: each reading (trained; zero-targeted) with its own
+    BatchNorm statistics, those of :func:`recalibrate_batchnorm` on that very network; the
+    trained network itself is left as it was."""
+    from td_analysis.experiments_resnet import readings, zero_targeted
+    from td_analysis.nn import recalibrate_batchnorm
+
+    reg = next(r for r in REGS if r.startswith("targeted"))
+    state = _checkpoint(run, reg)
+    settings = run["settings"]
+    model = build_network(settings, 0)
+    model.load_state_dict(state["model"])
+    from td_analysis.nn.regularisers import remove_regularisers
+
+    remove_regularisers(model)
+    model.eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x = _data(run, "train", 64)[0]
+    got = readings(model, reg, x)
+    plain = readings(model, reg)
+    assert set(got) == set(plain) == {"trained", "zero-targeted"}
+    want = {
+        "trained": recalibrate_batchnorm(model, x),
+        "zero-targeted": recalibrate_batchnorm(zero_targeted(model, reg), x),
+    }
+    for name, net in got.items():
+        ref = want[name].state_dict()
+        for k, v in net.state_dict().items():
+            assert torch.equal(v, ref[k]), (name, k)
+        stats = [k for k in ref if k.endswith("running_mean")]
+        assert stats and any(
+            not torch.equal(net.state_dict()[k], plain[name].state_dict()[k]) for k in stats
+        )
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k

@@ -48,6 +48,15 @@ def add_reproduce_command(sub: argparse._SubParsersAction) -> None:
         help="resnet-cifar10 only: cpu (a small ResNet sized for this machine, the default) or "
         "paper (ResNet-32 and the official 256-epoch schedule, for a GPU; torchrun for DDP)",
     )
+    p.add_argument(
+        "--bn-recalibration",
+        type=cliargs.non_negative_int,
+        default=None,
+        metavar="N",
+        help="resnet-cifar10 only: re-estimate each analysed network's BatchNorm statistics on "
+        "N training images first, per reading (default 0: the statistics of training, as the "
+        "official code evaluates)",
+    )
     options.add_value_option(
         p,
         "--ks",
@@ -238,8 +247,11 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         from td_analysis.experiments_resnet import cmd_reproduce_resnet
 
         return cmd_reproduce_resnet(args)
-    if getattr(args, "preset", None) is not None:
-        raise ValueError("--preset works only with --experiment resnet-cifar10")
+    for flag in ("preset", "bn_recalibration"):
+        if getattr(args, flag, None) is not None:
+            raise ValueError(
+                f"--{flag.replace('_', '-')} works only with --experiment resnet-cifar10"
+            )
     experiments = ("toy", "fashion-mlp") if args.experiment == "all" else (args.experiment,)
     if args.report_only:  # nothing is trained: the reports are rewritten from the JSON
         return _cmd_report_only(args, experiments)

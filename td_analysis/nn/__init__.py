@@ -4,8 +4,10 @@
 >>> model = apply_targeted_dropout(model, "weight", gamma=0.5, alpha=0.5, generator=0)
 >>> ...  # train (td_analysis.fit.fit); eval mode is the identity
 >>> remove_targeted_dropout(model)  # plain weights, the trained originals
+>>> model = recalibrate_batchnorm(model, x_train[:4000])  # BN statistics of the evaluated net
 """
 
+from td_analysis.nn.batchnorm import has_batchnorm, recalibrate_batchnorm
 from td_analysis.nn.regularisers import (
     DropConnect,
     apply_dropconnect,
@@ -52,4 +54,6 @@ __all__ = [
     "ModuleSelector",
     "LAYER_TYPES",
     "EVAL_MODES",
+    "recalibrate_batchnorm",
+    "has_batchnorm",
 ]

@@ -209,6 +209,17 @@ def answer(records: Sequence[dict]) -> str:
     return " ".join(parts) if parts else "No pruning point of the claim was run."
 
 
+def _bn_text(settings: dict) -> str:
+    """The sentence on BatchNorm recalibration, when the run re-estimated the statistics."""
+    n = settings.get("bn_recalibration") or 0
+    if not n:
+        return ""
+    return (
+        f" Before the analysis each network's BatchNorm statistics were re-estimated on {n:,} "
+        "training images, per reading (`--bn-recalibration`)."
+    )
+
+
 def readme(results: dict, command: str) -> str:
     """``README.md`` of the output folder: what each file shows, the command, the answer."""
     s = results["settings"]
@@ -225,7 +236,7 @@ def readme(results: dict, command: str) -> str:
             f"({p['schedule']}), batch {p['batch_size']}, weight decay {p['weight_decay']}, "
             f"label smoothing {p['label_smoothing']}, gradient clipping {p['grad_clip']}; "
             f"seeds {s['seeds']}; regularisers {', '.join(s['regularisers'])}. The init conv "
-            "and the logits are never targeted or pruned (the official code).",
+            "and the logits are never targeted or pruned (the official code)." + _bn_text(s),
             "",
             "| file | what it shows |",
             "|---|---|",
@@ -348,7 +359,7 @@ def readme_resnet_results(records: Sequence[dict], summary: dict) -> str:
         "accuracy (%, 10,000 images), mean ± std over the seeds, every conv but the init conv "
         "pruned; a targeted network read two ways: `trained` (its trained weights) and "
         "`zero-targeted` (the official evaluation: its targeted set at the training γ zeroed "
-        "first). Every k: `figures/resnet_cifar10/pruning.md`.",
+        "first). Every k: `figures/resnet_cifar10/pruning.md`." + _bn_text(s),
         "",
         "| pruning | " + " | ".join(f"{reg} · {rd}" for reg, rd in cols) + " |",
         "|---" * (len(cols) + 1) + "|",
