@@ -45,6 +45,7 @@ from td_analysis.io import (
     atomic_write_text,
     staged_directory,
 )
+from td_analysis.models import flatten_masks, flatten_params, param_specs
 from td_analysis.pruning import (
     apply_masks,
     pruning_table,
@@ -256,12 +257,8 @@ def load_split(
 
 def deletion_vector_all(model: nn.Module, masks: dict[str, Tensor], dtype: torch.dtype) -> Tensor:
     """d = θ ⊙ m over *all* parameters (``named_parameters()`` order), m = 1 where pruned."""
-    parts = []
-    for name, p in model.named_parameters():
-        m = masks.get(name)
-        v = p.detach().reshape(-1).to(dtype)
-        parts.append(v * m.reshape(-1).to(dtype) if m is not None else torch.zeros_like(v))
-    return torch.cat(parts)
+    theta = flatten_params(model, None, dtype=dtype)
+    return theta * flatten_masks(param_specs(model, None), masks).to(theta.device, dtype)
 
 
 def taylor_records(

@@ -10,7 +10,7 @@ code concatenates ``named_parameters()`` in order, each tensor flattened row-maj
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -21,6 +21,7 @@ __all__ = [
     "ParamSpec",
     "param_specs",
     "flatten_params",
+    "flatten_masks",
     "unflatten_params",
     "select_param_names",
     "weight_names",
@@ -171,6 +172,29 @@ def flatten_params(
     parts = [named[s.name].detach().reshape(-1) for s in param_specs(model, params)]
     theta = torch.cat(parts)
     return theta if dtype is None else theta.to(dtype)
+
+
+def flatten_masks(specs: Sequence[ParamSpec], masks: Mapping[str, Tensor]) -> Tensor:
+    """m (P,), bool, over the flat selection of ``specs``: ``masks[name]`` flattened row-major
+    where given, False for the parameters without a mask (on the CPU).  d = θ ⊙ m is then the
+    deletion of the masked entries.  A mask of a parameter outside the selection, or of another
+    shape than its parameter, is a ValueError."""
+    names = {sp.name for sp in specs}
+    unknown = sorted(set(masks) - names)
+    if unknown:
+        raise ValueError(
+            f"masks name parameters {unknown} outside the selection {[sp.name for sp in specs]}"
+        )
+    parts = []
+    for sp in specs:
+        m = masks.get(sp.name)
+        if m is None:
+            parts.append(torch.zeros(sp.numel, dtype=torch.bool))
+            continue
+        if tuple(m.shape) != tuple(sp.shape):
+            raise ValueError(f"mask of {sp.name} has shape {tuple(m.shape)}, not {sp.shape}")
+        parts.append(m.detach().reshape(-1).cpu().bool())
+    return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.bool)
 
 
 def unflatten_params(

@@ -28,6 +28,7 @@ from td_analysis.curvature import (
     spectral_density,
     top_eigenpairs,
 )
+from td_analysis.models import flatten_masks
 from td_analysis.moved import moved_names
 
 __all__ = [
@@ -151,15 +152,7 @@ def report_text(report: SpectrumReport, title: str = "") -> str:
 # ----------------------------------------------------------------------------- figure data
 def flat_mask(H: HessianOperator, masks: Mapping[str, Tensor]) -> Tensor:
     """A (P,) boolean mask over θ of ``H`` from per-parameter masks (absent names: False)."""
-    unknown = sorted(set(masks) - set(H.param_names))
-    if unknown:
-        raise ValueError(f"masks name parameters {unknown} outside the operator's {H.param_names}")
-    parts = []
-    for name, sl in H.offsets.items():
-        m = masks.get(name)
-        n = sl.stop - sl.start
-        parts.append(torch.zeros(n, dtype=torch.bool) if m is None else m.reshape(-1).cpu().bool())
-    return torch.cat(parts)
+    return flatten_masks(H.specs, masks)
 
 
 def layer_groups(model: nn.Module) -> dict[str, list[str]]:

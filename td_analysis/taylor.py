@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from td_analysis.coadaptation import hessian_operator
 from td_analysis.curvature import SymmetricOperator, gradient, hessian_diagonal, loss
-from td_analysis.models import flatten_params, param_specs
+from td_analysis.models import flatten_masks, flatten_params, param_specs
 from td_analysis.progress import progress_bar as tqdm
 from td_analysis.pruning import (
     ModuleSelection,
@@ -95,10 +95,7 @@ def deletion_vector(
     """d over the parameters named in ``masks`` (in ``named_parameters()`` order): θ ⊙ mask."""
     names = list(masks)
     theta = flatten_params(model, names, dtype=dtype)
-    flat_mask = torch.cat(
-        [masks[s.name].reshape(-1).to(theta.device) for s in param_specs(model, names)]
-    )
-    return theta * flat_mask
+    return theta * flatten_masks(param_specs(model, names), masks).to(theta.device)
 
 
 def taylor_terms(
