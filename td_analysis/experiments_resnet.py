@@ -106,7 +106,9 @@ class ResNetSettings:
     and column in float64 for the cpu preset's network: 25 keeps a process under 2 GB).
     ``bn_recalibration``: training images on which each analysed network's BatchNorm statistics
     are re-estimated first, per reading (:func:`td_analysis.nn.recalibrate_batchnorm`; 0: the
-    running statistics of training, as the official code evaluates).
+    running statistics of training, as the official code evaluates).  The default is 4,000:
+    a network trained with targeted unit dropout keeps the statistics of its dropped filters
+    and evaluates at chance without it (measured: 15 % → 70 % test accuracy at the cpu preset).
     """
 
     preset: str = "cpu"
@@ -129,7 +131,7 @@ class ResNetSettings:
     hvp_chunk: int = 25
     workers: int = 2
     device: str = "auto"
-    bn_recalibration: int = 0
+    bn_recalibration: int = 4000
 
     @classmethod
     def quick(cls, **overrides) -> ResNetSettings:
@@ -150,6 +152,7 @@ class ResNetSettings:
             analysis_examples=100,
             pooled_bins=8,
             device="cpu",
+            bn_recalibration=500,
         )
         defaults.update(overrides)
         return cls(**defaults)

@@ -54,8 +54,8 @@ def add_reproduce_command(sub: argparse._SubParsersAction) -> None:
         default=None,
         metavar="N",
         help="resnet-cifar10 only: re-estimate each analysed network's BatchNorm statistics on "
-        "N training images first, per reading (default 0: the statistics of training, as the "
-        "official code evaluates)",
+        "N training images first, per reading (default 4000; 0: the statistics of training, as "
+        "the official code evaluates, which leaves a targeted-unit network at chance)",
     )
     options.add_value_option(
         p,
