@@ -6,7 +6,7 @@ The network (float32, one intra-op thread, batch 128 of 3 × 32 × 32 images)::
     conv 3→32 3×3 pad 1 → ReLU → maxpool 2 → conv 32→64 3×3 pad 1 → ReLU → maxpool 2 →
     conv 64→128 3×3 pad 1 → ReLU → global average pool → Linear 128→10
 
-A step is what :func:`td_analysis.fit.fit` does: forward, cross-entropy, backward, SGD with
+A step is what :func:`td_analysis.training.fit.fit` does: forward, cross-entropy, backward, SGD with
 momentum 0.9.  Variants, all on the same weights and batches:
 
 * ``plain`` (contiguous NCHW) and ``plain channels_last`` (the peer that decides ``fit``'s

@@ -46,7 +46,7 @@ def run_grid(settings, workers: int, data_root: str | None) -> tuple[float, list
     """Wall seconds of one ``reproduce_fashion`` into fresh folders, and its network_seconds."""
     from dataclasses import replace
 
-    from td_analysis.experiments_fashion import reproduce_fashion
+    from td_analysis.pipelines.fashion_mlp import reproduce_fashion
 
     with tempfile.TemporaryDirectory(prefix="td-grid-") as tmp:
         t0 = time.perf_counter()
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     pin_cpu_kernels()
 
-    from td_analysis.experiments_fashion import FashionSettings
+    from td_analysis.pipelines.fashion_mlp import FashionSettings
 
     overrides: dict = {"seeds": tuple(int(s) for s in args.seeds.split(",")), "epochs": args.epochs}
     if args.regularisers:

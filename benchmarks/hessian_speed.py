@@ -40,8 +40,8 @@ from torch.func import functional_call, jacfwd, jacrev
 
 from td_analysis import curvature
 from td_analysis.curvature import dense as dense_mod
-from td_analysis.models import DenseNet, flatten_params
-from td_analysis.tasks import get_task
+from td_analysis.nets.models import DenseNet, flatten_params
+from td_analysis.training.tasks import get_task
 
 D, HIDDEN, K = 3072, 10, 10
 P = D * HIDDEN + HIDDEN + HIDDEN * K + K  # 30,840

@@ -35,7 +35,7 @@ from torch.func import functional_call, grad, jvp
 
 from td_analysis import curvature
 from td_analysis.curvature import HessianOperator, top_eigenpairs
-from td_analysis.tasks import get_task
+from td_analysis.training.tasks import get_task
 
 
 def best_of(fn: Callable[[], object], repeats: int) -> float:

@@ -8,7 +8,7 @@ Each row is a fresh ``td-analysis train`` process with environment variables tha
 and MKL behave as on another machine: ``ATEN_CPU_CAPABILITY`` (torch's kernels: default =
 SSE, avx2, avx512), ``MKL_ENABLE_INSTRUCTIONS`` (the highest instruction set MKL may use),
 ``MKL_CBWR`` (MKL's reproducibility branch), thread counts, and oneDNN off. ``--native`` sets
-``TD_ANALYSIS_NATIVE_KERNELS=1`` (no pinning, see :mod:`td_analysis.reproducibility`).
+``TD_ANALYSIS_NATIVE_KERNELS=1`` (no pinning, see :mod:`td_analysis.utils.reproducibility`).
 Needs the data (``TD_ANALYSIS_DATA``).
 """
 

@@ -1,6 +1,6 @@
 """Seconds per training epoch of the fashion-mlp task, against the GEMM rate of this machine.
 
-Times ``td_analysis.training.train`` on the ``fashion-mlp`` task (784 → 1000 → 1000 → 500 →
+Times ``td_analysis.training.loop.train`` on the ``fashion-mlp`` task (784 → 1000 → 1000 → 500 →
 200 → 10 ReLU with biases, float32, batch 128, Adam lr 1e-3, one intra-op thread) for
 
 * ``none`` (the plain MLP);
@@ -51,9 +51,9 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from td_analysis import kernels  # noqa: E402
-from td_analysis.tasks import get_task  # noqa: E402
-from td_analysis.training import load_data, train  # noqa: E402
+from td_analysis.training.loop import load_data, train  # noqa: E402
+from td_analysis.training.tasks import get_task  # noqa: E402
+from td_analysis.utils import kernels  # noqa: E402
 
 TASK = get_task("fashion-mlp")
 GEMM = "GEMM only (torch.mm, same shapes)"

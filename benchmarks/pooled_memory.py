@@ -26,9 +26,9 @@ GOAL_GB = 2.0
 def child(bins: int, dtype_name: str, examples: int) -> None:
     import torch
 
-    from td_analysis.coadaptation import magnitude_order, pooled_coadaptation
-    from td_analysis.experiments_fashion import FashionSettings, load_split, network_config
-    from td_analysis.training import build_model
+    from td_analysis.analysis.coadaptation import magnitude_order, pooled_coadaptation
+    from td_analysis.pipelines.fashion_mlp import FashionSettings, load_split, network_config
+    from td_analysis.training.loop import build_model
 
     torch.set_num_threads(1)
     dtype = {"float32": torch.float32, "float64": torch.float64}[dtype_name]

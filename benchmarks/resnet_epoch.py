@@ -19,10 +19,10 @@ import time
 
 import torch
 
-from td_analysis.dropout import RegulariserConfig
-from td_analysis.fit import FitConfig, fit
-from td_analysis.nets_resnet import PreActResNet, targeted_layers
-from td_analysis.tasks import get_task
+from td_analysis.nets.resnet import PreActResNet, targeted_layers
+from td_analysis.nn.dropout import RegulariserConfig
+from td_analysis.training.fit import FitConfig, fit
+from td_analysis.training.tasks import get_task
 
 CANDIDATES = [
     ((1, 1, 1), (16, 32, 64)),

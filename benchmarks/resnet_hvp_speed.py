@@ -34,7 +34,7 @@ import torch.nn.functional as F
 
 from td_analysis.curvature import HessianOperator
 from td_analysis.data import load_dataset
-from td_analysis.nets_resnet import PreActResNet
+from td_analysis.nets.resnet import PreActResNet
 
 
 def best_of(fn: Callable[[], object], repeats: int) -> float:

@@ -49,7 +49,7 @@ class Row:
 
 
 def _data(config, n: int, root: str | None):
-    from td_analysis.training import load_data
+    from td_analysis.training.loop import load_data
 
     try:
         x, y = load_data(config, "holdout", root=root)
@@ -62,7 +62,7 @@ def _data(config, n: int, root: str | None):
 
 
 def toy_case(n: int, epochs: int, root: str | None):
-    from td_analysis.training import TrainConfig, build_model, train
+    from td_analysis.training.loop import TrainConfig, build_model, train
 
     config = TrainConfig(epochs=epochs, seed=0)
     x, y, source = _data(config, n, root)
@@ -74,8 +74,8 @@ def toy_case(n: int, epochs: int, root: str | None):
 
 
 def mlp_case(n: int, root: str | None):
-    from td_analysis.tasks import get_task
-    from td_analysis.training import build_model
+    from td_analysis.training.loop import build_model
+    from td_analysis.training.tasks import get_task
 
     config = get_task("fashion-mlp").config(seed=0)
     x, y, source = _data(config, n, root)

@@ -41,10 +41,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from td_analysis import kernels  # noqa: E402
-from td_analysis.dropout import _uniform_bits  # noqa: E402
-from td_analysis.tasks import get_task  # noqa: E402
-from td_analysis.training import DenseStep, _optimizer, build_model, load_data  # noqa: E402
+from td_analysis.nn.dropout import _uniform_bits  # noqa: E402
+from td_analysis.training.loop import DenseStep, _optimizer, build_model, load_data  # noqa: E402
+from td_analysis.training.tasks import get_task  # noqa: E402
+from td_analysis.utils import kernels  # noqa: E402
 
 TASK = get_task("fashion-mlp")
 GAMMA, ALPHA = TASK.gamma, TASK.alpha

@@ -1,6 +1,6 @@
 """Seconds per training epoch of the toy network, with and without targeted dropout.
 
-Times ``td_analysis.training.train`` (3072 → 10 → 10 ReLU, batch 128, SGD momentum 0.9, the
+Times ``td_analysis.training.loop.train`` (3072 → 10 → 10 ReLU, batch 128, SGD momentum 0.9, the
 40,000-image ``train`` split passed in as ``train_data``) with the regularisers
 
 * ``none``;
@@ -50,21 +50,21 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from td_analysis import kernels  # noqa: E402
 from td_analysis.data import load_cifar10  # noqa: E402
-from td_analysis.dropout import (  # noqa: E402
+from td_analysis.nn.dropout import (  # noqa: E402
     Regulariser,
     RegulariserConfig,
     _keep_factor,
     targeted_weight_mask,
 )
-from td_analysis.training import (  # noqa: E402
+from td_analysis.training.loop import (  # noqa: E402
     DenseStep,
     TrainConfig,
     build_model,
     loss_and_gradients,
     train,
 )
+from td_analysis.utils import kernels  # noqa: E402
 
 GAMMA, ALPHA = 0.75, 0.5
 VARIANTS: dict[str, RegulariserConfig] = {

@@ -26,7 +26,7 @@ from pathlib import Path
 import nbformat
 from ipykernel.kernelspec import write_kernel_spec
 
-from td_analysis.nbexec import PollingNotebookClient
+from td_analysis.utils.nbexec import PollingNotebookClient
 
 HERE = Path(__file__).resolve().parent
 NOTEBOOKS = sorted(p.name for p in HERE.glob("[0-9][0-9]_*.ipynb"))
@@ -51,8 +51,8 @@ def execute(
     nb = nbformat.read(path, as_version=4)
     env = {**os.environ, "TD_ANALYSIS_QUICK": "1" if quick else "0"}
     # the kernel imports torch before td_analysis: pin the CPU kernels through its environment
-    # (td_analysis.reproducibility), so the notebooks' numbers match `td-analysis reproduce`
-    from td_analysis.reproducibility import PINNED_KERNELS, pin_cpu_kernels
+    # (td_analysis.utils.reproducibility), so the notebooks' numbers match `td-analysis reproduce`
+    from td_analysis.utils.reproducibility import PINNED_KERNELS, pin_cpu_kernels
 
     if pin_cpu_kernels():
         for name, value in PINNED_KERNELS.items():

@@ -39,13 +39,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from td_analysis import names
-from td_analysis.moved import moved_names
+from td_analysis.catalog import names
+from td_analysis.utils.moved import moved_names
 
 if TYPE_CHECKING:  # heavy imports (torch) only where a command needs them
-    from td_analysis.dropout import RegulariserConfig
-    from td_analysis.experiments import ReproduceSettings
-    from td_analysis.training import TrainConfig
+    from td_analysis.nn.dropout import RegulariserConfig
+    from td_analysis.pipelines.toy import ReproduceSettings
+    from td_analysis.training.loop import TrainConfig
 
 __all__ = [
     "DEFAULT_NOTEBOOK",
@@ -53,7 +53,7 @@ __all__ = [
     "explorer_settings",
     "model_config",
     "default_configs",
-    "checkpoint_path",  # noqa: F822 - lazily re-exported from td_analysis.runs
+    "checkpoint_path",  # noqa: F822 - lazily re-exported from td_analysis.training.runs
     "missing_models",
     "ensure_models",
     "notebooks_dir",
@@ -84,7 +84,7 @@ STOP_TIMEOUT = 15.0  # seconds for Voilà to shut its kernels down after SIGTERM
 def explorer_settings(quick: bool = False) -> ReproduceSettings:
     """The setting notebook 03 runs in: ``td-analysis reproduce``'s defaults without the baseline
     curves; quick: one seed, 2 epochs, 2,000 evaluation images."""
-    from td_analysis.experiments import ReproduceSettings
+    from td_analysis.pipelines.toy import ReproduceSettings
 
     if quick:
         return ReproduceSettings.quick(seeds=(0,), random_masks=6, curves=False)
@@ -101,7 +101,7 @@ def model_config(
 
 def default_configs(settings: ReproduceSettings) -> dict[str, TrainConfig]:
     """The networks the explorer opens on: each regulariser of the suite at the first seed."""
-    from td_analysis.experiments import regulariser_suite
+    from td_analysis.pipelines.toy import regulariser_suite
 
     seed = settings.seeds[0]
     return {
@@ -110,11 +110,11 @@ def default_configs(settings: ReproduceSettings) -> dict[str, TrainConfig]:
 
 
 #: names whose home is elsewhere, importable from here too: ``checkpoint_path`` lives in
-#: :mod:`td_analysis.runs` (torch, not imported with this light module), the command
+#: :mod:`td_analysis.training.runs` (torch, not imported with this light module), the command
 #: (``add_commands``, ``_cmd_explore``) in :mod:`td_analysis.cli.explore`, looked up when asked
 #: for so that this module does not depend on the command line
 _ELSEWHERE = {
-    "checkpoint_path": ("td_analysis.runs", "checkpoint_path"),
+    "checkpoint_path": ("td_analysis.training.runs", "checkpoint_path"),
     "add_commands": ("td_analysis.cli.explore", "add_explore_command"),
     "_cmd_explore": ("td_analysis.cli.explore", "_cmd_explore"),
 }
@@ -124,7 +124,7 @@ __getattr__ = moved_names(__name__, _ELSEWHERE)
 
 def missing_models(settings: ReproduceSettings, runs_dir: str | Path) -> dict[str, TrainConfig]:
     """The default networks that have no checkpoint in ``runs_dir`` yet."""
-    from td_analysis.runs import checkpoint_path
+    from td_analysis.training.runs import checkpoint_path
 
     return {
         name: config
@@ -143,7 +143,7 @@ def ensure_models(
     """Train the missing default networks into ``runs_dir``; returns the checkpoints written."""
     import torch
 
-    from td_analysis.runs import checkpoint_path, train_or_load
+    from td_analysis.training.runs import checkpoint_path, train_or_load
 
     written = []
     threads = torch.get_num_threads()
@@ -207,9 +207,9 @@ def explorer_folders(
     """Absolute runs, cache and data folders, resolved as the notebooks do: the option, else the
     environment variable, else ``<repo>/runs`` (``quick``: ``<repo>/runs/quick/checkpoints``,
     where ``reproduce --quick`` keeps its checkpoints, never next to the full ones) and
-    :func:`td_analysis.cache.default_cache_dir` (the cache of ``reproduce`` too; data: None, the
-    package's default search)."""
-    from td_analysis.cache import default_cache_dir
+    :func:`td_analysis.utils.cache.default_cache_dir` (the cache of ``reproduce`` too; data: None,
+    the package's default search)."""
+    from td_analysis.utils.cache import default_cache_dir
 
     root = _repo_root(notebook)
     env = os.environ
@@ -388,7 +388,7 @@ EXTENSIONS = (
 def voila_command(notebook: Path, ip: str, port: int, *, preheat: bool = True) -> list[str]:
     """The Voilà command line serving ``notebook`` on ``ip:port`` (run in its folder; the
     template comes from :func:`jupyter_dir` on ``JUPYTER_PATH``).  Voilà runs through
-    :func:`td_analysis.nbexec.voila_main`, whose executor polls the kernel's replies (nbclient
+    :func:`td_analysis.utils.nbexec.voila_main`, whose executor polls the kernel's replies (nbclient
     #312 made a first page take minutes).
 
     ``preheat``: a pool of one kernel that runs the notebook as soon as the server starts; a
@@ -409,7 +409,7 @@ def voila_command(notebook: Path, ip: str, port: int, *, preheat: bool = True) -
     return [
         sys.executable,
         "-m",
-        "td_analysis.nbexec",
+        "td_analysis.utils.nbexec",
         "voila",
         notebook.name,
         "--no-browser",

@@ -13,8 +13,8 @@ from td_analysis import pin_cpu_kernels
 
 # session start, before torch is imported: this process and every process a test starts (the CLI,
 # ``python -m``, spawned workers, which inherit the environment) compute with the pinned CPU
-# kernels, as ``td-analysis`` does (td_analysis.reproducibility; TD_ANALYSIS_NATIVE_KERNELS=1 in
-# the shell turns it off)
+# kernels, as ``td-analysis`` does (td_analysis.utils.reproducibility; TD_ANALYSIS_NATIVE_KERNELS=1
+# in the shell turns it off)
 pin_cpu_kernels()
 
 import torch  # noqa: E402 - after the kernels are pinned
@@ -59,7 +59,7 @@ def _pinned_environment(monkeypatch: pytest.MonkeyPatch, tmp_path_factory) -> No
         monkeypatch.setenv(name, str(TEST_THREADS))
     cache = tmp_path_factory.getbasetemp() / "xdg-cache"
     monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
-    from td_analysis import progress
+    from td_analysis.utils import progress
 
     progress.set_progress_mode(None)
     yield

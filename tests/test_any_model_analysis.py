@@ -16,7 +16,7 @@ import torch
 from test_module_pruning import STRUCTURE, ref_unit_masks, ref_weight
 from zoo import ZOO, Reference
 
-from td_analysis.coadaptation import (
+from td_analysis.analysis.coadaptation import (
     layer_coadaptation,
     magnitude_order,
     pooled_block_summary,
@@ -25,8 +25,8 @@ from td_analysis.coadaptation import (
     pruned_set,
     selection_mask,
 )
+from td_analysis.analysis.taylor import estimate_pruning, pruning_sweep, random_mask_sweep
 from td_analysis.curvature import HessianOperator, pruned_spectrum
-from td_analysis.taylor import estimate_pruning, pruning_sweep, random_mask_sweep
 
 CASES = {c.name: c for c in ZOO}
 NAMES = ["cnn-bn", "conv1d", "resnet-block-bn", "weight-sharing", "transformer-encoder"]

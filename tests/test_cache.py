@@ -1,4 +1,4 @@
-"""Tests of ``td_analysis.cache``: content-keyed, atomic on-disk caching of results."""
+"""Tests of ``td_analysis.utils.cache``: content-keyed, atomic on-disk caching of results."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import sys
 import pytest
 import torch
 
-from td_analysis.cache import cached, default_cache_dir, fingerprint
-from td_analysis.models import DenseNet
+from td_analysis.nets.models import DenseNet
+from td_analysis.utils.cache import cached, default_cache_dir, fingerprint
 
 
 def make(seed: int = 0):
@@ -226,8 +226,8 @@ def test_fingerprint_stable_across_processes(tmp_path):
     """No dependence on object ids or Python's per-process string hashing."""
     code = (
         "import torch\n"
-        "from td_analysis.cache import fingerprint\n"
-        "from td_analysis.models import DenseNet\n"
+        "from td_analysis.utils.cache import fingerprint\n"
+        "from td_analysis.nets.models import DenseNet\n"
         "torch.manual_seed(3)\n"
         "m = DenseNet(6, (4,), 3)\n"
         "print(fingerprint('hessian', m, torch.arange(5.0), ['layers.1.weight'], 'sum',"
@@ -302,7 +302,7 @@ def test_entry_of_the_old_format_is_not_used(tmp_path):
 
 def test_key_includes_the_code_version(tmp_path, monkeypatch):
     """A change to the package's code (a fix to the maths) never reuses an old result."""
-    import td_analysis.cache as cache_module
+    import td_analysis.utils.cache as cache_module
 
     model, x, _ = make()
     f = Counter(model)
@@ -321,7 +321,7 @@ def test_code_version_hashes_the_package_source(tmp_path):
     from pathlib import Path
 
     import td_analysis
-    from td_analysis.cache import code_version
+    from td_analysis.utils.cache import code_version
 
     code_version.cache_clear()  # computed once per process; the tree may have changed since
     package = Path(td_analysis.__file__).resolve().parent

@@ -13,7 +13,7 @@ from torch.func import functional_call, grad, hessian, jvp
 
 from td_analysis.cli import main
 from td_analysis.data import load_cifar10
-from td_analysis.training import load_checkpoint
+from td_analysis.training.loop import load_checkpoint
 
 LIMIT = 400
 

@@ -168,10 +168,10 @@ def test_bad_models_and_checkpoints_are_one_line_errors(saved, data_root, tmp_pa
 
 
 def test_a_fit_checkpoint_needs_and_takes_its_factory(tmp_path):
-    """A :func:`td_analysis.fit.fit` checkpoint records weights, not the architecture."""
+    """A :func:`td_analysis.training.fit.fit` checkpoint records weights, not the architecture."""
     from td_analysis.cli import load_checked_checkpoint
-    from td_analysis.dropout import RegulariserConfig
-    from td_analysis.fit import FitConfig, fit
+    from td_analysis.nn.dropout import RegulariserConfig
+    from td_analysis.training.fit import FitConfig, fit
 
     gen = torch.Generator().manual_seed(0)
     x, y = torch.randn(16, 3, 32, 32, generator=gen), torch.randint(0, 10, (16,), generator=gen)

@@ -1,6 +1,6 @@
 """What a newcomer hit (issue 24), each fault class as a test.
 
-* output names: one naming rule (:func:`td_analysis.cliargs.command_stem`) for every command;
+* output names: one naming rule (:func:`td_analysis.utils.cliargs.command_stem`) for every command;
   every command run twice with different options on a dotted checkpoint stem writes two sets of
   files, named by the whole stem, nothing overwritten;
 * non-finite weights: every checkpoint load refuses them in one line naming the parameter;
@@ -32,8 +32,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from td_analysis import cliargs
 from td_analysis.cli import main
+from td_analysis.utils import cliargs
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 PACKAGE = Path(__file__).resolve().parents[1] / "td_analysis"
@@ -57,7 +57,7 @@ def _one_line(capsys: pytest.CaptureFixture, *needles: str) -> str:
 
 def _checkpoint(path: Path, poison: tuple[str, float] | None = None) -> Path:
     """A freshly initialised toy checkpoint; ``poison`` = (parameter, value) sets one entry."""
-    from td_analysis.training import TrainConfig, build_model, save_checkpoint
+    from td_analysis.training.loop import TrainConfig, build_model, save_checkpoint
 
     config = TrainConfig()
     model = build_model(config)
@@ -88,7 +88,7 @@ def test_save_figure_keeps_a_dotted_stem(tmp_path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from td_analysis.plotting import save_figure
+    from td_analysis.report.plotting import save_figure
 
     fig = plt.figure()
     written = save_figure(fig, tmp_path / "td_gamma0.75-spectrum", formats=("png", "pdf"))
@@ -158,7 +158,7 @@ def test_non_finite_checkpoints_are_refused_in_one_line(
 
 
 def test_check_finite_names_the_parameter() -> None:
-    from td_analysis.training import check_finite
+    from td_analysis.training.loop import check_finite
 
     model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
     check_finite(model, "here")  # finite: silent
@@ -351,7 +351,7 @@ def test_no_module_uses_tqdm_directly() -> None:
 def test_a_long_step_still_gets_heartbeat_lines(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
-    from td_analysis.progress import progress_bar
+    from td_analysis.utils.progress import progress_bar
 
     monkeypatch.setenv("TD_ANALYSIS_PROGRESS", "lines")
     monkeypatch.setenv("TD_ANALYSIS_PROGRESS_INTERVAL", "0.1")
@@ -430,9 +430,10 @@ def test_quick_reproduce_keeps_everything_under_runs_quick(
     """The folders ``reproduce --quick`` hands to the pipelines (recorded instead of training:
     the pipelines write only there, ``test_reproduce.py``), and the checkpoint name the
     pipelines use (it says the task)."""
-    from td_analysis import experiments, experiments_fashion
     from td_analysis.explore import checkpoint_path
-    from td_analysis.tasks import get_task
+    from td_analysis.pipelines import fashion_mlp as experiments_fashion
+    from td_analysis.pipelines import toy as experiments
+    from td_analysis.training.tasks import get_task
 
     seen = {}
 

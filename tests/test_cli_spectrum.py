@@ -17,7 +17,7 @@ import torch
 from zoo import Reference
 
 from td_analysis.cli import main
-from td_analysis.training import TrainConfig, build_model, load_data, save_checkpoint
+from td_analysis.training.loop import TrainConfig, build_model, load_data, save_checkpoint
 
 LIMIT = 60
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -37,7 +37,7 @@ def checkpoint(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def reference(checkpoint, data_root):
     """The float64 Hessian of the mean cross-entropy on the first LIMIT holdout images."""
-    from td_analysis.training import load_checkpoint
+    from td_analysis.training.loop import load_checkpoint
 
     ckpt = load_checkpoint(checkpoint)
     x, y = load_data(ckpt.config, "holdout", root=data_root)
@@ -165,9 +165,9 @@ def test_spectra_figure_data_against_eigh(tmp_path):
     """The pipeline behind spectra.png: whole net, each layer and the pruned block H_SS."""
     from zoo import CASES
 
-    from td_analysis import plotting
-    from td_analysis.pruning import pruning_masks
-    from td_analysis.spectra import spectra_figure_data
+    from td_analysis.analysis.pruning import pruning_masks
+    from td_analysis.analysis.spectra import spectra_figure_data
+    from td_analysis.report import plotting
 
     case = next(c for c in CASES if c.name == "h3-bias-mean")
     model, x, y = case.build()

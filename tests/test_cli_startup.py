@@ -6,7 +6,7 @@ the heavy modules. A timing would depend on the machine; the imports do not (tor
 1.7 s of a 2-core VM's start-up). ``train --help`` reads the task registry, to print each
 task's defaults: it is plain data (``tasks``, ``dataset_registry``, ``regulariser_config``), so
 that page is as light as the others. The light modules' names must equal the heavy modules' own
-(``td_analysis.names``).
+(``td_analysis.catalog.names``).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import sys
 
 import pytest
 
-from td_analysis import names
+from td_analysis.catalog import names
 
 HEAVY = ("torch", "scipy", "matplotlib", "numpy", "pandas", "seaborn")
 COMMANDS = (
@@ -91,7 +91,7 @@ def test_train_help_still_shows_every_task_default(
 ) -> None:
     """The per-task defaults are worked out when --help prints them (they need the registry)."""
     from td_analysis.cli import main
-    from td_analysis.tasks import TASKS, ResNetTask, task_for_dataset
+    from td_analysis.training.tasks import TASKS, ResNetTask, task_for_dataset
 
     monkeypatch.setenv("COLUMNS", "400")  # no line breaks inside "fashion-mlp"
 
@@ -112,7 +112,7 @@ def test_unset_seed_and_device_are_train_config_defaults() -> None:
     """``--seed``/``--device`` default to None while parsing; the config gets TrainConfig's
     (which the help text states: 0, cpu)."""
     from td_analysis.cli import build_parser, config_from_args
-    from td_analysis.training import TrainConfig
+    from td_analysis.training.loop import TrainConfig
 
     config = config_from_args(build_parser().parse_args(["train"]))
     assert (config.seed, config.device) == (TrainConfig().seed, TrainConfig().device) == (0, "cpu")
@@ -121,8 +121,10 @@ def test_unset_seed_and_device_are_train_config_defaults() -> None:
 
 
 def test_light_names_equal_the_implementations() -> None:
-    from td_analysis import data, dropout, experiments
+    from td_analysis import data
     from td_analysis.curvature import spectrum
+    from td_analysis.nn import dropout
+    from td_analysis.pipelines import toy as experiments
 
     assert names.REGULARISERS == dropout.REGULARISERS
     assert names.DATASET_NAMES == tuple(data.DATASETS) == data.DATASET_NAMES

@@ -44,7 +44,7 @@ def trained(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.mark.slow
 def test_train_writes_a_checkpoint(trained: Path) -> None:
-    from td_analysis.training import TrainConfig, load_checkpoint
+    from td_analysis.training.loop import TrainConfig, load_checkpoint
 
     assert trained.is_file()
     assert [p.name for p in trained.parent.iterdir()] == ["x.pt"], "temporary files left"
@@ -59,9 +59,9 @@ def test_train_writes_a_checkpoint(trained: Path) -> None:
 def test_prune_writes_csv_and_json(
     trained: Path, data_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
+    from td_analysis.analysis.pruning import pruning_curve
     from td_analysis.data import load_cifar10
-    from td_analysis.pruning import pruning_curve
-    from td_analysis.training import load_checkpoint
+    from td_analysis.training.loop import load_checkpoint
 
     stem = tmp_path / "p"
     code = main(

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from td_analysis import cliargs
 from td_analysis.cli import build_parser, main, output_stem
+from td_analysis.utils import cliargs
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -213,7 +213,7 @@ def test_coadaptation_huge_bins_goes_through_the_memory_check(
     import re
 
     import td_analysis.curvature
-    from td_analysis.training import TrainConfig, build_model, save_checkpoint
+    from td_analysis.training.loop import TrainConfig, build_model, save_checkpoint
 
     config = TrainConfig()
     ckpt = save_checkpoint(tmp_path / "m.pt", build_model(config), config)
@@ -233,7 +233,7 @@ def test_coadaptation_huge_bins_goes_through_the_memory_check(
 def test_checkpoint_of_another_input_size_is_refused(
     command: str, tmp_path: Path, capsys: pytest.CaptureFixture, data_root
 ) -> None:
-    from td_analysis.training import TrainConfig, build_model, save_checkpoint
+    from td_analysis.training.loop import TrainConfig, build_model, save_checkpoint
 
     config = TrainConfig(in_features=20)
     ckpt = save_checkpoint(tmp_path / "small.pt", build_model(config), config)
@@ -257,7 +257,7 @@ def test_diverging_training_writes_no_checkpoint(
 
 
 def test_divergence_is_detected_on_small_data() -> None:
-    from td_analysis.training import TrainConfig, train
+    from td_analysis.training.loop import TrainConfig, train
 
     torch.manual_seed(0)
     # inputs of 1e20: the second step's logits overflow float32, the loss becomes NaN
@@ -277,7 +277,7 @@ def test_progress_in_a_log_is_plain_lines(tmp_path: Path, data_root) -> None:
         "TD_ANALYSIS_PROGRESS_INTERVAL": "0",
     }
     env.pop("TD_ANALYSIS_PROGRESS", None)
-    config = "from td_analysis.training import TrainConfig, build_model, save_checkpoint\n"
+    config = "from td_analysis.training.loop import TrainConfig, build_model, save_checkpoint\n"
     config += f"c = TrainConfig(); save_checkpoint({str(tmp_path / 'm.pt')!r}, build_model(c), c)"
     subprocess.run([sys.executable, "-c", config], check=True, env=env)
     argv = ["estimate", str(tmp_path / "m.pt"), "--limit", "200", "--fractions", "0.5,0.75"]
@@ -299,7 +299,7 @@ def test_progress_in_a_log_is_plain_lines(tmp_path: Path, data_root) -> None:
 
 
 def test_progress_modes(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
-    from td_analysis import progress
+    from td_analysis.utils import progress
 
     monkeypatch.delenv("TD_ANALYSIS_PROGRESS", raising=False)
     assert progress.progress_mode() == "lines"  # pytest's stderr is not a terminal
@@ -327,7 +327,7 @@ def test_progress_modes(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureF
 
 
 def test_line_progress_is_periodic(capsys: pytest.CaptureFixture) -> None:
-    from td_analysis.progress import LineProgress
+    from td_analysis.utils.progress import LineProgress
 
     bar = LineProgress(total=1000, desc="train", unit="step", interval=3600)
     for _ in range(1000):
@@ -344,7 +344,7 @@ def test_reproduce_quick_never_writes_into_figures(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
     """The output folder each invocation gets (the pipeline itself is replaced by a stub)."""
-    from td_analysis import experiments
+    from td_analysis.pipelines import toy as experiments
 
     folders = []
 
@@ -400,7 +400,7 @@ def test_train_default_names_differ_with_the_settings(
 ) -> None:
     """``train --gamma 0.5`` and ``--gamma 0.75`` used to both write runs/targeted-weight-seed0.pt
     (training replaced by a stub: only the file names are under test)."""
-    import td_analysis.training as training
+    import td_analysis.training.loop as training
 
     def fake_train(config, **kwargs):
         history = [{"train_loss": 1.0, "eval_accuracy": 0.5}]
@@ -424,7 +424,7 @@ def test_interrupted_reproduce_leaves_the_old_results_whole(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, data_root
 ) -> None:
     """Ctrl-C after Figure 1 is written: ``--out`` keeps exactly the previous run's files."""
-    from td_analysis import experiments
+    from td_analysis.pipelines import toy as experiments
 
     out = tmp_path / "figures"
     out.mkdir()

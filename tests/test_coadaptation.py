@@ -1,4 +1,4 @@
-"""Tests of ``td_analysis.coadaptation`` against independent brute-force references.
+"""Tests of ``td_analysis.analysis.coadaptation`` against independent brute-force references.
 
 The reference Hessian is ``torch.func.hessian`` of the cross-entropy written here as a function of
 a flat parameter vector (float64), never the package's curvature code; every summary of
@@ -14,7 +14,7 @@ import pytest
 import torch
 from zoo import Reference, dense_case, selected_names
 
-from td_analysis.coadaptation import (
+from td_analysis.analysis.coadaptation import (
     BlockSummary,
     bin_matrix,
     block_summary,
@@ -32,7 +32,7 @@ from td_analysis.coadaptation import (
     unit_dependence,
     unit_index,
 )
-from td_analysis.models import DenseNet
+from td_analysis.nets.models import DenseNet
 
 F64 = torch.float64
 

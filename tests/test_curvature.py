@@ -20,7 +20,7 @@ from zoo import CASE_IDS, CASES, F64, TOL, Case, Reference, rel, selected_names
 from td_analysis import curvature
 from td_analysis.curvature import dense as dense_mod
 from td_analysis.curvature import memory as memory_mod
-from td_analysis.tasks import get_task
+from td_analysis.training.tasks import get_task
 
 
 @pytest.fixture(scope="module")

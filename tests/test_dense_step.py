@@ -16,16 +16,16 @@ import torch
 import torch.nn.functional as F
 from torch.func import grad
 
-from td_analysis.dropout import (
+from td_analysis.nets.models import DenseNet, relu_backward_
+from td_analysis.nn.dropout import (
     Regulariser,
     RegulariserConfig,
     bernoulli_bits,
     targeted_unit_mask,
     targeted_weight_mask,
 )
-from td_analysis.models import DenseNet, relu_backward_
-from td_analysis.tasks import get_task
-from td_analysis.training import DenseStep, build_model, loss_and_gradients, train
+from td_analysis.training.loop import DenseStep, build_model, loss_and_gradients, train
+from td_analysis.training.tasks import get_task
 
 
 @pytest.fixture(autouse=True)

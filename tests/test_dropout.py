@@ -1,4 +1,4 @@
-"""Tests of ``td_analysis.dropout`` against independent references.
+"""Tests of ``td_analysis.nn.dropout`` against independent references.
 
 The targeting rule of the official code (for-ai/TD, see /work/shared/REFERENCE.md) is
 re-implemented here in plain numpy/python: for a torch weight ``W`` (out × in)
@@ -20,7 +20,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from td_analysis.dropout import (
+from td_analysis.nn.dropout import (
     REGULARISERS,
     Regulariser,
     RegulariserConfig,
@@ -230,7 +230,7 @@ def test_numpy_fast_path_equals_the_torch_path(
 ) -> None:
     """CPU float tensors take a numpy path (integer selection on the bits of |w|); every other
     tensor torch.kthvalue.  Both must give the same masks, NaN and signed zeros included."""
-    import td_analysis.dropout as D
+    import td_analysis.nn.dropout as D
 
     matrices = [w for _, w in _random_matrices(7)]
     with_nan = np.random.default_rng(1).standard_normal((6, 40))
@@ -256,7 +256,7 @@ def test_keep_factor_against_the_definition(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """``m = scale · 1[¬(t ∧ u < α)]`` elementwise, with u = α exactly kept (strict <)."""
-    import td_analysis.dropout as D
+    import td_analysis.nn.dropout as D
 
     alpha = 0.3
     gen = torch.Generator().manual_seed(2)
@@ -554,7 +554,7 @@ def test_dropped_weights_get_zero_gradient(kind: str) -> None:
 def test_training_steps_leave_dropped_weights_unchanged(monkeypatch: pytest.MonkeyPatch) -> None:
     """Inside ``train``: with plain SGD a weight dropped at step s has zero gradient, so it is
     bit-for-bit unchanged by that step, while kept weights move."""
-    import td_analysis.training as T
+    import td_analysis.training.loop as T
 
     records: list[tuple[int, int, torch.Tensor, torch.Tensor]] = []
 
@@ -596,7 +596,7 @@ def test_training_steps_leave_dropped_weights_unchanged(monkeypatch: pytest.Monk
 
 def test_nothing_masked_at_evaluation() -> None:
     """A TD-trained model's eval forward is the plain forward of its (unmasked) weights."""
-    from td_analysis.training import TrainConfig, evaluate, train
+    from td_analysis.training.loop import TrainConfig, evaluate, train
 
     gen = torch.Generator().manual_seed(1)
     x = torch.randn(200, 16, generator=gen)

@@ -1,4 +1,4 @@
-"""``td_analysis.executors.map_jobs``: a Dask cluster gives the results of local processes.
+"""``td_analysis.training.executors.map_jobs``: a Dask cluster gives the results of local processes.
 
 The cluster is a real one: ``distributed.LocalCluster`` of 2 worker processes on 127.0.0.1.
 References: the same jobs on the local executor (worker processes of this machine), and for
@@ -17,9 +17,9 @@ import pytest
 import torch
 from test_runs import _configs, _data
 
-from td_analysis.executors import DASK_HINT, dask_client, map_jobs
-from td_analysis.runs import train_many
-from td_analysis.training import load_checkpoint, train
+from td_analysis.training.executors import DASK_HINT, dask_client, map_jobs
+from td_analysis.training.loop import load_checkpoint, train
+from td_analysis.training.runs import train_many
 
 
 def _probe(seed: int) -> dict:
@@ -166,9 +166,10 @@ def test_the_commands_hand_the_scheduler_to_the_pipelines(
     """``--scheduler`` reaches ``reproduce_fashion``/``reproduce_resnet`` as an argument (not a
     setting of the results), and is refused where nothing runs on workers."""
     pytest.importorskip("distributed")  # the option checks that the extra is there
-    from td_analysis import experiments_fashion, experiments_resnet
     from td_analysis.cli import main
     from td_analysis.cli.training_length import main as study_main
+    from td_analysis.pipelines import fashion_mlp as experiments_fashion
+    from td_analysis.pipelines import resnet as experiments_resnet
 
     seen = {}
 

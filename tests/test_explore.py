@@ -13,7 +13,7 @@ numbered one way, both ends included, in the slider's readout and the caption (r
 row); a choice with nothing to draw shows a readable message instead of a traceback. At the end
 the server gets Ctrl-C (SIGINT) and must stop cleanly. The command-line errors (port in use, no
 trained networks, unknown notebook) are checked without a browser, and the patch that makes a
-page wait for the preheated kernel (``td_analysis.nbexec.wait_for_preheated_kernel``) against
+page wait for the preheated kernel (``td_analysis.utils.nbexec.wait_for_preheated_kernel``) against
 Voilà's own rule. The zoom window's numbering (``td_analysis.explore.zoom_window``: both ends
 included, rows 5–5 is one row) and the data key of the first view's cache are checked as pure
 functions, in the fast tests (not marked slow).
@@ -305,7 +305,7 @@ def test_a_page_requested_while_the_preheated_kernel_starts_waits_for_it(voila_i
     the patch also takes the pool's kernel while it starts, and keeps Voilà's answer otherwise."""
     from voila.handler import VoilaHandler
 
-    from td_analysis.nbexec import wait_for_preheated_kernel
+    from td_analysis.utils.nbexec import wait_for_preheated_kernel
 
     patched = wait_for_preheated_kernel(type("Handler", (VoilaHandler,), {}))
     assert wait_for_preheated_kernel(patched) is patched  # applied once

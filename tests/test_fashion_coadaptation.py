@@ -20,7 +20,7 @@ from fashion_cases import (
     seed_weight_masks,
 )
 
-from td_analysis.coadaptation import (
+from td_analysis.analysis.coadaptation import (
     group_sums,
     hessian_operator,
     layer_coadaptation,
@@ -29,7 +29,7 @@ from td_analysis.coadaptation import (
     projection_bytes,
 )
 from td_analysis.curvature import HessianMemoryError
-from td_analysis.models import DenseNet
+from td_analysis.nets.models import DenseNet
 
 
 class MatrixOperator:
@@ -169,7 +169,7 @@ def test_layer_coadaptation_all_and_pruned(bias):
 
 def test_coadaptation_maps_of_the_experiment():
     """``coadaptation_maps``: pooled sums, layer sums and pruned-layer sums at k = 50%."""
-    from td_analysis.experiments_fashion import coadaptation_maps
+    from td_analysis.pipelines.fashion_mlp import coadaptation_maps
 
     model, x, y = make_mlp(5, bias=True, factory=densenet)
     names = names_of(model, weights_only=True)

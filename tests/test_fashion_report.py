@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import random
 
-from td_analysis.reports import fashion_pruning_markdown
+from td_analysis.report.compat import fashion_pruning_markdown
 
 KS = [0.0, 25.0, 50.0, 99.0]
 REGS = ["none", "targeted-weight", "targeted-unit"]

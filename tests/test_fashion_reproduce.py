@@ -59,7 +59,7 @@ pytestmark = pytest.mark.slow
 
 
 def checkpoint(run, reg: str, bias: bool, seed: int = 0):
-    from td_analysis.training import load_checkpoint
+    from td_analysis.training.loop import load_checkpoint
 
     for path in sorted(run["runs"].glob("*.pt")):
         ckpt = load_checkpoint(path)
@@ -279,7 +279,7 @@ def test_bad_input_exits_2_and_writes_nothing(tmp_path, data_root, monkeypatch, 
         assert exc.value.code == 2
     assert main(base + ["--experiment", "fashion-mlp", "--quick", "--bins", "10000000"]) == 2
     assert "pooled_bins" in capsys.readouterr().err
-    import td_analysis.experiments_fashion as ef
+    import td_analysis.pipelines.fashion_mlp as ef
 
     monkeypatch.setattr(ef, "available_memory_bytes", lambda device="cpu": 1000)
     assert main(base + ["--experiment", "fashion-mlp", "--quick"]) == 2
@@ -289,7 +289,7 @@ def test_bad_input_exits_2_and_writes_nothing(tmp_path, data_root, monkeypatch, 
 
 
 def test_load_results_reads_back_the_run(run):
-    from td_analysis.experiments_fashion import load_results
+    from td_analysis.pipelines.fashion_mlp import load_results
 
     back = load_results(run["out"])
     assert back["records"] == run["records"]
@@ -344,7 +344,7 @@ def test_a_second_run_reuses_networks_and_analyses(run, tmp_path):
 
 
 def test_analysis_key_follows_network_and_settings(tmp_path):
-    from td_analysis.experiments_fashion import FashionSettings, analysis_path, network_jobs
+    from td_analysis.pipelines.fashion_mlp import FashionSettings, analysis_path, network_jobs
 
     settings = FashionSettings.quick()
     (job,) = [

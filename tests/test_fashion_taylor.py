@@ -23,9 +23,9 @@ from fashion_cases import (
     spearman,
 )
 
-from td_analysis.experiments_fashion import rank_correlation_table, taylor_records
-from td_analysis.models import DenseNet
-from td_analysis.taylor import ESTIMATORS, deletion_terms
+from td_analysis.analysis.taylor import ESTIMATORS, deletion_terms
+from td_analysis.nets.models import DenseNet
+from td_analysis.pipelines.fashion_mlp import rank_correlation_table, taylor_records
 
 KS = (0, 25, 50, 75, 90)
 

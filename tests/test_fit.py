@@ -1,4 +1,4 @@
-"""td_analysis.fit: the autograd training loop for any model.
+"""td_analysis.training.fit: the autograd training loop for any model.
 
 Reference: a textbook loop written here from the documented protocol (shuffle from
 ``Generator(seed + 1)``, crop offsets and flips from ``Generator(seed + 2)`` cropped by numpy
@@ -20,8 +20,8 @@ from references import crop_flip_reference, targeted_reference
 from torch import nn
 from torch.func import functional_call
 
-from td_analysis.dropout import RegulariserConfig
-from td_analysis.fit import (
+from td_analysis.nn.dropout import RegulariserConfig
+from td_analysis.training.fit import (
     FitConfig,
     augment_params,
     cifar_augment,

@@ -18,7 +18,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from test_fit import CONFIGS, cnn, data
 
-from td_analysis.fit import fit
+from td_analysis.training.fit import fit
 
 WORLD = 2
 

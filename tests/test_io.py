@@ -1,4 +1,5 @@
-"""Tests of ``td_analysis.io``: staged result folders (all outputs or none) and atomic files."""
+"""Tests of ``td_analysis.utils.io``: staged result folders (all outputs or none) and atomic
+files."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from td_analysis.io import staged_directory, staged_output
+from td_analysis.utils.io import staged_directory, staged_output
 
 
 def listing(folder: Path) -> dict[str, str]:
@@ -82,7 +83,7 @@ def test_carried_files_are_not_rewritten_in_the_old_folder(tmp_path: Path) -> No
     old_results(target)
     with pytest.raises(RuntimeError):
         with staged_directory(target, owned=("figure1*",)) as staging:
-            from td_analysis.io import atomic_write_text
+            from td_analysis.utils.io import atomic_write_text
 
             atomic_write_text(staging / "README.md", "rewritten")
             atomic_write_text(staging / "fashion_mlp" / "pruning.md", "rewritten")
@@ -135,7 +136,7 @@ def test_killed_process_leaves_the_old_results_whole(tmp_path: Path) -> None:
     script = textwrap.dedent(
         f"""
         import os, signal
-        from td_analysis.io import staged_directory
+        from td_analysis.utils.io import staged_directory
         with staged_directory({str(target)!r}) as staging:
             (staging / "figure1.png").write_text("new figure")
             os.kill(os.getpid(), signal.SIGKILL)
@@ -170,7 +171,7 @@ def _dead_pid() -> int:
 def test_stale_leftovers_go_live_ones_and_foreign_files_stay(tmp_path: Path) -> None:
     """What a SIGKILL left (pid gone, or no pid and older than an hour) is removed by the next
     write of the same target; a live process's (a concurrent run) and the user's files stay."""
-    from td_analysis.io import STALE_SECONDS, atomic_write_text
+    from td_analysis.utils.io import STALE_SECONDS, atomic_write_text
 
     dead, old = _dead_pid(), os.path.getmtime(tmp_path) - STALE_SECONDS - 60
     entries = {

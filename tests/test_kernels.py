@@ -1,4 +1,5 @@
-"""The fused targeted-dropout kernels (``td_analysis.kernels``) and the training path using them.
+"""The fused targeted-dropout kernels (``td_analysis.utils.kernels``) and the training path using
+them.
 
 References: per-row thresholds by ``np.sort`` of the magnitudes (float values, and their
 IEEE-754 bits with the sign cleared, which is how NaN rows are ordered); keep masks, ``W ⊙ M``
@@ -14,9 +15,9 @@ import numpy as np
 import pytest
 import torch
 
-from td_analysis import kernels
-from td_analysis.dropout import Regulariser, RegulariserConfig
-from td_analysis.training import DenseStep, TrainConfig, train
+from td_analysis.nn.dropout import Regulariser, RegulariserConfig
+from td_analysis.training.loop import DenseStep, TrainConfig, train
+from td_analysis.utils import kernels
 
 
 @pytest.fixture(autouse=True)
@@ -256,7 +257,7 @@ def test_dense_step_with_fused_masks_equals_float_factors() -> None:
     """DenseStep given W ⊙ M and a uint8 M: the same loss, logits and gradients bit for bit as
     with the float factor."""
     torch.manual_seed(0)
-    from td_analysis.models import DenseNet
+    from td_analysis.nets.models import DenseNet
 
     model = DenseNet(50, (40, 30), 5, True)
     x, y = torch.randn(16, 50), torch.randint(0, 5, (16,))

@@ -1,4 +1,4 @@
-"""Flat parameter layout of ``td_analysis.models``: masks → the flat vector, against an entry
+"""Flat parameter layout of ``td_analysis.nets.models``: masks → the flat vector, against an entry
 by entry walk over ``named_parameters()``."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from td_analysis.models import DenseNet, flatten_masks, param_specs
+from td_analysis.nets.models import DenseNet, flatten_masks, param_specs
 
 
 def _walk(model, names, masks) -> list[bool]:

@@ -25,7 +25,7 @@ from torch import nn
 from torch.nn.utils import prune as torch_prune
 from zoo import F64, ZOO
 
-from td_analysis.pruning import (
+from td_analysis.analysis.pruning import (
     apply_masks,
     module_pruning_masks,
     prunable_weight_names,

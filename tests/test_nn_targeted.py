@@ -20,8 +20,7 @@ from references import ramp_reference, targeted_reference
 from torch import nn
 from torch.func import functional_call, grad
 
-from td_analysis.dropout import Regulariser, RegulariserConfig
-from td_analysis.models import DenseNet
+from td_analysis.nets.models import DenseNet
 from td_analysis.nn import (
     DropConnect,
     TargetedUnitDropout,
@@ -38,6 +37,7 @@ from td_analysis.nn import (
     set_targeted_dropout_step,
     targeted_dropout_step,
 )
+from td_analysis.nn.dropout import Regulariser, RegulariserConfig
 
 F64 = torch.float64
 

@@ -16,7 +16,7 @@ import pytest
 
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
-PollingNotebookClient = pytest.importorskip("td_analysis.nbexec").PollingNotebookClient
+PollingNotebookClient = pytest.importorskip("td_analysis.utils.nbexec").PollingNotebookClient
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 NOTEBOOKS = [

@@ -30,7 +30,7 @@ from zoo import (
 
 from td_analysis import curvature
 from td_analysis.curvature import HessianOperator
-from td_analysis.models import DenseNet
+from td_analysis.nets.models import DenseNet
 
 
 @pytest.fixture(scope="module")

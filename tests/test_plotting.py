@@ -1,4 +1,4 @@
-"""Tests of ``td_analysis.plotting``: every figure renders headless (Agg), Figure 1 has the
+"""Tests of ``td_analysis.report.plotting``: every figure renders headless (Agg), Figure 1 has the
 paper's BrBG symmetric scale, and ``save_figure`` writes PNG/PDF atomically."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from scipy import stats  # noqa: E402
 
-from td_analysis import plotting  # noqa: E402
-from td_analysis.taylor import ESTIMATORS, PruningEstimate  # noqa: E402
+from td_analysis.analysis.taylor import ESTIMATORS, PruningEstimate  # noqa: E402
+from td_analysis.report import plotting  # noqa: E402
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

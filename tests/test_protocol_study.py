@@ -1,4 +1,4 @@
-"""The toy protocol study (``td_analysis.protocol_study``, issue #19 part 4).
+"""The toy protocol study (``td_analysis.pipelines.protocol_study``, issue #19 part 4).
 
 * On the real CIFAR-10 data, small (``--quick``: 500 training and 500 holdout images, one epoch),
   every record's block shares of |C| (own scale, clipped at ±3000, as drawn) and its pruned-set
@@ -25,7 +25,7 @@ import pytest
 import torch
 from references import block_sums, cross_entropy64, dense_params, last_layer_coadaptation
 
-from td_analysis import protocol_study as ps
+from td_analysis.pipelines import protocol_study as ps
 
 PAPER = {  # REFERENCE.md, Table 1
     "none": {"abs": 0.120698, "accuracy": 0.3811, "pruned_accuracy": 0.2613},
@@ -62,7 +62,7 @@ def quick(tmp_path_factory, data_root):
 @pytest.mark.slow
 def test_records_match_a_brute_force_hessian(quick, data_root) -> None:
     from td_analysis.data import load_dataset
-    from td_analysis.training import load_checkpoint
+    from td_analysis.training.loop import load_checkpoint
 
     base, study = quick
     x, y = load_dataset("cifar10", "holdout", root=data_root, preprocessing="standardize")
@@ -212,7 +212,7 @@ def test_cli_writes_the_json_atomically(tmp_path, monkeypatch) -> None:
         raise RuntimeError("disk full")
 
     with monkeypatch.context() as mp:
-        mp.setattr("td_analysis.io.json.dumps", failing_dumps)
+        mp.setattr("td_analysis.utils.io.json.dumps", failing_dumps)
         with pytest.raises(RuntimeError):
             ps.main(["--out", str(out), "--runs", str(tmp_path / "r"), "--quiet"])
     assert json.loads((out / "protocol_study.json").read_text()) == {"old": True}
@@ -243,7 +243,7 @@ def test_drawn_values_read_back_at_the_colour_centre() -> None:
 
 
 def test_table1_md_gets_the_section_only_with_the_json(tmp_path, quick) -> None:
-    from td_analysis import reports
+    from td_analysis.report import compat as reports
 
     assert reports.protocol_study_section(tmp_path) == ""
     (tmp_path / "protocol_study.json").write_text(json.dumps(quick[1]))

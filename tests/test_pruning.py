@@ -1,4 +1,4 @@
-"""Tests of ``td_analysis.pruning`` against brute-force references in plain numpy/python.
+"""Tests of ``td_analysis.analysis.pruning`` against brute-force references in plain numpy/python.
 
 References (REFERENCE.md, official for-ai/TD evaluation), for a torch weight ``W`` (out × in):
 
@@ -17,10 +17,16 @@ import pytest
 import torch
 from torch import nn
 
-from td_analysis.dropout import Regulariser, RegulariserConfig
-from td_analysis.models import DenseNet
-from td_analysis.pruning import PRUNING_KINDS, apply_masks, prune, pruning_curve, pruning_masks
-from td_analysis.training import evaluate
+from td_analysis.analysis.pruning import (
+    PRUNING_KINDS,
+    apply_masks,
+    prune,
+    pruning_curve,
+    pruning_masks,
+)
+from td_analysis.nets.models import DenseNet
+from td_analysis.nn.dropout import Regulariser, RegulariserConfig
+from td_analysis.training.loop import evaluate
 
 FRACTIONS = (0.0, 0.1, 0.25, 0.5, 0.6, 0.75, 0.9, 0.95)
 

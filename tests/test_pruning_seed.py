@@ -1,5 +1,5 @@
-"""The seed's pruning rules (``td_analysis.pruning``: per-layer weight pruning, unit pruning with
-biases and outgoing weights, k in percent) against brute force.
+"""The seed's pruning rules (``td_analysis.analysis.pruning``: per-layer weight pruning, unit
+pruning with biases and outgoing weights, k in percent) against brute force.
 
 References: ``fashion_cases.seed_weight_masks`` / ``seed_unit_masks`` (python sorting by
 ``(|w|, index)`` and explicit L2 norms), a physically smaller network built by deleting the
@@ -16,8 +16,7 @@ import torch
 from fashion_cases import seed_count, seed_unit_masks, seed_weight_masks
 from torch import nn
 
-from td_analysis.models import DenseNet
-from td_analysis.pruning import (
+from td_analysis.analysis.pruning import (
     REFERENCE_KINDS,
     hidden_layers,
     prune_percent,
@@ -27,6 +26,7 @@ from td_analysis.pruning import (
     validate_percent,
     weight_pruning_masks,
 )
+from td_analysis.nets.models import DenseNet
 
 KS = (0, 10, 25, 50, 60, 70, 80, 90, 95, 97, 99, 100)
 
@@ -242,7 +242,7 @@ def test_explicit_layers_and_the_output_layer() -> None:
 
 def test_the_old_seed_names_stay_importable():
     """ "seed" meant the reference repository (issue #20): the old names are the new objects."""
-    from td_analysis import pruning
+    from td_analysis.analysis import pruning
 
     assert pruning.seed_pruning_masks is pruning.reference_pruning_masks
     assert pruning.SEED_KINDS is pruning.REFERENCE_KINDS

@@ -1,4 +1,5 @@
-"""Sentences and interval tables of the reports (``td_analysis.reports``) on synthetic results.
+"""Sentences and interval tables of the reports (``td_analysis.report.compat``) on synthetic
+results.
 
 Every printed difference and interval is recomputed here with ``scipy.stats.ttest_rel`` from
 the per-seed numbers, and a sentence may state a difference only when that interval excludes
@@ -14,7 +15,7 @@ import pytest
 from fashion_cases import synthetic_pruning_records
 from scipy import stats
 
-from td_analysis import reports
+from td_analysis.report import compat as reports
 
 NO_DIFF = "no difference within the seeds' spread"
 CELL = re.compile(r"([+-][\d.]+) \[([+-][\d.]+), ([+-][\d.]+)\]")
@@ -310,7 +311,7 @@ def test_difference_plot_draws_each_interval() -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from td_analysis.plotting import plot_paired_differences
+    from td_analysis.report.plotting import plot_paired_differences
 
     recs = synthetic_pruning_records()
     panels = reports.fashion_difference_panels(recs)
@@ -357,7 +358,7 @@ def test_report_only_rewrites_from_the_json_and_refuses_bad_input(tmp_path, monk
 
     monkeypatch.setenv("MPLBACKEND", "Agg")
     res = toy_results()
-    from td_analysis.training import TrainConfig
+    from td_analysis.training.loop import TrainConfig
 
     res["settings"]["base"] = TrainConfig().to_dict()  # the toy network 3072 → 10 → 10
     (tmp_path / "table1.json").write_text(json.dumps(res))

@@ -431,7 +431,7 @@ def test_sentences_state_a_difference_only_when_the_interval_excludes_zero(path)
 def test_readme_blocks_are_what_the_reports_write_from_the_json(sources) -> None:
     """The generated blocks are current: rewriting them from the committed JSON changes nothing
     (a hand edit inside a block, or JSON committed without its README, shows here)."""
-    from td_analysis import reports
+    from td_analysis.report import compat as reports
 
     readme = (ROOT / "README.md").read_text()
     again = reports.replace_generated(readme, "toy", reports.readme_toy_results(sources["table1"]))

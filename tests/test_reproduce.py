@@ -174,7 +174,7 @@ def test_table1_entry_matches_independent_recomputation(quick):
     """Seed 0, unregularised, holdout: accuracy and measured ΔE recomputed from the checkpoint
     with a hand-written float64 forward pass and a brute-force 75%-per-row magnitude mask."""
     from td_analysis.data import load_cifar10
-    from td_analysis.training import load_checkpoint
+    from td_analysis.training.loop import load_checkpoint
 
     (path,) = sorted(quick["dirs"]["runs"].glob("toy-none-bias-seed0-*.pt"))  # says the task
     ckpt = load_checkpoint(path)

@@ -80,7 +80,7 @@ class Run:
 
     def __init__(self, out: Path, runs: Path, data_root: Path) -> None:
         from td_analysis.data import load_cifar10
-        from td_analysis.training import load_checkpoint
+        from td_analysis.training.loop import load_checkpoint
 
         self.out, self.runs, self.data_root = out, runs, data_root
         self.json = json.loads((out / "table1.json").read_text())
@@ -124,7 +124,7 @@ class Run:
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory, data_root: Path) -> Run:
-    from td_analysis.experiments import ReproduceSettings, reproduce
+    from td_analysis.pipelines.toy import ReproduceSettings, reproduce
 
     base = tmp_path_factory.mktemp("reproduce-values")
     settings = ReproduceSettings.quick(
@@ -191,7 +191,7 @@ def test_default_settings_are_the_documented_ones() -> None:
     """The defaults the README and ``figures/README.md`` document (the numbers of the committed
     figures depend on them): 5 seeds 0, 1, 2, 3, 4; 20 epochs; γ = 0.75, α = 0.5; 75% pruning;
     holdout and test; Figure 1 on the holdout split with the summed loss."""
-    from td_analysis.experiments import ReproduceSettings
+    from td_analysis.pipelines.toy import ReproduceSettings
 
     s = ReproduceSettings()
     assert s.seeds == (0, 1, 2, 3, 4) and s.epochs == 20 and s.eval_limit is None
@@ -224,7 +224,7 @@ def test_checkpoint_weights_come_from_training_on_the_train_split(run: Run) -> N
     """Re-train Table 1's targeted-dropout model of the second seed from its stored config on the
     ``train`` split: the very same weights (training is bit-for-bit reproducible on the CPU)."""
     from td_analysis.data import load_cifar10
-    from td_analysis.training import train
+    from td_analysis.training.loop import train
 
     ckpt = run.ckpts[("targeted-weight", SEEDS[1])]
     data = load_cifar10(run.data_root, split="train", preprocessing=run.preprocessing)

@@ -4,9 +4,10 @@ The quick pipeline runs twice in fresh processes with separate checkpoint and ca
 as is, once emulating an AVX2 machine (MKL dispatching its AVX2 kernels,
 ``MKL_ENABLE_INSTRUCTIONS=AVX2``); both with OpenMP/MKL thread counts 2, set explicitly (the
 user's ``OMP_NUM_THREADS`` would change the summation order of one of them). Without the pinned
-kernels of :mod:`td_analysis.reproducibility`, the second run's weights differ from the first in
-the last bits after one epoch (measured: ``BENCHMARKS.md``). Every number of ``table1.json``
-(timings aside), every pixel of every PNG and the text of ``table1.md`` must agree exactly.
+kernels of :mod:`td_analysis.utils.reproducibility`, the second run's weights differ from the
+first in the last bits after one epoch (measured: ``BENCHMARKS.md``). Every number of
+``table1.json`` (timings aside), every pixel of every PNG and the text of ``table1.md`` must
+agree exactly.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from td_analysis.reproducibility import PINNED_KERNELS, has_avx2, pin_cpu_kernels
+from td_analysis.utils.reproducibility import PINNED_KERNELS, has_avx2, pin_cpu_kernels
 
 ARGV = ["reproduce", "--quick", "--no-curves", "--seeds", "0", "--epochs", "1"]
 ARGV += ["--eval-limit", "500", "--quiet"]
@@ -121,7 +122,7 @@ def test_importing_the_package_sets_no_environment_variable() -> None:
     code = (
         "import os\n"
         "before = dict(os.environ)\n"
-        "import td_analysis, td_analysis.cli, td_analysis.reproducibility\n"
+        "import td_analysis, td_analysis.cli, td_analysis.utils.reproducibility\n"
         "assert dict(os.environ) == before, set(os.environ.items()) ^ set(before.items())\n"
         "print('unchanged', callable(td_analysis.pin_cpu_kernels))"
     )
@@ -183,7 +184,7 @@ def test_spawned_workers_inherit_the_pinned_kernels() -> None:
         "import os, td_analysis\n"
         "td_analysis.pin_cpu_kernels()\n"
         "import torch\n"
-        "from td_analysis.progress import stoppable_pool\n"
+        "from td_analysis.utils.progress import stoppable_pool\n"
         "if __name__ == '__main__':\n"
         "    with stoppable_pool(1) as pool:\n"
         "        cap = pool.submit(torch.backends.cpu.get_cpu_capability).result()\n"

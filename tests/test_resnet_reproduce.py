@@ -23,17 +23,17 @@ from references import assert_accuracy, preact_resnet_logits64, targeted_referen
 from torch.func import grad, jvp
 
 from td_analysis.cli import main
-from td_analysis.experiments_resnet import (
+from td_analysis.nets.resnet import PreActResNet, resnet32, targeted_layers
+from td_analysis.nn.regularisers import layer_modules
+from td_analysis.nn.targeted import output_layer_name
+from td_analysis.pipelines.resnet import (
     PAPER_TABLES,
     ResNetSettings,
     build_network,
     fit_config,
     reproduce_resnet,
 )
-from td_analysis.nets_resnet import PreActResNet, resnet32, targeted_layers
-from td_analysis.nn.regularisers import layer_modules
-from td_analysis.nn.targeted import output_layer_name
-from td_analysis.tasks import RESNET_REGULARISERS, get_task
+from td_analysis.training.tasks import RESNET_REGULARISERS, get_task
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 TW = "targeted-weight-a0.66-g0.75"
@@ -211,7 +211,7 @@ def test_packaged_paper_tables_are_the_slides(data_root):
 def test_paper_preset_trains_a_few_steps_on_cpu(tmp_path, data_root, one_thread):
     """ResNet-32 with the official settings: one step on 128 images, resumable checkpoint."""
     from td_analysis.data import load_dataset
-    from td_analysis.fit import fit, load_fit_checkpoint
+    from td_analysis.training.fit import fit, load_fit_checkpoint
 
     s = ResNetSettings(preset="paper", device="cpu", seeds=(0,), epochs=1)
     x, y = load_dataset("cifar10", "train", root=data_root)
@@ -275,7 +275,7 @@ def run(tmp_path_factory, data_root):
 
 
 def _checkpoint(run, reg):
-    from td_analysis.fit import load_fit_checkpoint
+    from td_analysis.training.fit import load_fit_checkpoint
 
     (net,) = [n for n in run["results"]["networks"] if n["regulariser"] == reg]
     return load_fit_checkpoint(net["checkpoint"])
@@ -501,7 +501,7 @@ def test_outputs_readme_and_report_only(run, tmp_path):
 
 
 def test_load_results_reads_back_what_reproduce_returned(run, tmp_path):
-    from td_analysis.experiments_resnet import load_results
+    from td_analysis.pipelines.resnet import load_results
 
     got = load_results(run["out"])
     res = json.loads(json.dumps(run["results"]))  # the JSON types (tuples as lists)
@@ -514,9 +514,9 @@ def test_load_results_reads_back_what_reproduce_returned(run, tmp_path):
 
 def test_readme_block_comes_from_the_committed_json(run, tmp_path):
     """``reproduce --report-only --readme`` fills a README's resnet block from the JSON."""
-    from td_analysis.experiments import refresh_readme
+    from td_analysis.pipelines.toy import refresh_readme
+    from td_analysis.report.compat import generated_marker
     from td_analysis.report.resnet import readme_resnet_results
-    from td_analysis.reports import generated_marker
 
     figs = tmp_path / "figures"
     (figs / "resnet_cifar10").mkdir(parents=True)
@@ -536,8 +536,8 @@ def test_readings_recalibrate_each_network_as_it_is_evaluated(run):
     """``readings(..., recalibrate_on=x)``: each reading (trained; zero-targeted) with its own
     BatchNorm statistics, those of :func:`recalibrate_batchnorm` on that very network; the
     trained network itself is left as it was."""
-    from td_analysis.experiments_resnet import readings, zero_targeted
     from td_analysis.nn import recalibrate_batchnorm
+    from td_analysis.pipelines.resnet import readings, zero_targeted
 
     reg = next(r for r in REGS if r.startswith("targeted"))
     state = _checkpoint(run, reg)

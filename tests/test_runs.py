@@ -1,4 +1,4 @@
-"""``td_analysis.runs.train_many``: parallel processes give the weights of a serial run.
+"""``td_analysis.training.runs.train_many``: parallel processes give the weights of a serial run.
 
 References: ``training.train`` called directly in this process (one thread) for the same
 configs; file-system facts (which checkpoints exist, their mtimes) for reuse.
@@ -13,15 +13,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from td_analysis.runs import (
+from td_analysis.training.loop import load_checkpoint, train
+from td_analysis.training.runs import (
     available_cores,
     config_key,
     run_name,
     snapshot_paths,
     train_many,
 )
-from td_analysis.tasks import get_task
-from td_analysis.training import load_checkpoint, train
+from td_analysis.training.tasks import get_task
 
 TINY = get_task("fashion-mlp").replace(name="tiny", hidden=(8, 6))
 

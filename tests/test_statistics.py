@@ -1,4 +1,4 @@
-"""``td_analysis.statistics``: paired differences over seeds and their 95 % intervals.
+"""``td_analysis.analysis.statistics``: paired differences over seeds and their 95 % intervals.
 
 References: ``scipy.stats.ttest_rel(...).confidence_interval`` (a separate scipy code path from
 the ``t.ppf`` the module uses), closed-form t quantiles for 1 and 2 degrees of freedom, the
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from td_analysis.statistics import LEVEL, bootstrap_interval, paired_difference
+from td_analysis.analysis.statistics import LEVEL, bootstrap_interval, paired_difference
 
 
 def t_quantile_closed_form(p: float, dof: int) -> float:

@@ -1,5 +1,5 @@
-"""The task layer (``td_analysis.tasks``), the task/data set in ``TrainConfig`` and checkpoints,
-and the ``--dataset``/``--task`` options of the CLI.
+"""The task layer (``td_analysis.training.tasks``), the task/data set in ``TrainConfig`` and
+checkpoints, and the ``--dataset``/``--task`` options of the CLI.
 
 References: the issue's and the seed's stated settings (784 → 1000-1000-500-200 → 10, Adam
 1e-3, batch 32 × 100 epochs, inputs ÷ 255), the toy defaults as they were before tasks existed
@@ -19,8 +19,16 @@ import torch
 
 from td_analysis.cli import main
 from td_analysis.data import dataset_info
-from td_analysis.dropout import Regulariser, RegulariserConfig
-from td_analysis.tasks import (
+from td_analysis.nn.dropout import Regulariser, RegulariserConfig
+from td_analysis.training.loop import (
+    TrainConfig,
+    build_model,
+    check_features,
+    load_checkpoint,
+    save_checkpoint,
+    train,
+)
+from td_analysis.training.tasks import (
     DEFAULT_TASK,
     PROTOCOL_FIELDS,
     TASKS,
@@ -29,14 +37,6 @@ from td_analysis.tasks import (
     register_task,
     task_for_dataset,
     task_names,
-)
-from td_analysis.training import (
-    TrainConfig,
-    build_model,
-    check_features,
-    load_checkpoint,
-    save_checkpoint,
-    train,
 )
 
 # TrainConfig() before the task layer existed (commit 572677f), field by field

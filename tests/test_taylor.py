@@ -1,4 +1,4 @@
-"""Tests of ``td_analysis.taylor`` against independent references written here.
+"""Tests of ``td_analysis.analysis.taylor`` against independent references written here.
 
 ∇ and H come from ``torch.func.grad`` / ``torch.func.hessian`` of the cross-entropy written as a
 function of a flat float64 parameter vector; measured loss changes come from perturbing the
@@ -16,7 +16,7 @@ import torch
 from scipy import stats
 from zoo import Reference, dense_case, selected_names
 
-from td_analysis.taylor import (
+from td_analysis.analysis.taylor import (
     ESTIMATORS,
     PruningEstimate,
     deletion_vector,

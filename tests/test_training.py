@@ -1,4 +1,5 @@
-"""Tests of ``td_analysis.training``: reproducibility, checkpoints, validation, a real-data run.
+"""Tests of ``td_analysis.training.loop``: reproducibility, checkpoints, validation, a real-data
+run.
 
 Synthetic data sets are passed through ``train_data``/``eval_data`` so that most tests take
 milliseconds; one test trains the paper's toy network for one epoch on the real CIFAR-10
@@ -19,9 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from td_analysis.dropout import RegulariserConfig
-from td_analysis.models import DenseNet
-from td_analysis.training import (
+from td_analysis.nets.models import DenseNet
+from td_analysis.nn.dropout import RegulariserConfig
+from td_analysis.training.loop import (
     Checkpoint,
     TrainConfig,
     build_model,

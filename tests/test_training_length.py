@@ -1,5 +1,6 @@
-"""The toy training-length study (``td_analysis.training_length``) on the real CIFAR-10 data, small:
-1 and 2 epochs, one seed, the unregularised network.  Each record is recomputed from the
+"""The toy training-length study (``td_analysis.pipelines.training_length``) on the real CIFAR-10
+data, small: 1 and 2 epochs, one seed, the unregularised network.  Each record is recomputed from
+the
 checkpoint the study left in its runs folder (matched by its stored config, epochs included)
 with brute-force masks and a float64 forward pass (``references.py``)."""
 
@@ -19,7 +20,7 @@ KS = (0.0, 50.0, 90.0)
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory, data_root):
-    from td_analysis.training_length import main
+    from td_analysis.pipelines.training_length import main
 
     base = tmp_path_factory.mktemp("training-length")
     threads = torch.get_num_threads()
@@ -54,7 +55,7 @@ def study(tmp_path_factory, data_root):
 
 def test_records_match_brute_force(study, data_root) -> None:
     from td_analysis.data import load_cifar10
-    from td_analysis.training import load_checkpoint
+    from td_analysis.training.loop import load_checkpoint
 
     out = json.loads((study / "out" / "training_length.json").read_text())
     recs = out["records"]
@@ -87,7 +88,7 @@ def test_records_match_brute_force(study, data_root) -> None:
 
 
 def test_bad_input_exits_with_status_2(tmp_path) -> None:
-    from td_analysis.training_length import main
+    from td_analysis.pipelines.training_length import main
 
     assert main(["--regularisers", "nonsense", "--out", str(tmp_path)]) == 2
     assert not (tmp_path / "training_length.json").exists()

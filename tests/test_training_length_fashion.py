@@ -1,4 +1,4 @@
-"""The fashion-mlp training-length study (``td_analysis.training_length``, ``--experiment
+"""The fashion-mlp training-length study (``td_analysis.pipelines.training_length``, ``--experiment
 fashion-mlp``) on the real Fashion-MNIST data, small: a 784 → 16 → 8 → 10 MLP on 600 images,
 none and targeted weight dropout at 1 and 2 epochs (seeds 0, 1) and the unregularised seed 0 on
 to 3 epochs, every shorter network a snapshot of the longest run.
@@ -37,15 +37,18 @@ STUDY = {
 
 
 def _settings():
-    from td_analysis.experiments_fashion import FashionSettings
+    from td_analysis.pipelines.fashion_mlp import FashionSettings
 
     return FashionSettings(hidden=(16, 8), train_limit=600)
 
 
 def test_records_are_the_networks_they_name(tmp_path, data_root) -> None:
-    from td_analysis.experiments_fashion import network_config
-    from td_analysis.training import load_data, train
-    from td_analysis.training_length import fashion_study_networks, fashion_training_length_records
+    from td_analysis.pipelines.fashion_mlp import network_config
+    from td_analysis.pipelines.training_length import (
+        fashion_study_networks,
+        fashion_training_length_records,
+    )
+    from td_analysis.training.loop import load_data, train
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -101,7 +104,7 @@ def test_records_are_the_networks_they_name(tmp_path, data_root) -> None:
 
 
 def test_cli_writes_json_and_figure_and_refuses_bad_input(tmp_path, data_root) -> None:
-    from td_analysis.training_length import main
+    from td_analysis.pipelines.training_length import main
 
     assert (
         main(["--experiment", "fashion-mlp", "--regularisers", "nonsense", "--out", str(tmp_path)])

@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, jacrev
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from td_analysis.models import DenseNet
+from td_analysis.nets.models import DenseNet
 
 F64 = torch.float64
 TOL = 1e-10

@@ -1,7 +1,7 @@
 """The ``td-analysis`` command line: download, train, prune, reproduce the paper's figure/table.
 
-The parser is built from light modules only (:mod:`td_analysis.cliargs`,
-:mod:`td_analysis.names`): ``--help`` and every argument error answer before torch, scipy or
+The parser is built from light modules only (:mod:`td_analysis.utils.cliargs`,
+:mod:`td_analysis.catalog.names`): ``--help`` and every argument error answer before torch, scipy or
 matplotlib is imported; each command imports what it needs when it runs.
 
 The package: :mod:`~td_analysis.cli.parser` (parser, :func:`main`),
@@ -19,7 +19,7 @@ from td_analysis.cli.parser import build_parser, main
 from td_analysis.cli.reproduce import add_reproduce_command
 from td_analysis.cli.spectrum import add_spectrum_command
 from td_analysis.cli.train import config_from_args, task_from_args
-from td_analysis.cliargs import DATA_HELP, output_stem
+from td_analysis.utils.cliargs import DATA_HELP, output_stem
 
 __all__ = [
     "main",

@@ -6,8 +6,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from td_analysis import cliargs
 from td_analysis.cli.common import _load_for_analysis
+from td_analysis.utils import cliargs
 
 EXACT_LIMIT = 4096  # `coadaptation` pools larger parameter sets unless --bins says otherwise
 POOLED_BINS = 256
@@ -16,8 +16,7 @@ POOLED_BINS = 256
 def _cmd_coadaptation(args: argparse.Namespace) -> int:
     import torch
 
-    from td_analysis import plotting
-    from td_analysis.coadaptation import (
+    from td_analysis.analysis.coadaptation import (
         block_summary,
         magnitude_order,
         ordered_coadaptation,
@@ -26,6 +25,7 @@ def _cmd_coadaptation(args: argparse.Namespace) -> int:
         pruned_set,
     )
     from td_analysis.curvature import hessian
+    from td_analysis.report import plotting
 
     out = Path(_coadaptation_stem(args) + ".png")  # checked writable before the Hessian
     ckpt, x, y = _load_for_analysis(args)
@@ -88,7 +88,7 @@ def _cmd_coadaptation(args: argparse.Namespace) -> int:
 def _coadaptation_stem(args: argparse.Namespace) -> str:
     """``<checkpoint>-coadaptation-<params>-<split>[-<dataset>][-limitN][-binsB][-mean]
     [-gammaG]``: one PNG per parameter set, split, data, pooling, reduction and marked γ
-    (:func:`td_analysis.cliargs.command_stem`)."""
+    (:func:`td_analysis.utils.cliargs.command_stem`)."""
     options: list[tuple[str, object]] = [
         ("", args.params),
         ("", args.split),
@@ -139,9 +139,9 @@ def display_matrix(C, limit: int = DISPLAY_BINS):
 def coadaptation_bytes(size: int, num_params: int, bins: int | None) -> int:
     """Peak bytes ``coadaptation`` allocates after loading the model and data: the larger of
     making C (exact: :data:`EXACT_COPIES` float64 P × P; pooled: the projection's work space,
-    :func:`td_analysis.coadaptation.projection_bytes` at the column count it will use) and
+    :func:`td_analysis.analysis.coadaptation.projection_bytes` at the column count it will use) and
     drawing it (C, the D·B display sums and :data:`PLOT_COPIES` D × D copies)."""
-    from td_analysis.coadaptation import MAX_PROJECTION_COLUMNS
+    from td_analysis.analysis.coadaptation import MAX_PROJECTION_COLUMNS
 
     if bins is None:
         make = EXACT_COPIES * 8 * size * size

@@ -9,8 +9,8 @@ import io
 from collections.abc import Callable
 from pathlib import Path
 
-from td_analysis import cliargs
-from td_analysis.io import atomic_write_json, atomic_write_text
+from td_analysis.utils import cliargs
+from td_analysis.utils.io import atomic_write_json, atomic_write_text
 
 
 def _lazy(target: str):
@@ -27,13 +27,12 @@ def _lazy(target: str):
 
 
 def load_checked_checkpoint(path: str | Path, model: str | None = None):
-    """:func:`td_analysis.training.load_checkpoint` (which refuses non-finite weights with a
+    """:func:`td_analysis.training.loop.load_checkpoint` (which refuses non-finite weights with a
     one-line ``ValueError`` naming the parameter): what every command loads a checkpoint with.
     With ``model`` (``--model module:callable``) any model that factory builds
-    (:func:`td_analysis.usermodels.load_model_checkpoint`); a checkpoint holding weights but no
-    architecture, without it, is a one-line error saying so."""
-    from td_analysis import usermodels
-    from td_analysis.training import load_checkpoint
+    (:func:`td_analysis.training.usermodels.load_model_checkpoint`); a checkpoint holding weights
+    but no architecture, without it, is a one-line error saying so."""
+    from td_analysis.training.loop import load_checkpoint, usermodels
 
     if model is not None:
         return usermodels.load_model_checkpoint(path, model)
@@ -71,10 +70,10 @@ def _analysis_data(args: argparse.Namespace, ckpt):
     """``--split`` of ``--dataset`` (default: the checkpoint's data set), preprocessed as the
     network was trained; a network that does not take the data's inputs is a one-line error."""
     from td_analysis.data import load_dataset
-    from td_analysis.training import check_features
+    from td_analysis.training.loop import check_features
 
     if hasattr(ckpt, "factory"):  # --model: images N × C × H × W of --dataset
-        from td_analysis.usermodels import model_data
+        from td_analysis.training.usermodels import model_data
 
         return model_data(ckpt, getattr(args, "dataset", None), args.split, args.data_dir)
     name = getattr(args, "dataset", None) or ckpt.config.dataset
@@ -125,7 +124,7 @@ def _parser_defaults(args: argparse.Namespace) -> dict:
 
 
 def _rows_stem(args: argparse.Namespace, what: str) -> str:
-    """:func:`td_analysis.cliargs.command_stem`: ``--out`` (whole stem), else
+    """:func:`td_analysis.utils.cliargs.command_stem`: ``--out`` (whole stem), else
     ``<checkpoint>-<what>[-<option><value>…]``; checked writable before any work."""
     return cliargs.command_stem(args, what, _result_options(args), (".csv", ".json"))
 

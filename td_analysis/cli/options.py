@@ -7,8 +7,9 @@ import argparse
 from collections.abc import Callable
 from pathlib import Path
 
-from td_analysis import cliargs, names
-from td_analysis.cliargs import DATA_HELP
+from td_analysis.catalog import names
+from td_analysis.utils import cliargs
+from td_analysis.utils.cliargs import DATA_HELP
 
 
 def _add_train_options(p: argparse.ArgumentParser) -> None:
@@ -26,7 +27,7 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
 
     def tasks_text(make) -> cliargs.Deferred:
         def text() -> str:
-            from td_analysis.tasks import DEFAULT_TASK
+            from td_analysis.training.tasks import DEFAULT_TASK
 
             return make(DEFAULT_TASK, _dense_tasks())
 
@@ -130,7 +131,7 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
 def _dense_tasks() -> dict:
     """The registered tasks that ``train`` can train (dense networks; the ResNet task trains
     through ``reproduce --experiment resnet-cifar10``)."""
-    from td_analysis.tasks import TASKS, ResNetTask
+    from td_analysis.training.tasks import TASKS, ResNetTask
 
     return {n: t for n, t in TASKS.items() if not isinstance(t, ResNetTask)}
 
@@ -159,7 +160,8 @@ def _add_dataset_option(p: argparse.ArgumentParser) -> None:
 
 
 def add_model_option(p: argparse.ArgumentParser) -> None:
-    """``--model module:callable``: the factory of a user model (:mod:`td_analysis.usermodels`)."""
+    """``--model module:callable``: the factory of a user model
+    (:mod:`td_analysis.training.usermodels`)."""
     p.add_argument(
         "--model",
         default=None,
@@ -292,7 +294,7 @@ def scheduler_address(text: str) -> str:
 
 def add_scheduler_option(p: argparse.ArgumentParser, text: str | None = None) -> None:
     """``--scheduler ADDRESS``: the networks go to a Dask cluster instead of local processes
-    (:mod:`td_analysis.executors`; needs the ``dask`` extra)."""
+    (:mod:`td_analysis.training.executors`; needs the ``dask`` extra)."""
     p.add_argument(
         "--scheduler",
         metavar="ADDRESS",

@@ -7,7 +7,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from td_analysis import cliargs, names
+from td_analysis.catalog import names
 from td_analysis.cli.coadaptation import EXACT_LIMIT, POOLED_BINS, _cmd_coadaptation
 from td_analysis.cli.common import register_parser
 from td_analysis.cli.download import _cmd_download
@@ -30,9 +30,10 @@ from td_analysis.cli.prune import _cmd_estimate, _cmd_prune
 from td_analysis.cli.reproduce import add_reproduce_command
 from td_analysis.cli.spectrum import add_spectrum_command
 from td_analysis.cli.train import _cmd_train
-from td_analysis.reproducibility import pin_cpu_kernels
+from td_analysis.utils import cliargs
+from td_analysis.utils.reproducibility import pin_cpu_kernels
 
-# the shared argument types live in td_analysis.cliargs (public); short local names for them
+# the shared argument types live in td_analysis.utils.cliargs (public); short local names for them
 _fractions = cliargs.fractions
 _ints = cliargs.ints
 _percents = cliargs.percents
@@ -233,12 +234,13 @@ def _terminate_cleanly(handler: object = None) -> object:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``td-analysis`` with ``argv``; returns the exit status (2 for bad input).
 
-    First it pins the CPU kernels (:func:`td_analysis.reproducibility.pin_cpu_kernels`: nothing
-    here has imported torch yet; called from Python after ``import torch`` it changes nothing),
+    First it pins the CPU kernels (:func:`td_analysis.utils.reproducibility.pin_cpu_kernels`:
+    nothing here has imported torch yet; called from Python after ``import torch`` it changes
+    nothing),
     so every run of the command computes the same bits on any AVX2 machine; the processes a
     command spawns inherit the pinned environment."""
     pin_cpu_kernels()
-    from td_analysis.progress import set_progress_mode
+    from td_analysis.utils.progress import set_progress_mode
 
     parser = build_parser()
     args = parser.parse_args(argv)

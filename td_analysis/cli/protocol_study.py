@@ -1,5 +1,5 @@
 """``python -m td_analysis.protocol_study``: the command line of the toy protocol study
-(:mod:`td_analysis.protocol_study` holds the study itself).
+(:mod:`td_analysis.pipelines.protocol_study` holds the study itself).
 
 :func:`main` pins the CPU kernels before it imports the study (and with it torch).
 """
@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from td_analysis.cli import options
-from td_analysis.reproducibility import pin_cpu_kernels
+from td_analysis.utils.reproducibility import pin_cpu_kernels
 
 __all__ = ["PROG", "build_parser", "main"]
 
@@ -21,9 +21,9 @@ PROG = "python -m td_analysis.protocol_study"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The study's options (its protocols from :mod:`td_analysis.protocol_study`, which imports
-    torch: call this after the kernels are pinned)."""
-    from td_analysis import protocol_study as ps
+    """The study's options (its protocols from :mod:`td_analysis.pipelines.protocol_study`, which
+    imports torch: call this after the kernels are pinned)."""
+    from td_analysis.pipelines import protocol_study as ps
 
     p = argparse.ArgumentParser(PROG, description=ps.__doc__.split("\n\n")[0])
     p.add_argument("--protocols", default=",".join(ps.PROTOCOLS), help="comma-separated names")
@@ -40,8 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the study, write OUT/protocol_study.json and print its markdown section."""
     pin_cpu_kernels()  # before the study's modules import torch
-    from td_analysis import protocol_study as ps
-    from td_analysis.io import atomic_write_json
+    from td_analysis.pipelines import protocol_study as ps
+    from td_analysis.utils.io import atomic_write_json
 
     p = build_parser()
     args = p.parse_args(argv)

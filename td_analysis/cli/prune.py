@@ -16,7 +16,7 @@ from td_analysis.cli.common import (
 
 
 def _cmd_prune(args: argparse.Namespace) -> int:
-    from td_analysis.pruning import pruning_curve
+    from td_analysis.analysis.pruning import pruning_curve
 
     if args.percent is not None:
         return _cmd_prune_percent(args)
@@ -43,7 +43,7 @@ def _cmd_prune(args: argparse.Namespace) -> int:
 
 def _cmd_prune_percent(args: argparse.Namespace) -> int:
     """``prune --percent``: the seed's per-layer weight / unit pruning at k percent."""
-    from td_analysis.pruning import REFERENCE_KINDS, pruning_table
+    from td_analysis.analysis.pruning import REFERENCE_KINDS, pruning_table
 
     if args.kind not in REFERENCE_KINDS:
         kinds = " or ".join(REFERENCE_KINDS)
@@ -67,7 +67,7 @@ def _cmd_prune_percent(args: argparse.Namespace) -> int:
 
 
 def _cmd_estimate(args: argparse.Namespace) -> int:
-    from td_analysis.taylor import pruning_sweep
+    from td_analysis.analysis.taylor import pruning_sweep
 
     _rows_stem(args, f"estimate-{args.kind}-{args.split}")  # writable? (before the work)
     ckpt, x, y = _load_for_analysis(args)

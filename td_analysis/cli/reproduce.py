@@ -6,8 +6,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from td_analysis import cliargs, names
+from td_analysis.catalog import names
 from td_analysis.cli import options
+from td_analysis.utils import cliargs
 
 
 def add_reproduce_command(sub: argparse._SubParsersAction) -> None:
@@ -171,8 +172,9 @@ def _given_options(args: argparse.Namespace, fields: dict) -> dict:
 
 
 def _toy_settings(args: argparse.Namespace):
-    """The toy experiment's :class:`~td_analysis.experiments.ReproduceSettings` from the options."""
-    from td_analysis.experiments import ReproduceSettings
+    """The toy experiment's :class:`~td_analysis.pipelines.toy.ReproduceSettings` from the
+    options."""
+    from td_analysis.pipelines.toy import ReproduceSettings
 
     overrides = _given_options(
         args,
@@ -201,9 +203,9 @@ def _fashion_command(args: argparse.Namespace) -> str:
 
 
 def _fashion_settings(args: argparse.Namespace):
-    """The fashion-mlp experiment's :class:`~td_analysis.experiments_fashion.FashionSettings`
+    """The fashion-mlp experiment's :class:`~td_analysis.pipelines.fashion_mlp.FashionSettings`
     from the options."""
-    from td_analysis.experiments_fashion import FashionSettings
+    from td_analysis.pipelines.fashion_mlp import FashionSettings
 
     biases = {"on": (True,), "off": (False,), "both": (True, False)}
     overrides = _given_options(
@@ -223,14 +225,14 @@ def _fashion_settings(args: argparse.Namespace):
 
 def _cmd_report_only(args: argparse.Namespace, experiments: tuple[str, ...]) -> int:
     """``reproduce --report-only``: rewrite the reports of ``experiments`` from their JSON."""
-    from td_analysis import experiments as exp
+    from td_analysis.pipelines import toy as exp
 
     out = Path(args.out) if args.out is not None else Path("figures")
     if "toy" in experiments:
         exp.write_toy_reports(out)
         print(f"rewrote {out / 'table1.md'} and {out / 'table1_differences.png'} from table1.json")
     if "fashion-mlp" in experiments:
-        from td_analysis.experiments_fashion import write_reports
+        from td_analysis.pipelines.fashion_mlp import write_reports
 
         write_reports(out / "fashion_mlp")
         print(f"rewrote the reports in {out / 'fashion_mlp'} from its JSON")
@@ -244,7 +246,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     """Run ``td-analysis reproduce``: check every setting, then train, analyse and write the
     chosen experiments (or only rewrite their reports)."""
     if args.experiment == "resnet-cifar10":  # issue 22: its own module, with --preset
-        from td_analysis.experiments_resnet import cmd_reproduce_resnet
+        from td_analysis.pipelines.resnet import cmd_reproduce_resnet
 
         return cmd_reproduce_resnet(args)
     for flag in ("preset", "bn_recalibration"):
@@ -268,11 +270,11 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     toy = _toy_settings(args) if "toy" in experiments else None
     fashion = _fashion_settings(args) if "fashion-mlp" in experiments else None
     if fashion is not None:
-        from td_analysis.experiments_fashion import check_pooled_memory
+        from td_analysis.pipelines.fashion_mlp import check_pooled_memory
 
         check_pooled_memory(fashion)
     if toy is not None:
-        from td_analysis import experiments as exp
+        from td_analysis.pipelines import toy as exp
 
         results = exp.reproduce(
             toy,
@@ -288,7 +290,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
             f"in {results['seconds']:.0f} s"
         )
     if fashion is not None:
-        from td_analysis.experiments_fashion import reproduce_fashion
+        from td_analysis.pipelines.fashion_mlp import reproduce_fashion
 
         out = Path(args.out) / "fashion_mlp"
         command = _fashion_command(args)

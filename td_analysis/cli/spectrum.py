@@ -1,12 +1,13 @@
 """``td-analysis spectrum``: its declaration and its run (:func:`_cmd_spectrum`, which imports
-the analysis, :mod:`td_analysis.spectra`, and torch with it, only when the command runs)."""
+the analysis, :mod:`td_analysis.analysis.spectra`, and torch with it, only when the command
+runs)."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from td_analysis import cliargs, names
+from td_analysis.catalog import names
 from td_analysis.cli.common import _parser_defaults, load_checked_checkpoint
 from td_analysis.cli.options import (
     _add_dataset_option,
@@ -19,7 +20,8 @@ from td_analysis.cli.options import (
     add_split_option,
     add_value_option,
 )
-from td_analysis.io import atomic_write_json
+from td_analysis.utils import cliargs
+from td_analysis.utils.io import atomic_write_json
 
 
 def add_spectrum_command(sub: argparse._SubParsersAction) -> None:
@@ -108,7 +110,7 @@ _SPECTRUM_OPTIONS = (
 def spectrum_stem(args: argparse.Namespace) -> str:
     """``--out`` (whole stem), else ``<checkpoint>-spectrum-<split>[-<params>][-<option><value>
     …]`` with every option that changes the numbers and differs from its default
-    (:func:`td_analysis.cliargs.command_stem`); probes and steps only with ``--density``."""
+    (:func:`td_analysis.utils.cliargs.command_stem`); probes and steps only with ``--density``."""
     defaults = _parser_defaults(args)
     options: list[tuple[str, object]] = [("", args.split), ("", args.params)]
     for name, dest in _SPECTRUM_OPTIONS:
@@ -127,10 +129,10 @@ def spectrum_stem(args: argparse.Namespace) -> str:
 def _cmd_spectrum(args: argparse.Namespace) -> int:
     """Run ``td-analysis spectrum``: eigenvalues, trace (and density) of a checkpoint's Hessian,
     printed and written to STEM.json (and STEM.png)."""
-    from td_analysis import plotting
+    from td_analysis.analysis.spectra import report_text, spectrum_report
     from td_analysis.curvature import distributed as dist_utils
-    from td_analysis.spectra import report_text, spectrum_report
-    from td_analysis.training import load_data
+    from td_analysis.report import plotting
+    from td_analysis.training.loop import load_data
 
     stem = spectrum_stem(args)  # whole stem; .json (and .png) checked writable before the work
     json_path, png_path = Path(f"{stem}.json"), Path(f"{stem}.png")
@@ -143,7 +145,7 @@ def _cmd_spectrum(args: argparse.Namespace) -> int:
     try:
         ckpt = load_checked_checkpoint(args.checkpoint, getattr(args, "model", None))
         if hasattr(ckpt, "factory"):  # --model: images of --dataset
-            from td_analysis.usermodels import model_data
+            from td_analysis.training.usermodels import model_data
 
             x, y = model_data(ckpt, getattr(args, "dataset", None), args.split, args.data_dir)
         else:

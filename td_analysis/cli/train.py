@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from td_analysis import cliargs
+from td_analysis.utils import cliargs
 
 
 def task_from_args(args: argparse.Namespace):
-    """The :class:`~td_analysis.tasks.Task` of ``--task`` / ``--dataset`` (default: the toy)."""
-    from td_analysis.tasks import DEFAULT_TASK, get_task, task_for_dataset
+    """The :class:`~td_analysis.training.tasks.Task` of ``--task`` / ``--dataset`` (default: the
+    toy)."""
+    from td_analysis.training.tasks import DEFAULT_TASK, get_task, task_for_dataset
 
     dataset = getattr(args, "dataset", None)
     if getattr(args, "task", None):
@@ -23,7 +24,7 @@ def task_from_args(args: argparse.Namespace):
 
 def config_from_args(args: argparse.Namespace):
     """The :class:`TrainConfig` that the ``train`` options describe (unset: the task's)."""
-    from td_analysis.dropout import RegulariserConfig
+    from td_analysis.nn.dropout import RegulariserConfig
 
     task = task_from_args(args)
     kind = args.reg
@@ -62,8 +63,8 @@ def config_from_args(args: argparse.Namespace):
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from td_analysis.runs import run_name
-    from td_analysis.training import save_checkpoint, train
+    from td_analysis.training.loop import save_checkpoint, train
+    from td_analysis.training.runs import run_name
 
     config = config_from_args(args)
     # the default name carries a hash of the whole config: other settings never overwrite it

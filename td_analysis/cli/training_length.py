@@ -1,5 +1,5 @@
 """``python -m td_analysis.training_length``: the command line of the training-length study
-(:mod:`td_analysis.training_length` holds the study itself).
+(:mod:`td_analysis.pipelines.training_length` holds the study itself).
 
 :func:`main` pins the CPU kernels before it imports the study (and with it torch), so the
 study's networks are bit for bit those of ``td-analysis reproduce``.
@@ -13,9 +13,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from td_analysis import cliargs
 from td_analysis.cli import options
-from td_analysis.reproducibility import pin_cpu_kernels
+from td_analysis.utils import cliargs
+from td_analysis.utils.reproducibility import pin_cpu_kernels
 
 __all__ = ["PROG", "build_parser", "main"]
 
@@ -23,9 +23,9 @@ PROG = "python -m td_analysis.training_length"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The study's options (defaults from :mod:`td_analysis.training_length`, which imports
-    torch: call this after the kernels are pinned)."""
-    from td_analysis.training_length import FASHION_STUDY, STUDY_KS, STUDY_REGULARISERS
+    """The study's options (defaults from :mod:`td_analysis.pipelines.training_length`, which
+    imports torch: call this after the kernels are pinned)."""
+    from td_analysis.pipelines.training_length import FASHION_STUDY, STUDY_KS, STUDY_REGULARISERS
 
     p = argparse.ArgumentParser(
         prog=PROG,
@@ -76,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _study(args: argparse.Namespace) -> dict | None:
     """Fill in the defaults of ``args`` (epochs, seeds, regularisers, out); the fashion-mlp
     study's grid (None for toy)."""
-    from td_analysis.training_length import (
+    from td_analysis.pipelines.training_length import (
         FASHION_STUDY,
         STUDY_EPOCHS,
         STUDY_REGULARISERS,
@@ -105,9 +105,9 @@ def _study(args: argparse.Namespace) -> dict | None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the study, write OUT/training_length.json (fashion-mlp: and .md) and the figure."""
     pin_cpu_kernels()  # before the study's modules import torch
-    from td_analysis import plotting
-    from td_analysis import training_length as tl
-    from td_analysis.io import atomic_write_json, atomic_write_text
+    from td_analysis.pipelines import training_length as tl
+    from td_analysis.report import plotting
+    from td_analysis.utils.io import atomic_write_json, atomic_write_text
 
     args = build_parser().parse_args(argv)
     study = _study(args)
@@ -161,7 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         payload["study"] = {k: list(v) if isinstance(v, tuple) else v for k, v in study.items()}
     atomic_write_json(args.out / "training_length.json", payload)
     if fashion:
-        from td_analysis import reports
+        from td_analysis.report import compat as reports
 
         atomic_write_text(
             args.out / "training_length.md", reports.fashion_training_length_markdown(payload)

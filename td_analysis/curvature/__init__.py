@@ -1,7 +1,7 @@
 """Exact curvature of the cross-entropy loss: the Hessian operator and function-level helpers.
 
 ℓ(θ) = c Σₙ CE(f_θ(xₙ), yₙ) (c = 1/N for ``reduction="mean"``, 1 for ``"sum"``) as a function of
-the flat vector θ of the selected parameters (order of :func:`td_analysis.models.param_specs`).
+the flat vector θ of the selected parameters (order of :func:`td_analysis.nets.models.param_specs`).
 
 * :class:`HessianOperator`: H = ∇²ℓ built once (validated, cast, backend chosen by the model's
   structure): ``H @ v``, ``H.diagonal()``, ``H.gradient()``, ``H.loss()``, ``H.dense()``,

@@ -2,8 +2,9 @@
 
 All act on ℓ(θ) = c Σₙ CE(f_θ(xₙ), yₙ), c = 1/N ("mean") or 1 ("sum"), as a function of the flat
 vector θ of the selected parameters (``named_parameters()`` order, each tensor row-major; see
-:mod:`td_analysis.models`; ``params=None`` = the trainable ones).  Each call builds one operator
-(validation, casting and the choice of backend happen there, once); to apply several products
+:mod:`td_analysis.nets.models`; ``params=None`` = the trainable ones).  Each call builds one
+operator (validation, casting and the choice of backend happen there, once); to apply several
+products
 to the same model and data, build a :class:`HessianOperator` yourself and reuse it.
 ``method`` is the operator's ``backend``: ``"auto"`` (closed form where the model's structure
 is a dense ReLU net), ``"dense"`` or ``"autograd"``.  The model and the inputs are never modified.

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from td_analysis.progress import progress_bar as tqdm  # a bar on a terminal only
+from td_analysis.utils.progress import progress_bar as tqdm  # a bar on a terminal only
 
 from ..models import ParamSpec, relu_backward_
 from .structure import DenseStructure

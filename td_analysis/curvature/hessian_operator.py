@@ -23,7 +23,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from td_analysis.progress import progress_bar as tqdm  # a bar on a terminal only
+from td_analysis.utils.progress import progress_bar as tqdm  # a bar on a terminal only
 
 from ..models import ParamSpec, param_specs
 from . import distributed as dist_utils

@@ -5,7 +5,7 @@ The closed form of :mod:`td_analysis.curvature.dense` is exact only for
 decided here from its *structure*, never by comparing outputs on a sample (a sample can hide a
 ReLU6, a leaky slope or a missing activation).  A model qualifies when it is
 
-* a :class:`td_analysis.models.DenseNet` whose ``forward`` is DenseNet's own (not overridden),
+* a :class:`td_analysis.nets.models.DenseNet` whose ``forward`` is DenseNet's own (not overridden),
 * an ``nn.Sequential`` (exactly that class) of an optional leading ``nn.Flatten()`` then
   ``nn.Linear``, ``nn.ReLU``, ``nn.Linear``, …, ``nn.Linear`` (ReLU between every two Linear
   layers, nothing else), or

@@ -42,7 +42,7 @@ Fashion-MNIST images) cost the decoding once.
 Modules, data flowing one way (each imports only those above it):
 
 * :mod:`.registry`: constants, official files and checksums, errors (data set descriptions from
-  :mod:`td_analysis.dataset_registry`);
+  :mod:`td_analysis.catalog.datasets`);
 * :mod:`.roots`: the data root and what a data set folder looks like;
 * :mod:`.archive`: safe tar extraction, the verified CIFAR-10 archive;
 * :mod:`.cifar10`, :mod:`.fashion_mnist`: reading and validating the files (cached);

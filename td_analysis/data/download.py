@@ -85,11 +85,11 @@ def _publish(tmp: Path, final: Path) -> None:
 def _fetch(url: str, out: Any, *, progress: bool, label: str, hint: str) -> str:
     """Stream ``url`` into the open binary file ``out``; return the hex md5 of what was read.
 
-    With ``progress``: :func:`td_analysis.progress.progress_bar` (a byte bar on a terminal,
+    With ``progress``: :func:`td_analysis.utils.progress.progress_bar` (a byte bar on a terminal,
     plain periodic lines in a log). Errors name ``label`` and ``url`` and end with ``hint``, the
     way out; they never suggest running the download command again (that is what just failed).
     """
-    from td_analysis.progress import progress_bar
+    from td_analysis.utils.progress import progress_bar
 
     digest = hashlib.md5(usedforsecurity=False)
     request = urllib.request.Request(url, headers={"User-Agent": "td-analysis"})

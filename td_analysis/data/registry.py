@@ -1,7 +1,7 @@
 """What the data sets are: constants, official files and checksums, errors.
 
 The data set descriptions themselves (:class:`DatasetInfo`, :data:`DATASETS`) live in
-:mod:`td_analysis.dataset_registry` (plain data, importable without numpy or torch) and are
+:mod:`td_analysis.catalog.datasets` (plain data, importable without numpy or torch) and are
 re-exported here. The values tests replace (:data:`FASHION_MNIST_FILES`,
 :data:`FASHION_MNIST_MIRRORS`, :data:`SYSTEM_FASHION_MNIST_DIR`) are looked up as
 ``registry.NAME`` at call time by the modules that use them, so patching them here takes effect
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 
-from td_analysis.dataset_registry import (  # noqa: F401  (re-exported: data.X still works)
+from td_analysis.catalog.datasets import (  # noqa: F401  (re-exported: data.X still works)
     BATCHES_DIR,
     CLASS_NAMES,
     DATASET_NAMES,
@@ -127,7 +127,7 @@ class DownloadError(OSError):
 
 
 # --------------------------------------------------------------------------------------------
-# Registry (the data itself: td_analysis.dataset_registry)
+# Registry (the data itself: td_analysis.catalog.datasets)
 # --------------------------------------------------------------------------------------------
 
 

@@ -2,7 +2,7 @@
 ``torch.nn.utils.parametrize`` parametrizations, DropConnect, dropout and L1.
 
 >>> model = apply_targeted_dropout(model, "weight", gamma=0.5, alpha=0.5, generator=0)
->>> ...  # train (td_analysis.fit.fit); eval mode is the identity
+>>> ...  # train (td_analysis.training.fit.fit); eval mode is the identity
 >>> remove_targeted_dropout(model)  # plain weights, the trained originals
 >>> model = recalibrate_batchnorm(model, x_train[:4000])  # BN statistics of the evaluated net
 """

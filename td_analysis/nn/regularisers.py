@@ -1,5 +1,5 @@
 """The baseline regularisers for any model: dropout, DropConnect and L1, plus one entry point
-for a :class:`~td_analysis.dropout.RegulariserConfig`.
+for a :class:`~td_analysis.nn.dropout.RegulariserConfig`.
 
 * DropConnect (a parametrization of ``weight``): train ``W̃ = W ⊙ 1[u ≥ α] / (1 − α)``, one draw
   per weight; eval the identity.
@@ -9,7 +9,7 @@ for a :class:`~td_analysis.dropout.RegulariserConfig`.
   the loss by the training loop (:func:`l1_penalty`).
 
 Draws come from ``torch.rand`` on the given generator as in
-:class:`~td_analysis.dropout.Regulariser`, so on a DenseNet the factors equal the closed-form
+:class:`~td_analysis.nn.dropout.Regulariser`, so on a DenseNet the factors equal the closed-form
 path's bit for bit.  Default layers (``modules=None``): DropConnect every Linear/Conv but the
 output layer (as targeted dropout); dropout the inputs of every Linear/Conv but the first one
 (which reads the raw network input); L1 every Linear/Conv weight, the output layer's included.
@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from td_analysis.dropout import RegulariserConfig, _keep_factor, validate_alpha
+from td_analysis.nn.dropout import RegulariserConfig, _keep_factor, validate_alpha
 from td_analysis.nn.targeted import (
     LAYER_TYPES,
     ModuleSelector,

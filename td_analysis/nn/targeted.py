@@ -14,9 +14,9 @@ rule, at the rates ``(γ, α)`` in force:
   or ``W ⊙ 1[¬T]``, every targeted entry zeroed without randomness (``eval_mode="zero-targeted"``,
   how the official ResNet code evaluates its conv layers).
 
-The targeting and the draws are those of :mod:`td_analysis.dropout` (the same functions), so on
-a :class:`~td_analysis.models.DenseNet` the wrapper reproduces, bit for bit, the masks of the
-closed-form :class:`~td_analysis.dropout.Regulariser` for the same generator and ``draws``.
+The targeting and the draws are those of :mod:`td_analysis.nn.dropout` (the same functions), so on
+a :class:`~td_analysis.nets.models.DenseNet` the wrapper reproduces, bit for bit, the masks of the
+closed-form :class:`~td_analysis.nn.dropout.Regulariser` for the same generator and ``draws``.
 The closed-form training path stays the fast one for dense networks.
 
 **Step counter.** Each parametrization counts its *training evaluations*: every time the
@@ -47,7 +47,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from td_analysis.dropout import (
+from td_analysis.nn.dropout import (
     DRAWS,
     _keep_factor,
     _uniform_bits,
@@ -113,8 +113,8 @@ def select_modules(
     ``predicate(name, module)`` for every module.  Explicit choices are taken as given (the
     output layer too).
 
-    ``strict`` (the rules of :func:`td_analysis.pruning.select_modules`): only Linear/Conv layers
-    with a plain weight can be chosen; ``None`` always leaves out the output layer and needs
+    ``strict`` (the rules of :func:`td_analysis.analysis.pruning.select_modules`): only Linear/Conv
+    layers with a plain weight can be chosen; ``None`` always leaves out the output layer and needs
     another layer, a predicate is asked about the Linear/Conv layers only, and an unknown name,
     a type the model lacks, an empty choice or a module that is no such layer is a one-line
     ``ValueError`` naming the model's layers.
@@ -267,7 +267,7 @@ class _WeightRegulariser(nn.Module):
         self.step = 0
 
     def _uniform(self, shape: tuple[int, ...], weight: Tensor) -> Tensor:
-        """``u ~ U(0, 1)`` as :class:`~td_analysis.dropout.Regulariser` draws it (in the
+        """``u ~ U(0, 1)`` as :class:`~td_analysis.nn.dropout.Regulariser` draws it (in the
         weight's float type, on the generator's device, then moved to the weight's)."""
         dtype = weight.dtype if weight.dtype.is_floating_point else torch.float32
         device = self.generator.device if self.generator is not None else weight.device
@@ -336,7 +336,7 @@ class _TargetedDropout(_WeightRegulariser):
     def factor(self, weight: Tensor, gamma: float, alpha: float) -> Tensor | None:
         """``M`` (0/1 in the weight's float type, weight-shaped) for one training step, or
         ``None`` when nothing can drop (α = 0 or ⌊γ·n⌋ = 0: then nothing is drawn either, as
-        in :meth:`td_analysis.dropout.Regulariser.weight_factor`)."""
+        in :meth:`td_analysis.nn.dropout.Regulariser.weight_factor`)."""
         rows = _detached_rows(weight)
         if alpha == 0.0 or int(gamma * self._axis(rows)) == 0:
             return None
@@ -478,7 +478,7 @@ def apply_targeted_dropout(
     setting (0.5, 0.5).  ``modules``: :func:`select_modules` (default every Linear/Conv but the
     output layer).  ``generator`` (or an int seed; ``None`` = the global RNG) is shared by all
     layers, which draw in forward order.  ``ramp_steps``: the official piecewise ramp.
-    ``draws``: ``"uniform"`` or ``"bits"`` (:class:`~td_analysis.dropout.RegulariserConfig`).
+    ``draws``: ``"uniform"`` or ``"bits"`` (:class:`~td_analysis.nn.dropout.RegulariserConfig`).
     ``eval_mode``: ``"identity"`` or ``"zero-targeted"`` (the official conv evaluation).
     Every chosen module is checked before any is changed.
     """

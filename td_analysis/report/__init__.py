@@ -7,5 +7,5 @@ sentences, README blocks), :mod:`~td_analysis.report.table1` (the toy ``table1.m
 :mod:`~td_analysis.report.training_length` (the training-length studies),
 :mod:`~td_analysis.report.protocol_study` (the protocol-study section of ``table1.md``) and
 :mod:`~td_analysis.report.resnet` (the ResNet ``pruning.md`` and ``README.md``).
-:mod:`td_analysis.reports` re-exports the text functions under their old names.
+:mod:`td_analysis.report.compat` re-exports the text functions under their old names.
 """

@@ -1,8 +1,9 @@
 """Shared pieces of the report text: mean ± std, the paired-difference sentences, README blocks.
 
 Every sentence that states a result is written by :func:`claim` from a paired difference over
-seeds (:func:`td_analysis.statistics.paired_difference`, Student's t interval): a difference
-only where its interval excludes zero, else "no difference within the seeds' spread".  The
+seeds (:func:`td_analysis.analysis.statistics.paired_difference`, Student's t interval): a
+difference only where its interval excludes zero, else "no difference within the seeds' spread".
+The
 family modules (:mod:`~td_analysis.report.table1`, :mod:`~td_analysis.report.fashion`,
 :mod:`~td_analysis.report.training_length`) build their markdown from these.
 """
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from td_analysis.statistics import LEVEL, PairedDifference, paired_difference
+from td_analysis.analysis.statistics import LEVEL, PairedDifference, paired_difference
 
 __all__ = [
     "LEVEL",

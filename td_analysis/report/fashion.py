@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from td_analysis.analysis.statistics import PairedDifference
 from td_analysis.report.common import (
     LEVEL,
     Metric,
@@ -20,7 +21,6 @@ from td_analysis.report.common import (
     mean_std,
     paired_curve,
 )
-from td_analysis.statistics import PairedDifference
 
 __all__ = [
     "pruning_columns",
@@ -209,7 +209,7 @@ def fashion_differences_markdown(records: Sequence[Mapping]) -> list[str]:
         "Test accuracy of each regularised network minus another of the same seed and bias "
         "(first the unregularised one, then each targeted kind minus the controls dropout and "
         f"DropConnect at the same expected drop rate), in points: mean [{LEVEL:.0%} t "
-        f"interval] over the seeds both have ({listed(ns)}; `td_analysis.statistics`). "
+        f"interval] over the seeds both have ({listed(ns)}; `td_analysis.analysis.statistics`). "
         + "; ".join(
             f"with {n} seeds t has {n - 1} degree(s) of freedom "
             f"(t = {float(stats.t.ppf(0.5 + LEVEL / 2, n - 1)):.2f})"

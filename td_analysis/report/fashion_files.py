@@ -1,4 +1,4 @@
-"""The report files of the fashion-mlp experiment (:mod:`td_analysis.experiments_fashion`):
+"""The report files of the fashion-mlp experiment (:mod:`td_analysis.pipelines.fashion_mlp`):
 ``pruning.json``/``pruning.md``, ``accuracy_differences.png``, ``training_length.md`` and
 ``README.md``, written from the records (or rewritten from the JSON a finished run left,
 ``--report-only``) with the text of :mod:`td_analysis.report.fashion`.
@@ -9,7 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from td_analysis.io import atomic_write_json, atomic_write_text
 from td_analysis.report.common import LEVEL
 from td_analysis.report.fashion import (
     fashion_difference_panels,
@@ -17,8 +16,9 @@ from td_analysis.report.fashion import (
     fashion_readme,
 )
 from td_analysis.report.training_length import fashion_training_length_markdown
+from td_analysis.utils.io import atomic_write_json, atomic_write_text
 
-#: a :class:`td_analysis.experiments_fashion.FashionSettings` (not imported: reports sit below
+#: a :class:`td_analysis.pipelines.fashion_mlp.FashionSettings` (not imported: reports sit below
 #: the pipelines that call them)
 FashionSettings = Any
 
@@ -40,7 +40,8 @@ def network_text(settings: FashionSettings) -> str:
 
 
 def training_length_study(out: Path) -> dict | None:
-    """The training-length study's JSON in ``out`` (``td_analysis.training_length``), if any."""
+    """The training-length study's JSON in ``out`` (``td_analysis.pipelines.training_length``), if
+    any."""
     import json
 
     path = out / "training_length.json"
@@ -70,7 +71,7 @@ def write_pruning(
 def write_differences(out: Path, records: list[dict]) -> None:
     """``accuracy_differences.png``: each regulariser minus none over k, paired by seed, with
     its t band (nothing is drawn for a single seed)."""
-    from td_analysis import plotting
+    from td_analysis.report import plotting
 
     panels = fashion_difference_panels(records)
     if not any(any(c for c in lines.values()) for lines in panels.values()):

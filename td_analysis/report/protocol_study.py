@@ -1,6 +1,6 @@
 """The "Protocol study" section of ``table1.md`` (issue #19, part 4), written from
-``protocol_study.json`` alone (:mod:`td_analysis.protocol_study` runs the study and writes it).
-"""
+``protocol_study.json`` alone (:mod:`td_analysis.pipelines.protocol_study` runs the study and
+writes it)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Report text of the ResNet experiment (:mod:`td_analysis.experiments_resnet`): ``pruning.md``
+"""Report text of the ResNet experiment (:mod:`td_analysis.pipelines.resnet`): ``pruning.md``
 next to the paper's ResNet-32 tables, and the output folder's ``README.md``.
 
 Every function takes the records of ``pruning.json`` (and the settings) and returns markdown;
@@ -55,8 +55,8 @@ PAPER_TABLES = Path(__file__).parents[1] / "paper_resnet32.json"
 def parse_paper_tables(text: str) -> dict:
     """The ResNet-32 weight and unit tables of the slides (seed 001) as
     ``{"weight"|"unit": {regulariser: {k: accuracy %}}}``; regulariser names as
-    :data:`~td_analysis.tasks.RESNET_REGULARISERS` where the column is one of them, else the
-    column's own header."""
+    :data:`~td_analysis.training.tasks.RESNET_REGULARISERS` where the column is one of them, else
+    the column's own header."""
     import re
 
     start = text.index("## ResNet-32 on CIFAR-10")

@@ -1,6 +1,6 @@
 """Report text of the toy experiment (Table 1): ``table1.md`` and the README's toy block.
 
-Every function takes ``table1.json`` (as written by :mod:`td_analysis.experiments`) and returns
+Every function takes ``table1.json`` (as written by :mod:`td_analysis.pipelines.toy`) and returns
 markdown; the only arithmetic is the statistics over seeds (:mod:`td_analysis.report.common`).
 """
 
@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from td_analysis.analysis.statistics import paired_difference
 from td_analysis.report.common import (
     LEVEL,
     Metric,
@@ -22,7 +23,6 @@ from td_analysis.report.common import (
     mean_std,
     paired_curve,
 )
-from td_analysis.statistics import paired_difference
 
 __all__ = [
     "TOY_METRICS",
@@ -278,7 +278,7 @@ def table1_markdown(results: Mapping, *, network: str) -> str:
         "the change of the *mean* cross-entropy over the split; the estimate is |−∇ᵀd + ½dᵀHd| "
         "with the exact gradient and Hessian-vector product in float64. Mean ± std over seeds; "
         f"differences are paired by seed with Student's t {LEVEL:.0%} interval "
-        "(`td_analysis.statistics`), and a sentence states a difference only where its "
+        "(`td_analysis.analysis.statistics`), and a sentence states a difference only where its "
         f"interval excludes zero. `table1_differences.png` plots the differences over the "
         "pruned fraction.",
         "",

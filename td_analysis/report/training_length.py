@@ -1,5 +1,5 @@
-"""Report text of the training-length studies (:mod:`td_analysis.training_length`): the toy
-study's README block and the fashion-mlp study's ``training_length.md``.
+"""Report text of the training-length studies (:mod:`td_analysis.pipelines.training_length`): the
+toy study's README block and the fashion-mlp study's ``training_length.md``.
 
 Every function takes ``training_length.json`` (or its records) and returns markdown or
 sentences; each sentence is a paired difference over seeds

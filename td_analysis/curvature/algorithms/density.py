@@ -18,7 +18,7 @@ from td_analysis.curvature.algorithms.base import (
     operator_size,
     rademacher_block,
 )
-from td_analysis.progress import progress_bar as tqdm  # a bar on a terminal only
+from td_analysis.utils.progress import progress_bar as tqdm  # a bar on a terminal only
 
 __all__ = [
     "lanczos_quadrature",

@@ -25,7 +25,7 @@ from td_analysis.curvature.algorithms.base import (
     rank_tol,
     select_ritz,
 )
-from td_analysis.progress import progress_bar as tqdm  # a bar on a terminal only
+from td_analysis.utils.progress import progress_bar as tqdm  # a bar on a terminal only
 
 __all__ = [
     "top_eigenpairs",
