@@ -27,7 +27,8 @@ from td_analysis.utils.progress import progress_bar as tqdm  # a bar on a termin
 
 from ..models import ParamSpec, param_specs
 from . import distributed as dist_utils
-from .algorithms.base import cpu_generator, rademacher_block
+from .algorithms.diagonal import basis_block_size, columns_diagonal, hutchinson_diagonal
+from .algorithms.projection import projected
 from .dense import DenseBackend, symmetrize_average, workspace_bytes
 from .functional import WORK_BYTES, FunctionalModel, balanced_chunk
 from .memory import available_memory_bytes, check_hessian_memory, empty_matrix
@@ -591,43 +592,22 @@ class HessianOperator:
             for x, y in self.chunks(cs):
                 self._dense.diagonal_chunk(x, y, out)
             return self._finish(out)
-        P = self.num_params
-        diag = torch.empty_like(self._fm.theta)
-        block = basis_block_size(P, self._fm.theta.element_size())
-        for start in tqdm(range(0, P, block), disable=not self.progress, desc="diag H"):
-            stop = min(P, start + block)
-            diag[start:stop] = self.matmat(self._basis(start, stop))[start:stop].diagonal()
-        return diag
+        return columns_diagonal(self, progress=self.progress)
 
     def hutchinson_diagonal(
         self, num_samples: int = 256, *, seed: int = 0, batch: int = 64
     ) -> Tensor:
-        """diag H ≈ (1/S) Σ_j v_j ⊙ H v_j, v_j ∈ {±1}^P i.i.d. (unbiased; any model).
-
-        Probes are drawn on the CPU from ``torch.Generator().manual_seed(seed)`` (reproducible,
-        the same on every rank), ``batch`` at a time (one pass over the data per batch).
-        """
-        if num_samples < 1:
-            raise ValueError(f"num_samples must be positive, got {num_samples}")
-        gen = cpu_generator(seed)
-        P = self.num_params
-        total = torch.zeros_like(self._fm.theta)
-        done = 0
-        while done < num_samples:
-            k = min(batch, num_samples - done)
-            V = rademacher_block(P, k, gen, self._device).to(self._dtype)  # ±1: exact in any dtype
-            total += (V * self.matmat(V)).sum(dim=1)
-            done += k
-        return total / num_samples
+        """diag H ≈ (1/S) Σ_j v_j ⊙ H v_j, v_j ∈ {±1}^P i.i.d. (unbiased; any model):
+        :func:`~td_analysis.curvature.algorithms.diagonal.hutchinson_diagonal` on this operator."""
+        return hutchinson_diagonal(self, num_samples, seed=seed, batch=batch)
 
     def projected(self, U: Tensor) -> Tensor:
-        """Uᵀ H U (B × B, symmetrised) for U of shape P × B: one pass for the whole block."""
+        """Uᵀ H U (B × B, symmetrised) for U of shape P × B, one pass for the whole block:
+        :func:`~td_analysis.curvature.algorithms.projection.projected` on this operator."""
         if not isinstance(U, Tensor) or U.ndim != 2 or U.shape[0] != self.num_params:
             shape = tuple(U.shape) if isinstance(U, Tensor) else _describe(U)
             raise ValueError(f"U must have shape ({self.num_params}, B), got {shape}")
-        U = U.detach().to(device=self._device, dtype=self._dtype).contiguous()
-        R = U.mT @ self.matmat(U)
-        return (R + R.mT) * 0.5
+        return projected(self, U.detach().to(device=self._device, dtype=self._dtype).contiguous())
 
     def _basis(self, start: int, stop: int) -> Tensor:
         """E = [e_start, …, e_{stop−1}] as a P × (stop − start) matrix."""
@@ -712,8 +692,3 @@ class HessianOperator:
             rmatmat=matmat,
             dtype=np.float64,
         )
-
-
-def basis_block_size(num_params: int, itemsize: int, budget_bytes: int = WORK_BYTES) -> int:
-    """How many basis vectors e_j to push through one batched HVP (P × block work arrays)."""
-    return max(1, min(num_params, 1024, budget_bytes // max(1, 4 * num_params * itemsize)))

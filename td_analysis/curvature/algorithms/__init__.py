@@ -5,14 +5,20 @@
 * :mod:`.trace`: :func:`hessian_trace` (Hutch++, Hutchinson, exact);
 * :mod:`.density`: :func:`spectral_density`, :func:`lanczos_quadrature` (stochastic Lanczos
   quadrature);
-* :mod:`.subsets`: :func:`restrict`, :func:`pruned_spectrum` (H_SS of a parameter subset).
+* :mod:`.subsets`: :func:`restrict`, :func:`pruned_spectrum` (H_SS of a parameter subset);
+* :mod:`.diagonal`: :func:`columns_diagonal` (exact, from basis blocks), :func:`hutchinson_diagonal`
+  (Rademacher probes);
+* :mod:`.projection`: :func:`projected` (UᵀHU), :func:`group_sums` (UᵀHU for the group-structured
+  U of the pooled coadaptation maps, U never formed).
 
 They are tested on plain matrices with known spectra as well as on Hessian operators.
 """
 
 from .base import MAX_BLOCK, WHICH, SymmetricOperator
 from .density import DENSITY_BYTES, lanczos_quadrature, spectral_density
+from .diagonal import columns_diagonal, hutchinson_diagonal
 from .eigen import DGKS, STAGNATION, top_eigenpairs
+from .projection import group_sums, projected
 from .subsets import PrunedSpectrum, RestrictedOperator, pruned_spectrum, restrict
 from .trace import TRACE_METHODS, hessian_trace
 
@@ -26,6 +32,10 @@ __all__ = [
     "RestrictedOperator",
     "PrunedSpectrum",
     "pruned_spectrum",
+    "columns_diagonal",
+    "hutchinson_diagonal",
+    "projected",
+    "group_sums",
     "WHICH",
     "TRACE_METHODS",
     "MAX_BLOCK",
