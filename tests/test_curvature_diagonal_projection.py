@@ -8,6 +8,7 @@ import math
 
 import pytest
 import torch
+from zoo import Reference, dense_case
 
 from td_analysis.curvature import HessianOperator
 from td_analysis.curvature.algorithms import (
@@ -16,7 +17,6 @@ from td_analysis.curvature.algorithms import (
     hutchinson_diagonal,
     projected,
 )
-from zoo import Reference, dense_case
 
 F64 = torch.float64
 

@@ -35,9 +35,10 @@ def code_version() -> str:
     Part of every cache key: a change to the code that computes a cached result (a fix to the
     maths) makes the old entries unreachable.
     """
-    from td_analysis import __version__
+    import td_analysis
 
-    package = Path(__file__).resolve().parent
+    __version__ = td_analysis.__version__
+    package = Path(td_analysis.__file__).resolve().parent  # every folder of the package
     h = hashlib.sha256()
     for path in sorted(package.rglob("*.py")):
         h.update(str(path.relative_to(package)).encode())
