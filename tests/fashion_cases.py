@@ -2,7 +2,8 @@
 
 Nothing here imports ``td_analysis``: a deep float64 ReLU MLP as plain tensors, the seed's
 per-layer pruning rules by brute force (python sorting), ``torch.func.hessian`` over the flat
-vector of all parameters, and Spearman's ρ from explicit ranks.
+vector of all parameters (the shared ``references.Reference`` with the plain-tensor forward),
+and Spearman's ρ from explicit ranks.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+from references import Reference
 from torch import Tensor, nn
 
 F64 = torch.float64
@@ -75,20 +76,12 @@ def forward64(params: dict[str, Tensor], x: Tensor) -> Tensor:
 
 
 def ref_hessian(model: nn.Module, x: Tensor, y: Tensor, names: Sequence[str], reduction="mean"):
-    """Full float64 Hessian of the cross-entropy over the flat θ of ``names`` (torch.func)."""
-    named = {n: p.detach().double() for n, p in model.named_parameters()}
-    shapes = [(n, named[n].shape, named[n].numel()) for n in names]
-
-    def f(theta: Tensor) -> Tensor:
-        params = dict(named)
-        o = 0
-        for n, shape, k in shapes:
-            params[n] = theta[o : o + k].reshape(shape)
-            o += k
-        return F.cross_entropy(forward64(params, x), y, reduction=reduction)
-
-    theta = flat(model, names).double()
-    return torch.func.hessian(f)(theta), torch.func.grad(f)(theta), f
+    """Full float64 Hessian, gradient and loss function of the cross-entropy over the flat θ of
+    ``names``: the shared ``references.Reference`` (torch.func) through :func:`forward64`, the
+    MLP written here as plain tensors."""
+    ref = Reference(model, x, y, params=list(names), reduction=reduction, forward=forward64)
+    assert ref.names == list(names), "the reference keeps the model's parameter order"
+    return ref.hessian(), ref.grad(), ref.loss
 
 
 def ref_order_rank(theta: Tensor) -> list[int]:

@@ -20,15 +20,13 @@ because both share a bug.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
+from references import Reference, selected_names  # noqa: F401 - re-exported for the tests
 from torch import Tensor, nn
-from torch.func import functional_call, jacrev
-from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from td_analysis.nets.models import DenseNet
 
@@ -37,73 +35,7 @@ TOL = 1e-10
 
 
 # --------------------------------------------------------------------------- reference
-def selected_names(model: nn.Module, params=None) -> list[str]:
-    """``None`` = the trainable parameters; a name, names or "weights" (2-D ones)."""
-    named = list(model.named_parameters())
-    if params is None:
-        return [n for n, p in named if p.requires_grad]
-    if params == "weights":
-        wanted = {n for n, p in named if p.ndim == 2}
-    elif isinstance(params, str):
-        wanted = {params}
-    else:
-        wanted = set(params)
-    return [n for n, _ in named if n in wanted]
-
-
-class Reference:
-    """ℓ(θ) on a float64 copy of the model: θ the flat selected parameters (row-major, in order).
-
-    The loss is ``F.cross_entropy`` itself (so ``ignore_index`` has PyTorch's semantics).
-    """
-
-    def __init__(self, model, x, y, params=None, reduction="mean", ignore_index=-100):
-        self.model = copy.deepcopy(model).to(F64)
-        self.names = selected_names(model, params)
-        self.all = {n: p.detach() for n, p in self.model.named_parameters()}
-        self.buffers = {n: b.detach() for n, b in self.model.named_buffers()}
-        self.x = x.to(F64) if x.is_floating_point() else x
-        self.y, self.reduction, self.ignore_index = y, reduction, ignore_index
-        self.theta = torch.cat([self.all[n].reshape(-1) for n in self.names])
-
-    def _params(self, theta: Tensor) -> dict[str, Tensor]:
-        out, offset = {**self.all, **self.buffers}, 0
-        for n in self.names:
-            k = self.all[n].numel()
-            out[n] = theta[offset : offset + k].reshape(self.all[n].shape)
-            offset += k
-        return out
-
-    def logits(self, theta: Tensor) -> Tensor:
-        return functional_call(self.model, self._params(theta), (self.x,))
-
-    def loss(self, theta: Tensor | None = None) -> Tensor:
-        theta = self.theta if theta is None else theta
-        return F.cross_entropy(
-            self.logits(theta), self.y, reduction=self.reduction, ignore_index=self.ignore_index
-        )
-
-    def hessian(self) -> Tensor:
-        """``torch.func.hessian`` (jacfwd of jacrev); for a model with LayerNorm plain
-        double-backward autograd instead (``torch.autograd.functional.hessian``): in torch 2.13
-        the vmapped reverse-over-reverse of ``layer_norm`` on 3-D inputs is wrong (asymmetric,
-        off by O(1)), while one double-backward per row is right (finite differences agree).
-        Attention runs on the math SDPA kernel (the fused kernels have no double backward)."""
-        with sdpa_kernel(SDPBackend.MATH):
-            if any(isinstance(m, nn.LayerNorm) for m in self.model.modules()):
-                return torch.autograd.functional.hessian(self.loss, self.theta)
-            return torch.func.hessian(self.loss)(self.theta)
-
-    def grad(self) -> Tensor:
-        return torch.func.grad(self.loss)(self.theta)
-
-    def ggn(self) -> Tensor:
-        """Σₙ Jₙᵀ (diag pₙ − pₙpₙᵀ) Jₙ (scaled like the loss; no ignored labels)."""
-        J = jacrev(self.logits)(self.theta)  # N × K × P
-        p = torch.softmax(self.logits(self.theta), dim=1)
-        A = torch.diag_embed(p) - p[:, :, None] * p[:, None, :]
-        G = torch.einsum("nkp,nkl,nlq->pq", J, A, J)
-        return G / self.x.shape[0] if self.reduction == "mean" else G
+# the float64 torch.func reference lives in references.py (no td_analysis import there)
 
 
 def dense_case(seed: int = 0, in_features: int = 7, hidden=(4,), n: int = 16, classes: int = 3):
