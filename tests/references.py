@@ -375,15 +375,26 @@ def crop_flip_reference(
 
 
 def preact_resnet_logits64(
-    state: dict[str, Tensor], x: Tensor, units: Sequence[int], init_kernel: int = 7
+    state: dict[str, Tensor],
+    x: Tensor,
+    units: Sequence[int],
+    init_kernel: int = 7,
+    batch_stats: dict[str, list[tuple[Tensor, Tensor]]] | None = None,
 ) -> Tensor:
     """Float64 logits of REFERENCE.md's ResNet from a plain state dict: init conv (stride 1),
     per unit ``h + conv2(relu(bn2(conv1(relu(bn1(h))))))`` with the 1×1 projection of
     ``relu(bn1(h))`` in each stage's first unit (stride 2 from the second stage), then
-    BN → ReLU → global average pool → logits.  BN in evaluation mode (running statistics)."""
+    BN → ReLU → global average pool → logits.  BN in evaluation mode (running statistics); with
+    ``batch_stats`` (a dict) BN normalises by the batch's own mean and biased variance, as in
+    training, and appends ``(mean, unbiased variance)`` per channel to ``batch_stats[bn name]``."""
     s = {k: v.double() for k, v in state.items() if v.is_floating_point()}
 
     def bn(h: Tensor, p: str) -> Tensor:
+        if batch_stats is not None:
+            m, v = h.mean(dim=(0, 2, 3)), h.var(dim=(0, 2, 3), correction=0)
+            batch_stats.setdefault(p, []).append((m, h.var(dim=(0, 2, 3), correction=1)))
+            z = (h - m[None, :, None, None]) / torch.sqrt(v[None, :, None, None] + 1e-5)
+            return z * s[p + ".weight"][None, :, None, None] + s[p + ".bias"][None, :, None, None]
         return F.batch_norm(
             h, s[p + ".running_mean"], s[p + ".running_var"], s[p + ".weight"], s[p + ".bias"],
             training=False, eps=1e-5,
@@ -402,3 +413,19 @@ def preact_resnet_logits64(
             h, i = t + shortcut, i + 1
     h = torch.relu(bn(h, "bn")).mean(dim=(2, 3))
     return h @ s["logits.weight"].T + s["logits.bias"]
+
+
+def recalibrated_resnet_state(
+    state: dict[str, Tensor], x: Tensor, units: Sequence[int], batch_size: int = 256
+) -> dict[str, Tensor]:
+    """``state`` with every BN's running statistics re-estimated on ``x``: the plain mean over
+    batches of ``batch_size`` of each batch's mean and unbiased variance, the network evaluated
+    with those batch statistics (the definition ``recalibrate_batchnorm`` documents)."""
+    stats: dict[str, list[tuple[Tensor, Tensor]]] = {}
+    for start in range(0, x.shape[0], batch_size):
+        preact_resnet_logits64(state, x[start : start + batch_size], units, batch_stats=stats)
+    out = dict(state)
+    for p, pairs in stats.items():
+        out[p + ".running_mean"] = torch.stack([m for m, _ in pairs]).mean(0)
+        out[p + ".running_var"] = torch.stack([v for _, v in pairs]).mean(0)
+    return out

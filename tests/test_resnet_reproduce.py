@@ -19,7 +19,12 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from references import assert_accuracy, preact_resnet_logits64, targeted_reference
+from references import (
+    assert_accuracy,
+    preact_resnet_logits64,
+    recalibrated_resnet_state,
+    targeted_reference,
+)
 from torch.func import grad, jvp
 
 from td_analysis.cli import main
@@ -252,6 +257,7 @@ def run(tmp_path_factory, data_root):
         test_limit=200,
         analysis_examples=48,
         pooled_bins=4,
+        pooled_dtype="float64",  # the sums are compared with float64 HVPs (float32: test_fashion_*)
         workers=1,
     )
     before = torch.get_num_threads()
@@ -294,13 +300,19 @@ def _pruned_names(state) -> list[str]:
             state[k].ndim == 4]  # fmt: skip
 
 
-def _reading_state(state, reg, reading):
+def _reading_state(run, state, reg, reading):
+    """The network a reading analyses: the trained weights, or the targeted set zeroed at the
+    training γ; then (as the settings ask) its BN statistics re-estimated on the first training
+    images (``recalibrated_resnet_state``)."""
     st = {k: v.double().clone() if v.is_floating_point() else v for k, v in state.items()}
     if reading == "zero-targeted":
         spec = RESNET_REGULARISERS[reg]
         kind = spec["kind"].removeprefix("targeted-")
         for n in _pruned_names(st):
             st[n][torch.from_numpy(targeted_reference(st[n], spec["gamma"], kind))] = 0.0
+    n = run["settings"].bn_recalibration
+    if n:
+        st = recalibrated_resnet_state(st, _data(run, "train", n)[0], UNITS)
     return st
 
 
@@ -339,7 +351,7 @@ def test_pruning_records_match_a_reference_forward_pass(run):
         got_readings = {r["reading"] for r in run["records"] if r["regulariser"] == reg}
         assert got_readings == set(readings)
         for reading in readings:
-            base = _reading_state(state, reg, reading)
+            base = _reading_state(run, state, reg, reading)
             for kind in ("weight", "unit"):
                 for k in KS:
                     (rec,) = [
@@ -372,10 +384,14 @@ def test_taylor_terms_match_torch_func(run):
     from scipy import stats
 
     xa, ya = _data(run, "holdout", run["settings"].analysis_examples)
+    # float64 analysis of the float32 network: 1e-6. Recalibrated BN statistics are float32
+    # averages over n = images·H·W values (summation error ≲ log2(n)·ε₃₂ ≈ 1e-6 relative, as
+    # against the reference's float64 ones), amplified through the normalisation: 3e-5.
+    rel = 3e-5 if run["settings"].bn_recalibration else 1e-6
     for reg in REGS:
         state = _checkpoint(run, reg)["model"]
         for reading in {r["reading"] for r in run["taylor"] if r["regulariser"] == reg}:
-            base = _reading_state(state, reg, reading)
+            base = _reading_state(run, state, reg, reading)
             names = _pruned_names(base)
             f = _loss_fn(base, xa, ya, names)
             theta = {n: base[n] for n in names}
@@ -396,9 +412,9 @@ def test_taylor_terms_match_torch_func(run):
                     second = 0.5 * sum((d[n] * hd[n]).sum() for n in names).item()
                     measured = f({n: pruned[n] for n in names}).item() - e0
                     scale = max(abs(first), abs(second), 1e-12)
-                    assert rec["first_order"] == pytest.approx(first, rel=1e-6, abs=1e-9 * scale)
-                    assert rec["second_order"] == pytest.approx(second, rel=1e-6, abs=1e-9 * scale)
-                    assert rec["measured"] == pytest.approx(measured, rel=1e-6, abs=1e-9)
+                    assert rec["first_order"] == pytest.approx(first, rel=rel, abs=1e-9 * scale)
+                    assert rec["second_order"] == pytest.approx(second, rel=rel, abs=1e-9 * scale)
+                    assert rec["measured"] == pytest.approx(measured, rel=rel, abs=1e-9)
                     assert math.isnan(rec["diagonal"])
     rho = run["results"]["rank_correlations"]
     for row in rho:
@@ -430,7 +446,7 @@ def test_coadaptation_sums_match_explicit_hvps(run):
     assert [m["regulariser"] for m in run["maps"]] == list(REGS)
     assert {m["prune_k"] for m in run["maps"]} == {75.0}  # k = 100·γ, γ = 0.75 of the tables
     for m in run["maps"]:
-        base = _reading_state(_checkpoint(run, m["regulariser"])["model"], "none", "trained")
+        base = _reading_state(run, _checkpoint(run, m["regulariser"])["model"], "none", "trained")
         names = _pruned_names(base)
         assert m["params"] == names
         f = _loss_fn(base, xa, ya, names)
@@ -464,8 +480,8 @@ def test_coadaptation_sums_match_explicit_hvps(run):
                 for b in range(count):
                     ref[a, b] = (torch.where(group == a, flat, 0.0) * cols[b]).sum()
             got = torch.tensor(m[key], dtype=torch.float64)
-            # float32 HVPs (pooled_dtype): relative error ~ √P·u of the largest entry
-            tol = 1e-3 * ref.abs().max().item()
+            # float64 HVPs; the BN statistics recalibrated in float32 (see the Taylor test's rel)
+            tol = (3e-5 if run["settings"].bn_recalibration else 1e-9) * ref.abs().max().item()
             torch.testing.assert_close(got, ref, rtol=0, atol=tol)
 
 

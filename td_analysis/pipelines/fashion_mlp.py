@@ -20,10 +20,9 @@ the widths; everything here reads it.
 
 from __future__ import annotations
 
-import functools
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from contextlib import closing
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -33,20 +32,23 @@ import torch
 from torch import Tensor, nn
 
 from td_analysis.analysis.coadaptation import (
-    hessian_operator,
     magnitude_order,
     pooled_coadaptation_record,
     projection_bytes,
 )
 from td_analysis.analysis.pruning import (
-    apply_masks,
     pruning_table,
     reference_pruning_masks,
     validate_percent,
 )
-from td_analysis.analysis.taylor import ESTIMATORS, deletion_terms, grouped_rank_correlations
-from td_analysis.curvature import HessianMemoryError, available_memory_bytes, loss
-from td_analysis.nets.models import flatten_masks, flatten_params, param_specs
+from td_analysis.analysis.taylor import (
+    ESTIMATORS,
+    deletion_vector_all,
+    grouped_rank_correlations,
+    taylor_records,
+)
+from td_analysis.curvature import HessianMemoryError, available_memory_bytes
+from td_analysis.pipelines.common import DTYPES, load_average, load_split
 from td_analysis.report.fashion import fashion_readme
 from td_analysis.report.fashion_files import network_text as _network_text
 from td_analysis.report.fashion_files import (
@@ -55,7 +57,7 @@ from td_analysis.report.fashion_files import (
     write_pruning,
     write_reports,
 )
-from td_analysis.training.loop import TrainConfig, evaluate, load_data
+from td_analysis.training.loop import TrainConfig
 from td_analysis.training.tasks import Task, get_task
 from td_analysis.utils.io import (
     KEEP_IN_RESULT_FOLDER,
@@ -91,7 +93,6 @@ FASHION_KS = (0, 25, 50, 60, 70, 80, 90, 95, 97, 99)
 CONTROL_REGULARISERS = ("dropout", "dropconnect")
 FASHION_REGULARISERS = ("none", "targeted-weight", "targeted-unit", *CONTROL_REGULARISERS)
 PRUNING_KINDS = ("weight", "unit")
-_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 @dataclass
@@ -167,9 +168,9 @@ class FashionSettings:
         if not self.seeds or not self.regularisers or not self.biases or not self.ks:
             raise ValueError("seeds, regularisers, biases and ks must not be empty")
         for name in ("taylor_dtype", "pooled_dtype"):
-            if getattr(self, name) not in _DTYPES:
+            if getattr(self, name) not in DTYPES:
                 raise ValueError(
-                    f"{name} must be one of {tuple(_DTYPES)}, got {getattr(self, name)}"
+                    f"{name} must be one of {tuple(DTYPES)}, got {getattr(self, name)}"
                 )
         if self.analysis_examples < 1 or self.pooled_bins < 1 or self.workers < 1:
             raise ValueError("analysis_examples, pooled_bins and workers must be ≥ 1")
@@ -230,98 +231,6 @@ def fashion_regulariser(task: Task, name: str):
     if name in CONTROL_REGULARISERS:
         return task.regulariser(name, alpha=task.gamma * task.alpha)
     return task.regulariser(name)
-
-
-@functools.lru_cache(maxsize=8)
-def _load(dataset: str, preprocessing: str, in_features: int, split: str, root, limit, download):
-    config = TrainConfig(dataset=dataset, preprocessing=preprocessing, in_features=in_features)
-    x, y = load_data(config, split, root=root, download=download)
-    return (x[:limit], y[:limit]) if limit else (x, y)
-
-
-def load_split(
-    config: TrainConfig,
-    split: str,
-    *,
-    root: str | Path | None = None,
-    limit: int | None = None,
-    download: bool = False,
-) -> tuple[Tensor, Tensor]:
-    """Split ``split`` of the network's data set, preprocessed as trained (first ``limit``);
-    cached per process (every network of a task shares its data; do not modify in place)."""
-    root = None if root is None else str(root)
-    return _load(
-        config.dataset, config.preprocessing, config.in_features, split, root, limit, download
-    )
-
-
-def deletion_vector_all(model: nn.Module, masks: dict[str, Tensor], dtype: torch.dtype) -> Tensor:
-    """d = θ ⊙ m over *all* parameters (``named_parameters()`` order), m = 1 where pruned."""
-    theta = flatten_params(model, None, dtype=dtype)
-    return theta * flatten_masks(param_specs(model, None), masks).to(theta.device, dtype)
-
-
-def taylor_records(
-    model: nn.Module,
-    inputs: Tensor,
-    targets: Tensor,
-    ks: Sequence[float],
-    kinds: Sequence[str] = PRUNING_KINDS,
-    *,
-    dtype: torch.dtype = torch.float64,
-    columns: int = 6,
-    masks: Callable[[nn.Module, float, str], dict[str, Tensor]] | None = None,
-    diagonal: bool = True,
-    chunk_size: int | None = None,
-) -> list[dict]:
-    """Taylor terms (:func:`td_analysis.analysis.taylor.deletion_terms`) and the measured ΔE of
-    every pruning ``(kind, k)``, k > 0, over all parameters; one Hessian operator, ∇ and exact diag
-    H.
-
-    ``masks(model, k, kind)`` gives the pruning masks (default: the seed's rules,
-    :func:`~td_analysis.analysis.pruning.reference_pruning_masks`); ``diagonal=False`` skips diag H
-    (the ``diagonal`` estimator is then NaN: for a large model without a closed form it costs P
-    HVPs); ``chunk_size``: examples per HVP chunk (default: the operator's budget).
-    Records: ``{"kind", "k", "n_pruned", *ESTIMATORS, "loss", "pruned_loss", "measured",
-    "accuracy", "pruned_accuracy"}`` (mean cross-entropy, ``dtype``).
-    """
-    masks_of = masks or reference_pruning_masks
-    op = hessian_operator(
-        model, inputs, targets, None, reduction="mean", dtype=dtype, chunk_size=chunk_size
-    )
-    base_loss, grad = op.loss_and_gradient()
-    diag = None
-    if diagonal:
-        try:
-            diag = op.diagonal()  # exact closed form (DenseNet-like ReLU nets)
-        except ValueError:  # any other model: exact, from P Hessian-vector products
-            diag = op.diagonal(method="columns")
-    base_acc = evaluate(model, inputs, targets)["accuracy"]
-    jobs = [(kind, k) for kind in kinds for k in ks if k > 0]
-    out = []
-    for start in range(0, len(jobs), columns):
-        block = jobs[start : start + columns]
-        masks = [masks_of(model, k, kind) for kind, k in block]
-        D = torch.stack([deletion_vector_all(model, m, dtype) for m in masks], dim=1)
-        terms = deletion_terms(op, D, grad=grad, diag=diag, columns=columns)
-        del D
-        for (kind, k), m, t in zip(block, masks, terms, strict=True):
-            pruned = apply_masks(model, m)
-            with torch.no_grad():
-                pruned_loss = float(loss(pruned, inputs, targets, reduction="mean", dtype=dtype))
-            rec = {
-                "kind": kind,
-                "k": float(k),
-                "n_pruned": int(sum(int(v.sum()) for v in m.values())),
-                **t,
-                "loss": float(base_loss),
-                "pruned_loss": pruned_loss,
-                "measured": pruned_loss - float(base_loss),
-                "accuracy": base_acc,
-                "pruned_accuracy": evaluate(pruned, inputs, targets)["accuracy"],
-            }
-            out.append(rec)
-    return out
 
 
 def coadaptation_maps(
@@ -480,7 +389,7 @@ def _analyse(
     lap("data")
     taylor = [
         {**tag, **r}
-        for r in taylor_records(model, xa, ya, settings.ks, dtype=_DTYPES[settings.taylor_dtype])
+        for r in taylor_records(model, xa, ya, settings.ks, dtype=DTYPES[settings.taylor_dtype])
     ]
     lap("taylor")
     maps = None
@@ -493,7 +402,7 @@ def _analyse(
                 ya,
                 settings.pooled_bins,
                 prune_k=100 * task.gamma,
-                dtype=_DTYPES[settings.pooled_dtype],
+                dtype=DTYPES[settings.pooled_dtype],
             ),
         }
         lap("pooled")
@@ -594,15 +503,6 @@ def write_outputs(out: Path, results: dict, settings: FashionSettings, command: 
     )
 
 
-def _load_average() -> float | None:
-    """The 1-minute load average (``None`` where the OS has none): a busy machine explains a
-    slow run."""
-    try:
-        return os.getloadavg()[0]
-    except OSError:
-        return None
-
-
 def check_pooled_memory(settings: FashionSettings) -> None:
     """Refuse up front (:class:`HessianMemoryError`) a pooled projection that cannot fit."""
     task = settings.task_def
@@ -610,7 +510,7 @@ def check_pooled_memory(settings: FashionSettings) -> None:
     p = sum(a * b for a, b in zip(widths[:-1], widths[1:], strict=True))
     if settings.pooled_bins > p:
         raise ValueError(f"pooled_bins must be ≤ the {p:,} weights, got {settings.pooled_bins}")
-    itemsize = torch.empty((), dtype=_DTYPES[settings.pooled_dtype]).element_size()
+    itemsize = torch.empty((), dtype=DTYPES[settings.pooled_dtype]).element_size()
     need = projection_bytes(p, settings.pooled_bins, 1, itemsize)
     avail = available_memory_bytes("cpu")
     if avail is not None and need * max(1, min(settings.workers, 2)) > avail:
@@ -674,7 +574,7 @@ def reproduce_fashion(
     settings = settings or FashionSettings()
     check_pooled_memory(settings)
     t0 = time.perf_counter()
-    load_start = _load_average()
+    load_start = load_average()
     jobs = network_jobs(settings, runs_dir=runs_dir, data_root=data_root, download=download)
     # data present (or downloaded) once, before the workers start
     first = TrainConfig.from_dict(jobs[0]["config"])
@@ -727,7 +627,7 @@ def reproduce_fashion(
     # the training-length study (td_analysis.pipelines.training_length) shares the folder: keep it
     with staged_directory(out_dir, keep=(*KEEP_IN_RESULT_FOLDER, "training_length.*")) as staging:
         results["seconds"] = time.perf_counter() - t0
-        results["load_average"] = [load_start, _load_average()]
+        results["load_average"] = [load_start, load_average()]
         write_outputs(Path(staging), results, settings, command)
     return results
 

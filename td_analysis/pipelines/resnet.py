@@ -36,6 +36,7 @@ import torch
 from torch import Tensor, nn
 
 from td_analysis.analysis.taylor import grouped_rank_correlations
+from td_analysis.pipelines.common import DTYPES, load_average, load_split
 from td_analysis.report.resnet import CLAIM_POINTS as CLAIM_POINTS
 from td_analysis.report.resnet import (
     PAPER_TABLES,
@@ -77,7 +78,6 @@ __all__ = [
 
 RESNET_KS = (0, 10, 20, 30, 40, 50, 60, 70, 80, 90)
 TAYLOR_ESTIMATORS = ("first_order", "second_order", "estimate")
-_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 _ARCH = ("units", "widths", "init_filters", "init_kernel")
 _FIT = (
     "epochs",
@@ -182,9 +182,9 @@ class ResNetSettings:
         if len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"seeds must be distinct, got {self.seeds}")
         for name in ("taylor_dtype", "pooled_dtype"):
-            if getattr(self, name) not in _DTYPES:
+            if getattr(self, name) not in DTYPES:
                 raise ValueError(
-                    f"{name} must be one of {tuple(_DTYPES)}, got {getattr(self, name)}"
+                    f"{name} must be one of {tuple(DTYPES)}, got {getattr(self, name)}"
                 )
         if min(self.analysis_examples, self.pooled_bins, self.workers, self.hvp_chunk) < 1:
             raise ValueError("analysis_examples, pooled_bins, workers and hvp_chunk must be ≥ 1")
@@ -398,7 +398,6 @@ def coadaptation_maps(
 
 
 def _split(split: str, settings_root, limit, download=False) -> tuple[Tensor, Tensor]:
-    from td_analysis.pipelines.fashion_mlp import load_split
     from td_analysis.training.loop import TrainConfig
 
     task = get_task("resnet-cifar10")
@@ -415,8 +414,8 @@ def analyse_resnet(job: dict) -> dict | None:
     ``job["stage"]``: ``"all"`` (default), ``"train"`` (train only, return ``None``: every
     rank under ``torchrun``) or ``"analyse"`` (load the finished checkpoint, no training: rank
     0 after the DDP training, so no collective waits on the analysis)."""
+    from td_analysis.analysis.taylor import taylor_records
     from td_analysis.nn.regularisers import remove_regularisers
-    from td_analysis.pipelines.fashion_mlp import taylor_records
     from td_analysis.training.fit import fit, load_fit_checkpoint
 
     t0 = time.perf_counter()
@@ -458,7 +457,7 @@ def analyse_resnet(job: dict) -> dict | None:
     xt, yt = _split(task.test_split, root, settings.test_limit)
     xa, ya = _split(settings.analysis_split, root, settings.analysis_examples)
     records, taylor = [], []
-    dtype = _DTYPES[settings.taylor_dtype]
+    dtype = DTYPES[settings.taylor_dtype]
     recal = None
     if settings.bn_recalibration:
         recal = _split(task.train_split, root, settings.bn_recalibration)[0]
@@ -490,7 +489,7 @@ def analyse_resnet(job: dict) -> dict | None:
                 ya,
                 settings.pooled_bins,
                 prune_k=100 * task.gamma,
-                dtype=_DTYPES[settings.pooled_dtype],
+                dtype=DTYPES[settings.pooled_dtype],
                 chunk_size=settings.hvp_chunk,
             ),
         }
@@ -621,13 +620,6 @@ def load_results(out_dir: str | Path = "figures/resnet_cifar10") -> dict:
     }
 
 
-def _load_average() -> float | None:
-    try:
-        return os.getloadavg()[0]
-    except OSError:
-        return None
-
-
 def reproduce_resnet(
     settings: ResNetSettings | None = None,
     *,
@@ -650,7 +642,7 @@ def reproduce_resnet(
 
     settings = settings or ResNetSettings()
     t0 = time.perf_counter()
-    load_start = _load_average()
+    load_start = load_average()
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and scheduler is not None:
         raise ValueError("a Dask scheduler and torchrun (WORLD_SIZE > 1) exclude each other")
@@ -718,7 +710,7 @@ def reproduce_resnet(
     }
     with staged_directory(out_dir) as staging:
         results["seconds"] = time.perf_counter() - t0
-        results["load_average"] = [load_start, _load_average()]
+        results["load_average"] = [load_start, load_average()]
         write_outputs(Path(staging), results, command)
     return results
 

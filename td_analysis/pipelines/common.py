@@ -1,0 +1,53 @@
+"""What the experiment pipelines share: the analysis precisions by name, each split of a task's
+data set preprocessed as trained (cached per process), and the machine's load for the run's
+summary.  The analysis itself (pruning records, Taylor records, pooled coadaptation) is in
+:mod:`td_analysis.analysis`; a pipeline names its grid and outputs."""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from td_analysis.training.config import TrainConfig
+from td_analysis.training.loop import load_data
+
+__all__ = ["DTYPES", "load_average", "load_split"]
+
+#: The precisions of the Taylor and pooled analyses by the names settings use.
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def load_average() -> float | None:
+    """The 1-minute load average (``None`` where the OS has none): a busy machine explains a
+    slow run."""
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return None
+
+
+@functools.lru_cache(maxsize=8)
+def _load(dataset: str, preprocessing: str, in_features: int, split: str, root, limit, download):
+    config = TrainConfig(dataset=dataset, preprocessing=preprocessing, in_features=in_features)
+    x, y = load_data(config, split, root=root, download=download)
+    return (x[:limit], y[:limit]) if limit else (x, y)
+
+
+def load_split(
+    config: TrainConfig,
+    split: str,
+    *,
+    root: str | Path | None = None,
+    limit: int | None = None,
+    download: bool = False,
+) -> tuple[Tensor, Tensor]:
+    """Split ``split`` of the network's data set, preprocessed as trained (first ``limit``);
+    cached per process (every network of a task shares its data; do not modify in place)."""
+    root = None if root is None else str(root)
+    return _load(
+        config.dataset, config.preprocessing, config.in_features, split, root, limit, download
+    )
