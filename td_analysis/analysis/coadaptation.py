@@ -19,6 +19,15 @@ from torch import Tensor, nn
 
 from td_analysis.analysis.pruning import PRUNABLE_TYPES, module_pruning_masks, pruning_masks
 from td_analysis.curvature import HessianOperator, SymmetricOperator
+from td_analysis.curvature.algorithms.projection import (  # moved there; importable here too
+    MAX_PROJECTION_COLUMNS as MAX_PROJECTION_COLUMNS,
+)
+from td_analysis.curvature.algorithms.projection import (
+    PROJECTION_BYTES as PROJECTION_BYTES,
+)
+from td_analysis.curvature.algorithms.projection import (
+    PROJECTION_COPIES as PROJECTION_COPIES,
+)
 from td_analysis.curvature.algorithms.projection import (
     group_sums,
     projection_bytes,

@@ -32,7 +32,8 @@ def load_checked_checkpoint(path: str | Path, model: str | None = None):
     With ``model`` (``--model module:callable``) any model that factory builds
     (:func:`td_analysis.training.usermodels.load_model_checkpoint`); a checkpoint holding weights
     but no architecture, without it, is a one-line error saying so."""
-    from td_analysis.training.loop import load_checkpoint, usermodels
+    from td_analysis.training import usermodels
+    from td_analysis.training.loop import load_checkpoint
 
     if model is not None:
         return usermodels.load_model_checkpoint(path, model)

@@ -13,8 +13,9 @@ from typing import Any
 
 
 def __getattr__(name: str) -> Any:
-    from td_analysis.training import loop
+    if not name.startswith("__"):
+        from td_analysis.training import loop
 
-    if name in loop.__all__:
-        return getattr(loop, name)
+        if hasattr(loop, name):
+            return getattr(loop, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
