@@ -271,6 +271,7 @@ def run(tmp_path_factory, data_root):
     out = base / "out"
     return {
         "out": out,
+        "runs": base / "runs",
         "settings": settings,
         "results": results,
         "data_root": data_root,
@@ -526,6 +527,42 @@ def test_load_results_reads_back_what_reproduce_returned(run, tmp_path):
     assert got["settings"] == res["settings"]
     with pytest.raises(FileNotFoundError, match="pruning.json.*reproduce --experiment resnet"):
         load_results(tmp_path)
+
+
+@pytest.mark.slow
+def test_a_second_run_reuses_the_kept_analyses(run, tmp_path, monkeypatch):
+    """Each network's analysis is kept beside its checkpoint: a second run with the same
+    settings reads it back (the same records, nothing analysed again), and a setting that
+    shapes the analysis, or other checkpoint bytes, give another file."""
+    from dataclasses import asdict
+
+    from td_analysis.pipelines import resnet as rn
+
+    kept = sorted((run["runs"] / "resnet_cifar10" / "analysis").glob("*.json"))
+    assert len(kept) == len(REGS)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("analysed again")
+
+    monkeypatch.setattr(rn, "_analyse", refuse)
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    again = rn.reproduce_resnet(
+        run["settings"], out_dir=tmp_path / "out", runs_dir=run["runs"],
+        data_root=run["data_root"], progress=False,
+    )  # fmt: skip
+    for key in ("records", "taylor", "coadaptation"):
+        assert json.loads(json.dumps(again[key])) == json.loads(json.dumps(run["results"][key]))
+
+    settings = asdict(run["settings"])
+    net = run["results"]["networks"][0]
+    job = {"settings": settings, "regulariser": net["regulariser"], "seed": net["seed"],
+           "pooled": True}  # fmt: skip
+    path = rn.analysis_path(job, net["checkpoint"])
+    other = rn.analysis_path({**job, "settings": {**settings, "ks": (0, 50)}}, net["checkpoint"])
+    assert path in kept and other != path
+    copy = tmp_path / Path(net["checkpoint"]).name
+    copy.write_bytes(Path(net["checkpoint"]).read_bytes() + b"\0")
+    assert rn.analysis_path(job, copy).name != path.name
 
 
 def test_readme_block_comes_from_the_committed_json(run, tmp_path):

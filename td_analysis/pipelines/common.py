@@ -6,6 +6,8 @@ summary.  The analysis itself (pruning records, Taylor records, pooled coadaptat
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -15,7 +17,7 @@ from torch import Tensor
 from td_analysis.training.config import TrainConfig
 from td_analysis.training.loop import load_data
 
-__all__ = ["DTYPES", "load_average", "load_split"]
+__all__ = ["DTYPES", "analysis_cache_path", "load_average", "load_split", "read_cached_analysis"]
 
 #: The precisions of the Taylor and pooled analyses by the names settings use.
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -51,3 +53,26 @@ def load_split(
     return _load(
         config.dataset, config.preprocessing, config.in_features, split, root, limit, download
     )
+
+
+def analysis_cache_path(
+    folder: str | Path, stem: str, fields: dict, checkpoint: str | Path
+) -> Path:
+    """``<folder>/<stem>-<key>.json``: where one network's analysis is kept, the key the first
+    12 hex digits of SHA-256 over ``fields`` (what shapes the analysis) and the checkpoint's
+    own SHA-256, so a retrained network or other settings are analysed again, never misread."""
+    digest = hashlib.sha256(Path(checkpoint).read_bytes()).hexdigest()
+    payload = {**fields, "checkpoint": digest}
+    key = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+    return Path(folder) / f"{stem}-{key[:12]}.json"
+
+
+def read_cached_analysis(path: Path) -> dict | None:
+    """The kept analysis at ``path``, or ``None`` when there is none or it cannot be read (it is
+    then analysed again and replaced atomically)."""
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None

@@ -48,7 +48,13 @@ from td_analysis.analysis.taylor import (
     taylor_records,
 )
 from td_analysis.curvature import HessianMemoryError, available_memory_bytes
-from td_analysis.pipelines.common import DTYPES, load_average, load_split
+from td_analysis.pipelines.common import (
+    DTYPES,
+    analysis_cache_path,
+    load_average,
+    load_split,
+    read_cached_analysis,
+)
 from td_analysis.report.fashion import fashion_readme
 from td_analysis.report.fashion_files import network_text as _network_text
 from td_analysis.report.fashion_files import (
@@ -275,24 +281,19 @@ def analysis_path(job: dict, checkpoint: str | Path) -> Path:
     """Where the analysis of ``job`` on the network in ``checkpoint`` is kept:
     ``<runs>/analysis/<run name>-<key>.json``, the key a hash of the network's config, the
     checkpoint's bytes and the settings that shape the analysis (:data:`ANALYSIS_FIELDS`), so
-    a retrained network or changed settings are analysed again, never misread."""
-    import hashlib
-    import json
-
+    a retrained network or changed settings are analysed again, never misread
+    (:func:`~td_analysis.pipelines.common.analysis_cache_path`)."""
     from td_analysis.training.runs import run_name
 
-    digest = hashlib.sha256(Path(checkpoint).read_bytes()).hexdigest()
     settings = job["settings"]
-    payload = {
+    fields = {
         "config": job["config"],
-        "checkpoint": digest,
         "pooled": job["pooled"],
         "regulariser": job["regulariser"],
         **{k: settings.get(k) for k in ANALYSIS_FIELDS},
     }
-    key = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
     name = run_name(TrainConfig.from_dict(job["config"]))
-    return Path(job["runs_dir"]) / "analysis" / f"{name}-{key[:12]}.json"
+    return analysis_cache_path(Path(job["runs_dir"]) / "analysis", name, fields, checkpoint)
 
 
 def analyse_network(job: dict) -> dict:
@@ -302,7 +303,6 @@ def analyse_network(job: dict) -> dict:
     The result is kept next to the checkpoints (:func:`analysis_path`) and reused by a later
     run with the same network and analysis settings (``reused_analysis`` then says so): an
     interrupted ``reproduce`` continues where it stopped, also in the analysis."""
-    import json
 
     from td_analysis.training.runs import checkpoint_path, train_or_load
 
@@ -328,20 +328,16 @@ def analyse_network(job: dict) -> dict:
     t_train = time.perf_counter() - t0
     stages = {"data": t_data, "train": t_train - t_data}
     cached = analysis_path(job, checkpoint_path(config, job["runs_dir"]))
-    if cached.is_file():
-        try:
-            result = json.loads(cached.read_text())
-        except (OSError, ValueError):
-            result = None  # unreadable: analysed again and replaced atomically
-        if result is not None:
-            return {
-                **result,
-                "train_seconds": t_train,
-                "seconds": time.perf_counter() - t0,
-                "stage_seconds": stages,
-                "reused_network": reused_network,
-                "reused_analysis": True,
-            }
+    result = read_cached_analysis(cached)
+    if result is not None:
+        return {
+            **result,
+            "train_seconds": t_train,
+            "seconds": time.perf_counter() - t0,
+            "stage_seconds": stages,
+            "reused_network": reused_network,
+            "reused_analysis": True,
+        }
     result = _analyse(job, settings, config, model, t0, t_train)
     for name, seconds in result["stage_seconds"].items():  # the test and analysis splits' loads
         stages[name] = stages.get(name, 0.0) + seconds

@@ -36,7 +36,13 @@ import torch
 from torch import Tensor, nn
 
 from td_analysis.analysis.taylor import grouped_rank_correlations
-from td_analysis.pipelines.common import DTYPES, load_average, load_split
+from td_analysis.pipelines.common import (
+    DTYPES,
+    analysis_cache_path,
+    load_average,
+    load_split,
+    read_cached_analysis,
+)
 from td_analysis.report.resnet import CLAIM_POINTS as CLAIM_POINTS
 from td_analysis.report.resnet import (
     PAPER_TABLES,
@@ -407,14 +413,49 @@ def _split(split: str, settings_root, limit, download=False) -> tuple[Tensor, Te
     return load_split(config, split, root=settings_root, limit=limit, download=download)
 
 
+#: The settings that shape one network's analysis (the rest, e.g. ``seeds`` or ``workers``, do
+#: not): part of the key of its kept result.
+ANALYSIS_FIELDS = (
+    "task",
+    "preset",
+    "ks",
+    "test_limit",
+    "analysis_split",
+    "analysis_examples",
+    "taylor_dtype",
+    "pooled_bins",
+    "pooled_dtype",
+    "hvp_chunk",
+    "bn_recalibration",
+)
+
+
+def analysis_path(job: dict, checkpoint: str | Path) -> Path:
+    """``<runs>/resnet_cifar10/analysis/<checkpoint stem>-<key>.json``: the key covers the
+    checkpoint's bytes, the regulariser and seed, whether the pooled maps are asked for and
+    :data:`ANALYSIS_FIELDS` (:func:`~td_analysis.pipelines.common.analysis_cache_path`)."""
+    settings = job["settings"]
+    fields = {
+        "regulariser": job["regulariser"],
+        "seed": job["seed"],
+        "pooled": job["pooled"],
+        **{k: settings.get(k) for k in ANALYSIS_FIELDS},
+    }
+    checkpoint = Path(checkpoint)
+    return analysis_cache_path(checkpoint.parent / "analysis", checkpoint.stem, fields, checkpoint)
+
+
 def analyse_resnet(job: dict) -> dict | None:
     """Train (or resume, or load) one network, then its pruning records, Taylor records and (if
     asked) coadaptation maps.  Runs in a worker process; everything in and out is plain data.
 
     ``job["stage"]``: ``"all"`` (default), ``"train"`` (train only, return ``None``: every
     rank under ``torchrun``) or ``"analyse"`` (load the finished checkpoint, no training: rank
-    0 after the DDP training, so no collective waits on the analysis)."""
-    from td_analysis.analysis.taylor import taylor_records
+    0 after the DDP training, so no collective waits on the analysis).
+
+    The analysis is kept next to the checkpoint (:func:`analysis_path`) and reused by a later run
+    of the same network and analysis settings (``reused_analysis`` then says so): an interrupted
+    grid continues where it stopped, also in the analysis."""
     from td_analysis.nn.regularisers import remove_regularisers
     from td_analysis.training.fit import fit, load_fit_checkpoint
 
@@ -453,6 +494,36 @@ def analyse_resnet(job: dict) -> dict | None:
         remove_regularisers(model)
     model = model.cpu().to(memory_format=torch.contiguous_format).eval()
     t_train = time.perf_counter() - t0
+    cached = analysis_path(job, ckpt)
+    kept = read_cached_analysis(cached)
+    if kept is not None:
+        return {
+            **kept,
+            "train_seconds": t_train,
+            "seconds": time.perf_counter() - t0,
+            "reused_analysis": True,
+        }
+    result = _analyse(job, settings, model, history, ckpt, t0, t_train)
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(cached, result)
+    return {**result, "reused_analysis": False}
+
+
+def _analyse(
+    job: dict,
+    settings: ResNetSettings,
+    model: nn.Module,
+    history: list,
+    ckpt: Path,
+    t0: float,
+    t_train: float,
+) -> dict:
+    """The analysis of one trained network (:func:`analyse_resnet`): both readings' pruning and
+    Taylor records, and the pooled maps when the job asks for them."""
+    from td_analysis.analysis.taylor import taylor_records
+
+    reg, seed, root = job["regulariser"], job["seed"], job["data_root"]
+    task = settings.task_def
     tag = {"regulariser": reg, "seed": seed}
     xt, yt = _split(task.test_split, root, settings.test_limit)
     xa, ya = _split(settings.analysis_split, root, settings.analysis_examples)
