@@ -70,3 +70,16 @@ def test_python_m_old_path_runs_the_command() -> None:
     )
     assert out.returncode == 0, out.stderr
     assert "usage:" in out.stdout
+
+
+def test_file_formats_did_not_move() -> None:
+    """The format tags written into checkpoints and cache entries name the formats, not the
+    modules: files written before the move are read after it (a rewrite of module paths must
+    leave them alone)."""
+    from td_analysis.training.fit import FIT_CHECKPOINT_FORMAT
+    from td_analysis.training.loop import CHECKPOINT_FORMAT
+    from td_analysis.utils.cache import CACHE_FORMAT
+
+    assert FIT_CHECKPOINT_FORMAT == "td_analysis.fit-checkpoint/1"
+    assert CHECKPOINT_FORMAT == "td_analysis.checkpoint/1"
+    assert CACHE_FORMAT == "td_analysis.cache/2"

@@ -53,7 +53,7 @@ __all__ = [
     "load_fit_checkpoint",
 ]
 
-FIT_CHECKPOINT_FORMAT = "td_analysis.training.fit-checkpoint/1"
+FIT_CHECKPOINT_FORMAT = "td_analysis.fit-checkpoint/1"
 SCHEDULES = ("constant", "step", "cosine")
 
 

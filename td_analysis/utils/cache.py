@@ -25,7 +25,7 @@ if TYPE_CHECKING:  # torch only where a cache entry is made or read: default_cac
 
 __all__ = ["default_cache_dir", "fingerprint", "cached", "code_version", "CACHE_FORMAT"]
 
-CACHE_FORMAT = "td_analysis.utils.cache/2"
+CACHE_FORMAT = "td_analysis.cache/2"
 
 
 @functools.cache
