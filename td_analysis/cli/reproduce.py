@@ -246,8 +246,6 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     """Run ``td-analysis reproduce``: check every setting, then train, analyse and write the
     chosen experiments (or only rewrite their reports)."""
     if args.experiment == "resnet-cifar10":  # issue 22: its own module, with --preset
-        from td_analysis.pipelines.resnet import cmd_reproduce_resnet
-
         return cmd_reproduce_resnet(args)
     for flag in ("preset", "bn_recalibration"):
         if getattr(args, flag, None) is not None:
@@ -306,4 +304,61 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         )
         print((out / "pruning.md").read_text())
         print(f"wrote the fashion-mlp results to {out} in {results['seconds']:.0f} s")
+    return 0
+
+
+def cmd_reproduce_resnet(args: argparse.Namespace) -> int:
+    """``td-analysis reproduce --experiment resnet-cifar10 [--preset cpu|paper] [--quick]``."""
+    from td_analysis.catalog.names import QUICK_OUT, QUICK_RUNS
+    from td_analysis.pipelines.resnet import ResNetSettings, reproduce_resnet, write_reports
+
+    preset = args.preset or "cpu"
+    command = f"td-analysis reproduce --experiment resnet-cifar10 --preset {preset}" + (
+        " --quick" if args.quick else ""
+    )
+    unused = [
+        flag
+        for flag, value in (
+            ("--eval-limit", args.eval_limit),
+            ("--vmax", args.vmax),
+            ("--no-curves", args.no_curves or None),
+            ("--cache-dir", args.cache_dir),
+        )
+        if value is not None
+    ]
+    if unused:
+        raise ValueError(f"{', '.join(unused)} do(es) not apply to --experiment resnet-cifar10")
+    out = Path(args.out if args.out is not None else QUICK_OUT if args.quick else "figures")
+    out = out / "resnet_cifar10"
+    if args.report_only:
+        write_reports(out, command=command)
+        print(f"rewrote the reports in {out} from its JSON")
+        return 0
+    if args.readme is not None:
+        raise ValueError("--readme works only with --report-only")
+    runs = Path(args.runs if args.runs is not None else QUICK_RUNS if args.quick else "runs")
+    overrides: dict = {"preset": preset}
+    for name, value in (
+        ("seeds", args.seeds),
+        ("epochs", args.epochs),
+        ("ks", args.ks),
+        ("workers", args.workers),
+        ("pooled_bins", args.bins),
+        ("bn_recalibration", getattr(args, "bn_recalibration", None)),
+    ):
+        if value is not None:
+            overrides[name] = tuple(value) if isinstance(value, list) else value
+    settings = ResNetSettings.quick(**overrides) if args.quick else ResNetSettings(**overrides)
+    results = reproduce_resnet(
+        settings,
+        out_dir=out,
+        runs_dir=runs,
+        data_root=args.data_dir,
+        progress=not args.quiet,
+        command=command,
+        scheduler=getattr(args, "scheduler", None),
+    )
+    if results is not None:  # rank 0
+        print((out / "pruning.md").read_text())
+        print(f"wrote the resnet-cifar10 results to {out} in {results['seconds']:.0f} s")
     return 0

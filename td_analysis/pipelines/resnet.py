@@ -31,7 +31,6 @@ from contextlib import closing
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -48,6 +47,10 @@ from td_analysis.report.resnet import (
     PAPER_TABLES,
     PRUNING_KINDS,
     READINGS,
+    TAYLOR_ESTIMATORS,
+    accuracy_figure,
+    coadaptation_figures,
+    estimators_figure,
     paper_tables,
     parse_paper_tables,
     pruning_markdown,
@@ -56,6 +59,7 @@ from td_analysis.report.resnet import (
 from td_analysis.report.resnet import answer as answer
 from td_analysis.training.tasks import RESNET_REGULARISERS, ResNetTask, get_task
 from td_analysis.utils.io import atomic_write_json, atomic_write_text, staged_directory
+from td_analysis.utils.moved import moved_names
 
 __all__ = [
     "RESNET_KS",
@@ -83,7 +87,6 @@ __all__ = [
 ]
 
 RESNET_KS = (0, 10, 20, 30, 40, 50, 60, 70, 80, 90)
-TAYLOR_ESTIMATORS = ("first_order", "second_order", "estimate")
 _ARCH = ("units", "widths", "init_filters", "init_kernel")
 _FIT = (
     "epochs",
@@ -584,60 +587,6 @@ def rank_correlations(taylor: Sequence[dict]) -> list[dict]:
 
 
 # ----------------------------------------------------------------------------- outputs
-def accuracy_figure(records: Sequence[dict], settings: dict):
-    """``accuracy_vs_k.png``: test accuracy vs k, weight and unit pruning, every regulariser
-    and reading (mean ± std over seeds)."""
-    from td_analysis.report import plotting
-
-    plot_rows = [
-        {**r, "regulariser": f"{r['regulariser']} ({r['reading']})", "bias": True} for r in records
-    ]
-    fig = plotting.plot_accuracy_vs_k(
-        plot_rows,
-        title=f"ResNet ({settings['preset']} preset): test accuracy after pruning every conv "
-        f"but the init conv (mean ± std over {len(settings['seeds'])} seed(s))",
-    )
-    for ax in fig.axes:
-        if ax.get_xlabel():
-            ax.set_xlabel("k: percent of each pruned conv's weights / filters removed")
-    return fig
-
-
-def estimators_figure(taylor: Sequence[dict], settings: dict):
-    """``estimators.png``: each Taylor estimate of every pruning against its measured ΔE."""
-    from td_analysis.report import plotting
-
-    return plotting.plot_taylor_records(
-        [{**r, "regulariser": f"{r['regulariser']} ({r['reading']})"} for r in taylor],
-        TAYLOR_ESTIMATORS,
-        title=f"Taylor estimates vs measured ΔE of every pruning (mean loss, "
-        f"{settings['analysis_examples']:,} {settings['analysis_split']} images, "
-        f"{settings['taylor_dtype']}, HVPs)",
-    )
-
-
-def coadaptation_figures(maps: Sequence[dict], settings: dict) -> tuple:
-    """``coadaptation_pooled.png`` and ``coadaptation_layers.png`` (none vs targeted, first
-    seed); ``()`` without maps."""
-    from td_analysis.report import plotting
-
-    if not maps:
-        return ()
-    pooled = plotting.coadaptation_panels(
-        {m["regulariser"]: np.asarray(m["pooled"]) for m in maps},
-        gamma=0.75,
-        suptitle=f"θᵀ⊙H⊙θ of the {maps[0]['num_weights']:,} pruned conv weights ordered by "
-        f"|θ|, {settings['pooled_bins']}² block sums (seed {settings['seeds'][0]})",
-    )
-    layers = plotting.plot_layer_maps(
-        {m["regulariser"]: np.asarray(m["layer_sums"]) for m in maps},
-        {m["regulariser"]: np.asarray(m["pruned_layer_sums"]) for m in maps},
-        maps[0]["layers"],
-        prune_k=maps[0]["prune_k"],
-    )
-    return pooled, layers
-
-
 def write_outputs(out: Path, results: dict, command: str) -> None:
     """Every file of ``figures/resnet_cifar10/`` from the collected ``results``."""
     import matplotlib.pyplot as plt
@@ -803,57 +752,8 @@ def write_reports(out_dir: str | Path = "figures/resnet_cifar10", *, command: st
     atomic_write_text(out / "README.md", readme({**summary, "records": records}, command))
 
 
-def cmd_reproduce_resnet(args) -> int:
-    """``td-analysis reproduce --experiment resnet-cifar10 [--preset cpu|paper] [--quick]``."""
-    from td_analysis.catalog.names import QUICK_OUT, QUICK_RUNS
-
-    preset = args.preset or "cpu"
-    command = f"td-analysis reproduce --experiment resnet-cifar10 --preset {preset}" + (
-        " --quick" if args.quick else ""
-    )
-    unused = [
-        flag
-        for flag, value in (
-            ("--eval-limit", args.eval_limit),
-            ("--vmax", args.vmax),
-            ("--no-curves", args.no_curves or None),
-            ("--cache-dir", args.cache_dir),
-        )
-        if value is not None
-    ]
-    if unused:
-        raise ValueError(f"{', '.join(unused)} do(es) not apply to --experiment resnet-cifar10")
-    out = Path(args.out if args.out is not None else QUICK_OUT if args.quick else "figures")
-    out = out / "resnet_cifar10"
-    if args.report_only:
-        write_reports(out, command=command)
-        print(f"rewrote the reports in {out} from its JSON")
-        return 0
-    if args.readme is not None:
-        raise ValueError("--readme works only with --report-only")
-    runs = Path(args.runs if args.runs is not None else QUICK_RUNS if args.quick else "runs")
-    overrides: dict = {"preset": preset}
-    for name, value in (
-        ("seeds", args.seeds),
-        ("epochs", args.epochs),
-        ("ks", args.ks),
-        ("workers", args.workers),
-        ("pooled_bins", args.bins),
-        ("bn_recalibration", getattr(args, "bn_recalibration", None)),
-    ):
-        if value is not None:
-            overrides[name] = tuple(value) if isinstance(value, list) else value
-    settings = ResNetSettings.quick(**overrides) if args.quick else ResNetSettings(**overrides)
-    results = reproduce_resnet(
-        settings,
-        out_dir=out,
-        runs_dir=runs,
-        data_root=args.data_dir,
-        progress=not args.quiet,
-        command=command,
-        scheduler=getattr(args, "scheduler", None),
-    )
-    if results is not None:  # rank 0
-        print((out / "pruning.md").read_text())
-        print(f"wrote the resnet-cifar10 results to {out} in {results['seconds']:.0f} s")
-    return 0
+#: the ``reproduce --experiment resnet-cifar10`` command (argparse namespace in, exit status out)
+#: lives in :mod:`td_analysis.cli.reproduce`; its old name stays importable from here
+__getattr__ = moved_names(
+    __name__, {"cmd_reproduce_resnet": ("td_analysis.cli.reproduce", "cmd_reproduce_resnet")}
+)

@@ -51,6 +51,9 @@ READINGS = ("trained", "zero-targeted")
 #: the packaged copy of the paper's ResNet-32 tables (from the slides, seeds/001_*.txt)
 PAPER_TABLES = Path(__file__).parents[1] / "paper_resnet32.json"
 
+#: The Taylor estimators of the resnet records (no diagonal: P HVPs per network)
+TAYLOR_ESTIMATORS = ("first_order", "second_order", "estimate")
+
 
 def parse_paper_tables(text: str) -> dict:
     """The ResNet-32 weight and unit tables of the slides (seed 001) as
@@ -404,3 +407,58 @@ def claim_lines(records: Sequence[dict]) -> list[str]:
             f"{NO_DIFFERENCE} from at least one baseline."
         )
     return lines
+
+
+# ----------------------------------------------------------------------------- figures
+def accuracy_figure(records: Sequence[dict], settings: dict):
+    """``accuracy_vs_k.png``: test accuracy vs k, weight and unit pruning, every regulariser
+    and reading (mean ± std over seeds)."""
+    from td_analysis.report import plotting
+
+    plot_rows = [
+        {**r, "regulariser": f"{r['regulariser']} ({r['reading']})", "bias": True} for r in records
+    ]
+    fig = plotting.plot_accuracy_vs_k(
+        plot_rows,
+        title=f"ResNet ({settings['preset']} preset): test accuracy after pruning every conv "
+        f"but the init conv (mean ± std over {len(settings['seeds'])} seed(s))",
+    )
+    for ax in fig.axes:
+        if ax.get_xlabel():
+            ax.set_xlabel("k: percent of each pruned conv's weights / filters removed")
+    return fig
+
+
+def estimators_figure(taylor: Sequence[dict], settings: dict):
+    """``estimators.png``: each Taylor estimate of every pruning against its measured ΔE."""
+    from td_analysis.report import plotting
+
+    return plotting.plot_taylor_records(
+        [{**r, "regulariser": f"{r['regulariser']} ({r['reading']})"} for r in taylor],
+        TAYLOR_ESTIMATORS,
+        title=f"Taylor estimates vs measured ΔE of every pruning (mean loss, "
+        f"{settings['analysis_examples']:,} {settings['analysis_split']} images, "
+        f"{settings['taylor_dtype']}, HVPs)",
+    )
+
+
+def coadaptation_figures(maps: Sequence[dict], settings: dict) -> tuple:
+    """``coadaptation_pooled.png`` and ``coadaptation_layers.png`` (none vs targeted, first
+    seed); ``()`` without maps."""
+    from td_analysis.report import plotting
+
+    if not maps:
+        return ()
+    pooled = plotting.coadaptation_panels(
+        {m["regulariser"]: np.asarray(m["pooled"]) for m in maps},
+        gamma=0.75,
+        suptitle=f"θᵀ⊙H⊙θ of the {maps[0]['num_weights']:,} pruned conv weights ordered by "
+        f"|θ|, {settings['pooled_bins']}² block sums (seed {settings['seeds'][0]})",
+    )
+    layers = plotting.plot_layer_maps(
+        {m["regulariser"]: np.asarray(m["layer_sums"]) for m in maps},
+        {m["regulariser"]: np.asarray(m["pruned_layer_sums"]) for m in maps},
+        maps[0]["layers"],
+        prune_k=maps[0]["prune_k"],
+    )
+    return pooled, layers
