@@ -77,6 +77,12 @@ def quick(tmp_path_factory, data_root):
     ]
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MPLBACKEND", "Agg")
+        # one of the networks made first by ``td-analysis train`` (default output
+        # runs/<config name>.pt, hence the working folder): reproduce must take it as it is
+        mp.chdir(base)
+        trained = ["--seed", "0", "--epochs", "2", "--data-dir", str(data_root), "--quiet"]
+        run_cli(["train", "--reg", "targeted-weight", *trained])
+        trained_before = snapshot(dirs["runs"])
         first_s = run_cli(args)
         first = json.loads((dirs["out"] / "table1.json").read_text())
         first_md = (dirs["out"] / "table1.md").read_text()
@@ -93,6 +99,7 @@ def quick(tmp_path_factory, data_root):
         "first_s": first_s,
         "second_s": second_s,
         "runs_before": runs_before,
+        "trained_before": trained_before,
         "cache_before": cache_before,
         "second": json.loads((dirs["out"] / "table1.json").read_text()),
         "second_md": (dirs["out"] / "table1.md").read_text(),
@@ -286,3 +293,26 @@ def test_reproduce_with_pruning_curves(tmp_path, data_root, monkeypatch):
             if r["regulariser"] == reg and r["kind"] == "weight" and r["fraction"] == 0.0
         ]
         assert r0["accuracy"] == pytest.approx(t["table1"]["holdout"][reg]["accuracy"][0])
+
+
+def test_reproduce_reuses_a_network_that_train_made(quick, data_root):
+    """``td-analysis train`` then ``td-analysis reproduce`` with the same runs folder: the
+    network ``train`` made is taken as it is (same file, same bytes), and Table 1 reports its
+    own accuracy (recomputed here from that checkpoint with a float64 forward pass)."""
+    from references import dense_params, logits64
+
+    from td_analysis.data import load_cifar10
+    from td_analysis.training.loop import load_checkpoint
+
+    ((name, made),) = quick["trained_before"].items()
+    assert name.startswith("toy-targeted-weight-bias-seed0-")
+    assert quick["runs_before"][name] == made  # reused: not retrained, not rewritten
+    table = quick["first"]
+    limit = table["settings"]["eval_limit"]
+    ckpt = load_checkpoint(quick["dirs"]["runs"] / name)
+    assert ckpt.config.epochs == table["settings"]["epochs"] == 2
+    x, y = load_cifar10(data_root, split="holdout", preprocessing=ckpt.config.preprocessing)
+    logits = logits64(*dense_params(ckpt.model), x[:limit])
+    acc = (logits.argmax(1) == y[:limit]).double().mean().item()
+    got = table["table1"]["holdout"]["targeted-weight"]["accuracy"][0]
+    assert got == pytest.approx(acc, abs=1.5 / limit)  # float32 vs float64: at most a tie apart

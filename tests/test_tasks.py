@@ -10,7 +10,7 @@ explicit numpy loops.
 from __future__ import annotations
 
 import math
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -63,12 +63,17 @@ TOY_BEFORE = dict(
 )
 
 
-def test_toy_task_is_exactly_the_old_defaults() -> None:
-    cfg = get_task("toy").config()
+def test_toy_sgd_protocol_is_exactly_the_old_defaults() -> None:
+    # the first results' protocol is the toy's "sgd" protocol, and TrainConfig()'s defaults
+    cfg = get_task("toy").config("sgd")
     for name, value in TOY_BEFORE.items():
         assert getattr(cfg, name) == value, name
         assert getattr(TrainConfig(), name) == value, name
     assert cfg == TrainConfig()
+    # the default: the protocol study's closest to the paper (adam-60ep), nothing else changed
+    default = get_task("toy").config()
+    assert (default.optimizer, default.lr, default.epochs) == ("adam", 1e-3, 60)
+    assert replace(default, optimizer="sgd", lr=0.01, epochs=20) == TrainConfig()
     assert (cfg.dataset, cfg.task) == ("cifar10", "toy")
     assert DEFAULT_TASK == "toy"
     reg = get_task("toy").regulariser("targeted-weight")
@@ -298,7 +303,8 @@ def test_cli_config_follows_the_task() -> None:
 
     parser = build_parser()
     toy = config_from_args(parser.parse_args(["train"]))
-    assert toy == TrainConfig()
+    assert toy == get_task("toy").config() and toy.optimizer == "adam"
+    assert config_from_args(parser.parse_args(["train", "--protocol", "sgd"])) == TrainConfig()
     fm = config_from_args(
         parser.parse_args(["train", "--dataset", "fashion-mnist", "--reg", "targeted-unit"])
     )

@@ -61,6 +61,7 @@ def test_records_match_brute_force(study, data_root) -> None:
     recs = out["records"]
     assert (study / "out" / "training_length.png").read_bytes()[:4] == b"\x89PNG"
     want_keys = {"regulariser", "bias", "seed", "epochs", "batch_size", "kind", "k"}
+    want_keys |= {"protocol", "optimizer"}
     assert all(want_keys | {"accuracy", "loss"} == set(r) for r in recs)
     assert {(r["epochs"], r["kind"], r["k"]) for r in recs} == {
         (e, kind, k) for e in (1, 2) for kind in ("weight", "unit") for k in KS
@@ -75,6 +76,8 @@ def test_records_match_brute_force(study, data_root) -> None:
     for r in recs:
         c = ckpts[(r["epochs"], r["seed"], "none")]
         assert r["batch_size"] == c.config.batch_size and r["bias"] == c.config.bias
+        # the toy task's default protocol, as the checkpoint says it was trained
+        assert (r["protocol"], r["optimizer"], c.config.optimizer) == ("default", "adam", "adam")
         ws, bs = dense_params(c.model)
         f = r["k"] / 100
         if r["kind"] == "weight":

@@ -99,14 +99,16 @@ def add_reproduce_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--protocol",
         default=None,
-        help="fashion-mlp: the task's named training protocol: default (Adam, batch 128, "
+        help="the task's named training protocol; toy: default (Adam lr 1e-3, 60 epochs) or sgd "
+        "(SGD lr 0.01, 20 epochs: the first results); fashion-mlp: default (Adam, batch 128, "
         "20 epochs), seed (the seed's batch 32, 100 epochs) or short (3 epochs)",
     )
     options.add_value_option(
         p,
         "--epochs",
         cliargs.positive_int,
-        "training epochs (default toy: 20, fashion-mlp: its protocol's; --quick: 2, fashion-mlp 1)",
+        "training epochs (default: the protocol's, toy 60, fashion-mlp 20; --quick: 2, "
+        "fashion-mlp 1)",
     )
     options.add_limit_option(
         p,
@@ -178,7 +180,13 @@ def _toy_settings(args: argparse.Namespace):
 
     overrides = _given_options(
         args,
-        {"seeds": ("seeds", tuple), "epochs": "epochs", "eval_limit": "eval_limit", "vmax": "vmax"},
+        {
+            "seeds": ("seeds", tuple),
+            "epochs": "epochs",
+            "eval_limit": "eval_limit",
+            "vmax": "vmax",
+            "protocol": "protocol",
+        },
     )
     if args.no_curves:
         overrides["curves"] = False

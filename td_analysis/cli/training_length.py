@@ -66,6 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=list(STUDY_KS),
         help="pruning percentages (default: %(default)s)",
     )
+    p.add_argument(
+        "--protocol",
+        default="default",
+        help="toy: the toy task's training protocol, default (Adam lr 1e-3) or sgd (SGD lr "
+        "0.01, the first results'); only the epochs change (default: %(default)s)",
+    )
     p.add_argument("--out", type=Path, default=None)
     options.add_runs_option(p)
     options.add_data_dir_option(p)
@@ -115,6 +121,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.scheduler is not None and not fashion:
         print(f"{PROG}: error: --scheduler applies to --experiment fashion-mlp", file=sys.stderr)
         return 2
+    if fashion and args.protocol != "default":
+        print(f"{PROG}: error: --protocol applies to --experiment toy", file=sys.stderr)
+        return 2
     t0 = time.perf_counter()
     try:
         if fashion:
@@ -136,6 +145,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 runs_dir=args.runs,
                 data_root=args.data_dir,
                 progress=not args.quiet,
+                protocol=args.protocol,
+                processes=args.processes,
             )
     except KeyboardInterrupt:
         print(
@@ -149,12 +160,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     seconds = time.perf_counter() - t0
     args.out.mkdir(parents=True, exist_ok=True)
     payload = {
-        "command": PROG + (" --experiment fashion-mlp" if fashion else ""),
+        "command": PROG
+        + (" --experiment fashion-mlp" if fashion else "")
+        + (f" --protocol {args.protocol}" if args.protocol != "default" else ""),
         "experiment": args.experiment,
         "seconds": seconds,
         "epochs": list(args.epochs),
         "seeds": list(args.seeds),
         "regularisers": list(args.regularisers),
+        **({} if fashion else {"protocol": args.protocol}),
         "records": records,
     }
     if fashion:

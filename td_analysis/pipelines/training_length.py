@@ -1,11 +1,12 @@
 """The toy network's training-length study (issue #19): does the pruning result still move?
 
 For each regulariser × seed × training length (20, 60 and 200 epochs by default) the toy network
-of ``td-analysis reproduce`` is trained (or its checkpoint reused: the 20-epoch networks are the
-ones ``reproduce`` trains) and pruned on the holdout split by weight (both layers, per output
-unit) and by unit (hidden layer) at k = 0, 50, 90, 95 %.  One record per network and pruning::
+of ``td-analysis reproduce`` is trained under the toy task's protocol (``--protocol``; default
+Adam: the 60-epoch networks are the ones ``reproduce`` trains, reused from ``--runs``) and pruned
+on the holdout split by weight (both layers, per output unit) and by unit (hidden layer) at
+k = 0, 50, 90, 95 %.  One record per network and pruning::
 
-    {regulariser, bias, seed, epochs, batch_size, kind, k, accuracy, loss}
+    {regulariser, bias, seed, epochs, batch_size, protocol, optimizer, kind, k, accuracy, loss}
 
 goes to ``figures/training_length.json`` (next to ``table1.json``: the toy experiment's output
 folder is ``figures/`` itself, as fashion-mlp's is ``figures/fashion_mlp/``), and
@@ -30,7 +31,7 @@ from pathlib import Path
 from td_analysis.analysis.pruning import pruning_curve
 from td_analysis.pipelines.toy import ReproduceSettings, regulariser_suite
 from td_analysis.training.loop import load_data
-from td_analysis.training.runs import train_or_load
+from td_analysis.training.runs import train_many, train_or_load
 from td_analysis.utils.progress import progress_bar
 
 #: the module of the command line (``python -m``, :func:`main`), looked up when it runs: the study
@@ -63,13 +64,19 @@ def training_length_records(
     data_root: str | Path | None = None,
     split: str = "holdout",
     progress: bool = True,
+    protocol: str = "default",
+    processes: int | None = None,
+    in_process: bool = False,
 ) -> list[dict]:
     """Train (or reuse) every network and prune it: the study's records (module docstring).
 
     The regulariser configs are those of ``reproduce``'s suite (γ = 0.75, α = 0.5; controls at
-    γ·α); only ``epochs`` changes.
+    γ·α) and the toy task's ``protocol``; only ``epochs`` changes.  Each (regulariser, seed) is
+    trained once, to the longest length, in ``processes`` parallel processes (``in_process``:
+    here), saving the shorter lengths on the way (``train_many(snapshots=…)``: the toy's
+    learning rate is constant, so a snapshot *is* the shorter run).
     """
-    settings = ReproduceSettings()
+    settings = ReproduceSettings(protocol=protocol)
     suite = regulariser_suite(settings)
     unknown = [r for r in regularisers if r not in suite]
     if unknown:
@@ -79,6 +86,21 @@ def training_length_records(
     base = settings.base
     data = {s: load_data(base, s, root=data_root) for s in {base.train_split, split}}
     x, y = data[split]
+    longest, shorter = max(epochs), sorted(set(epochs) - {max(epochs)})
+    train_many(
+        [
+            replace(base, epochs=longest, regulariser=suite[r], seed=s)
+            for r in regularisers
+            for s in seeds
+        ],
+        runs_dir,
+        processes=processes,
+        data_root=data_root,
+        data=data,
+        progress=progress,
+        in_process=in_process,
+        snapshots=shorter,
+    )
     records = []
     jobs = [(e, r, s) for e in sorted(epochs) for r in regularisers for s in seeds]
     for n_epochs, reg, seed in progress_bar(jobs, desc="networks", disable=not progress):
@@ -94,6 +116,8 @@ def training_length_records(
                         "seed": seed,
                         "epochs": n_epochs,
                         "batch_size": cfg.batch_size,
+                        "protocol": protocol,
+                        "optimizer": cfg.optimizer,
                         "kind": kind,
                         "k": float(k),
                         "accuracy": row["accuracy"],

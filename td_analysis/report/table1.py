@@ -33,6 +33,7 @@ __all__ = [
     "toy_comparisons",
     "toy_split_markdown",
     "toy_claims",
+    "training_text",
     "table1_markdown",
     "readme_toy_results",
     "protocol_study_section",
@@ -252,6 +253,20 @@ def toy_claims(results: Mapping, split: str) -> list[str]:
     ]
 
 
+def training_text(settings: Mapping) -> str:
+    """``"Adam (lr 0.001), batch 128, 60 epochs"``: how the networks of ``settings`` (a
+    ``table1.json``'s) were trained, from its ``base`` config (SGD with momentum otherwise)."""
+    base = settings.get("base") or {}
+    opt = str(base.get("optimizer", "sgd"))
+    name = {"sgd": "SGD", "adam": "Adam"}.get(opt, opt)
+    extra = f", momentum {base['momentum']}" if opt == "sgd" and "momentum" in base else ""
+    lr = f" (lr {base['lr']}{extra})" if "lr" in base else ""
+    batch = f", batch {base['batch_size']}" if "batch_size" in base else ""
+    protocol = settings.get("protocol")
+    named = f", protocol `{protocol}`" if protocol else ""
+    return f"{name}{lr}{batch}, {settings['epochs']} epochs{named}"
+
+
 def table1_markdown(results: Mapping, *, network: str) -> str:
     """``table1.md`` of the toy experiment, from ``table1.json`` alone: Table 1 per split next to
     the paper's values, the controls below, paired differences over seeds with t intervals."""
@@ -273,8 +288,9 @@ def table1_markdown(results: Mapping, *, network: str) -> str:
         "unregularised vs targeted weight dropout "
         f"(γ = {settings['gamma']}, α = {settings['alpha']}){controls}. "
         f"{len(seeds)} seeds ({', '.join(map(str, seeds))}), "
-        f"{settings['epochs']} epochs. Pruning: {settings['prune_fraction']:.0%} of every "
-        "output unit's incoming weights by |w|, in both weight matrices (biases kept). |ΔE| is "
+        f"trained with {training_text(settings)}. Pruning: "
+        f"{settings['prune_fraction']:.0%} of every output unit's incoming weights by |w|, in "
+        "both weight matrices (biases kept). |ΔE| is "
         "the change of the *mean* cross-entropy over the split; the estimate is |−∇ᵀd + ½dᵀHd| "
         "with the exact gradient and Hessian-vector product in float64. Mean ± std over seeds; "
         f"differences are paired by seed with Student's t {LEVEL:.0%} interval "
@@ -353,7 +369,7 @@ def readme_toy_results(results: Mapping) -> str:
     nets = f", {n_nets} networks" if n_nets else ""
     lines = [
         f"Made by `TD_ANALYSIS_DATA=../shared/data td-analysis reproduce` (defaults: "
-        f"{len(settings['seeds'])} seeds, {settings['epochs']} epochs{nets}) in "
+        f"{len(settings['seeds'])} seeds, {training_text(settings)}{nets}) in "
         f"{duration(results['seconds'])} of wall-clock time from an empty checkpoint folder "
         "(`seconds` in `figures/table1.json`). Pruning removes "
         f"{settings['prune_fraction']:.0%} of every unit's incoming weights by magnitude in both "

@@ -114,9 +114,12 @@ def readme_training_length(study: Mapping) -> str:
     records = study["records"]
     seeds = sorted({int(r["seed"]) for r in records})
     epochs = sorted({int(r["epochs"]) for r in records})
+    optimizers = sorted({str(r.get("optimizer", "sgd")) for r in records})
+    named = {"sgd": "SGD", "adam": "Adam"}
+    how = " and ".join(named.get(o, o) for o in optimizers)
     lines = [
-        f"`python -m td_analysis.training_length` trained the toy network for "
-        f"{', '.join(map(str, epochs))} epochs "
+        f"`{study.get('command', 'python -m td_analysis.training_length')}` trained the toy "
+        f"network with {how} for {', '.join(map(str, epochs))} epochs "
         f"({', '.join(TOY_NAMES.get(r, r) for r in study.get('regularisers', []))}; seeds "
         f"{', '.join(map(str, seeds))}; {duration(study['seconds'])} of wall-clock time, the "
         "checkpoints already in its runs folder reused) and pruned each on the holdout split "

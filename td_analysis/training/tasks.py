@@ -8,9 +8,11 @@ adding a third experiment is one more :func:`register_task` call.
 Registered tasks:
 
 * ``"toy"``: the paper's toy network on CIFAR-10, ``3072 → 10 → 10`` ReLU with biases,
-  standardized inputs, SGD (momentum 0.9) lr 0.01, batch 128, 20 epochs; targeted dropout
-  γ = 0.75, α = 0.5 (the paper's setting for Figure 1 / Table 1) on both layers.  These are
-  exactly the defaults of ``TrainConfig()``.
+  standardized inputs, Adam lr 1e-3, batch 128, 60 epochs (the protocol study's closest to the
+  paper, ``figures/protocol_study.json``); targeted dropout γ = 0.75, α = 0.5 (the paper's
+  setting for Figure 1 / Table 1) on both layers.  Protocol ``"sgd"``: SGD (momentum 0.9)
+  lr 0.01, 20 epochs, the protocol of the first results and exactly the defaults of
+  ``TrainConfig()``.
 * ``"fashion-mlp"``: the "wide, vanilla" ReLU MLP of seed 002 on Fashion-MNIST,
   ``784 → 1000 → 1000 → 500 → 200 → 10`` (with or without biases), inputs ÷ 255 (``"unit"``),
   Adam lr 1e-3, no run-time dropout; targeted weight / unit dropout with γ = 0.5, α = 0.5 (the
@@ -348,15 +350,19 @@ register_task(
         bias=True,
         preprocessing="standardize",
         init="glorot",
-        optimizer="sgd",
-        lr=0.01,
-        momentum=0.9,
+        # the default is the protocol study's closest to the paper (figures/protocol_study.json:
+        # adam-60ep, closer than every other protocol on most of its 14 numbers); "sgd" is the
+        # protocol of the first results (SGD lr 0.01, momentum 0.9, 20 epochs)
+        optimizer="adam",
+        lr=1e-3,
+        momentum=0.9,  # SGD's, used by the "sgd" protocol
         batch_size=128,
-        epochs=20,
+        epochs=60,
+        protocols={"sgd": {"optimizer": "sgd", "lr": 0.01, "epochs": 20}},
         gamma=0.75,
         alpha=0.5,
         regularised="all",
-        description="the paper's toy network: CIFAR-10, 3072 → 10 → 10 ReLU",
+        description="the paper's toy network: CIFAR-10, 3072 → 10 → 10 ReLU, Adam, 60 epochs",
     )
 )
 
