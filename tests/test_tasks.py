@@ -70,10 +70,11 @@ def test_toy_sgd_protocol_is_exactly_the_old_defaults() -> None:
         assert getattr(cfg, name) == value, name
         assert getattr(TrainConfig(), name) == value, name
     assert cfg == TrainConfig()
-    # the default: the protocol study's closest to the paper (adam-60ep), nothing else changed
-    default = get_task("toy").config()
-    assert (default.optimizer, default.lr, default.epochs) == ("adam", 1e-3, 60)
-    assert replace(default, optimizer="sgd", lr=0.01, epochs=20) == TrainConfig()
+    assert get_task("toy").config() == cfg
+    # "adam": the protocol study's closest to the paper (adam-60ep), nothing else changed
+    adam = get_task("toy").config("adam")
+    assert (adam.optimizer, adam.lr, adam.epochs) == ("adam", 1e-3, 60)
+    assert replace(adam, optimizer="sgd", lr=0.01, epochs=20) == TrainConfig()
     assert (cfg.dataset, cfg.task) == ("cifar10", "toy")
     assert DEFAULT_TASK == "toy"
     reg = get_task("toy").regulariser("targeted-weight")
@@ -303,7 +304,9 @@ def test_cli_config_follows_the_task() -> None:
 
     parser = build_parser()
     toy = config_from_args(parser.parse_args(["train"]))
-    assert toy == get_task("toy").config() and toy.optimizer == "adam"
+    assert toy == get_task("toy").config() == TrainConfig()
+    adam = config_from_args(parser.parse_args(["train", "--protocol", "adam"]))
+    assert adam == get_task("toy").config("adam") and adam.optimizer == "adam"
     assert config_from_args(parser.parse_args(["train", "--protocol", "sgd"])) == TrainConfig()
     fm = config_from_args(
         parser.parse_args(["train", "--dataset", "fashion-mnist", "--reg", "targeted-unit"])

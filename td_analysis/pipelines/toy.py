@@ -3,10 +3,10 @@ plots, pruning curves), built from the package's modules.
 
 Defaults (documented in the README and ``figures/README.md``):
 
-* toy network 3072 → 10 → 10, trained by the toy task's protocol (default: Adam, 60 epochs;
-  ``"sgd"``: SGD, 20 epochs, ``td_analysis.training.tasks``), for seeds 0–4, unregularised and
-  with targeted weight dropout γ = 0.75, α = 0.5, and (with the pruning curves) the controls
-  dropout and DropConnect at the same expected drop rate γ·α;
+* toy network 3072 → 10 → 10, trained by the toy task's protocol (default and ``"sgd"``: SGD,
+  20 epochs; ``"adam"``: Adam, 60 epochs, ``td_analysis.training.tasks``), for seeds 0–4,
+  unregularised and with targeted weight dropout γ = 0.75, α = 0.5, and (with the pruning
+  curves) the controls dropout and DropConnect at the same expected drop rate γ·α;
 * every comparison is a paired difference over seeds with a 95% t interval
   (:mod:`td_analysis.analysis.statistics`); the report text comes from ``table1.json`` alone
   (:func:`write_toy_reports`, ``reproduce --report-only``);
@@ -107,7 +107,7 @@ class ReproduceSettings:
     """What ``td-analysis reproduce`` runs; ``quick()`` is the small setting for CI.
 
     ``protocol`` names the toy task's training protocol (:mod:`td_analysis.training.tasks`:
-    ``"default"``, Adam lr 1e-3 for 60 epochs; ``"sgd"``, the first results' SGD for 20 epochs);
+    ``"default"`` = ``"sgd"``, SGD lr 0.01 for 20 epochs; ``"adam"``, Adam lr 1e-3 for 60 epochs);
     ``base`` (its :class:`TrainConfig`) and ``epochs`` follow from it unless given.
     """
 

@@ -1,10 +1,10 @@
 """The toy network's training-length study (issue #19): does the pruning result still move?
 
 For each regulariser × seed × training length (20, 60 and 200 epochs by default) the toy network
-of ``td-analysis reproduce`` is trained under the toy task's protocol (``--protocol``; default
-Adam: the 60-epoch networks are the ones ``reproduce`` trains, reused from ``--runs``) and pruned
-on the holdout split by weight (both layers, per output unit) and by unit (hidden layer) at
-k = 0, 50, 90, 95 %.  One record per network and pruning::
+of ``td-analysis reproduce`` is trained under the toy task's protocol (``--protocol``; with
+the default the 20-epoch networks are the ones ``reproduce`` trains, reused from ``--runs``)
+and pruned on the holdout split by weight (both layers, per output unit) and by unit (hidden
+layer) at k = 0, 50, 90, 95 %.  One record per network and pruning::
 
     {regulariser, bias, seed, epochs, batch_size, protocol, optimizer, kind, k, accuracy, loss}
 

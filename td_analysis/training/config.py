@@ -24,7 +24,7 @@ class TrainConfig:
 
     The defaults are those of the ``"toy"`` task's ``"sgd"`` protocol
     (:mod:`td_analysis.training.tasks`; a test holds the two to each other,
-    ``tests/test_tasks.py``; the task's default is Adam for 60 epochs), the project's first choice
+    ``tests/test_tasks.py``, which is also its default), the project's first choice
     for the paper's toy network (the paper does not publish them): 3072 → 10 → 10 ReLU network,
     Glorot-uniform weights and zero biases (as the official dense baseline), SGD with momentum
     0.9, learning rate 0.01, batch 128, 20 epochs, on the 40,000 standardized CIFAR-10 images of
