@@ -70,9 +70,10 @@ def test_toy_sgd_protocol_is_exactly_the_old_defaults() -> None:
         assert getattr(cfg, name) == value, name
         assert getattr(TrainConfig(), name) == value, name
     assert cfg == TrainConfig()
-    assert get_task("toy").config() == cfg
-    # "adam": the protocol study's closest to the paper (adam-60ep), nothing else changed
+    # the default is "adam": the protocol study's closest to the paper (adam-60ep), nothing
+    # else changed
     adam = get_task("toy").config("adam")
+    assert get_task("toy").config() == adam != cfg
     assert (adam.optimizer, adam.lr, adam.epochs) == ("adam", 1e-3, 60)
     assert replace(adam, optimizer="sgd", lr=0.01, epochs=20) == TrainConfig()
     assert (cfg.dataset, cfg.task) == ("cifar10", "toy")
@@ -304,9 +305,9 @@ def test_cli_config_follows_the_task() -> None:
 
     parser = build_parser()
     toy = config_from_args(parser.parse_args(["train"]))
-    assert toy == get_task("toy").config() == TrainConfig()
+    assert toy == get_task("toy").config() == get_task("toy").config("adam")
     adam = config_from_args(parser.parse_args(["train", "--protocol", "adam"]))
-    assert adam == get_task("toy").config("adam") and adam.optimizer == "adam"
+    assert adam == toy and adam.optimizer == "adam"
     assert config_from_args(parser.parse_args(["train", "--protocol", "sgd"])) == TrainConfig()
     fm = config_from_args(
         parser.parse_args(["train", "--dataset", "fashion-mnist", "--reg", "targeted-unit"])

@@ -77,7 +77,7 @@ def test_records_match_brute_force(study, data_root) -> None:
         c = ckpts[(r["epochs"], r["seed"], "none")]
         assert r["batch_size"] == c.config.batch_size and r["bias"] == c.config.bias
         # the toy task's default protocol, as the checkpoint says it was trained
-        assert (r["protocol"], r["optimizer"], c.config.optimizer) == ("default", "sgd", "sgd")
+        assert (r["protocol"], r["optimizer"], c.config.optimizer) == ("default", "adam", "adam")
         ws, bs = dense_params(c.model)
         f = r["k"] / 100
         if r["kind"] == "weight":

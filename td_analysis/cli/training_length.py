@@ -69,8 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--protocol",
         default="default",
-        help="toy: the toy task's training protocol, default (SGD lr 0.01) or adam (Adam lr "
-        "1e-3, the protocol study's closest); only the epochs change (default: %(default)s)",
+        help="toy: the toy task's training protocol, default (= adam: Adam lr 1e-3, the "
+        "protocol study's closest) or sgd (SGD lr 0.01, the first results); only the epochs change (default: %(default)s)",
     )
     p.add_argument("--out", type=Path, default=None)
     options.add_runs_option(p)
