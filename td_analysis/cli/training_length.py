@@ -33,7 +33,10 @@ def build_parser() -> argparse.ArgumentParser:
         "length. toy: 20, 60 and 200 epochs, writes OUT/training_length.json and .png (OUT: "
         "figures); fashion-mlp: every network of the default grid (with biases) at 3, 10 and "
         "20 epochs and none/targeted weight/targeted unit of seeds 0, 1 at 30 and 100 epochs, "
-        "trained in parallel processes with snapshots (OUT: figures/fashion_mlp).",
+        "trained in parallel processes with snapshots (OUT: figures/fashion_mlp); with "
+        "--protocol seed: none/targeted weight of seeds 0, 1 under the seed's batch 32 at 3, 10, "
+        "30 and 100 epochs. A run replaces the records of its protocol in "
+        "OUT/training_length.json and keeps the other protocols' records.",
     )
     p.add_argument("--experiment", choices=("toy", "fashion-mlp"), default="toy")
     p.add_argument("--epochs", type=cliargs.seeds, default=None)
@@ -69,8 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--protocol",
         default="default",
-        help="toy: the toy task's training protocol, default (= adam: Adam lr 1e-3, the "
-        "protocol study's closest) or sgd (SGD lr 0.01, the first results); only the epochs change (default: %(default)s)",
+        help="the task's training protocol; toy: default (= adam: Adam lr 1e-3, the protocol "
+        "study's closest) or sgd (SGD lr 0.01, the first results), only the epochs change; "
+        "fashion-mlp: default (batch 128) or seed (the seed's batch 32) (default: %(default)s)",
     )
     p.add_argument("--out", type=Path, default=None)
     options.add_runs_option(p)
@@ -83,9 +87,9 @@ def _study(args: argparse.Namespace) -> dict | None:
     """Fill in the defaults of ``args`` (epochs, seeds, regularisers, out); the fashion-mlp
     study's grid (None for toy)."""
     from td_analysis.pipelines.training_length import (
-        FASHION_STUDY,
         STUDY_EPOCHS,
         STUDY_REGULARISERS,
+        fashion_study,
         long_lengths,
     )
 
@@ -101,7 +105,7 @@ def _study(args: argparse.Namespace) -> dict | None:
     study = {k: tuple(v) for k, v in grid if v is not None}
     if args.long_epochs is not None:
         study["long_epochs"] = tuple(args.long_epochs)
-    study = {**FASHION_STUDY, **study}
+    study = fashion_study(args.protocol, study)  # raises on a protocol the study lacks
     args.epochs = sorted({*study["epochs"], *long_lengths(study)})
     args.seeds = list(study["seeds"])
     args.regularisers = list(study["regularisers"])
@@ -116,13 +120,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     from td_analysis.utils.io import atomic_write_json, atomic_write_text
 
     args = build_parser().parse_args(argv)
-    study = _study(args)
+    try:
+        study = _study(args)
+    except ValueError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
     fashion = study is not None
     if args.scheduler is not None and not fashion:
         print(f"{PROG}: error: --scheduler applies to --experiment fashion-mlp", file=sys.stderr)
-        return 2
-    if fashion and args.protocol != "default":
-        print(f"{PROG}: error: --protocol applies to --experiment toy", file=sys.stderr)
         return 2
     t0 = time.perf_counter()
     try:
@@ -135,6 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 processes=args.processes,
                 progress=not args.quiet,
                 scheduler=args.scheduler,
+                protocol=args.protocol,
             )
         else:
             records = tl.training_length_records(
@@ -159,20 +165,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     seconds = time.perf_counter() - t0
     args.out.mkdir(parents=True, exist_ok=True)
-    payload = {
-        "command": PROG
+    command = (
+        PROG
         + (" --experiment fashion-mlp" if fashion else "")
-        + (f" --protocol {args.protocol}" if args.protocol != "default" else ""),
-        "experiment": args.experiment,
-        "seconds": seconds,
-        "epochs": list(args.epochs),
-        "seeds": list(args.seeds),
-        "regularisers": list(args.regularisers),
-        **({} if fashion else {"protocol": args.protocol}),
-        "records": records,
-    }
+        + (f" --protocol {args.protocol}" if args.protocol != "default" else "")
+    )
+    grid = {"epochs": list(args.epochs), "seeds": list(args.seeds)}
+    grid["regularisers"] = list(args.regularisers)
     if fashion:
-        payload["study"] = {k: list(v) if isinstance(v, tuple) else v for k, v in study.items()}
+        grid["study"] = {k: list(v) if isinstance(v, tuple) else v for k, v in study.items()}
+    payload = tl.merge_protocol_runs(
+        args.out / "training_length.json",
+        {"command": command, "experiment": args.experiment, "seconds": seconds, **grid},
+        args.protocol,
+        records,
+    )
     atomic_write_json(args.out / "training_length.json", payload)
     if fashion:
         from td_analysis.report import compat as reports

@@ -19,6 +19,7 @@ reused from ``--runs``) and writes its outputs only when every network is done.
 from __future__ import annotations
 
 import importlib
+import json
 
 if __name__ == "__main__":  # pragma: no cover - ``python -m``: the command line (td_analysis.cli.
     # <this module>), run before this module's imports below: it pins the CPU kernels before torch
@@ -46,6 +47,9 @@ __all__ = [
     "training_length_records",
     "fashion_study_networks",
     "fashion_training_length_records",
+    "FASHION_PROTOCOL_STUDIES",
+    "fashion_study",
+    "merge_protocol_runs",
     "main",
 ]
 
@@ -141,15 +145,47 @@ FASHION_STUDY: dict = {
 }
 
 
+#: The fashion-mlp study under the task's other protocols (``--protocol NAME``): each
+#: regulariser × seed trained once to the longest length, snapshots at the shorter ones.
+#: ``"seed"`` is the seed's exact protocol (batch 32, 100 epochs) for none and targeted weight.
+FASHION_PROTOCOL_STUDIES: dict[str, dict] = {
+    "seed": {
+        "epochs": (3, 10, 30, 100),
+        "regularisers": ("none", "targeted-weight"),
+        "seeds": (0, 1),
+        "long_epochs": (),
+        "long_regularisers": (),
+        "long_seeds": (),
+    },
+}
+
+
+def fashion_study(protocol: str = "default", study: dict | None = None) -> dict:
+    """The fashion-mlp study's grid under ``protocol`` (:data:`FASHION_STUDY` for
+    ``"default"``, else :data:`FASHION_PROTOCOL_STUDIES`), with ``study``'s entries replaced."""
+    if protocol == "default":
+        base = FASHION_STUDY
+    elif protocol in FASHION_PROTOCOL_STUDIES:
+        base = FASHION_PROTOCOL_STUDIES[protocol]
+    else:
+        known = ", ".join(["default", *FASHION_PROTOCOL_STUDIES])
+        raise ValueError(
+            f"the fashion-mlp training-length study has no protocol {protocol!r}; choose {known}"
+        )
+    return {**base, **(study or {})}
+
+
 def long_lengths(study: dict) -> tuple[int, ...]:
     """The study's ``long_epochs`` as a sorted tuple (one length or several)."""
     e = study["long_epochs"]
     return tuple(sorted({int(v) for v in ((e,) if isinstance(e, int) else e)}))
 
 
-def fashion_study_networks(study: dict | None = None) -> list[tuple[str, int, int]]:
+def fashion_study_networks(
+    study: dict | None = None, protocol: str = "default"
+) -> list[tuple[str, int, int]]:
     """``(regulariser, seed, epochs)`` of every network of the fashion study (with biases)."""
-    st = {**FASHION_STUDY, **(study or {})}
+    st = fashion_study(protocol, study)
     nets = [(r, s, e) for e in st["epochs"] for r in st["regularisers"] for s in st["seeds"]]
     nets += [
         (r, s, e)
@@ -172,11 +208,14 @@ def fashion_training_length_records(
     settings=None,
     in_process: bool = False,
     scheduler: object = None,
+    protocol: str | None = None,
 ) -> list[dict]:
     """Train (or reuse) the fashion-mlp study's networks and prune each on ``split``.
 
     ``settings``: the :class:`~td_analysis.pipelines.fashion_mlp.FashionSettings` whose networks
     are studied (default: the default grid's; ``hidden``/``train_limit`` make a small study);
+    ``protocol``: the task's training protocol (default: ``settings.protocol``), e.g. ``"seed"``
+    for the seed's batch 32 (its grid: :data:`FASHION_PROTOCOL_STUDIES`);
     ``in_process`` trains in this process (small runs, tests); ``scheduler``: a Dask scheduler
     address (or ``distributed.Client``) whose cluster trains instead (:func:`train_many`).
 
@@ -190,8 +229,10 @@ def fashion_training_length_records(
     from td_analysis.training.loop import load_checkpoint
     from td_analysis.training.runs import checkpoint_path, train_many
 
-    nets = fashion_study_networks(study)
     settings = settings or FashionSettings()
+    if protocol is not None and protocol != settings.protocol:
+        settings = replace(settings, protocol=protocol)
+    nets = fashion_study_networks(study, settings.protocol)
 
     def config(reg: str, seed: int, epochs: int):
         cfg = replace(network_config(settings, reg, True, seed), epochs=epochs)
@@ -236,6 +277,29 @@ def fashion_training_length_records(
     return records
 
 
+def merge_protocol_runs(
+    path: str | Path, run: dict, protocol: str, records: Sequence[dict]
+) -> dict:
+    """The study's ``training_length.json`` after a run of ``protocol``: the records of every
+    other protocol already in ``path`` are kept, this protocol's are replaced by ``records``.
+
+    ``run``: what describes the run (``command``, ``experiment``, ``seconds``, its grid);
+    ``protocols`` maps each protocol to its run, and the top-level fields are the
+    ``"default"`` protocol's run (or this one's when there is none)."""
+    path = Path(path)
+    old = json.loads(path.read_text()) if path.exists() else None
+    if old is not None and old.get("experiment") != run.get("experiment"):
+        old = None  # another experiment's study: replaced whole
+    runs: dict = dict(old.get("protocols", {})) if old else {}
+    if old is not None and not runs:  # written before protocols were kept apart
+        name = old.get("protocol", "default")
+        runs[name] = {k: v for k, v in old.items() if k not in ("records", "protocols")}
+    runs[protocol] = {**run, "protocol": protocol}
+    kept = [r for r in (old or {}).get("records", []) if r.get("protocol", "default") != protocol]
+    top = runs.get("default", runs[protocol])
+    return {**top, "protocols": runs, "records": [*kept, *records]}
+
+
 def plot_training_length(records: Sequence[dict], *, title: str | None = None):
     """Accuracy (%) against epochs (log scale): a panel per kind × k, a line per regulariser,
     mean ± std over seeds (seaborn)."""
@@ -244,6 +308,10 @@ def plot_training_length(records: Sequence[dict], *, title: str | None = None):
     import seaborn as sns
 
     df = pd.DataFrame(list(records)).assign(accuracy_pct=lambda d: 100 * d["accuracy"])
+    if "protocol" not in df:
+        df["protocol"] = "default"
+    # several protocols (e.g. fashion-mlp's batch 128 and the seed's batch 32): a dash each
+    style = "protocol" if df["protocol"].nunique() > 1 else None
     # k = 0 is the same unpruned network for every kind: one panel for it
     panels = [("unpruned", 0.0)] if (df["k"] == 0).any() else []
     panels += [p for p in dict.fromkeys(zip(df["kind"], df["k"], strict=True)) if p[1] != 0]
@@ -264,6 +332,7 @@ def plot_training_length(records: Sequence[dict], *, title: str | None = None):
             x="epochs",
             y="accuracy_pct",
             hue="regulariser",
+            style=style,
             errorbar="sd",
             marker="o",
             markersize=4,

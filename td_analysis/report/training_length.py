@@ -33,6 +33,8 @@ __all__ = [
     "fashion_length_steps",
     "fashion_training_length_claims",
     "fashion_training_length_markdown",
+    "protocol_records",
+    "protocol_comparison_claims",
 ]
 
 
@@ -110,8 +112,9 @@ def training_length_claims(records: Sequence[Mapping]) -> list[str]:
 
 
 def readme_training_length(study: Mapping) -> str:
-    """The README's training-length block, from ``training_length.json``."""
-    records = study["records"]
+    """The README's training-length block, from ``training_length.json`` (its top-level
+    protocol's records)."""
+    records = protocol_records(study)
     seeds = sorted({int(r["seed"]) for r in records})
     epochs = sorted({int(r["epochs"]) for r in records})
     optimizers = sorted({str(r.get("optimizer", "sgd")) for r in records})
@@ -177,10 +180,114 @@ def fashion_training_length_claims(
     return out
 
 
+def protocol_records(study: Mapping, protocol: str | None = None) -> list[Mapping]:
+    """The records of ``protocol`` (default: the study's top-level one, ``"default"``)."""
+    protocol = protocol or study.get("protocol", "default")
+    return [r for r in study["records"] if r.get("protocol", "default") == protocol]
+
+
+def protocol_comparison_claims(
+    records: Sequence[Mapping],
+    protocol: str,
+    *,
+    reference: str = "default",
+    panels: Sequence[tuple[str, float]] = FASHION_LENGTH_PANELS,
+) -> list[str]:
+    """Sentences on a second protocol of the fashion-mlp study, paired by seed: at its longest
+    training, ``protocol`` minus ``reference`` for each regulariser (at the same epochs), then
+    targeted weight dropout minus none under ``protocol``; then its longest length minus the one
+    before it (does it still move?)."""
+    mine = [r for r in records if r.get("protocol", "default") == protocol]
+    epochs = sorted({int(r["epochs"]) for r in mine})
+    if not epochs:
+        return []
+    long = epochs[-1]
+    regs = list(dict.fromkeys(r["regulariser"] for r in mine))
+    out = []
+    for kind, k in panels:
+        sel = [r for r in records if r["kind"] == kind and float(r["k"]) == k]
+        for reg in regs:
+            name = FASHION_NAMES.get(reg, reg)
+            a = {"regulariser": reg, "epochs": long, "protocol": protocol}
+            b = {"regulariser": reg, "epochs": long, "protocol": reference}
+            for _, diff in paired_curve(sel, a, b, x="k"):
+                out.append(
+                    claim(
+                        f"{name} under protocol {protocol}",
+                        f"under protocol {reference} ({long} epochs each)",
+                        LENGTH_ACCURACY,
+                        diff,
+                        where=_length_where(kind, k),
+                    )
+                )
+        if {"none", "targeted-weight"} <= set(regs):
+            a = {"regulariser": "targeted-weight", "epochs": long, "protocol": protocol}
+            b = {"regulariser": "none", "epochs": long, "protocol": protocol}
+            for _, diff in paired_curve(sel, a, b, x="k"):
+                out.append(
+                    claim(
+                        f"targeted weight dropout under protocol {protocol} ({long} epochs)",
+                        "none",
+                        LENGTH_ACCURACY,
+                        diff,
+                        where=_length_where(kind, k),
+                    )
+                )
+        if len(epochs) >= 2:
+            mine_sel = [r for r in sel if r.get("protocol", "default") == protocol]
+            for reg in regs:
+                name = f"{FASHION_NAMES.get(reg, reg)} under protocol {protocol}"
+                out += _length_step_claims(mine_sel, reg, name, long, epochs[-2], kind, k)
+    return out
+
+
+def _protocol_section(study: Mapping, protocol: str, heading: str) -> list[str]:
+    """The table and sentences of one further protocol of the fashion-mlp study."""
+    run = study.get("protocols", {}).get(protocol, {})
+    records = protocol_records(study, protocol)
+    regs = list(dict.fromkeys(r["regulariser"] for r in records))
+    epochs = sorted({int(r["epochs"]) for r in records})
+    seeds = sorted({int(r["seed"]) for r in records})
+    cols = [(reg, kind, k) for kind, k in FASHION_LENGTH_PANELS for reg in regs]
+    made = (
+        f"Made by `{run['command']}` in {duration(run['seconds'])} of wall-clock time. "
+        if "command" in run
+        else ""
+    )
+    lines = [
+        "",
+        f"{heading}# Protocol `{protocol}`: batch "
+        f"{listed(sorted({int(r['batch_size']) for r in records}))}",
+        "",
+        f"{made}{listed(FASHION_NAMES.get(r, r) for r in regs)} with biases, seeds "
+        f"{listed(seeds)}, each trained once to {epochs[-1]} epochs with snapshots at "
+        f"{listed(epochs[:-1])}. Mean ± std (number of seeds) on the holdout split.",
+        "",
+        "| epochs | "
+        + " | ".join(
+            f"{'unpruned' if k == 0 else f'{kind} k = {k:g}'} · {FASHION_NAMES.get(r, r)}"
+            for r, kind, k in cols
+        )
+        + " |",
+        "|---" * (len(cols) + 1) + "|",
+    ]
+    for e in epochs:
+        cells = [_length_cell(records, r, e, kind, k) for r, kind, k in cols]
+        lines.append(f"| {e} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        f"Paired by seed, {LEVEL:.0%} t intervals:",
+        "",
+        *(f"- {c}" for c in protocol_comparison_claims(study["records"], protocol)),
+    ]
+    return lines
+
+
 def fashion_training_length_markdown(study: Mapping, *, heading: str = "#") -> str:
     """The fashion-mlp training-length table (rows epochs; mean ± std (seeds) per regulariser
-    and panel) and its sentences, from ``training_length.json``."""
-    records = study["records"]
+    and panel) and its sentences, from ``training_length.json``; then a section per further
+    protocol (e.g. the seed's batch 32) that the study holds."""
+    records = protocol_records(study)
     regs = list(dict.fromkeys(r["regulariser"] for r in records))
     epochs = sorted({int(r["epochs"]) for r in records})
     cols = [(reg, kind, k) for kind, k in FASHION_LENGTH_PANELS for reg in regs]
@@ -222,6 +329,10 @@ def fashion_training_length_markdown(study: Mapping, *, heading: str = "#") -> s
         f"Each length minus the one before it, paired by seed, {LEVEL:.0%} t intervals:",
         "",
         *(f"- {c}" for c in fashion_training_length_claims(records)),
-        "",
     ]
+    top = study.get("protocol", "default")
+    for protocol in study.get("protocols", {}):
+        if protocol != top and protocol_records(study, protocol):
+            lines += _protocol_section(study, protocol, heading)
+    lines.append("")
     return "\n".join(lines)
