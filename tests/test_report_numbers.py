@@ -250,42 +250,62 @@ def length_pairs(records: list[dict]) -> dict[tuple, tuple[list[float], list[flo
     return out
 
 
-def fashion_length_candidates(study: dict) -> list[float]:
-    """Every number the fashion training-length table and sentences may print, recomputed here:
-    mean and std per (regulariser, epochs, kind, k), their seed counts, and each length minus
-    the one before it, paired by seed."""
-    c = leaves({k: v for k, v in study.items() if k != "records"})
+def _length_acc(records: list[dict]) -> dict[tuple, dict[int, float]]:
+    """(protocol, regulariser, kind, k, epochs) → {seed: accuracy}."""
     acc: dict[tuple, dict[int, float]] = {}
-    for r in study["records"]:
-        key = (r["regulariser"], r["kind"], float(r["k"]), int(r["epochs"]))
-        acc.setdefault(key, {})[int(r["seed"])] = r["accuracy"]
+    for r in records:
+        key = (r.get("protocol", "default"), r["regulariser"], r["kind"], float(r["k"]))
+        acc.setdefault((*key, int(r["epochs"])), {})[int(r["seed"])] = r["accuracy"]
+    return acc
+
+
+def _paired(a: dict[int, float], b: dict[int, float]) -> list[float]:
+    seeds = sorted(set(a) & set(b))
+    return ttest([a[s] for s in seeds], [b[s] for s in seeds]) if len(seeds) > 1 else []
+
+
+def fashion_length_candidates(study: dict) -> list[float]:
+    """Every number the fashion training-length tables and sentences may print, recomputed
+    here, per protocol: mean and std per (regulariser, epochs, kind, k), their seed counts, each
+    length minus the one before it, paired by seed; for a further protocol, it minus the
+    default protocol at the same length, and targeted weight dropout minus none."""
+    c = leaves({k: v for k, v in study.items() if k != "records"})
+    c += sorted({int(r["batch_size"]) for r in study["records"]})
+    acc = _length_acc(study["records"])
     for v in acc.values():
         a = np.asarray(list(v.values()), float)
         c += [float(a.mean()), len(a)] + ([float(a.std(ddof=1))] if a.size > 1 else [])
-    epochs = sorted({e for *_, e in acc})
-    for reg, kind, k, e in acc:
-        if e == epochs[0]:
+    for proto in {key[0] for key in acc}:
+        epochs = sorted({key[-1] for key in acc if key[0] == proto})
+        c += epochs
+        for _, reg, kind, k, e in (key for key in acc if key[0] == proto):
+            if e != epochs[0]:
+                prev = epochs[epochs.index(e) - 1]
+                c += _paired(
+                    acc[(proto, reg, kind, k, e)], acc.get((proto, reg, kind, k, prev), {})
+                )
+            if proto != "default":
+                ref = acc.get(("default", reg, kind, k, e), {})
+                c += _paired(acc[(proto, reg, kind, k, e)], ref)
+                none = acc.get((proto, "none", kind, k, e), {})
+                c += _paired(acc[(proto, reg, kind, k, e)], none)
+        if proto != "default":
             continue
-        prev = epochs[epochs.index(e) - 1]
-        a, b = acc[(reg, kind, k, e)], acc.get((reg, kind, k, prev), {})
-        seeds = sorted(set(a) & set(b))
-        if len(seeds) > 1:
-            c += ttest([a[s] for s in seeds], [b[s] for s in seeds])
-    # per step: how many (regulariser, panel) differences exist and leave zero out
-    panels = {("weight", 0.0), ("weight", 90.0), ("unit", 50.0)}
-    for short, long in zip(epochs[:-1], epochs[1:], strict=True):
-        n = moved = 0
-        for reg, kind, k, e in acc:
-            if e != long or (kind, k) not in panels:
-                continue
-            a, b = acc[(reg, kind, k, long)], acc.get((reg, kind, k, short), {})
-            seeds = sorted(set(a) & set(b))
-            if len(seeds) < 2:
-                continue
-            n += 1
-            d = ttest([a[s] for s in seeds], [b[s] for s in seeds])
-            moved += len(d) > 1 and (d[1] > 0 or d[2] < 0) or (len(d) == 1 and d[0] != 0)
-        c += [n, moved]
+        # per step: how many (regulariser, panel) differences exist and leave zero out
+        panels = {("weight", 0.0), ("weight", 90.0), ("unit", 50.0)}
+        for short, long in zip(epochs[:-1], epochs[1:], strict=True):
+            n = moved = 0
+            for _, reg, kind, k, e in (key for key in acc if key[0] == proto):
+                if e != long or (kind, k) not in panels:
+                    continue
+                d = _paired(
+                    acc[(proto, reg, kind, k, long)], acc.get((proto, reg, kind, k, short), {})
+                )
+                if not d:
+                    continue
+                n += 1
+                moved += len(d) > 1 and (d[1] > 0 or d[2] < 0) or (len(d) == 1 and d[0] != 0)
+            c += [n, moved]
     return c
 
 
@@ -364,6 +384,7 @@ def sources():
         "seconds": [t["seconds"], summary["seconds"]]
         + ([study["seconds"]] if study else [])
         + ([fstudy["seconds"]] if fstudy else [])
+        + [run["seconds"] for run in (fstudy or {}).get("protocols", {}).values()]
         + ([resnet["summary"]["seconds"]] if resnet else []),
         "fashion_study": fstudy,
     }
@@ -705,14 +726,20 @@ def test_fashion_training_length_sentences_by_value(sources) -> None:
         "dropout": "dropout",
         "none": "none",
     }
-    acc: dict[tuple, dict[int, float]] = {}
-    for r in study["records"]:
-        key = (r["regulariser"], r["kind"], float(r["k"]), int(r["epochs"]))
-        acc.setdefault(key, {})[int(r["seed"])] = r["accuracy"]
+    acc = _length_acc(study["records"])
     md = (FASHION / "training_length.md").read_text()
     bullets = [ln[2:] for ln in md.splitlines() if ln.startswith("- ")]
     assert bullets
-    pattern = re.compile(r"(.+?) trained (\d+) epochs (?:is|vs) .*?trained (\d+)\b")
+    step = re.compile(
+        r"(.+?)(?: under protocol (\w+))? trained (\d+) epochs (?:is|vs) .*?trained (\d+)\b"
+    )
+    across = re.compile(
+        r"(.+?) under protocol (\w+) (?:is|vs) .*?under protocol (\w+) \((\d+) epochs each\)"
+    )
+    versus_none = re.compile(
+        r"targeted weight dropout under protocol (\w+) \((\d+) epochs\) (?:is|vs) .*none"
+    )
+    protocols = set()
     for s in bullets:
         where, rest = s.split(": ", 1)
         kind, k = (
@@ -720,12 +747,27 @@ def test_fashion_training_length_sentences_by_value(sources) -> None:
             if where == "Unpruned"
             else (where.split()[0].lower(), float(where.rsplit("= ", 1)[1]))
         )
-        name, long, short = pattern.match(_capital_off(rest)).groups()
-        reg = names[name]
-        a, b = acc[(reg, kind, k, int(long))], acc[(reg, kind, k, int(short))]
+        rest = _capital_off(rest)
+        if m := versus_none.match(rest):
+            proto, e = m.group(1), int(m.group(2))
+            a, b = acc[(proto, "targeted-weight", kind, k, e)], acc[(proto, "none", kind, k, e)]
+        elif m := across.match(rest):
+            name, proto, ref, e = m.groups()
+            a, b = (
+                acc[(proto, names[name], kind, k, int(e))],
+                acc[(ref, names[name], kind, k, int(e))],
+            )
+        else:
+            name, proto, long, short = step.match(rest).groups()
+            proto = proto or "default"
+            reg = names[name]
+            a, b = acc[(proto, reg, kind, k, int(long))], acc[(proto, reg, kind, k, int(short))]
+        protocols.add(proto)
         seeds = sorted(set(a) & set(b))
         ref = ttest([a[x] for x in seeds], [b[x] for x in seeds])
         check_sentence(s, tuple(ref[:3]) if len(ref) > 1 else (ref[0],) * 3, 100, 2)
+    # every protocol the study holds has its sentences
+    assert protocols == {r.get("protocol", "default") for r in study["records"]}
 
 
 def _capital_off(text: str) -> str:

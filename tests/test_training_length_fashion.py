@@ -111,3 +111,45 @@ def test_cli_writes_json_and_figure_and_refuses_bad_input(tmp_path, data_root) -
         == 2
     )
     assert not (tmp_path / "training_length.json").exists()
+
+
+def test_seed_protocol_records_are_batch_32_networks(tmp_path, data_root) -> None:
+    """``protocol="seed"``: the seed's batch 32; each record is the network trained again on its
+    own under that protocol, pruned by brute force."""
+    from td_analysis.pipelines.fashion_mlp import network_config
+    from td_analysis.pipelines.training_length import fashion_training_length_records
+    from td_analysis.training.loop import load_data, train
+
+    study = {"epochs": (1, 2), "regularisers": ("none",), "seeds": (0, 1)}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        recs = fashion_training_length_records(
+            study=study,
+            ks=(0.0, 90.0),
+            runs_dir=tmp_path,
+            data_root=data_root,
+            progress=False,
+            settings=_settings(),
+            in_process=True,
+            protocol="seed",
+        )
+        assert {(r["seed"], r["epochs"]) for r in recs} == {(s, e) for s in (0, 1) for e in (1, 2)}
+        assert {(r["protocol"], r["batch_size"]) for r in recs} == {("seed", 32)}
+        assert len(list(tmp_path.glob("*.pt"))) == 4  # one run per seed, one snapshot each
+        s = dataclasses.replace(_settings(), protocol="seed")
+        x_train, y_train = load_data(network_config(s, "none", True, 0), "train", root=data_root)
+        x, y = load_data(network_config(s, "none", True, 0), "holdout", root=data_root)
+        for seed in (0, 1):
+            cfg = dataclasses.replace(
+                network_config(s, "none", True, seed), epochs=2, train_limit=600
+            )
+            assert cfg.batch_size == 32
+            ws, bs = dense_params(train(cfg, train_data=(x_train, y_train), progress=False).model)
+            (r,) = (r for r in recs if (r["seed"], r["epochs"], r["k"]) == (seed, 2, 0.0))
+            logits = logits64(ws, bs, x)
+            loss = float(torch.nn.functional.cross_entropy(logits, y))
+            assert r["loss"] == pytest.approx(loss, rel=2e-6, abs=1e-7)
+            assert_accuracy(r["accuracy"], logits, y)
+    finally:
+        torch.set_num_threads(threads)

@@ -259,7 +259,7 @@ def _protocol_section(study: Mapping, protocol: str, heading: str) -> list[str]:
         f"{heading}# Protocol `{protocol}`: batch "
         f"{listed(sorted({int(r['batch_size']) for r in records}))}",
         "",
-        f"{made}{listed(FASHION_NAMES.get(r, r) for r in regs)} with biases, seeds "
+        f"{made}{capital(' and '.join(FASHION_NAMES.get(r, r) for r in regs))} with biases, seeds "
         f"{listed(seeds)}, each trained once to {epochs[-1]} epochs with snapshots at "
         f"{listed(epochs[:-1])}. Mean ± std (number of seeds) on the holdout split.",
         "",
