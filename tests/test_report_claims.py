@@ -493,3 +493,59 @@ def test_resnet_readme_block_table_is_the_records_means() -> None:
             assert float(sd) == pytest.approx(np.std(vals, ddof=1), abs=0.05 * 1.001)
     assert "10 min 0 s" in text and "seeds 0, 1" in text
     assert len(header) == 2 + 2 * 2  # none, dropout; both readings of the two targeted ones
+
+
+def test_resnet_run_time_says_what_the_last_run_reused() -> None:
+    from td_analysis.report.resnet import run_time_text
+
+    def net(train_seconds: float, epochs: tuple[float, ...]) -> dict:
+        return {"train_seconds": train_seconds, "history": [{"seconds": s} for s in epochs]}
+
+    fresh = {"seconds": 3725.0, "networks": [net(100.0, (50.0, 50.0))] * 2}
+    assert run_time_text(fresh) == "62 min 5 s of wall-clock time"
+    # reused: trained before (0.1 s of 3,600); resumed: 1,800 s of 3,600 trained here
+    mixed = {
+        "seconds": 5795.2,
+        "networks": [net(0.1, (1800.0, 1800.0)), net(1800.0, (1800.0, 1800.0)), net(3600, (3600,))],
+    }
+    assert run_time_text(mixed) == (
+        "96 min 35 s of wall-clock time for its last run, which reused 1 of its 3 networks from "
+        "earlier runs and resumed 1 from their last saved epoch; training the 3 networks took "
+        "3.0 hours in all (the sum of their epochs' times)"
+    )
+
+
+def test_resnet_split_accuracy_text_is_the_records_means_and_paired_differences() -> None:
+    from td_analysis.report.resnet import split_accuracy_text
+
+    # 2 regularisers × 2 seeds; exact test images 9 ± 1 points above the whole test split,
+    # holdout equal to the exact test images up to ±0.5
+    acc = {
+        ("none", 0): (0.84, 0.75, 0.84),
+        ("none", 1): (0.85, 0.75, 0.845),
+        ("dropout", 0): (0.78, 0.70, 0.785),
+        ("dropout", 1): (0.77, 0.69, 0.77),
+    }
+    recs = [
+        {"regulariser": reg, "seed": seed, "reading": "trained", "split": sp, "n": n, "accuracy": a,
+         "loss": 1.0}
+        for (reg, seed), values in acc.items()
+        for sp, n, a in zip(("holdout", "test", "test-exact"), (10000, 10000, 1000), values,
+                            strict=True)
+    ]  # fmt: skip
+    lines = split_accuracy_text(recs)
+    assert (
+        lines[2]
+        == "| regulariser | holdout (10,000 images) | test (10,000) | test images 0–999 (exact) |"
+    )
+    assert lines[4] == "| none | 84.50 ± 0.71 | 75.00 ± 0.00 | 84.25 ± 0.35 |"
+    assert lines[5] == "| dropout | 77.50 ± 0.71 | 69.50 ± 0.71 | 77.75 ± 1.06 |"
+    d = np.array([0.09, 0.095, 0.085, 0.08])  # test-exact − test per network
+    half = stats.t.ppf(0.975, 3) * d.std(ddof=1) / 2
+    assert lines[-2] == (
+        f"Accuracy is {100 * d.mean():.2f} ± {100 * half:.2f} points higher on the exact test "
+        "images than on the whole test split (95% t interval "
+        f"{100 * (d.mean() - half):+.2f} to {100 * (d.mean() + half):+.2f} points over 4 networks)."
+    )
+    assert "no difference within the seeds' spread" in lines[-1] and "holdout vs on" in lines[-1]
+    assert split_accuracy_text([]) == []

@@ -206,6 +206,9 @@ def resnet_candidates(records: list[dict], summary: dict, paper: dict) -> list[f
     the paper's tables, mean and std per (regulariser, reading, kind, k), and every targeted
     reading minus each baseline (none, dropout) of the same seed, kind and k."""
     c = leaves(summary) + leaves(paper) + [summary["seconds"] / 60]
+    # the networks' whole training time (hours), summed over every epoch of every network
+    epochs = [h["seconds"] for n in summary.get("networks", []) for h in n.get("history", [])]
+    c += [sum(epochs) / 3600, len(summary.get("networks", []))]
     groups: dict[tuple, dict[int, float]] = {}
     for r in records:
         key = (r["regulariser"], r["reading"], r["kind"], float(r["k"]))

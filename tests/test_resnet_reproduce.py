@@ -259,6 +259,7 @@ def run(tmp_path_factory, data_root):
         pooled_bins=4,
         pooled_dtype="float64",  # the sums are compared with float64 HVPs (float32: test_fashion_*)
         workers=1,
+        exact_test_images=50,
     )
     before = torch.get_num_threads()
     with pytest.MonkeyPatch.context() as mp:
@@ -371,6 +372,30 @@ def test_pruning_records_match_a_reference_forward_pass(run):
                     assert rec["zero_share"] == zeros / sum(st[n].numel() for n in names)
                     seen += 1
     assert seen == len(run["records"]) == (1 + 2) * 2 * len(KS)
+
+
+@pytest.mark.slow
+def test_split_accuracy_matches_a_reference_forward_pass(run):
+    s = run["settings"]
+    limits = {"holdout": ("holdout", s.eval_limit), "test": ("test", s.test_limit)}
+    limits["test-exact"] = ("test", s.exact_test_images)
+    got = run["results"]["split_accuracy"]
+    assert {(r["regulariser"], r["split"]) for r in got} == {
+        (reg, sp) for reg in REGS for sp in limits
+    }
+    for rec in got:
+        split, limit = limits[rec["split"]]
+        x, y = _data(run, split, limit)
+        assert rec["n"] == limit == x.shape[0] and rec["reading"] == "trained"
+        state = _reading_state(
+            run, _checkpoint(run, rec["regulariser"])["model"], rec["regulariser"], "trained"
+        )
+        logits = preact_resnet_logits64(state, x, UNITS)
+        assert_accuracy(rec["accuracy"], logits, y)
+        assert rec["loss"] == pytest.approx(F.cross_entropy(logits, y).item(), rel=1e-4)
+    # and in summary.json, where the reports read it
+    summary = json.loads((run["out"] / "summary.json").read_text())
+    assert summary["split_accuracy"] == got
 
 
 def _loss_fn(state, x, y, names):
@@ -577,12 +602,12 @@ def test_readme_block_comes_from_the_committed_json(run, tmp_path):
         (figs / "resnet_cifar10" / f).write_text((run["out"] / f).read_text())
     readme = tmp_path / "README.md"
     readme.write_text(
-        "before\n" + generated_marker("resnet", "x") + "\nold\n<!-- end generated: resnet -->\n"
+        "before\n" + generated_marker("resnet", "x") + "\nSTALE\n<!-- end generated: resnet -->\n"
     )
     refresh_readme(readme, figs, experiments=())
     summary = json.loads((run["out"] / "summary.json").read_text())
     assert readme_resnet_results(run["records"], summary) in readme.read_text()
-    assert "old" not in readme.read_text()
+    assert "STALE" not in readme.read_text()
 
 
 def test_readings_recalibrate_each_network_as_it_is_evaluated(run):

@@ -35,6 +35,8 @@ __all__ = [
     "pruning_markdown",
     "answer",
     "readme",
+    "run_time_text",
+    "split_accuracy_text",
     "RESNET_ACCURACY",
     "BASELINES",
     "claim_points_of",
@@ -223,18 +225,117 @@ def _bn_text(settings: dict) -> str:
     )
 
 
+def run_time_text(summary: dict) -> str:
+    """How long the run took: its wall-clock time, and, when it reused networks trained by
+    earlier runs or resumed them, how many and the networks' whole training time (the sum of
+    their epochs' ``seconds`` in each ``history``)."""
+    text = f"{duration(summary.get('seconds', float('nan')))} of wall-clock time"
+    nets = summary.get("networks") or []
+    reused = resumed = 0
+    total = 0.0
+    for n in nets:
+        epochs = sum(h.get("seconds", 0.0) for h in n.get("history", []))
+        total += epochs
+        here = n.get("train_seconds", epochs)
+        if here < 0.05 * epochs:
+            reused += 1
+        elif here < 0.95 * epochs:
+            resumed += 1
+    if not (reused or resumed):
+        return text
+    parts = [f"reused {reused} of its {len(nets)} networks from earlier runs"] if reused else []
+    parts += [f"resumed {resumed} from their last saved epoch"] if resumed else []
+    return (
+        f"{text} for its last run, which {' and '.join(parts)}; training the {len(nets)} "
+        f"networks took {total / 3600:.1f} hours in all (the sum of their epochs' times)"
+    )
+
+
+SPLIT_NAMES = {"holdout": "holdout", "test": "test", "test-exact": "test, exact images"}
+
+
+def _split_means(records: Sequence[dict], reg: str, split: str) -> tuple[float, float, int, int]:
+    """Mean and std (%) over the seeds, the seed count and ``n`` of one regulariser's split."""
+    sel = [r for r in records if r["regulariser"] == reg and r["split"] == split]
+    m, sd = mean_std([100 * float(r["accuracy"]) for r in sel])
+    return m, sd, len(sel), int(sel[0]["n"]) if sel else 0
+
+
+def _network_difference(records: Sequence[dict], a: str, b: str):
+    """Split ``a`` minus split ``b`` over every network (paired by regulariser and seed)."""
+    from td_analysis.analysis.statistics import paired_difference
+
+    acc = {(r["regulariser"], r["seed"], r["split"]): float(r["accuracy"]) for r in records}
+    nets = sorted({(reg, seed) for reg, seed, sp in acc if sp == a and (reg, seed, b) in acc})
+    if len(nets) < 2:
+        return None
+    return paired_difference([acc[(*n, a)] for n in nets], [acc[(*n, b)] for n in nets])
+
+
+def split_accuracy_text(records: Sequence[dict]) -> list[str]:
+    """The unpruned accuracy by evaluation split (``summary.json`` ``split_accuracy``): a table
+    (mean ± std over the seeds) and the paired differences over every network, test minus the
+    exact test images and holdout minus them."""
+    if not records:
+        return []
+    regs = list(dict.fromkeys(r["regulariser"] for r in records))
+    splits = [sp for sp in SPLIT_NAMES if any(r["split"] == sp for r in records)]
+    n_of = {sp: _split_means(records, regs[0], sp)[3] for sp in splits}
+    head = {
+        "holdout": f"holdout ({n_of.get('holdout', 0):,} images)",
+        "test": f"test ({n_of.get('test', 0):,})",
+        "test-exact": f"test images 0–{n_of.get('test-exact', 1) - 1:,} (exact)",
+    }
+    lines = [
+        "Unpruned accuracy (%) of each network as analysed (trained reading), by evaluation "
+        "split, mean ± std over the seeds:",
+        "",
+        "| regulariser | " + " | ".join(head[sp] for sp in splits) + " |",
+        "|---" * (len(splits) + 1) + "|",
+    ]
+    for reg in regs:
+        cells = []
+        for sp in splits:
+            m, sd, _, _ = _split_means(records, reg, sp)
+            cells.append(f"{m:.2f} ± {sd:.2f}")
+        lines.append(f"| {reg} | " + " | ".join(cells) + " |")
+    sentences = []
+    for a, b, what in (
+        ("test-exact", "test", "the exact test images than on the whole test split"),
+        ("holdout", "test-exact", "the holdout than on the exact test images"),
+    ):
+        d = _network_difference(records, a, b)
+        if d is None:
+            continue
+        span = (
+            f"{d.level:.0%} t interval {100 * d.lo:+.2f} to {100 * d.hi:+.2f} points over "
+            f"{d.n} networks"
+        )
+        if d.excludes_zero:
+            direction = "higher" if d.mean > 0 else "lower"
+            sentences.append(
+                f"Accuracy is {abs(100 * d.mean):.2f} ± {100 * d.half_width:.2f} points "
+                f"{direction} on {what} ({span})."
+            )
+        else:
+            sentences.append(
+                f"Accuracy on {what.replace(' than on ', ' vs on ')}: {NO_DIFFERENCE} "
+                f"(difference {100 * d.mean:+.2f} points, {span})."
+            )
+    return [*lines, "", *sentences]
+
+
 def readme(results: dict, command: str) -> str:
     """``README.md`` of the output folder: what each file shows, the command, the answer."""
     s = results["settings"]
     p = s["resolved"]
-    minutes = results.get("seconds", float("nan")) / 60
     load = results.get("load_average") or [None, None]
     load_text = f", 1-minute load average {load[0]:.1f} at the start" if load[0] else ""
     return "\n".join(
         [
             "# ResNet on CIFAR-10: pruning with and without targeted dropout (issue 22)",
             "",
-            f"Made by `{command}` in {minutes:.1f} minutes{load_text}. Preset `{s['preset']}`: "
+            f"Made by `{command}` in {run_time_text(results)}{load_text}. Preset `{s['preset']}`: "
             f"units {p['units']}, widths {p['widths']}, {p['epochs']} epochs, lr {p['lr']} "
             f"({p['schedule']}), batch {p['batch_size']}, weight decay {p['weight_decay']}, "
             f"label smoothing {p['label_smoothing']}, gradient clipping {p['grad_clip']}; "
@@ -253,7 +354,8 @@ def readme(results: dict, command: str) -> str:
             f"measured ΔE on {s['analysis_examples']:,} {s['analysis_split']} images; Spearman ρ |",
             "| `coadaptation.json`, `coadaptation_pooled.png`, `coadaptation_layers.png` | "
             "pooled θᵀ⊙H⊙θ block sums and layer × layer sums, none vs targeted (first seed) |",
-            "| `summary.json` | settings, per-network training histories and timings, ρ |",
+            "| `summary.json` | settings, per-network training histories and timings, ρ, "
+            "`split_accuracy` (unpruned accuracy by evaluation split) |",
             "",
             "## Answer (from `pruning.json`)",
             "",
@@ -261,8 +363,24 @@ def readme(results: dict, command: str) -> str:
             "",
             *claim_lines(results["records"]),
             "",
+            *_split_section(results.get("split_accuracy") or []),
         ]
     )
+
+
+def _split_section(records: Sequence[dict]) -> list[str]:
+    """The output README's section on the evaluation splits (none without the records)."""
+    if not records:
+        return []
+    return [
+        "## Which test images (from `summary.json`)",
+        "",
+        "The CIFAR-10 copy in `../shared/data` has its test images 0–999 exact and 1,000–9,999 "
+        "decoded from JPEG copies (its README); the training and holdout images are exact.",
+        "",
+        *split_accuracy_text(records),
+        "",
+    ]
 
 
 # ----------------------------------------------------------------------------- README block
@@ -353,10 +471,9 @@ def readme_resnet_results(records: Sequence[dict], summary: dict) -> str:
         for rd in READINGS
         if any(r["regulariser"] == reg and r["reading"] == rd for r in records)
     ]
-    minutes = duration(summary.get("seconds", float("nan")))
     lines = [
         f"The committed results come from `td-analysis reproduce --experiment resnet-cifar10 "
-        f"--preset {s['preset']}` ({minutes} of wall-clock time, `figures/resnet_cifar10/"
+        f"--preset {s['preset']}` ({run_time_text(summary)}, `figures/resnet_cifar10/"
         f"summary.json`): a pre-activation ResNet with units {tuple(p['units'])} and widths "
         f"{tuple(p['widths'])}, {p['epochs']} epochs, seeds {', '.join(map(str, seeds))}. Test "
         "accuracy (%, 10,000 images), mean ± std over the seeds, every conv but the init conv "
@@ -371,7 +488,17 @@ def readme_resnet_results(records: Sequence[dict], summary: dict) -> str:
         label = "unpruned" if k == 0 else f"{kind} {k:g}%"
         cells = [_mean_pct(records, reg, rd, kind, k) for reg, rd in cols]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    return "\n".join([*lines, "", *claim_lines(records)])
+    split = summary.get("split_accuracy") or []
+    if split:
+        split = [
+            "",
+            "The test split of the CIFAR-10 copy in `../shared/data` has its images 0–999 exact "
+            "and 1,000–9,999 decoded from JPEG copies (its README); the training and holdout "
+            "images are exact.",
+            "",
+            *split_accuracy_text(split),
+        ]
+    return "\n".join([*lines, "", *claim_lines(records), *split])
 
 
 def claim_lines(records: Sequence[dict]) -> list[str]:
