@@ -58,6 +58,10 @@ METHOD = {
         60: "the protocol study's 60-epoch protocols (protocol_study.PROTOCOLS)",
         22: "issue 22",
         10000: "the CIFAR-10 test split's 10,000 images",
+        0.01: "the toy task's 'sgd' protocol: lr 0.01 (task toy)",
+        0.9: "… momentum 0.9 (task toy)",
+        999: "../shared/data/README.md: test images 0–999 exact",
+        9999: "… 1,000–9,999 decoded from JPEG copies",
     },
     "figures/README.md": {
         3000: "the published colour bar ±3000",
@@ -86,7 +90,13 @@ METHOD = {
     },
     "figures/fashion_mlp/README.md": {100: "k = 100·γ"},
     "resnet_cifar10/pruning.md": {1: "seed 001 slides", 95: "95% t interval"},
-    "resnet_cifar10/README.md": {22: "issue 22", 95: "95% intervals"},
+    "resnet_cifar10/README.md": {
+        22: "issue 22",
+        95: "95% intervals",
+        999: "../shared/data/README.md: test images 0–999 exact",
+        1000: "… 1,000–9,999 decoded from JPEG copies",
+        9999: "… to 9,999",
+    },
     "pruning.md": {95: "95% intervals", 1000: "MLP widths", 500: "MLP widths", 200: "MLP widths"},
 }
 
@@ -209,6 +219,23 @@ def resnet_candidates(records: list[dict], summary: dict, paper: dict) -> list[f
     # the networks' whole training time (hours), summed over every epoch of every network
     epochs = [h["seconds"] for n in summary.get("networks", []) for h in n.get("history", [])]
     c += [sum(epochs) / 3600, len(summary.get("networks", []))]
+    # unpruned accuracy by evaluation split: mean and std per (regulariser, split), and the
+    # paired differences over every network (test-exact − test, holdout − test-exact)
+    by: dict[tuple, dict[tuple, float]] = {}
+    for r in summary.get("split_accuracy", []):
+        by.setdefault((r["regulariser"], r["split"]), {})[(r["regulariser"], r["seed"])] = r[
+            "accuracy"
+        ]
+        c.append(r["n"] - 1)
+    for v in by.values():
+        a = np.asarray(list(v.values()), float)
+        c += [float(a.mean())] + ([float(a.std(ddof=1))] if a.size > 1 else [])
+    for a_split, b_split in (("test-exact", "test"), ("holdout", "test-exact")):
+        a = {k: v for (_, sp), d in by.items() if sp == a_split for k, v in d.items()}
+        b = {k: v for (_, sp), d in by.items() if sp == b_split for k, v in d.items()}
+        nets = sorted(set(a) & set(b))
+        if len(nets) > 1:
+            c += ttest([a[n] for n in nets], [b[n] for n in nets])
     groups: dict[tuple, dict[int, float]] = {}
     for r in records:
         key = (r["regulariser"], r["reading"], r["kind"], float(r["k"]))

@@ -17,7 +17,16 @@ from torch import Tensor
 from td_analysis.training.config import TrainConfig
 from td_analysis.training.loop import load_data
 
-__all__ = ["DTYPES", "analysis_cache_path", "load_average", "load_split", "read_cached_analysis"]
+__all__ = [
+    "DTYPES",
+    "analysis_cache_path",
+    "collected",
+    "load_average",
+    "load_split",
+    "network_result",
+    "pooled_maps",
+    "read_cached_analysis",
+]
 
 #: The precisions of the Taylor and pooled analyses by the names settings use.
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -76,3 +85,49 @@ def read_cached_analysis(path: Path) -> dict | None:
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return None
+
+
+def pooled_maps(maps_fn, model, x: Tensor, y: Tensor, tag: dict, settings, gamma: float, **kw):
+    """One network's pooled coadaptation maps, tagged: ``maps_fn(model, x, y, bins,
+    prune_k=100·γ, dtype=…, **kw)`` with the experiment's ``settings.pooled_bins`` and
+    ``settings.pooled_dtype`` (the pruned set at the training γ: the weights targeted dropout
+    targets)."""
+    maps = maps_fn(
+        model,
+        x,
+        y,
+        settings.pooled_bins,
+        prune_k=100 * gamma,
+        dtype=DTYPES[settings.pooled_dtype],
+        **kw,
+    )
+    return {**tag, **maps}
+
+
+def network_result(
+    tag: dict, records: list, taylor: list, maps: dict | None, t_train: float, t0: float, **extra
+) -> dict:
+    """What a per-network job of an experiment returns (plain data, from a worker process):
+    its tag, pruning and Taylor records, pooled maps (or ``None``), seconds spent training and
+    in all (``t0``: ``time.perf_counter()`` at the job's start), and ``extra`` fields."""
+    import time
+
+    return {
+        "tag": tag,
+        **extra,
+        "records": records,
+        "taylor": taylor,
+        "coadaptation": maps,
+        "train_seconds": t_train,
+        "seconds": time.perf_counter() - t0,
+    }
+
+
+def collected(done: list[dict]) -> dict:
+    """The per-network results of :func:`network_result` merged, in their order: every pruning
+    record, every Taylor record and the pooled maps of the networks that have them."""
+    return {
+        "records": [r for d in done for r in d["records"]],
+        "taylor": [r for d in done for r in d["taylor"]],
+        "coadaptation": [d["coadaptation"] for d in done if d["coadaptation"]],
+    }

@@ -51,8 +51,11 @@ from td_analysis.curvature import HessianMemoryError, available_memory_bytes
 from td_analysis.pipelines.common import (
     DTYPES,
     analysis_cache_path,
+    collected,
     load_average,
     load_split,
+    network_result,
+    pooled_maps,
     read_cached_analysis,
 )
 from td_analysis.report.fashion import fashion_readme
@@ -390,27 +393,9 @@ def _analyse(
     lap("taylor")
     maps = None
     if job["pooled"]:
-        maps = {
-            **tag,
-            **coadaptation_maps(
-                model,
-                xa,
-                ya,
-                settings.pooled_bins,
-                prune_k=100 * task.gamma,
-                dtype=DTYPES[settings.pooled_dtype],
-            ),
-        }
+        maps = pooled_maps(coadaptation_maps, model, xa, ya, tag, settings, task.gamma)
         lap("pooled")
-    return {
-        "tag": tag,
-        "records": records,
-        "taylor": taylor,
-        "coadaptation": maps,
-        "train_seconds": t_train,
-        "seconds": time.perf_counter() - t0,
-        "stage_seconds": stages,
-    }
+    return network_result(tag, records, taylor, maps, t_train, t0, stage_seconds=stages)
 
 
 # ----------------------------------------------------------------------------- summaries
@@ -605,9 +590,7 @@ def reproduce_fashion(
         "settings": settings.to_dict(),
         "network": _network_text(settings),
         "n_test": int(x_test.shape[0]),
-        "records": [r for d in done for r in d["records"]],
-        "taylor": [r for d in done for r in d["taylor"]],
-        "coadaptation": [d["coadaptation"] for d in done if d["coadaptation"]],
+        **collected(done),
         "network_seconds": [
             {
                 **d["tag"],

@@ -38,8 +38,11 @@ from td_analysis.analysis.taylor import grouped_rank_correlations
 from td_analysis.pipelines.common import (
     DTYPES,
     analysis_cache_path,
+    collected,
     load_average,
     load_split,
+    network_result,
+    pooled_maps,
     read_cached_analysis,
 )
 from td_analysis.report.resnet import CLAIM_POINTS as CLAIM_POINTS
@@ -563,28 +566,13 @@ def _analyse(
         taylor += [{**tag, "reading": reading, **r} for r in terms]
     maps = None
     if job["pooled"]:
-        maps = {
-            **tag,
-            **coadaptation_maps(
-                model,
-                xa,
-                ya,
-                settings.pooled_bins,
-                prune_k=100 * task.gamma,
-                dtype=DTYPES[settings.pooled_dtype],
-                chunk_size=settings.hvp_chunk,
-            ),
-        }
-    return {
-        "tag": tag,
-        "checkpoint": str(ckpt),
-        "history": history,
-        "records": records,
-        "taylor": taylor,
-        "coadaptation": maps,
-        "train_seconds": t_train,
-        "seconds": time.perf_counter() - t0,
-    }
+        maps = pooled_maps(
+            coadaptation_maps, model, xa, ya, tag, settings, task.gamma,
+            chunk_size=settings.hvp_chunk,
+        )  # fmt: skip
+    return network_result(
+        tag, records, taylor, maps, t_train, t0, checkpoint=str(ckpt), history=history
+    )
 
 
 # ----------------------------------------------------------------------------- summaries
@@ -769,9 +757,7 @@ def reproduce_resnet(
     done.sort(key=lambda d: (order[d["tag"]["regulariser"]], d["tag"]["seed"]))
     results = {
         "settings": {**settings.to_dict(), "resolved": _jsonable(settings.resolved)},
-        "records": [r for d in done for r in d["records"]],
-        "taylor": [r for d in done for r in d["taylor"]],
-        "coadaptation": [d["coadaptation"] for d in done if d["coadaptation"]],
+        **collected(done),
         "networks": [
             {
                 **d["tag"],

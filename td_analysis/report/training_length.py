@@ -241,6 +241,25 @@ def protocol_comparison_claims(
     return out
 
 
+def _length_table(records: Sequence[Mapping]) -> list[str]:
+    """Rows epochs, columns panel × regulariser: mean ± std (number of seeds) in %."""
+    regs = list(dict.fromkeys(r["regulariser"] for r in records))
+    cols = [(reg, kind, k) for kind, k in FASHION_LENGTH_PANELS for reg in regs]
+    lines = [
+        "| epochs | "
+        + " | ".join(
+            f"{'unpruned' if k == 0 else f'{kind} k = {k:g}'} · {FASHION_NAMES.get(r, r)}"
+            for r, kind, k in cols
+        )
+        + " |",
+        "|---" * (len(cols) + 1) + "|",
+    ]
+    for e in sorted({int(r["epochs"]) for r in records}):
+        cells = [_length_cell(records, r, e, kind, k) for r, kind, k in cols]
+        lines.append(f"| {e} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def _protocol_section(study: Mapping, protocol: str, heading: str) -> list[str]:
     """The table and sentences of one further protocol of the fashion-mlp study."""
     run = study.get("protocols", {}).get(protocol, {})
@@ -248,7 +267,6 @@ def _protocol_section(study: Mapping, protocol: str, heading: str) -> list[str]:
     regs = list(dict.fromkeys(r["regulariser"] for r in records))
     epochs = sorted({int(r["epochs"]) for r in records})
     seeds = sorted({int(r["seed"]) for r in records})
-    cols = [(reg, kind, k) for kind, k in FASHION_LENGTH_PANELS for reg in regs]
     made = (
         f"Made by `{run['command']}` in {duration(run['seconds'])} of wall-clock time. "
         if "command" in run
@@ -263,17 +281,8 @@ def _protocol_section(study: Mapping, protocol: str, heading: str) -> list[str]:
         f"{listed(seeds)}, each trained once to {epochs[-1]} epochs with snapshots at "
         f"{listed(epochs[:-1])}. Mean ± std (number of seeds) on the holdout split.",
         "",
-        "| epochs | "
-        + " | ".join(
-            f"{'unpruned' if k == 0 else f'{kind} k = {k:g}'} · {FASHION_NAMES.get(r, r)}"
-            for r, kind, k in cols
-        )
-        + " |",
-        "|---" * (len(cols) + 1) + "|",
+        *_length_table(records),
     ]
-    for e in epochs:
-        cells = [_length_cell(records, r, e, kind, k) for r, kind, k in cols]
-        lines.append(f"| {e} | " + " | ".join(cells) + " |")
     lines += [
         "",
         f"Paired by seed, {LEVEL:.0%} t intervals:",
@@ -288,9 +297,6 @@ def fashion_training_length_markdown(study: Mapping, *, heading: str = "#") -> s
     and panel) and its sentences, from ``training_length.json``; then a section per further
     protocol (e.g. the seed's batch 32) that the study holds."""
     records = protocol_records(study)
-    regs = list(dict.fromkeys(r["regulariser"] for r in records))
-    epochs = sorted({int(r["epochs"]) for r in records})
-    cols = [(reg, kind, k) for kind, k in FASHION_LENGTH_PANELS for reg in regs]
     lines = [
         f"{heading} Training length of the fashion-mlp network (holdout accuracy, %)",
         "",
@@ -301,17 +307,8 @@ def fashion_training_length_markdown(study: Mapping, *, heading: str = "#") -> s
         "a shorter run trains). Mean ± std (number of seeds) on the holdout split; unpruned, "
         "weight pruning at k = 90 and unit pruning at k = 50 of every hidden layer.",
         "",
-        "| epochs | "
-        + " | ".join(
-            f"{'unpruned' if k == 0 else f'{kind} k = {k:g}'} · {FASHION_NAMES.get(r, r)}"
-            for r, kind, k in cols
-        )
-        + " |",
-        "|---" * (len(cols) + 1) + "|",
+        *_length_table(records),
     ]
-    for e in epochs:
-        cells = [_length_cell(records, r, e, kind, k) for r, kind, k in cols]
-        lines.append(f"| {e} | " + " | ".join(cells) + " |")
     lines += [
         "",
         "Does it still move? Per step, the paired differences below (unpruned, weight k = 90, "
