@@ -146,10 +146,24 @@ def test_seed_protocol_records_are_batch_32_networks(tmp_path, data_root) -> Non
             )
             assert cfg.batch_size == 32
             ws, bs = dense_params(train(cfg, train_data=(x_train, y_train), progress=False).model)
-            (r,) = (r for r in recs if (r["seed"], r["epochs"], r["k"]) == (seed, 2, 0.0))
+            (r,) = (
+                r
+                for r in recs
+                if (r["seed"], r["epochs"], r["kind"], r["k"]) == (seed, 2, "weight", 0.0)
+            )
             logits = logits64(ws, bs, x)
             loss = float(torch.nn.functional.cross_entropy(logits, y))
             assert r["loss"] == pytest.approx(loss, rel=2e-6, abs=1e-7)
             assert_accuracy(r["accuracy"], logits, y)
     finally:
         torch.set_num_threads(threads)
+
+
+def test_cli_refuses_a_protocol_the_study_lacks(tmp_path, capsys) -> None:
+    from td_analysis.pipelines.training_length import main
+
+    argv = ["--experiment", "fashion-mlp", "--protocol", "adam", "--out", str(tmp_path)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "no protocol 'adam'" in err and "default, seed" in err
+    assert not list(tmp_path.iterdir())

@@ -72,7 +72,7 @@ def test_a_run_replaces_only_its_own_protocol(tmp_path) -> None:
     # the top level stays the default protocol's run; both runs are listed
     assert both["seconds"] == 60.0 and both["protocol"] == "default"
     assert set(both["protocols"]) == {"default", "seed"}
-    assert both["protocols"]["seed"]["seconds"] == 600.0
+    assert [r["seconds"] for r in both["protocols"]["seed"]] == [600.0]
     assert both["records"] == default + seed
     path.write_text(json.dumps(both))
     # a second default run replaces the default records and keeps the seed's
@@ -84,13 +84,38 @@ def test_a_run_replaces_only_its_own_protocol(tmp_path) -> None:
     assert other["records"] == [] and set(other["protocols"]) == {"default"}
 
 
+def test_a_run_of_some_regularisers_keeps_the_others(tmp_path) -> None:
+    """A run of targeted weight dropout alone under ``seed`` adds its networks to the ``none``
+    ones an earlier run made; both runs stay listed until one re-makes the other's networks."""
+    path = tmp_path / "training_length.json"
+    seed = _records("seed", 32, _seed_acc)
+    none = [r for r in seed if r["regulariser"] == "none"]
+    tw = [r for r in seed if r["regulariser"] == "targeted-weight"]
+    first = merge_protocol_runs(
+        path, {**_run("seed", 100.0), "regularisers": ["none"], "seeds": [0, 1, 2]}, "seed", none
+    )
+    path.write_text(json.dumps(first))
+    run2 = {**_run("seed", 200.0), "regularisers": ["targeted-weight"], "seeds": [0, 1, 2]}
+    second = merge_protocol_runs(path, run2, "seed", tw)
+    assert second["records"] == none + tw
+    assert [r["seconds"] for r in second["protocols"]["seed"]] == [100.0, 200.0]
+    md = fashion_training_length_markdown({**second, "protocol": "default"})
+    assert "(none; 1 min 40 s of wall-clock time) and" in md
+    assert "(targeted weight dropout; 3 min 20 s of wall-clock time)" in md
+    path.write_text(json.dumps(second))
+    run3 = {**_run("seed", 300.0), "regularisers": ["none", "targeted-weight"], "seeds": [0, 1, 2]}
+    third = merge_protocol_runs(path, run3, "seed", seed)
+    assert third["records"] == seed
+    assert [r["seconds"] for r in third["protocols"]["seed"]] == [300.0]
+
+
 def test_a_file_written_before_protocols_were_kept_apart(tmp_path) -> None:
     path = tmp_path / "training_length.json"
     old = {**_run("default", 60.0), "records": _records("default", 128, _default_acc)}
     path.write_text(json.dumps(old))
     seed = _records("seed", 32, _seed_acc)
     merged = merge_protocol_runs(path, _run("seed", 600.0), "seed", seed)
-    assert merged["protocols"]["default"]["seconds"] == 60.0
+    assert [r["seconds"] for r in merged["protocols"]["default"]] == [60.0]
     assert len(merged["records"]) == len(old["records"]) + len(seed)
 
 

@@ -120,6 +120,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     from td_analysis.utils.io import atomic_write_json, atomic_write_text
 
     args = build_parser().parse_args(argv)
+    # the grid the user chose, for the command the JSON records
+    chosen = [
+        f" --{name} {','.join(map(str, getattr(args, name)))}"
+        for name in ("regularisers", "seeds")
+        if getattr(args, name) is not None
+    ]
     try:
         study = _study(args)
     except ValueError as exc:
@@ -169,6 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         PROG
         + (" --experiment fashion-mlp" if fashion else "")
         + (f" --protocol {args.protocol}" if args.protocol != "default" else "")
+        + "".join(chosen)
     )
     grid = {"epochs": list(args.epochs), "seeds": list(args.seeds)}
     grid["regularisers"] = list(args.regularisers)

@@ -277,26 +277,46 @@ def fashion_training_length_records(
     return records
 
 
+#: what names one network of a training-length study (a record of each pruning of it)
+NETWORK_KEY = ("protocol", "regulariser", "bias", "seed", "epochs")
+
+
+def _network(record: dict) -> tuple:
+    return tuple(record.get(k, "default" if k == "protocol" else None) for k in NETWORK_KEY)
+
+
+def _covers(new: dict, old: dict) -> bool:
+    """True when run ``new`` re-made every network of run ``old`` (same protocol)."""
+    return all(set(old.get(k, ())) <= set(new.get(k, ())) for k in ("regularisers", "seeds"))
+
+
 def merge_protocol_runs(
     path: str | Path, run: dict, protocol: str, records: Sequence[dict]
 ) -> dict:
-    """The study's ``training_length.json`` after a run of ``protocol``: the records of every
-    other protocol already in ``path`` are kept, this protocol's are replaced by ``records``.
+    """The study's ``training_length.json`` after a run of ``protocol``: the networks this run
+    made replace their records (:data:`NETWORK_KEY`), every other network's records in ``path``
+    are kept (other protocols, or regularisers and seeds this run left out).
 
-    ``run``: what describes the run (``command``, ``experiment``, ``seconds``, its grid);
-    ``protocols`` maps each protocol to its run, and the top-level fields are the
-    ``"default"`` protocol's run (or this one's when there is none)."""
+    ``run``: what describes the run (``command``, ``experiment``, ``seconds``, ``regularisers``,
+    ``seeds``, ``epochs``); ``protocols`` maps each protocol to the runs whose records the file
+    holds (a run that this one re-made whole is dropped), and the top-level fields are the last
+    ``"default"`` protocol run's (or this one's when there is none)."""
     path = Path(path)
     old = json.loads(path.read_text()) if path.exists() else None
     if old is not None and old.get("experiment") != run.get("experiment"):
         old = None  # another experiment's study: replaced whole
-    runs: dict = dict(old.get("protocols", {})) if old else {}
-    if old is not None and not runs:  # written before protocols were kept apart
-        name = old.get("protocol", "default")
-        runs[name] = {k: v for k, v in old.items() if k not in ("records", "protocols")}
-    runs[protocol] = {**run, "protocol": protocol}
-    kept = [r for r in (old or {}).get("records", []) if r.get("protocol", "default") != protocol]
-    top = runs.get("default", runs[protocol])
+    runs: dict[str, list] = {}
+    if old is not None:
+        for name, entry in old.get("protocols", {}).items():
+            runs[name] = list(entry) if isinstance(entry, list) else [entry]
+        if not runs:  # written before protocols were kept apart
+            legacy = {k: v for k, v in old.items() if k not in ("records", "protocols")}
+            runs[old.get("protocol", "default")] = [legacy]
+    run = {**run, "protocol": protocol}
+    runs[protocol] = [r for r in runs.get(protocol, []) if not _covers(run, r)] + [run]
+    made = {_network(r) for r in records}
+    kept = [r for r in (old or {}).get("records", []) if _network(r) not in made]
+    top = (runs.get("default") or runs[protocol])[-1]
     return {**top, "protocols": runs, "records": [*kept, *records]}
 
 

@@ -262,16 +262,24 @@ def _length_table(records: Sequence[Mapping]) -> list[str]:
 
 def _protocol_section(study: Mapping, protocol: str, heading: str) -> list[str]:
     """The table and sentences of one further protocol of the fashion-mlp study."""
-    run = study.get("protocols", {}).get(protocol, {})
+    runs = study.get("protocols", {}).get(protocol, [])
+    runs = [runs] if isinstance(runs, dict) else runs
     records = protocol_records(study, protocol)
     regs = list(dict.fromkeys(r["regulariser"] for r in records))
     epochs = sorted({int(r["epochs"]) for r in records})
     seeds = sorted({int(r["seed"]) for r in records})
-    made = (
-        f"Made by `{run['command']}` in {duration(run['seconds'])} of wall-clock time. "
+    made = " and ".join(
+        f"`{run['command']}` ("
+        + (
+            f"{listed(FASHION_NAMES.get(r, r) for r in run['regularisers'])}; "
+            if run.get("regularisers")
+            else ""
+        )
+        + f"{duration(run['seconds'])} of wall-clock time)"
+        for run in runs
         if "command" in run
-        else ""
     )
+    made = f"Made by {made}. " if made else ""
     lines = [
         "",
         f"{heading}# Protocol `{protocol}`: batch "
