@@ -362,7 +362,7 @@ def test_reproduce_quick_never_writes_into_figures(
     capsys.readouterr()
     assert folders == [
         (Path("runs/quick/figures"), 2),
-        (Path("figures"), 20),
+        (Path("figures"), 60),  # the toy default protocol: Adam, 60 epochs
         (Path("mine"), 2),
     ]
 

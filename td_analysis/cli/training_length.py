@@ -35,8 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
         "20 epochs and none/targeted weight/targeted unit of seeds 0, 1 at 30 and 100 epochs, "
         "trained in parallel processes with snapshots (OUT: figures/fashion_mlp); with "
         "--protocol seed: none/targeted weight of seeds 0, 1 under the seed's batch 32 at 3, 10, "
-        "30 and 100 epochs. A run replaces the records of its protocol in "
-        "OUT/training_length.json and keeps the other protocols' records.",
+        "30 and 100 epochs. A run replaces the records of the networks it makes in "
+        "OUT/training_length.json and keeps every other network's (other protocols, "
+        "regularisers or seeds).",
     )
     p.add_argument("--experiment", choices=("toy", "fashion-mlp"), default="toy")
     p.add_argument("--epochs", type=cliargs.seeds, default=None)
