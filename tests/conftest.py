@@ -92,3 +92,23 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+#: the longest test files (minutes each on the 2-core CI machine), collected first so that with
+#: ``pytest -n 2 --dist loadfile`` (CI) no long file starts last while the other worker idles
+LONG_FILES = (
+    "test_notebooks.py",
+    "test_reproducibility.py",
+    "test_reproduce.py",
+    "test_resnet_reproduce.py",
+    "test_explore.py",
+    "test_fashion_reproduce.py",
+    "test_cli_faults.py",
+    "test_cli_validation.py",
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The files of :data:`LONG_FILES` first, in that order; every other test as collected."""
+    rank = {name: i for i, name in enumerate(LONG_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))

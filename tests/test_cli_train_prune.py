@@ -49,7 +49,8 @@ def test_train_writes_a_checkpoint(trained: Path) -> None:
     assert trained.is_file()
     assert [p.name for p in trained.parent.iterdir()] == ["x.pt"], "temporary files left"
     ckpt = load_checkpoint(trained)
-    assert ckpt.config == TrainConfig(epochs=1)  # the CLI defaults are the project defaults
+    # the CLI defaults are the toy task's default protocol (Adam lr 1e-3), else TrainConfig()'s
+    assert ckpt.config == TrainConfig(epochs=1, optimizer="adam", lr=1e-3)
     assert ckpt.model.arch == {"in_features": 3072, "hidden": [10], "num_classes": 10, "bias": True}
     assert len(ckpt.metrics["history"]) == 1
     assert ckpt.metrics["eval_accuracy"] > 0.25

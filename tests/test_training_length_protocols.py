@@ -101,7 +101,7 @@ def test_a_run_of_some_regularisers_keeps_the_others(tmp_path) -> None:
     assert [r["seconds"] for r in second["protocols"]["seed"]] == [100.0, 200.0]
     md = fashion_training_length_markdown({**second, "protocol": "default"})
     assert "(none; 1 min 40 s of wall-clock time) and" in md
-    assert "(targeted weight dropout; 3 min 20 s of wall-clock time)" in md
+    assert "(targeted weight dropout; 3 min 20 s of wall-clock time), checkpoints" in md
     path.write_text(json.dumps(second))
     run3 = {**_run("seed", 300.0), "regularisers": ["none", "targeted-weight"], "seeds": [0, 1, 2]}
     third = merge_protocol_runs(path, run3, "seed", seed)

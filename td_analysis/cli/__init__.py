@@ -15,7 +15,7 @@ from __future__ import annotations
 from td_analysis.cli.coadaptation import coadaptation_bytes, display_matrix
 from td_analysis.cli.common import _lazy, _parser_defaults, load_checked_checkpoint
 from td_analysis.cli.options import add_model_option
-from td_analysis.cli.parser import build_parser, main
+from td_analysis.cli.parser import build_parser, entry, main
 from td_analysis.cli.reproduce import add_reproduce_command
 from td_analysis.cli.spectrum import add_spectrum_command
 from td_analysis.cli.train import config_from_args, task_from_args
@@ -23,6 +23,7 @@ from td_analysis.utils.cliargs import DATA_HELP, output_stem
 
 __all__ = [
     "main",
+    "entry",
     "build_parser",
     "output_stem",
     "DATA_HELP",

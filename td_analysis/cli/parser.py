@@ -268,3 +268,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         set_progress_mode(None)
         if previous is not None:
             _terminate_cleanly(previous)
+
+
+def entry() -> None:
+    """The process entry point of ``td-analysis`` (console script and ``python -m
+    td_analysis.cli``): :func:`main`, then exit with its status.
+
+    An interrupted run (Ctrl-C: 130; SIGTERM: 143) leaves with ``os._exit`` once its own cleanup
+    (staging folders, temporary files, worker processes) has run while the exception unwound:
+    the interpreter's finalisation would otherwise join the worker pools' manager threads, which
+    can wait for a worker that the interrupt stopped half-way through its start."""
+    import os
+    import signal
+
+    stopped = (130, 128 + signal.SIGTERM)
+    try:
+        code = main()
+    except SystemExit as exc:
+        if exc.code not in stopped:
+            raise
+        code = int(exc.code)
+    if code in stopped:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)

@@ -279,7 +279,7 @@ def _protocol_section(study: Mapping, protocol: str, heading: str) -> list[str]:
         for run in runs
         if "command" in run
     )
-    made = f"Made by {made}. " if made else ""
+    made = f"Made by {made}, checkpoints already in its runs folder reused. " if made else ""
     lines = [
         "",
         f"{heading}# Protocol `{protocol}`: batch "
