@@ -414,7 +414,11 @@ def sources():
         "seconds": [t["seconds"], summary["seconds"]]
         + ([study["seconds"]] if study else [])
         + ([fstudy["seconds"]] if fstudy else [])
-        + [run["seconds"] for run in (fstudy or {}).get("protocols", {}).values()]
+        + [
+            run["seconds"]
+            for runs in (fstudy or {}).get("protocols", {}).values()
+            for run in (runs if isinstance(runs, list) else [runs])
+        ]
         + ([resnet["summary"]["seconds"]] if resnet else []),
         "fashion_study": fstudy,
     }
