@@ -83,3 +83,16 @@ def test_file_formats_did_not_move() -> None:
     assert FIT_CHECKPOINT_FORMAT == "td_analysis.fit-checkpoint/1"
     assert CHECKPOINT_FORMAT == "td_analysis.checkpoint/1"
     assert CACHE_FORMAT == "td_analysis.cache/2"
+
+
+def test_no_module_exceeds_800_lines() -> None:
+    """Issue #20: a module that grows past 800 lines is split by concept."""
+    import td_analysis
+
+    root = Path(td_analysis.__file__).parent
+    long = {
+        str(p.relative_to(root)): n
+        for p in root.rglob("*.py")
+        if (n := len(p.read_text().splitlines())) > 800
+    }
+    assert not long, long

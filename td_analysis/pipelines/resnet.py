@@ -584,9 +584,8 @@ def split_accuracy(
     (``test_limit``) and the test split's first ``exact_test_images`` (``"test-exact"``): one
     record ``{regulariser, seed, reading, split, n, accuracy, loss}`` per network and split.
 
-    ``networks``: ``{"regulariser", "seed", "checkpoint"}`` of finished networks.  A large gap
-    between ``holdout`` and ``test`` with ``test-exact`` near ``holdout`` says the test images
-    differ from the training distribution (the JPEG-decoded images of ``../shared/data``)."""
+    ``networks``: ``{"regulariser", "seed", "checkpoint"}`` of finished networks.  ``test``
+    far below ``test-exact`` says the test images differ (the JPEG copies of the shared data)."""
     from td_analysis.nn.regularisers import remove_regularisers
     from td_analysis.training.fit import load_fit_checkpoint
     from td_analysis.training.loop import evaluate
