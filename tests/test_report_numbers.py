@@ -414,11 +414,7 @@ def sources():
         "seconds": [t["seconds"], summary["seconds"]]
         + ([study["seconds"]] if study else [])
         + ([fstudy["seconds"]] if fstudy else [])
-        + [
-            run["seconds"]
-            for runs in (fstudy or {}).get("protocols", {}).values()
-            for run in (runs if isinstance(runs, list) else [runs])
-        ]
+        + [run["seconds"] for runs in (fstudy or {}).get("protocols", {}).values() for run in runs]
         + ([resnet["summary"]["seconds"]] if resnet else []),
         "fashion_study": fstudy,
     }

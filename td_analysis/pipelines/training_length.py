@@ -307,8 +307,7 @@ def merge_protocol_runs(
         old = None  # another experiment's study: replaced whole
     runs: dict[str, list] = {}
     if old is not None:
-        for name, entry in old.get("protocols", {}).items():
-            runs[name] = list(entry) if isinstance(entry, list) else [entry]
+        runs = {name: list(entry) for name, entry in old.get("protocols", {}).items()}
         if not runs:  # written before protocols were kept apart
             legacy = {k: v for k, v in old.items() if k not in ("records", "protocols")}
             runs[old.get("protocol", "default")] = [legacy]

@@ -263,7 +263,6 @@ def _length_table(records: Sequence[Mapping]) -> list[str]:
 def _protocol_section(study: Mapping, protocol: str, heading: str) -> list[str]:
     """The table and sentences of one further protocol of the fashion-mlp study."""
     runs = study.get("protocols", {}).get(protocol, [])
-    runs = [runs] if isinstance(runs, dict) else runs
     records = protocol_records(study, protocol)
     regs = list(dict.fromkeys(r["regulariser"] for r in records))
     epochs = sorted({int(r["epochs"]) for r in records})
@@ -279,7 +278,11 @@ def _protocol_section(study: Mapping, protocol: str, heading: str) -> list[str]:
         for run in runs
         if "command" in run
     )
-    made = f"Made by {made}, checkpoints already in its runs folder reused. " if made else ""
+    made = (
+        f"Made by {made}, checkpoints already in a run's folder reused, not trained again. "
+        if made
+        else ""
+    )
     lines = [
         "",
         f"{heading}# Protocol `{protocol}`: batch "
