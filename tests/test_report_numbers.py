@@ -400,6 +400,11 @@ def sources():
         }
         paper = load(ROOT / "td_analysis" / "paper_resnet32.json")
         resnet["pool"] = resnet_candidates(resnet["records"], resnet["summary"], paper)
+        resnet["test_pool"] = []
+        if (RESNET / "pruning_test.json").is_file():  # the same prunings on the whole test split
+            test = load(RESNET / "pruning_test.json")
+            assert {r["split"] for r in test} == {"test"}
+            resnet["test_pool"] = resnet_candidates(test, resnet["summary"], paper)
     return {
         "resnet": resnet,
         "resnet_pool": resnet["pool"] if resnet else [],
@@ -445,9 +450,29 @@ def test_every_number_comes_from_the_json(sources, name, path, pools) -> None:
     text = path.read_text()
     if name == "README.md":
         text = results_section(text)
+    if name == "resnet_cifar10/pruning.md":  # its last section: test_resnet_test_split_section
+        text = text.split(RESNET_TEST_SECTION)[0]
     pool = [v for p in pools for v in sources[p]]
     bad = unexplained(text, pool, METHOD.get(name, {}), sources["seconds"])
     assert not bad, f"{name}: numbers not found in the JSON:\n" + "\n".join(bad)
+
+
+RESNET_TEST_SECTION = "## The same prunings on the whole test split"
+
+
+def test_resnet_test_split_section_comes_from_pruning_test_json(sources) -> None:
+    """The last section of resnet_cifar10/pruning.md (the tables on the whole test split) holds
+    only numbers of ``pruning_test.json``, never the pruning split's."""
+    path = RESNET / "pruning.md"
+    if not path.is_file() or not (RESNET / "pruning_test.json").is_file():
+        pytest.skip("resnet_cifar10/pruning_test.json is not committed")
+    head, sep, text = path.read_text().partition(RESNET_TEST_SECTION)
+    assert sep, f"{path} has no section on the whole test split"
+    pool = sources["resnet"]["test_pool"]
+    bad = unexplained(text, pool, {1: "images 1,000–9,999", 9999: "… to 9,999"}, [])
+    assert not bad, "pruning.md, test-split section: numbers not in pruning_test.json:\n" + (
+        "\n".join(bad)
+    )
 
 
 CLAIM = re.compile(r"95% t interval ([-+][\d.]+) to ([-+][\d.]+)")

@@ -144,6 +144,8 @@ def test_cpu_preset_is_the_issue_grid():
         ({"ks": (0, 120)}, "120"),
         ({"device": "tpu"}, "device"),
         ({"bn_recalibration": -1}, "bn_recalibration must be ≥ 0"),
+        ({"pruning_split": "train"}, "pruning_split must be one of"),
+        ({"pruning_split": "test-exact", "exact_test_images": 0}, "needs exact_test_images"),
     ],
 )
 def test_bad_settings_are_one_line_errors(overrides, words):
@@ -159,6 +161,8 @@ def test_bad_settings_are_one_line_errors(overrides, words):
         ["--experiment", "resnet-cifar10", "--preset", "tpu"],
         ["--experiment", "toy", "--bn-recalibration", "100"],
         ["--experiment", "resnet-cifar10", "--bn-recalibration", "-3"],
+        ["--experiment", "toy", "--pruning-split", "holdout"],
+        ["--experiment", "resnet-cifar10", "--pruning-split", "train"],
     ],
 )
 def test_cli_refuses_bad_resnet_arguments(argv, tmp_path, capsys):
@@ -277,6 +281,7 @@ def run(tmp_path_factory, data_root):
         "results": results,
         "data_root": data_root,
         "records": json.loads((out / "pruning.json").read_text()),
+        "test_records": json.loads((out / "pruning_test.json").read_text()),
         "taylor": json.loads((out / "taylor.json").read_text())["records"],
         "maps": json.loads((out / "coadaptation.json").read_text()),
     }
@@ -344,13 +349,20 @@ def test_checkpoints_hold_the_documented_networks(run):
 
 
 @pytest.mark.slow
-def test_pruning_records_match_a_reference_forward_pass(run):
-    xt, yt = _data(run, "test", run["settings"].test_limit)
+@pytest.mark.parametrize(
+    "file, split, limit",
+    [("records", "holdout", "eval_limit"), ("test_records", "test", "test_limit")],
+    ids=["pruning.json (holdout, the default pruning_split)", "pruning_test.json"],
+)
+def test_pruning_records_match_a_reference_forward_pass(run, file, split, limit):
+    xt, yt = _data(run, split, getattr(run["settings"], limit))
+    records = run[file]
+    assert {r["split"] for r in records} == {split}
     seen = 0
     for reg in REGS:
         state = _checkpoint(run, reg)["model"]
         readings = ("trained", "zero-targeted") if reg != "none" else ("trained",)
-        got_readings = {r["reading"] for r in run["records"] if r["regulariser"] == reg}
+        got_readings = {r["reading"] for r in records if r["regulariser"] == reg}
         assert got_readings == set(readings)
         for reading in readings:
             base = _reading_state(run, state, reg, reading)
@@ -358,7 +370,7 @@ def test_pruning_records_match_a_reference_forward_pass(run):
                 for k in KS:
                     (rec,) = [
                         r
-                        for r in run["records"]
+                        for r in records
                         if (r["regulariser"], r["reading"], r["kind"], r["k"])
                         == (reg, reading, kind, k)
                     ]
@@ -371,7 +383,7 @@ def test_pruning_records_match_a_reference_forward_pass(run):
                     zeros = sum(int((st[n] == 0).sum()) for n in names)
                     assert rec["zero_share"] == zeros / sum(st[n].numel() for n in names)
                     seen += 1
-    assert seen == len(run["records"]) == (1 + 2) * 2 * len(KS)
+    assert seen == len(records) == (1 + 2) * 2 * len(KS)
 
 
 @pytest.mark.slow
@@ -528,12 +540,14 @@ def test_outputs_readme_and_report_only(run, tmp_path):
     assert f"{100 * none0[0]['accuracy']:.2f} [{paper['weight']['none']['0']:.2f}]" in row
     readme = (out / "README.md").read_text()
     assert "td-analysis reproduce --experiment resnet-cifar10" in readme
-    for f in ("pruning.json", "pruning.md", "accuracy_vs_k.png", "taylor.json"):
+    assert "## The same prunings on the whole test split" in md
+    for f in ("pruning.json", "pruning_test.json", "pruning.md", "accuracy_vs_k.png",
+              "taylor.json"):  # fmt: skip
         assert f"`{f}`" in readme
     # --report-only rewrites the reports from the JSON, unchanged
     copy = tmp_path / "figs" / "resnet_cifar10"
     copy.mkdir(parents=True)
-    for f in ("pruning.json", "summary.json"):
+    for f in ("pruning.json", "pruning_test.json", "summary.json"):
         (copy / f).write_text((out / f).read_text())
     argv = ["reproduce", "--experiment", "resnet-cifar10", "--report-only",
             "--out", str(tmp_path / "figs")]  # fmt: skip
@@ -547,7 +561,8 @@ def test_load_results_reads_back_what_reproduce_returned(run, tmp_path):
 
     got = load_results(run["out"])
     res = json.loads(json.dumps(run["results"]))  # the JSON types (tuples as lists)
-    for key in ("records", "taylor", "coadaptation", "rank_correlations", "networks"):
+    for key in ("records", "test_records", "taylor", "coadaptation", "rank_correlations",
+                "networks"):  # fmt: skip
         assert got[key] == res[key], key
     assert got["settings"] == res["settings"]
     with pytest.raises(FileNotFoundError, match="pruning.json.*reproduce --experiment resnet"):
@@ -575,7 +590,7 @@ def test_a_second_run_reuses_the_kept_analyses(run, tmp_path, monkeypatch):
         run["settings"], out_dir=tmp_path / "out", runs_dir=run["runs"],
         data_root=run["data_root"], progress=False,
     )  # fmt: skip
-    for key in ("records", "taylor", "coadaptation"):
+    for key in ("records", "test_records", "taylor", "coadaptation"):
         assert json.loads(json.dumps(again[key])) == json.loads(json.dumps(run["results"][key]))
 
     settings = asdict(run["settings"])

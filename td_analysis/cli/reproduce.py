@@ -60,6 +60,15 @@ def add_reproduce_command(sub: argparse._SubParsersAction) -> None:
     )
     options.add_value_option(
         p,
+        "--pruning-split",
+        None,
+        "resnet-cifar10 only: where the pruning tables evaluate (default holdout: 2,000 exact "
+        "held-out training images; test-exact: the exact test images 0-999; test: the whole "
+        "test split, whose images 1,000-9,999 are JPEG copies in the shared data)",
+        choices=("holdout", "test-exact", "test"),
+    )
+    options.add_value_option(
+        p,
         "--ks",
         cliargs.percents,
         "fashion-mlp: distinct pruning percentages in [0, 100] (default: "
@@ -256,7 +265,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     chosen experiments (or only rewrite their reports)."""
     if args.experiment == "resnet-cifar10":  # issue 22: its own module, with --preset
         return cmd_reproduce_resnet(args)
-    for flag in ("preset", "bn_recalibration"):
+    for flag in ("preset", "bn_recalibration", "pruning_split"):
         if getattr(args, flag, None) is not None:
             raise ValueError(
                 f"--{flag.replace('_', '-')} works only with --experiment resnet-cifar10"
@@ -322,8 +331,11 @@ def cmd_reproduce_resnet(args: argparse.Namespace) -> int:
     from td_analysis.pipelines.resnet import ResNetSettings, reproduce_resnet, write_reports
 
     preset = args.preset or "cpu"
-    command = f"td-analysis reproduce --experiment resnet-cifar10 --preset {preset}" + (
-        " --quick" if args.quick else ""
+    split = getattr(args, "pruning_split", None)
+    command = (
+        f"td-analysis reproduce --experiment resnet-cifar10 --preset {preset}"
+        + (" --quick" if args.quick else "")
+        + (f" --pruning-split {split}" if split else "")
     )
     unused = [
         flag
@@ -354,6 +366,7 @@ def cmd_reproduce_resnet(args: argparse.Namespace) -> int:
         ("workers", args.workers),
         ("pooled_bins", args.bins),
         ("bn_recalibration", getattr(args, "bn_recalibration", None)),
+        ("pruning_split", split),
     ):
         if value is not None:
             overrides[name] = tuple(value) if isinstance(value, list) else value

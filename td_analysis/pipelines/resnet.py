@@ -4,13 +4,14 @@
 Per network (regulariser × seed; :class:`td_analysis.nets.resnet.PreActResNet` trained with
 :func:`td_analysis.training.fit.fit`, per-epoch resumable checkpoints, DDP under ``torchrun``):
 
-* ``pruning.json``: test loss and accuracy after the official post-hoc pruning of every conv but
+* ``pruning.json``: loss and accuracy after the official post-hoc pruning of every conv but
   the init conv (never the logits; :func:`td_analysis.analysis.pruning.module_pruning_masks`, per
-  filter): ``weight`` removes the ⌊k·n/100⌋ smallest |w| of each filter's n incoming weights,
-  ``unit`` the ⌊k·F/100⌋ filters of smallest ‖w‖₂ (their incoming weights only: BN follows).
-  Two readings of a targeted-dropout network (REFERENCE.md): ``"trained"`` (the trained
-  weights) and ``"zero-targeted"`` (the official conv evaluation: the targeted set at the
-  training γ zeroed first, then pruned).
+  filter) on ``pruning_split`` (default: the exact holdout images; ``pruning_test.json``: the
+  same on the whole test split): ``weight`` removes the ⌊k·n/100⌋ smallest |w| of each filter's
+  n incoming weights, ``unit`` the ⌊k·F/100⌋ filters of smallest ‖w‖₂ (their incoming weights
+  only: BN follows).  Two readings of a targeted-dropout network (REFERENCE.md): ``"trained"``
+  (the trained weights) and ``"zero-targeted"`` (the official conv evaluation: the targeted set
+  at the training γ zeroed first, then pruned).
 * ``taylor.json``: for every pruning (k > 0) and reading, −∇ᵀd, ½dᵀHd (Hessian-vector
   products, float64, mean cross-entropy on ``analysis_examples`` holdout images) and the measured
   ΔE = E(θ − d) − E(θ); Spearman's ρ of each estimator against ΔE.  The diagonal (OBD) estimator
@@ -40,10 +41,19 @@ from td_analysis.pipelines.common import (
     analysis_cache_path,
     collected,
     load_average,
-    load_split,
     network_result,
     pooled_maps,
     read_cached_analysis,
+)
+from td_analysis.pipelines.resnet_network import (
+    build_network,
+    pruned_layer_names,
+    pruning_records,
+    readings,
+    resnet_split,
+    split_accuracy,
+    split_pruning_records,
+    zero_targeted,
 )
 from td_analysis.report.resnet import CLAIM_POINTS as CLAIM_POINTS
 from td_analysis.report.resnet import (
@@ -66,6 +76,7 @@ from td_analysis.utils.moved import moved_names
 
 __all__ = [
     "RESNET_KS",
+    "PRUNING_SPLITS",
     "PRUNING_KINDS",
     "READINGS",
     "PAPER_TABLES",
@@ -80,6 +91,8 @@ __all__ = [
     "analyse_resnet",
     "rank_correlations",
     "split_accuracy",
+    "split_pruning_records",
+    "resnet_split",
     "pruning_markdown",
     "parse_paper_tables",
     "paper_tables",
@@ -91,6 +104,8 @@ __all__ = [
 ]
 
 RESNET_KS = (0, 10, 20, 30, 40, 50, 60, 70, 80, 90)
+#: where the pruning tables can be evaluated (:attr:`ResNetSettings.pruning_split`)
+PRUNING_SPLITS = ("holdout", "test-exact", "test")
 _ARCH = ("units", "widths", "init_filters", "init_kernel")
 _FIT = (
     "epochs",
@@ -126,6 +141,10 @@ class ResNetSettings:
     (:func:`split_accuracy`): the CIFAR-10 copy of ``../shared/data`` has its test images
     0–999 exact and 1,000–9,999 decoded from JPEG copies (its README), which costs a convnet
     points that a clean test set would not (0: skip).
+    ``pruning_split``: where ``pruning.json`` and the reports evaluate each pruning:
+    ``"holdout"`` (the first ``eval_limit`` holdout images: exact, and the default),
+    ``"test-exact"`` (the exact test images) or ``"test"`` (the whole test split; the analysis
+    always evaluates there too, kept in ``pruning_test.json``).
     """
 
     preset: str = "cpu"
@@ -150,6 +169,7 @@ class ResNetSettings:
     device: str = "auto"
     bn_recalibration: int = 4000
     exact_test_images: int = 1000
+    pruning_split: str = "holdout"
 
     @classmethod
     def quick(cls, **overrides) -> ResNetSettings:
@@ -212,6 +232,12 @@ class ResNetSettings:
             raise ValueError(f"bn_recalibration must be ≥ 0 images, got {self.bn_recalibration}")
         if self.exact_test_images < 0:
             raise ValueError(f"exact_test_images must be ≥ 0, got {self.exact_test_images}")
+        if self.pruning_split not in PRUNING_SPLITS:
+            raise ValueError(
+                f"pruning_split must be one of {PRUNING_SPLITS}, got {self.pruning_split!r}"
+            )
+        if self.pruning_split == "test-exact" and not self.exact_test_images:
+            raise ValueError("pruning_split 'test-exact' needs exact_test_images ≥ 1")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
 
@@ -244,22 +270,6 @@ class ResNetSettings:
 
 
 # ----------------------------------------------------------------------------- per network
-def build_network(settings: ResNetSettings, seed: int) -> nn.Module:
-    """The seeded, freshly initialised network of ``settings`` (global RNG left untouched)."""
-    from td_analysis.nets.resnet import PreActResNet
-
-    a = settings.arch
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return PreActResNet(
-            a["units"],
-            a["widths"],
-            init_filters=a["init_filters"],
-            init_kernel=a["init_kernel"],
-            num_classes=settings.task_def.num_classes,
-        )
-
-
 def _device(settings: ResNetSettings) -> str:
     if settings.device == "auto":
         settings_device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -314,73 +324,6 @@ def checkpoint_path(runs_dir: str | Path, settings: ResNetSettings, regulariser:
     )
 
 
-def pruned_layer_names(model: nn.Module) -> list[str]:
-    """The convs pruned and targeted: every Linear/Conv but the first (init conv) and the last
-    (logits), in ``named_modules()`` order."""
-    from td_analysis.nn.regularisers import layer_modules
-
-    return [n for n, _ in layer_modules(model)[1:-1]]
-
-
-def zero_targeted(model: nn.Module, regulariser: str) -> nn.Module:
-    """The official evaluation of a targeted-dropout network: a copy with every targeted entry
-    (the γ fraction of each filter's weights, or of the filters, by magnitude) zeroed."""
-    from td_analysis.analysis.pruning import apply_masks, module_pruning_masks
-
-    spec = RESNET_REGULARISERS[regulariser]
-    kind = spec["kind"].removeprefix("targeted-")
-    masks = module_pruning_masks(
-        model, kind, 100 * spec["gamma"], modules=pruned_layer_names(model)
-    )
-    return apply_masks(model, masks)
-
-
-def readings(
-    model: nn.Module, regulariser: str, recalibrate_on: Tensor | None = None
-) -> dict[str, nn.Module]:
-    """The networks a trained one is analysed as: ``trained`` and, for targeted dropout,
-    ``zero-targeted`` (:func:`zero_targeted`); each with its BatchNorm statistics re-estimated
-    on ``recalibrate_on`` when given (:func:`td_analysis.nn.recalibrate_batchnorm`)."""
-    from td_analysis.nn.batchnorm import recalibrate_batchnorm
-
-    out = {"trained": model}
-    if RESNET_REGULARISERS[regulariser]["kind"].startswith("targeted"):
-        out["zero-targeted"] = zero_targeted(model, regulariser)
-    if recalibrate_on is not None:
-        out = {k: recalibrate_batchnorm(v, recalibrate_on) for k, v in out.items()}
-    return out
-
-
-def pruning_records(
-    model: nn.Module, inputs: Tensor, targets: Tensor, ks: Sequence[float]
-) -> list[dict]:
-    """``{"kind", "k", "accuracy", "loss", "zero_share"}`` after weight and unit pruning of the
-    pruned convs at every k (``zero_share``: the share of their weights that are zero)."""
-    from td_analysis.analysis.pruning import apply_masks, module_pruning_masks
-    from td_analysis.training.loop import evaluate
-
-    names = pruned_layer_names(model)
-    out = []
-    for kind in PRUNING_KINDS:
-        for k in ks:
-            masks = module_pruning_masks(model, kind, k, modules=names) if k > 0 else {}
-            pruned = apply_masks(model, masks)
-            mods = dict(pruned.named_modules())
-            zeros = sum(int((mods[n].weight == 0).sum()) for n in names)
-            total = sum(mods[n].weight.numel() for n in names)
-            ev = evaluate(pruned, inputs, targets, batch_size=1000)
-            out.append(
-                {
-                    "kind": kind,
-                    "k": float(k),
-                    "accuracy": ev["accuracy"],
-                    "loss": ev["loss"],
-                    "zero_share": zeros / total,
-                }
-            )
-    return out
-
-
 def _masks_for(model: nn.Module, k: float, kind: str) -> dict[str, Tensor]:
     from td_analysis.analysis.pruning import module_pruning_masks
 
@@ -415,16 +358,6 @@ def coadaptation_maps(
         dtype=dtype,
         chunk_size=chunk_size,
     )
-
-
-def _split(split: str, settings_root, limit, download=False) -> tuple[Tensor, Tensor]:
-    from td_analysis.training.loop import TrainConfig
-
-    task = get_task("resnet-cifar10")
-    config = TrainConfig(
-        dataset=task.dataset, preprocessing=task.preprocessing, in_features=task.in_features
-    )
-    return load_split(config, split, root=settings_root, limit=limit, download=download)
 
 
 #: The settings that shape one network's analysis (the rest, e.g. ``seeds`` or ``workers``, do
@@ -490,8 +423,8 @@ def analyse_resnet(job: dict) -> dict | None:
         model.load_state_dict(state["model"])
         history = state["history"]
     else:
-        x, y = _split(task.train_split, root, settings.train_limit)
-        xe, ye = _split(task.eval_split, root, settings.eval_limit)
+        x, y = resnet_split(task.train_split, root, settings.train_limit)
+        xe, ye = resnet_split(task.eval_split, root, settings.eval_limit)
         ckpt.parent.mkdir(parents=True, exist_ok=True)
         result = fit(
             model,
@@ -539,13 +472,13 @@ def _analyse(
     reg, seed, root = job["regulariser"], job["seed"], job["data_root"]
     task = settings.task_def
     tag = {"regulariser": reg, "seed": seed}
-    xt, yt = _split(task.test_split, root, settings.test_limit)
-    xa, ya = _split(settings.analysis_split, root, settings.analysis_examples)
+    xt, yt = resnet_split(task.test_split, root, settings.test_limit)
+    xa, ya = resnet_split(settings.analysis_split, root, settings.analysis_examples)
     records, taylor = [], []
     dtype = DTYPES[settings.taylor_dtype]
     recal = None
     if settings.bn_recalibration:
-        recal = _split(task.train_split, root, settings.bn_recalibration)[0]
+        recal = resnet_split(task.train_split, root, settings.bn_recalibration)[0]
     nets = readings(model, reg, recal)
     model = nets["trained"]  # the pooled maps below: of the network as analysed
     for reading, net in nets.items():
@@ -576,52 +509,6 @@ def _analyse(
 
 
 # ----------------------------------------------------------------------------- summaries
-def split_accuracy(
-    settings: ResNetSettings, networks: Sequence[dict], data_root=None
-) -> list[dict]:
-    """Unpruned accuracy of each network (its ``trained`` reading, BatchNorm statistics as the
-    analysis has them) on the holdout split (``eval_limit`` images), the test split
-    (``test_limit``) and the test split's first ``exact_test_images`` (``"test-exact"``): one
-    record ``{regulariser, seed, reading, split, n, accuracy, loss}`` per network and split.
-
-    ``networks``: ``{"regulariser", "seed", "checkpoint"}`` of finished networks.  ``test``
-    far below ``test-exact`` says the test images differ (the JPEG copies of the shared data)."""
-    from td_analysis.nn.regularisers import remove_regularisers
-    from td_analysis.training.fit import load_fit_checkpoint
-    from td_analysis.training.loop import evaluate
-
-    task = settings.task_def
-    xh, yh = _split(task.eval_split, data_root, settings.eval_limit)
-    xt, yt = _split(task.test_split, data_root, settings.test_limit)
-    splits = [("holdout", xh, yh), ("test", xt, yt)]
-    if settings.exact_test_images:
-        n = min(settings.exact_test_images, xt.shape[0])
-        splits.append(("test-exact", xt[:n], yt[:n]))
-    recal = None
-    if settings.bn_recalibration:
-        recal = _split(task.train_split, data_root, settings.bn_recalibration)[0]
-    out = []
-    for net in networks:
-        model = build_network(settings, net["seed"])
-        model.load_state_dict(load_fit_checkpoint(net["checkpoint"])["model"])
-        model = remove_regularisers(model).cpu().eval()
-        trained = readings(model, net["regulariser"], recal)["trained"]
-        for name, x, y in splits:
-            ev = evaluate(trained, x, y, batch_size=1000)
-            out.append(
-                {
-                    "regulariser": net["regulariser"],
-                    "seed": net["seed"],
-                    "reading": "trained",
-                    "split": name,
-                    "n": int(x.shape[0]),
-                    "accuracy": ev["accuracy"],
-                    "loss": ev["loss"],
-                }
-            )
-    return out
-
-
 def rank_correlations(taylor: Sequence[dict]) -> list[dict]:
     """Spearman ρ of each estimator vs the measured ΔE per (regulariser, reading, kind), over
     all seeds and k (kind ``"all"``: both kinds together); NaN with < 3 points or no spread."""
@@ -638,7 +525,8 @@ def write_outputs(out: Path, results: dict, command: str) -> None:
     settings = results["settings"]
     records = results["records"]
     atomic_write_json(out / "pruning.json", records)
-    atomic_write_text(out / "pruning.md", pruning_markdown(records, settings))
+    test = results.get("test_records")
+    atomic_write_text(out / "pruning.md", pruning_markdown(records, settings, test_records=test))
     plotting.save_figure(accuracy_figure(records, settings), out / "accuracy_vs_k.png", ("png",))
     rho = rank_correlations(results["taylor"])
     results["rank_correlations"] = rho
@@ -654,7 +542,10 @@ def write_outputs(out: Path, results: dict, command: str) -> None:
     ):
         plotting.save_figure(fig, out / name, formats=("png",))
     plt.close("all")
-    summary = {k: v for k, v in results.items() if k not in ("records", "taylor", "coadaptation")}
+    if results.get("test_records"):
+        atomic_write_json(out / "pruning_test.json", results["test_records"])
+    big = ("records", "test_records", "taylor", "coadaptation")
+    summary = {k: v for k, v in results.items() if k not in big}
     atomic_write_json(out / "summary.json", summary)
     atomic_write_text(out / "README.md", readme(results, command))
 
@@ -679,6 +570,11 @@ def load_results(out_dir: str | Path = "figures/resnet_cifar10") -> dict:
         "taylor": taylor["records"],
         "rank_correlations": taylor["rank_correlations"],
         "coadaptation": json.loads((out / "coadaptation.json").read_text()),
+        **(
+            {"test_records": json.loads((out / "pruning_test.json").read_text())}
+            if (out / "pruning_test.json").is_file()
+            else {}
+        ),
     }
 
 
@@ -709,7 +605,7 @@ def reproduce_resnet(
     if world > 1 and scheduler is not None:
         raise ValueError("a Dask scheduler and torchrun (WORLD_SIZE > 1) exclude each other")
     rank = init_from_env()[0] if world > 1 else 0
-    _split(settings.task_def.test_split, data_root, settings.test_limit)  # data present?
+    resnet_split(settings.task_def.test_split, data_root, settings.test_limit)  # data present?
     jobs = [
         {
             "settings": settings.to_dict(),
@@ -769,6 +665,19 @@ def reproduce_resnet(
         ],
     }
     results["split_accuracy"] = split_accuracy(settings, results["networks"], data_root)
+    test_records = [{**r, "split": "test"} for r in results["records"]]
+    if settings.pruning_split == "test":
+        results["records"] = test_records
+    else:  # every pruning again on exact images (a few forward passes per network)
+        bar = progress_bar(
+            total=len(done), desc=f"pruning on {settings.pruning_split}", disable=not progress
+        )
+        results["records"] = split_pruning_records(
+            settings, results["networks"], data_root, split=settings.pruning_split,
+            on_network=lambda _: bar.update(),
+        )  # fmt: skip
+        bar.close()
+        results["test_records"] = test_records
     with staged_directory(out_dir) as staging:
         results["seconds"] = time.perf_counter() - t0
         results["load_average"] = [load_start, load_average()]
@@ -789,7 +698,10 @@ def write_reports(out_dir: str | Path = "figures/resnet_cifar10", *, command: st
         raise FileNotFoundError(f"{out} has no {', '.join(missing)}: run reproduce_resnet first")
     summary = json.loads((out / "summary.json").read_text())
     records = json.loads((out / "pruning.json").read_text())
-    atomic_write_text(out / "pruning.md", pruning_markdown(records, summary["settings"]))
+    test = out / "pruning_test.json"
+    test = json.loads(test.read_text()) if test.is_file() else None
+    md = pruning_markdown(records, summary["settings"], test_records=test)
+    atomic_write_text(out / "pruning.md", md)
     atomic_write_text(out / "README.md", readme({**summary, "records": records}, command))
 
 

@@ -33,6 +33,7 @@ __all__ = [
     "parse_paper_tables",
     "paper_tables",
     "pruning_markdown",
+    "split_phrase",
     "answer",
     "readme",
     "run_time_text",
@@ -109,27 +110,26 @@ def _cell(records: Sequence[dict], reg: str, reading: str, kind: str, k: float) 
     return f"{m:.2f} ± {s:.2f}" if len(vals) > 1 else f"{m:.2f}"
 
 
-def pruning_markdown(records: Sequence[dict], settings: dict, paper: dict | None = None) -> str:
-    """``pruning.md``: per kind, rows k, columns regulariser (× reading for targeted ones),
-    test accuracy (%) mean ± std over seeds, the paper's number beside each (in brackets)."""
-    paper = paper_tables() if paper is None else paper
+def split_phrase(settings: dict) -> str:
+    """Where ``pruning.json`` evaluates each pruning (``settings["pruning_split"]``; runs made
+    before the setting existed evaluated on the whole test split), in words."""
+    split = settings.get("pruning_split", "test")
+    if split == "holdout":
+        n = settings.get("eval_limit")
+        size = "the" if n is None else f"{n:,}"
+        return f"{size} holdout images (exact training images held out)"
+    if split == "test-exact":
+        return f"the first {settings['exact_test_images']:,} test images (the exact ones)"
+    n = settings.get("test_limit")
+    return "the whole test split" if n is None else f"the first {n:,} test images"
+
+
+def _tables(records: Sequence[dict], paper: dict) -> list[str]:
+    """Per kind, rows k, columns regulariser × reading: accuracy (%) mean ± std over seeds, the
+    paper's number beside each (in brackets)."""
     regs = list(dict.fromkeys(r["regulariser"] for r in records))
     ks = sorted({r["k"] for r in records})
-    seeds = sorted({r["seed"] for r in records})
-    p = settings["resolved"]
-    lines = [
-        "# ResNet on CIFAR-10: test accuracy (%) after pruning",
-        "",
-        f"Preset `{settings['preset']}`: pre-activation ResNet, units {p['units']}, widths "
-        f"{p['widths']}, {p['init_kernel']}×{p['init_kernel']} init conv with "
-        f"{p['init_filters']} filters; {p['epochs']} epochs; seeds {', '.join(map(str, seeds))} "
-        "(mean ± std over seeds). Pruned: every conv but the init conv, per filter (weight: the "
-        "k% smallest |w| of each filter; unit: the k% filters of smallest L2 norm); the logits "
-        "are never pruned. Readings: `trained` = the trained weights; `zero-targeted` = the "
-        "official conv evaluation (the targeted set at the training γ zeroed, then pruned). "
-        "[In brackets: the paper's ResNet-32 number for that column, seed 001 slides.]",
-        "",
-    ]
+    lines = []
     for kind in PRUNING_KINDS:
         cols = [
             (reg, reading)
@@ -137,7 +137,7 @@ def pruning_markdown(records: Sequence[dict], settings: dict, paper: dict | None
             for reading in READINGS
             if any(r["regulariser"] == reg and r["reading"] == reading for r in records)
         ]
-        lines += [f"## {kind} pruning", ""]
+        lines += [f"### {kind} pruning", ""]
         lines.append("| k (%) | " + " | ".join(f"{reg} · {rd}" for reg, rd in cols) + " |")
         lines.append("|---" * (len(cols) + 1) + "|")
         for k in ks:
@@ -148,7 +148,51 @@ def pruning_markdown(records: Sequence[dict], settings: dict, paper: dict | None
                 cells.append(ours + (f" [{ref:.2f}]" if ref is not None else ""))
             lines.append(f"| {k:g} | " + " | ".join(cells) + " |")
         lines.append("")
-    lines += _differences(records)
+    return lines
+
+
+def pruning_markdown(
+    records: Sequence[dict],
+    settings: dict,
+    paper: dict | None = None,
+    *,
+    test_records: Sequence[dict] | None = None,
+) -> str:
+    """``pruning.md``: per kind, rows k, columns regulariser (× reading for targeted ones),
+    accuracy (%) on the pruning split mean ± std over seeds, the paper's number beside each (in
+    brackets), the paired differences; then the same tables on the whole test split
+    (``test_records``, ``pruning_test.json``) when given."""
+    paper = paper_tables() if paper is None else paper
+    seeds = sorted({r["seed"] for r in records})
+    p = settings["resolved"]
+    lines = [
+        "# ResNet on CIFAR-10: accuracy (%) after pruning",
+        "",
+        f"Preset `{settings['preset']}`: pre-activation ResNet, units {p['units']}, widths "
+        f"{p['widths']}, {p['init_kernel']}×{p['init_kernel']} init conv with "
+        f"{p['init_filters']} filters; {p['epochs']} epochs; seeds {', '.join(map(str, seeds))} "
+        f"(mean ± std over seeds). Accuracy on {split_phrase(settings)}. Pruned: every conv "
+        "but the init conv, per filter (weight: the "
+        "k% smallest |w| of each filter; unit: the k% filters of smallest L2 norm); the logits "
+        "are never pruned. Readings: `trained` = the trained weights; `zero-targeted` = the "
+        "official conv evaluation (the targeted set at the training γ zeroed, then pruned). "
+        "[In brackets: the paper's ResNet-32 test-set number for that column, seed 001 slides.]",
+        "",
+        f"## On {split_phrase(settings)}",
+        "",
+        *_tables(records, paper),
+        *_differences(records),
+    ]
+    if test_records:
+        lines += [
+            "## The same prunings on the whole test split (`pruning_test.json`)",
+            "",
+            "The CIFAR-10 copy in `../shared/data` has its test images 1,000–9,999 decoded from "
+            "JPEG copies (its README), which costs every network several points (`summary.json` "
+            "`split_accuracy`); the tables above use exact images.",
+            "",
+            *_tables(test_records, paper),
+        ]
     return "\n".join(lines)
 
 
@@ -345,11 +389,16 @@ def readme(results: dict, command: str) -> str:
             "| file | what it shows |",
             "|---|---|",
             "| `pruning.json` | one record per network, reading and pruning: `regulariser`, "
-            "`seed`, `reading` (`trained` / `zero-targeted`), `kind`, `k`, test `accuracy`, "
-            "`loss`, `zero_share` |",
+            "`seed`, `reading` (`trained` / `zero-targeted`), `split`, `kind`, `k`, "
+            f"`accuracy` and mean `loss` on {split_phrase(s)}, `zero_share` |",
+            *(
+                ["| `pruning_test.json` | the same records on the whole test split |"]
+                if results.get("test_records")
+                else []
+            ),
             "| `pruning.md` | the paper's layout (rows k, columns regulariser), ours mean ± std "
             "over seeds with the paper's ResNet-32 number in brackets; paired differences |",
-            "| `accuracy_vs_k.png` | test accuracy vs k for weight and unit pruning |",
+            "| `accuracy_vs_k.png` | accuracy (`pruning.json`) vs k for weight and unit pruning |",
             "| `taylor.json`, `estimators.png` | −∇ᵀd, ½dᵀHd (HVPs) and their sum against the "
             f"measured ΔE on {s['analysis_examples']:,} {s['analysis_split']} images; Spearman ρ |",
             "| `coadaptation.json`, `coadaptation_pooled.png`, `coadaptation_layers.png` | "
@@ -386,7 +435,7 @@ def _split_section(records: Sequence[dict]) -> list[str]:
 # ----------------------------------------------------------------------------- README block
 RESNET_ACCURACY = Metric(
     "accuracy",
-    "test accuracy",
+    "accuracy",
     100.0,
     " points",
     2,
@@ -475,9 +524,9 @@ def readme_resnet_results(records: Sequence[dict], summary: dict) -> str:
         f"The committed results come from `td-analysis reproduce --experiment resnet-cifar10 "
         f"--preset {s['preset']}` ({run_time_text(summary)}, `figures/resnet_cifar10/"
         f"summary.json`): a pre-activation ResNet with units {tuple(p['units'])} and widths "
-        f"{tuple(p['widths'])}, {p['epochs']} epochs, seeds {', '.join(map(str, seeds))}. Test "
-        "accuracy (%, 10,000 images), mean ± std over the seeds, every conv but the init conv "
-        "pruned; a targeted network read two ways: `trained` (its trained weights) and "
+        f"{tuple(p['widths'])}, {p['epochs']} epochs, seeds {', '.join(map(str, seeds))}. "
+        f"Accuracy (%) on {split_phrase(s)}, mean ± std over the seeds, every conv but the "
+        "init conv pruned; a targeted network read two ways: `trained` (its trained weights) and "
         "`zero-targeted` (the official evaluation: its targeted set at the training γ zeroed "
         "first). Every k: `figures/resnet_cifar10/pruning.md`." + _bn_text(s),
         "",
@@ -547,8 +596,9 @@ def accuracy_figure(records: Sequence[dict], settings: dict):
     ]
     fig = plotting.plot_accuracy_vs_k(
         plot_rows,
-        title=f"ResNet ({settings['preset']} preset): test accuracy after pruning every conv "
-        f"but the init conv (mean ± std over {len(settings['seeds'])} seed(s))",
+        title=f"ResNet ({settings['preset']} preset): accuracy on {split_phrase(settings)} "
+        f"after pruning every conv but the init conv (mean ± std over "
+        f"{len(settings['seeds'])} seed(s))",
     )
     for ax in fig.axes:
         if ax.get_xlabel():
