@@ -167,3 +167,28 @@ def test_cli_refuses_a_protocol_the_study_lacks(tmp_path, capsys) -> None:
     err = capsys.readouterr().err
     assert "no protocol 'adam'" in err and "default, seed" in err
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(
+    ("argv", "long_seeds"),
+    [([], (0, 1, 2)), (["--seeds", "2", "--long-seeds", "2"], (2,))],
+)
+def test_long_seeds_choose_the_long_runs(argv, long_seeds) -> None:
+    """``--long-seeds``: the seeds trained on to 30 and 100 epochs (default 0, 1, 2); the study's
+    networks are exactly the grid's and those long runs."""
+    from td_analysis.cli.training_length import build_parser, study_from_args
+    from td_analysis.pipelines.training_length import fashion_study_networks
+
+    args = build_parser().parse_args(["--experiment", "fashion-mlp", *argv])
+    study = study_from_args(args)
+    assert study["long_seeds"] == long_seeds
+    seeds = (2,) if argv else (0, 1, 2, 3, 4)
+    regs = study["regularisers"]
+    want = {(r, s, e) for e in (3, 10, 20) for r in regs for s in seeds}
+    want |= {
+        (r, s, e)
+        for e in (30, 100)
+        for r in ("none", "targeted-weight", "targeted-unit")
+        for s in long_seeds
+    }
+    assert set(fashion_study_networks(study)) == want

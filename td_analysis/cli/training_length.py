@@ -17,7 +17,7 @@ from td_analysis.cli import options
 from td_analysis.utils import cliargs
 from td_analysis.utils.reproducibility import pin_cpu_kernels
 
-__all__ = ["PROG", "build_parser", "main"]
+__all__ = ["PROG", "build_parser", "study_from_args", "main"]
 
 PROG = "python -m td_analysis.training_length"
 
@@ -32,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="The training-length study: accuracy after pruning against training "
         "length. toy: 20, 60 and 200 epochs, writes OUT/training_length.json and .png (OUT: "
         "figures); fashion-mlp: every network of the default grid (with biases) at 3, 10 and "
-        "20 epochs and none/targeted weight/targeted unit of seeds 0, 1 at 30 and 100 epochs, "
+        "20 epochs and none/targeted weight/targeted unit of seeds 0, 1, 2 at 30 and 100 epochs, "
         "trained in parallel processes with snapshots (OUT: figures/fashion_mlp); with "
         "--protocol seed: none/targeted weight of seeds 0, 1 under the seed's batch 32 at 3, 10, "
         "30 and 100 epochs. A run replaces the records of the networks it makes in "
@@ -56,6 +56,13 @@ def build_parser() -> argparse.ArgumentParser:
         cliargs.seeds,
         "fashion-mlp: comma-separated lengths of the long runs (default "
         f"{','.join(map(str, FASHION_STUDY['long_epochs']))})",
+    )
+    options.add_value_option(
+        p,
+        "--long-seeds",
+        cliargs.seeds,
+        "fashion-mlp: comma-separated seeds of the long runs (default "
+        f"{','.join(map(str, FASHION_STUDY['long_seeds']))})",
     )
     options.add_processes_option(p)
     options.add_scheduler_option(
@@ -84,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _study(args: argparse.Namespace) -> dict | None:
+def study_from_args(args: argparse.Namespace) -> dict | None:
     """Fill in the defaults of ``args`` (epochs, seeds, regularisers, out); the fashion-mlp
     study's grid (None for toy)."""
     from td_analysis.pipelines.training_length import (
@@ -106,6 +113,8 @@ def _study(args: argparse.Namespace) -> dict | None:
     study = {k: tuple(v) for k, v in grid if v is not None}
     if args.long_epochs is not None:
         study["long_epochs"] = tuple(args.long_epochs)
+    if args.long_seeds is not None:
+        study["long_seeds"] = tuple(args.long_seeds)
     study = fashion_study(args.protocol, study)  # raises on a protocol the study lacks
     args.epochs = sorted({*study["epochs"], *long_lengths(study)})
     args.seeds = list(study["seeds"])
@@ -123,12 +132,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # the grid the user chose, for the command the JSON records
     chosen = [
-        f" --{name} {','.join(map(str, getattr(args, name)))}"
-        for name in ("regularisers", "seeds")
-        if getattr(args, name) is not None
+        f" --{name.replace('_', '-')} {','.join(map(str, getattr(args, name)))}"
+        for name in ("regularisers", "seeds", "long_seeds")
+        if getattr(args, name, None) is not None
     ]
     try:
-        study = _study(args)
+        study = study_from_args(args)
     except ValueError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2

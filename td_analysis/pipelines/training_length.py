@@ -141,7 +141,7 @@ FASHION_STUDY: dict = {
     "seeds": (0, 1, 2, 3, 4),
     "long_epochs": (30, 100),
     "long_regularisers": ("none", "targeted-weight", "targeted-unit"),
-    "long_seeds": (0, 1),
+    "long_seeds": (0, 1, 2),
 }
 
 
