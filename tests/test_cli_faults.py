@@ -26,6 +26,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -466,6 +467,7 @@ def test_fashion_reproduce_stops_within_seconds(how: str, data_root: Path, tmp_p
     argv += ["--out", "out", "--data-dir", str(data_root)]
     env = {**os.environ, "MPLBACKEND": "Agg", "TD_ANALYSIS_PROGRESS": "lines"}
     env["TD_ANALYSIS_PROGRESS_INTERVAL"] = "1"
+    env["PYTHONFAULTHANDLER"] = "1"  # SIGABRT dumps every thread's stack (a stop that hangs)
     proc = subprocess.Popen(
         [sys.executable, "-m", "td_analysis.cli", *argv],
         cwd=tmp_path,
@@ -483,15 +485,27 @@ def test_fashion_reproduce_stops_within_seconds(how: str, data_root: Path, tmp_p
             if line.startswith("fashion-mlp networks: 0/") or time.monotonic() > deadline:
                 break
         assert any(line.startswith("fashion-mlp networks: 0/") for line in log), log
+        # from here on a thread drains stderr, so that the command and its workers never block
+        # on a full pipe while they stop (heartbeats, messages of the shutdown)
+        tail: list[str] = []
+        drain = threading.Thread(target=lambda: tail.extend(proc.stderr), daemon=True)
+        drain.start()
         assert len(_session_processes(proc.pid)) >= 3  # the parent and its two workers
         t0 = time.monotonic()
         if how.startswith("SIGINT"):
             os.killpg(proc.pid, signal.SIGINT)
         else:
             os.kill(proc.pid, signal.SIGTERM)
-        code = proc.wait(timeout=30)
+        try:
+            code = proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGABRT)
+            proc.wait(timeout=10)
+            drain.join(timeout=5)
+            pytest.fail("the command did not stop within 30 s; its stacks:\n" + "".join(tail))
         took = time.monotonic() - t0
-        rest = proc.stderr.read()
+        drain.join(timeout=10)
+        rest = "".join(tail)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
