@@ -24,6 +24,7 @@ __all__ = [
     "TRACE_METHODS",
     "EXPERIMENTS",
     "RESNET_PRESETS",
+    "PRUNING_SPLITS",
     "QUICK_DIR",
     "QUICK_OUT",
     "QUICK_RUNS",
@@ -36,6 +37,8 @@ TRACE_METHODS = ("hutch++", "hutchinson", "exact")
 EXPERIMENTS = ("toy", "fashion-mlp", "resnet-cifar10", "all")
 #: ``reproduce --experiment resnet-cifar10 --preset`` (the presets of task resnet-cifar10)
 RESNET_PRESETS = ("cpu", "paper")
+#: ``--pruning-split``: where the ResNet pruning tables evaluate (``ResNetSettings.pruning_split``)
+PRUNING_SPLITS = ("holdout", "test-exact", "test")
 #: everything ``reproduce --quick`` writes (figures, checkpoints) stays under this folder
 QUICK_DIR = Path("runs") / "quick"
 QUICK_OUT = QUICK_DIR / "figures"

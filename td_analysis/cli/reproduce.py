@@ -65,7 +65,7 @@ def add_reproduce_command(sub: argparse._SubParsersAction) -> None:
         "resnet-cifar10 only: where the pruning tables evaluate (default holdout: 2,000 exact "
         "held-out training images; test-exact: the exact test images 0-999; test: the whole "
         "test split, whose images 1,000-9,999 are JPEG copies in the shared data)",
-        choices=("holdout", "test-exact", "test"),
+        choices=names.PRUNING_SPLITS,
     )
     options.add_value_option(
         p,

@@ -36,6 +36,7 @@ import torch
 from torch import Tensor, nn
 
 from td_analysis.analysis.taylor import grouped_rank_correlations
+from td_analysis.catalog.names import PRUNING_SPLITS
 from td_analysis.pipelines.common import (
     DTYPES,
     analysis_cache_path,
@@ -104,8 +105,6 @@ __all__ = [
 ]
 
 RESNET_KS = (0, 10, 20, 30, 40, 50, 60, 70, 80, 90)
-#: where the pruning tables can be evaluated (:attr:`ResNetSettings.pruning_split`)
-PRUNING_SPLITS = ("holdout", "test-exact", "test")
 _ARCH = ("units", "widths", "init_filters", "init_kernel")
 _FIT = (
     "epochs",
