@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -577,21 +578,26 @@ def test_a_second_run_reuses_the_kept_analyses(run, tmp_path, monkeypatch):
     from dataclasses import asdict
 
     from td_analysis.pipelines import resnet as rn
+    from td_analysis.pipelines import resnet_network as rnn
 
-    kept = sorted((run["runs"] / "resnet_cifar10" / "analysis").glob("*.json"))
-    assert len(kept) == len(REGS)
+    folder = run["runs"] / "resnet_cifar10" / "analysis"
+    kept = sorted(p for p in folder.glob("*.json") if "-evaluation-" not in p.name)
+    evaluations = sorted(folder.glob("*-evaluation-*.json"))
+    assert len(kept) == len(evaluations) == len(REGS)
 
     def refuse(*args, **kwargs):
-        raise AssertionError("analysed again")
+        raise AssertionError("analysed or evaluated again")
 
     monkeypatch.setattr(rn, "_analyse", refuse)
+    monkeypatch.setattr(rnn, "trained_readings", refuse)
     monkeypatch.setenv("MPLBACKEND", "Agg")
     again = rn.reproduce_resnet(
         run["settings"], out_dir=tmp_path / "out", runs_dir=run["runs"],
         data_root=run["data_root"], progress=False,
     )  # fmt: skip
-    for key in ("records", "test_records", "taylor", "coadaptation"):
+    for key in ("records", "test_records", "taylor", "coadaptation", "split_accuracy"):
         assert json.loads(json.dumps(again[key])) == json.loads(json.dumps(run["results"][key]))
+    assert again["reused_evaluations"] == len(REGS) and run["results"]["reused_evaluations"] == 0
 
     settings = asdict(run["settings"])
     net = run["results"]["networks"][0]
@@ -603,6 +609,30 @@ def test_a_second_run_reuses_the_kept_analyses(run, tmp_path, monkeypatch):
     copy = tmp_path / Path(net["checkpoint"]).name
     copy.write_bytes(Path(net["checkpoint"]).read_bytes() + b"\0")
     assert rn.analysis_path(job, copy).name != path.name
+    # the evaluation's own key: the pruning split (not kept in the analysis's key) changes it
+    tagged = {k: net[k] for k in ("regulariser", "seed", "checkpoint")}
+    assert rnn.evaluation_path(run["settings"], tagged) in evaluations
+    for change in ({"pruning_split": "test-exact"}, {"exact_test_images": 10}):
+        other = rnn.evaluation_path(replace(run["settings"], **change), tagged)
+        assert other.name != rnn.evaluation_path(run["settings"], tagged).name, change
+
+
+@pytest.mark.slow
+def test_each_networks_evaluation_is_the_whole_grids(run):
+    """The records each network's job evaluated in its worker (``network_evaluation``) are
+    those of the grid-wide public functions on the finished networks, in the same order."""
+    from td_analysis.pipelines.resnet_network import split_accuracy, split_pruning_records
+
+    nets = run["results"]["networks"]
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the job ran
+    try:
+        got = split_pruning_records(run["settings"], nets, run["data_root"], split="holdout")
+        acc = split_accuracy(run["settings"], nets, run["data_root"])
+    finally:
+        torch.set_num_threads(before)
+    assert got == run["results"]["records"]
+    assert acc == run["results"]["split_accuracy"]
 
 
 def test_readme_block_comes_from_the_committed_json(run, tmp_path):

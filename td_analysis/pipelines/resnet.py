@@ -48,6 +48,7 @@ from td_analysis.pipelines.common import (
 )
 from td_analysis.pipelines.resnet_network import (
     build_network,
+    network_evaluation,
     pruned_layer_names,
     pruning_records,
     readings,
@@ -443,16 +444,15 @@ def analyse_resnet(job: dict) -> dict | None:
     cached = analysis_path(job, ckpt)
     kept = read_cached_analysis(cached)
     if kept is not None:
-        return {
-            **kept,
-            "train_seconds": t_train,
-            "seconds": time.perf_counter() - t0,
-            "reused_analysis": True,
-        }
-    result = _analyse(job, settings, model, history, ckpt, t0, t_train)
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(cached, result)
-    return {**result, "reused_analysis": False}
+        result = {**kept, "train_seconds": t_train, "reused_analysis": True}
+    else:
+        result = _analyse(job, settings, model, history, ckpt, t0, t_train)
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(cached, result)
+        result = {**result, "reused_analysis": False}
+    network = {"regulariser": reg, "seed": seed, "checkpoint": str(ckpt)}
+    result.update(network_evaluation(settings, network, root))  # kept apart from the analysis
+    return {**result, "seconds": time.perf_counter() - t0}
 
 
 def _analyse(
@@ -663,19 +663,14 @@ def reproduce_resnet(
             for d in done
         ],
     }
-    results["split_accuracy"] = split_accuracy(settings, results["networks"], data_root)
+    # each network's job evaluated it on every split too (network_evaluation), in its worker
+    results["split_accuracy"] = [r for d in done for r in d["split_accuracy"]]
+    results["reused_evaluations"] = sum(bool(d.get("reused_evaluation")) for d in done)
     test_records = [{**r, "split": "test"} for r in results["records"]]
     if settings.pruning_split == "test":
         results["records"] = test_records
-    else:  # every pruning again on exact images (a few forward passes per network)
-        bar = progress_bar(
-            total=len(done), desc=f"pruning on {settings.pruning_split}", disable=not progress
-        )
-        results["records"] = split_pruning_records(
-            settings, results["networks"], data_root, split=settings.pruning_split,
-            on_network=lambda _: bar.update(),
-        )  # fmt: skip
-        bar.close()
+    else:  # every pruning again on exact images
+        results["records"] = [r for d in done for r in d["split_records"]]
         results["test_records"] = test_records
     with staged_directory(out_dir) as staging:
         results["seconds"] = time.perf_counter() - t0

@@ -17,9 +17,10 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from td_analysis.pipelines.common import load_split
+from td_analysis.pipelines.common import analysis_cache_path, load_split, read_cached_analysis
 from td_analysis.report.resnet import PRUNING_KINDS
 from td_analysis.training.tasks import RESNET_REGULARISERS, get_task
+from td_analysis.utils.io import atomic_write_json
 
 __all__ = [
     "resnet_split",
@@ -31,7 +32,20 @@ __all__ = [
     "trained_readings",
     "split_accuracy",
     "split_pruning_records",
+    "EVALUATION_FIELDS",
+    "evaluation_path",
+    "network_evaluation",
 ]
+
+#: the settings that shape :func:`network_evaluation` (with the checkpoint's bytes, its key)
+EVALUATION_FIELDS = (
+    "pruning_split",
+    "ks",
+    "eval_limit",
+    "test_limit",
+    "exact_test_images",
+    "bn_recalibration",
+)
 
 
 def resnet_split(
@@ -151,6 +165,59 @@ def trained_readings(settings, networks: Sequence[dict], data_root=None):
         yield net, readings(model, net["regulariser"], recal)
 
 
+def _accuracy_splits(settings, data_root) -> list[tuple[str, Tensor, Tensor]]:
+    """``(name, inputs, labels)`` of each split :func:`split_accuracy` evaluates."""
+    task = settings.task_def
+    xh, yh = resnet_split(task.eval_split, data_root, settings.eval_limit)
+    xt, yt = resnet_split(task.test_split, data_root, settings.test_limit)
+    splits = [("holdout", xh, yh), ("test", xt, yt)]
+    if settings.exact_test_images:
+        n = min(settings.exact_test_images, xt.shape[0])
+        splits.append(("test-exact", xt[:n], yt[:n]))
+    return splits
+
+
+def _pruning_split(settings, split: str, data_root) -> tuple[Tensor, Tensor]:
+    """The images :func:`split_pruning_records` evaluates on (``"holdout"``/``"test-exact"``)."""
+    task = settings.task_def
+    if split == "holdout":
+        return resnet_split(task.eval_split, data_root, settings.eval_limit)
+    if split == "test-exact":
+        if not settings.exact_test_images:
+            raise ValueError("split 'test-exact' needs exact_test_images ≥ 1")
+        return resnet_split(task.test_split, data_root, settings.exact_test_images)
+    raise ValueError(f"split must be 'holdout' or 'test-exact', got {split!r}")
+
+
+def _accuracy_records(net: dict, nets: dict[str, nn.Module], splits) -> list[dict]:
+    from td_analysis.training.loop import evaluate
+
+    out = []
+    for name, x, y in splits:
+        ev = evaluate(nets["trained"], x, y, batch_size=1000)
+        out.append(
+            {
+                "regulariser": net["regulariser"],
+                "seed": net["seed"],
+                "reading": "trained",
+                "split": name,
+                "n": int(x.shape[0]),
+                "accuracy": ev["accuracy"],
+                "loss": ev["loss"],
+            }
+        )
+    return out
+
+
+def _split_records(settings, net: dict, nets, split: str, x: Tensor, y: Tensor) -> list[dict]:
+    tag = {"regulariser": net["regulariser"], "seed": net["seed"]}
+    return [
+        {**tag, "reading": reading, "split": split, **r}
+        for reading, model in nets.items()
+        for r in pruning_records(model, x, y, settings.ks)
+    ]
+
+
 def split_accuracy(settings, networks: Sequence[dict], data_root=None) -> list[dict]:
     """Unpruned accuracy of each network (its ``trained`` reading, BatchNorm statistics as the
     analysis has them) on the holdout split (``eval_limit`` images), the test split
@@ -159,30 +226,10 @@ def split_accuracy(settings, networks: Sequence[dict], data_root=None) -> list[d
 
     ``networks``: ``{"regulariser", "seed", "checkpoint"}`` of finished networks.  ``test``
     far below ``test-exact`` says the test images differ (the JPEG copies of the shared data)."""
-    from td_analysis.training.loop import evaluate
-
-    task = settings.task_def
-    xh, yh = resnet_split(task.eval_split, data_root, settings.eval_limit)
-    xt, yt = resnet_split(task.test_split, data_root, settings.test_limit)
-    splits = [("holdout", xh, yh), ("test", xt, yt)]
-    if settings.exact_test_images:
-        n = min(settings.exact_test_images, xt.shape[0])
-        splits.append(("test-exact", xt[:n], yt[:n]))
+    splits = _accuracy_splits(settings, data_root)
     out = []
     for net, nets in trained_readings(settings, networks, data_root):
-        for name, x, y in splits:
-            ev = evaluate(nets["trained"], x, y, batch_size=1000)
-            out.append(
-                {
-                    "regulariser": net["regulariser"],
-                    "seed": net["seed"],
-                    "reading": "trained",
-                    "split": name,
-                    "n": int(x.shape[0]),
-                    "accuracy": ev["accuracy"],
-                    "loss": ev["loss"],
-                }
-            )
+        out += _accuracy_records(net, nets, splits)
     return out
 
 
@@ -199,23 +246,51 @@ def split_pruning_records(
     first ``eval_limit`` images, exact training images held out) or ``"test-exact"`` (the test
     split's first ``exact_test_images``).  Each record ``{regulariser, seed, reading, split,
     kind, k, accuracy, loss, zero_share}``; ``on_network(network)`` after each network."""
-    task = settings.task_def
-    if split == "holdout":
-        x, y = resnet_split(task.eval_split, data_root, settings.eval_limit)
-    elif split == "test-exact":
-        if not settings.exact_test_images:
-            raise ValueError("split 'test-exact' needs exact_test_images ≥ 1")
-        x, y = resnet_split(task.test_split, data_root, settings.exact_test_images)
-    else:
-        raise ValueError(f"split must be 'holdout' or 'test-exact', got {split!r}")
+    x, y = _pruning_split(settings, split, data_root)
     out = []
     for net, nets in trained_readings(settings, networks, data_root):
-        tag = {"regulariser": net["regulariser"], "seed": net["seed"]}
-        for reading, model in nets.items():
-            out += [
-                {**tag, "reading": reading, "split": split, **r}
-                for r in pruning_records(model, x, y, settings.ks)
-            ]
+        out += _split_records(settings, net, nets, split, x, y)
         if on_network is not None:
             on_network(net)
     return out
+
+
+def evaluation_path(settings, network: dict) -> Path:
+    """``<checkpoint folder>/analysis/<checkpoint stem>-evaluation-<key>.json``: where
+    :func:`network_evaluation` keeps one network's evaluation; the key covers the checkpoint's
+    bytes, the regulariser and seed and :data:`EVALUATION_FIELDS` of ``settings``."""
+    checkpoint = Path(network["checkpoint"])
+    fields = {
+        "regulariser": network["regulariser"],
+        "seed": network["seed"],
+        **{k: _plain(getattr(settings, k)) for k in EVALUATION_FIELDS},
+    }
+    return analysis_cache_path(
+        checkpoint.parent / "analysis", f"{checkpoint.stem}-evaluation", fields, checkpoint
+    )
+
+
+def _plain(value):
+    return list(value) if isinstance(value, tuple) else value
+
+
+def network_evaluation(settings, network: dict, data_root=None) -> dict:
+    """One finished network's :func:`split_accuracy` records (``"split_accuracy"``) and, unless
+    ``settings.pruning_split`` is ``"test"``, its :func:`split_pruning_records` on that split
+    (``"split_records"``), from one load and BatchNorm recalibration.  Kept at
+    :func:`evaluation_path` and reused (``"reused_evaluation"`` says so), so a finished grid
+    evaluates again only the networks or settings that changed.  Runs in the network's worker
+    (:func:`td_analysis.pipelines.resnet.analyse_resnet`), so the networks evaluate in parallel."""
+    cached = evaluation_path(settings, network)
+    kept = read_cached_analysis(cached)
+    if kept is not None:
+        return {**kept, "reused_evaluation": True}
+    split = settings.pruning_split
+    [(net, nets)] = list(trained_readings(settings, [network], data_root))
+    result = {"split_accuracy": _accuracy_records(net, nets, _accuracy_splits(settings, data_root))}
+    if split != "test":
+        x, y = _pruning_split(settings, split, data_root)
+        result["split_records"] = _split_records(settings, net, nets, split, x, y)
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(cached, result)
+    return {**result, "reused_evaluation": False}
