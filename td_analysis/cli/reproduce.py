@@ -78,7 +78,8 @@ def add_reproduce_command(sub: argparse._SubParsersAction) -> None:
         p,
         "--workers",
         cliargs.positive_int,
-        "fashion-mlp: networks trained and analysed in parallel processes (default: 2)",
+        "fashion-mlp, resnet-cifar10: networks trained, analysed and evaluated in parallel "
+        "processes, one thread each (default: 2)",
     )
     options.add_scheduler_option(
         p,
