@@ -41,7 +41,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from td_analysis.nn.dropout import _uniform_bits  # noqa: E402
+from td_analysis.nn.dropout import uniform_bits  # noqa: E402
 from td_analysis.training.loop import DenseStep, _optimizer, build_model, load_data  # noqa: E402
 from td_analysis.training.tasks import get_task  # noqa: E402
 from td_analysis.utils import kernels  # noqa: E402
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
             w = layer.weight.detach().numpy()
             k = int(GAMMA * w.shape[1])
             t0 = time.perf_counter()
-            draws, t = _uniform_bits(w.shape, ALPHA, gen, raw)
+            draws, t = uniform_bits(w.shape, ALPHA, gen, raw)
             per["draws (torch's generator replayed in C, all options)"] += time.perf_counter() - t0
             t0 = time.perf_counter()  # torch's own draw of as many words, for comparison
             raw_torch[: -(-w.size // 8)].random_(-(2**63), None, generator=gen_torch)

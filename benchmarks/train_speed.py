@@ -54,7 +54,7 @@ from td_analysis.data import load_cifar10  # noqa: E402
 from td_analysis.nn.dropout import (  # noqa: E402
     Regulariser,
     RegulariserConfig,
-    _keep_factor,
+    keep_factor,
     targeted_weight_mask,
 )
 from td_analysis.training.loop import (  # noqa: E402
@@ -249,7 +249,7 @@ def profile_step(data: tuple[torch.Tensor, torch.Tensor]) -> str:
             "  torch.rand 10×3072 (the seeded draw)",
             _ms(lambda: torch.rand(w0.shape, generator=gen)),
         ),
-        ("  keep factor from t and u, numpy (numpy path)", _ms(lambda: _keep_factor(u, ALPHA, t))),
+        ("  keep factor from t and u, numpy (numpy path)", _ms(lambda: keep_factor(u, ALPHA, t))),
         (
             "  keep factor from t and u, torch ops ~(t & (u < α)).float()",
             _ms(lambda: (~(t & (u < ALPHA))).float()),

@@ -276,10 +276,10 @@ def test_keep_factor_against_the_definition(
         [[0.0 if (t[i, j] and un[i, j] < alpha_d) else 1.0 for j in range(30)] for i in range(20)]
     )
     assert ref[0, :3].tolist() == [1.0] * 3 and ref[1, :3].tolist() == [0.0] * 3
-    fast = D._keep_factor(u, alpha, targeted, scale)
+    fast = D.keep_factor(u, alpha, targeted, scale)
     with monkeypatch.context() as m:
         m.setattr(D, "_numpy_fast_path", lambda t: False)
-        slow = D._keep_factor(u, alpha, targeted, scale)
+        slow = D.keep_factor(u, alpha, targeted, scale)
     for got in (fast, slow):
         assert got.dtype == dtype and got.shape == u.shape
         rtol = 1e-7 if dtype == torch.float32 else 1e-15

@@ -96,3 +96,21 @@ def test_no_module_exceeds_800_lines() -> None:
         if (n := len(p.read_text().splitlines())) > 800
     }
     assert not long, long
+
+
+def test_no_module_imports_another_modules_private_names() -> None:
+    """A name that another module needs is public where it lives (``from m import _x`` would
+    tie the importer to m's internals): no ``from … import _name`` in the package."""
+    import ast
+
+    root = Path(td_analysis.__file__).parent
+    found = []
+    for path in root.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module != "__future__":
+                found += [
+                    f"{path.relative_to(root)}: {'.' * node.level}{node.module or ''}.{a.name}"
+                    for a in node.names
+                    if a.name.startswith("_") and not a.name.startswith("__")
+                ]
+    assert not found, found

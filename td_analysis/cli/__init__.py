@@ -13,7 +13,7 @@ data and row-output helpers) and one module per command family (``download``, ``
 from __future__ import annotations
 
 from td_analysis.cli.coadaptation import coadaptation_bytes, display_matrix
-from td_analysis.cli.common import _lazy, _parser_defaults, load_checked_checkpoint
+from td_analysis.cli.common import lazy_command, load_checked_checkpoint, parser_defaults
 from td_analysis.cli.options import add_model_option
 from td_analysis.cli.parser import build_parser, entry, main
 from td_analysis.cli.reproduce import add_reproduce_command
@@ -35,6 +35,12 @@ __all__ = [
     "add_spectrum_command",
     "coadaptation_bytes",
     "display_matrix",
+    "lazy_command",
+    "parser_defaults",
     "_lazy",
     "_parser_defaults",
 ]
+
+# their names before they became public (session 19); still importable from here
+_lazy = lazy_command
+_parser_defaults = parser_defaults

@@ -6,14 +6,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from td_analysis.cli.common import _load_for_analysis
+from td_analysis.cli.common import load_for_analysis
 from td_analysis.utils import cliargs
 
 EXACT_LIMIT = 4096  # `coadaptation` pools larger parameter sets unless --bins says otherwise
 POOLED_BINS = 256
 
 
-def _cmd_coadaptation(args: argparse.Namespace) -> int:
+def cmd_coadaptation(args: argparse.Namespace) -> int:
     import torch
 
     from td_analysis.analysis.coadaptation import (
@@ -28,7 +28,7 @@ def _cmd_coadaptation(args: argparse.Namespace) -> int:
     from td_analysis.report import plotting
 
     out = Path(_coadaptation_stem(args) + ".png")  # checked writable before the Hessian
-    ckpt, x, y = _load_for_analysis(args)
+    ckpt, x, y = load_for_analysis(args)
     params = args.params if args.params == "weights" else args.params.split(",")
     order = magnitude_order(ckpt.model, params)
     bins = args.bins

@@ -13,7 +13,7 @@ from td_analysis.utils import cliargs
 from td_analysis.utils.io import atomic_write_json, atomic_write_text
 
 
-def _lazy(target: str):
+def lazy_command(target: str):
     """A command function imported when the command runs: ``"module:function"``."""
 
     def run(args: argparse.Namespace) -> int:
@@ -46,7 +46,7 @@ def load_checked_checkpoint(path: str | Path, model: str | None = None):
         raise ValueError(reason) from None
 
 
-def _check_input_size(ckpt, x, args: argparse.Namespace) -> None:
+def check_input_size(ckpt, x, args: argparse.Namespace) -> None:
     """One-line error if the checkpoint's network does not take the data's input size."""
     if not hasattr(ckpt.model, "arch"):  # a --model network: checked by usermodels.model_data
         return
@@ -67,7 +67,7 @@ def _rows_to_csv(rows: list[dict]) -> str:
     return buf.getvalue()
 
 
-def _analysis_data(args: argparse.Namespace, ckpt):
+def analysis_data(args: argparse.Namespace, ckpt):
     """``--split`` of ``--dataset`` (default: the checkpoint's data set), preprocessed as the
     network was trained; a network that does not take the data's inputs is a one-line error."""
     from td_analysis.data import load_dataset
@@ -91,7 +91,7 @@ def _analysis_data(args: argparse.Namespace, ckpt):
 def _result_options(args: argparse.Namespace) -> list[tuple[str, object]]:
     """The options of ``prune``/``estimate`` that change the rows and are not already in
     ``what``: data set, layers, data size, fractions or percentages (default: left out)."""
-    defaults = _parser_defaults(args)
+    defaults = parser_defaults(args)
     options: list[tuple[str, object]] = [("", getattr(args, "dataset", None))]
     for name in ("layers", "limit", "fractions", "percent"):
         value = getattr(args, name, None)
@@ -108,11 +108,11 @@ _PARSER_FACTORY: list[Callable[[], argparse.ArgumentParser]] = []
 
 
 def register_parser(factory: Callable[[], argparse.ArgumentParser]) -> None:
-    """Make ``factory`` the parser whose defaults :func:`_parser_defaults` reads."""
+    """Make ``factory`` the parser whose defaults :func:`parser_defaults` reads."""
     _PARSER_FACTORY[:] = [factory]
 
 
-def _parser_defaults(args: argparse.Namespace) -> dict:
+def parser_defaults(args: argparse.Namespace) -> dict:
     """The defaults of ``args.command``'s options (to leave defaults out of file names)."""
     parser = _PARSER_FACTORY[0]()  # registered: importing this module imports td_analysis.cli
     sub = next(
@@ -124,25 +124,25 @@ def _parser_defaults(args: argparse.Namespace) -> dict:
     return {a.dest: a.default for a in command._actions}  # noqa: SLF001
 
 
-def _rows_stem(args: argparse.Namespace, what: str) -> str:
+def rows_stem(args: argparse.Namespace, what: str) -> str:
     """:func:`td_analysis.utils.cliargs.command_stem`: ``--out`` (whole stem), else
     ``<checkpoint>-<what>[-<option><value>…]``; checked writable before any work."""
     return cliargs.command_stem(args, what, _result_options(args), (".csv", ".json"))
 
 
-def _write_rows(args: argparse.Namespace, rows: list[dict], what: str) -> None:
+def write_rows(args: argparse.Namespace, rows: list[dict], what: str) -> None:
     """Rows to ``<stem>.csv`` and ``<stem>.json`` (stem: ``--out``, else :func:`_default_stem`)."""
-    stem = _rows_stem(args, what)
+    stem = rows_stem(args, what)
     csv_path, json_path = Path(f"{stem}.csv"), Path(f"{stem}.json")
     atomic_write_text(csv_path, _rows_to_csv(rows))
     atomic_write_json(json_path, rows)
     print(f"wrote {csv_path} and {json_path}")
 
 
-def _load_for_analysis(args: argparse.Namespace):
+def load_for_analysis(args: argparse.Namespace):
     ckpt = load_checked_checkpoint(args.checkpoint, getattr(args, "model", None))
-    x, y = _analysis_data(args, ckpt)
-    _check_input_size(ckpt, x, args)
+    x, y = analysis_data(args, ckpt)
+    check_input_size(ckpt, x, args)
     if args.limit is not None:  # ≥ 1 (checked while parsing)
         x, y = x[: args.limit], y[: args.limit]
     return ckpt, x, y

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 
-def _cmd_download(args: argparse.Namespace) -> int:
+def cmd_download(args: argparse.Namespace) -> int:
     from td_analysis.data import DATASETS, DataError, dataset_info, download_dataset, find_dataset
 
     # data.download_* remove a folder they created when the download fails, and their errors

@@ -12,7 +12,7 @@ from td_analysis.utils import cliargs
 from td_analysis.utils.cliargs import DATA_HELP
 
 
-def _add_train_options(p: argparse.ArgumentParser) -> None:
+def add_train_options(p: argparse.ArgumentParser) -> None:
     REGULARISERS = names.REGULARISERS
 
     def per_task(field: str, text: str = "") -> cliargs.Deferred:
@@ -150,7 +150,7 @@ def _task_default(task, field: str):
     return ",".join(map(str, value)) if isinstance(value, tuple) else value
 
 
-def _add_dataset_option(p: argparse.ArgumentParser) -> None:
+def add_dataset_option(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--dataset",
         choices=names.DATASET_NAMES,
@@ -172,10 +172,10 @@ def add_model_option(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_analysis_options(p: argparse.ArgumentParser) -> None:
+def add_analysis_options(p: argparse.ArgumentParser) -> None:
     add_checkpoint_options(p)
     add_split_option(p, "data the loss is taken over (default: holdout)")
-    _add_dataset_option(p)
+    add_dataset_option(p)
     add_limit_option(p, "use only the first N images (default: all)")
     add_data_dir_option(p)
     add_quiet_option(p, "no progress bar")

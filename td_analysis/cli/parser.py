@@ -8,28 +8,28 @@ import sys
 from collections.abc import Sequence
 
 from td_analysis.catalog import names
-from td_analysis.cli.coadaptation import EXACT_LIMIT, POOLED_BINS, _cmd_coadaptation
+from td_analysis.cli.coadaptation import EXACT_LIMIT, POOLED_BINS, cmd_coadaptation
 from td_analysis.cli.common import register_parser
-from td_analysis.cli.download import _cmd_download
+from td_analysis.cli.download import cmd_download
 from td_analysis.cli.options import (
-    _add_analysis_options,
-    _add_dataset_option,
-    _add_train_options,
+    add_analysis_options,
     add_bins_option,
     add_checkpoint_options,
     add_command,
     add_data_dir_option,
+    add_dataset_option,
     add_out_option,
     add_pruning_options,
     add_quiet_option,
     add_split_option,
+    add_train_options,
     add_value_option,
     add_vmax_option,
 )
-from td_analysis.cli.prune import _cmd_estimate, _cmd_prune
+from td_analysis.cli.prune import cmd_estimate, cmd_prune
 from td_analysis.cli.reproduce import add_reproduce_command
 from td_analysis.cli.spectrum import add_spectrum_command
-from td_analysis.cli.train import _cmd_train
+from td_analysis.cli.train import cmd_train
 from td_analysis.utils import cliargs
 from td_analysis.utils.reproducibility import pin_cpu_kernels
 
@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add_command(
         sub,
         "download",
-        _cmd_download,
+        cmd_download,
         "download and verify a data set (CIFAR-10 by default, Fashion-MNIST)",
         "Download a data set from its official address into the data folder and "
         "verify it: cifar10 (cifar-10-python.tar.gz, md5-checked, extracted safely) or "
@@ -76,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add_command(
         sub,
         "train",
-        _cmd_train,
+        cmd_train,
         "train a dense network and write a checkpoint",
         "Train the dense network of a task (--task/--dataset; by default the "
         "paper's toy CIFAR-10 network) on the training split (the first 80% of the official "
@@ -90,12 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
         "so runs with other settings never overwrite it)",
     )
     add_quiet_option(p, "no progress bar")
-    _add_train_options(p)
+    add_train_options(p)
 
     p = add_command(
         sub,
         "prune",
-        _cmd_prune,
+        cmd_prune,
         "magnitude-prune a checkpoint and print a pruning curve",
         "Prune a trained checkpoint by magnitude at several fractions "
         "and report loss and accuracy; writes CSV and JSON.",
@@ -117,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
         "weights); the output layer is kept (e.g. 0,25,50,60,70,80,90,95,97,99)",
     )
     add_split_option(p, "data to evaluate on (default: holdout)")
-    _add_dataset_option(p)
+    add_dataset_option(p)
     add_data_dir_option(p)
     add_out_option(
         p,
@@ -129,14 +129,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = add_command(
         sub,
         "estimate",
-        _cmd_estimate,
+        cmd_estimate,
         "Taylor estimates vs measured loss change after pruning",
         "For each pruning fraction: the first-order term −∇ᵀd, the "
         "second-order term ½dᵀHd (one exact Hessian-vector product), the diagonal "
         "(OBD) estimate and the measured change in mean loss and accuracy; "
         "float64. Writes CSV and JSON.",
     )
-    _add_analysis_options(p)
+    add_analysis_options(p)
     add_pruning_options(
         p, kind_help="pruning rule (default: weight)", fractions=[0.25, 0.5, 0.75, 0.9]
     )
@@ -149,14 +149,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = add_command(
         sub,
         "coadaptation",
-        _cmd_coadaptation,
+        cmd_coadaptation,
         "plot θᵀ⊙H⊙θ of a checkpoint, ordered by |θ|",
         "Exact Hessian (float64) over a parameter set, the "
         "coadaptation matrix ordered by decreasing magnitude, its block sums "
         "for the lowest-|θ| fraction γ, and a heatmap (PNG). Large sets (e.g. "
         "--params weights, 30,820 weights) are pooled into B × B block sums.",
     )
-    _add_analysis_options(p)
+    add_analysis_options(p)
     p.add_argument(
         "--params",
         default="layers.1.weight",

@@ -6,24 +6,24 @@ from __future__ import annotations
 import argparse
 
 from td_analysis.cli.common import (
-    _analysis_data,
-    _check_input_size,
-    _load_for_analysis,
-    _rows_stem,
-    _write_rows,
+    analysis_data,
+    check_input_size,
     load_checked_checkpoint,
+    load_for_analysis,
+    rows_stem,
+    write_rows,
 )
 
 
-def _cmd_prune(args: argparse.Namespace) -> int:
+def cmd_prune(args: argparse.Namespace) -> int:
     from td_analysis.analysis.pruning import pruning_curve
 
     if args.percent is not None:
         return _cmd_prune_percent(args)
-    _rows_stem(args, f"prune-{args.kind}-{args.split}")  # writable? (before the work)
+    rows_stem(args, f"prune-{args.kind}-{args.split}")  # writable? (before the work)
     ckpt = load_checked_checkpoint(args.checkpoint, getattr(args, "model", None))
-    x, y = _analysis_data(args, ckpt)
-    _check_input_size(ckpt, x, args)
+    x, y = analysis_data(args, ckpt)
+    check_input_size(ckpt, x, args)
     rows = pruning_curve(
         ckpt.model, x, y, args.fractions, args.kind, args.layers, progress=not args.quiet
     )
@@ -37,7 +37,7 @@ def _cmd_prune(args: argparse.Namespace) -> int:
             f"{r['fraction']:>9.2f} {r['removed_share']:>9.2%} {r['loss']:>8.4f} "
             f"{r['accuracy']:>9.2%}"
         )
-    _write_rows(args, rows, f"prune-{args.kind}-{args.split}")
+    write_rows(args, rows, f"prune-{args.kind}-{args.split}")
     return 0
 
 
@@ -49,9 +49,9 @@ def _cmd_prune_percent(args: argparse.Namespace) -> int:
         kinds = " or ".join(REFERENCE_KINDS)
         raise ValueError(f"--percent prunes by --kind {kinds}, not {args.kind}")
     what = f"prune-{args.kind}-percent-{args.split}"
-    _rows_stem(args, what)  # writable? (before the work)
+    rows_stem(args, what)  # writable? (before the work)
     ckpt = load_checked_checkpoint(args.checkpoint, getattr(args, "model", None))
-    x, y = _analysis_data(args, ckpt)
+    x, y = analysis_data(args, ckpt)
     rows = pruning_table(
         ckpt.model, x, y, args.percent, (args.kind,), args.layers, progress=not args.quiet
     )
@@ -62,15 +62,15 @@ def _cmd_prune_percent(args: argparse.Namespace) -> int:
     print(f"{'k %':>6} {'removed':>9} {'loss':>8} {'accuracy':>9}")
     for r in rows:
         print(f"{r['k']:>6g} {r['removed_share']:>9.2%} {r['loss']:>8.4f} {r['accuracy']:>9.2%}")
-    _write_rows(args, rows, what)
+    write_rows(args, rows, what)
     return 0
 
 
-def _cmd_estimate(args: argparse.Namespace) -> int:
+def cmd_estimate(args: argparse.Namespace) -> int:
     from td_analysis.analysis.taylor import pruning_sweep
 
-    _rows_stem(args, f"estimate-{args.kind}-{args.split}")  # writable? (before the work)
-    ckpt, x, y = _load_for_analysis(args)
+    rows_stem(args, f"estimate-{args.kind}-{args.split}")  # writable? (before the work)
+    ckpt, x, y = load_for_analysis(args)
     rows = pruning_sweep(
         ckpt.model, x, y, args.fractions, args.kind, args.layers, progress=not args.quiet
     )
@@ -88,5 +88,5 @@ def _cmd_estimate(args: argparse.Namespace) -> int:
             f"{r.diagonal:>9.4f} {r.estimate:>9.4f} {r.measured:>9.4f} {r.accuracy:>9.2%} "
             f"{r.pruned_accuracy:>8.2%}"
         )
-    _write_rows(args, [r.as_dict() for r in rows], f"estimate-{args.kind}-{args.split}")
+    write_rows(args, [r.as_dict() for r in rows], f"estimate-{args.kind}-{args.split}")
     return 0

@@ -8,12 +8,12 @@ import argparse
 from pathlib import Path
 
 from td_analysis.catalog import names
-from td_analysis.cli.common import _parser_defaults, load_checked_checkpoint
+from td_analysis.cli.common import load_checked_checkpoint, parser_defaults
 from td_analysis.cli.options import (
-    _add_dataset_option,
     add_checkpoint_options,
     add_command,
     add_data_dir_option,
+    add_dataset_option,
     add_limit_option,
     add_out_option,
     add_quiet_option,
@@ -39,7 +39,7 @@ def add_spectrum_command(sub: argparse._SubParsersAction) -> None:
         formatter_class=cliargs.DefaultsHelpFormatter,
     )
     add_checkpoint_options(p)
-    _add_dataset_option(p)
+    add_dataset_option(p)
     p.add_argument(
         "--params",
         default=None,
@@ -111,7 +111,7 @@ def spectrum_stem(args: argparse.Namespace) -> str:
     """``--out`` (whole stem), else ``<checkpoint>-spectrum-<split>[-<params>][-<option><value>
     …]`` with every option that changes the numbers and differs from its default
     (:func:`td_analysis.utils.cliargs.command_stem`); probes and steps only with ``--density``."""
-    defaults = _parser_defaults(args)
+    defaults = parser_defaults(args)
     options: list[tuple[str, object]] = [("", args.split), ("", args.params)]
     for name, dest in _SPECTRUM_OPTIONS:
         value = getattr(args, dest)

@@ -62,7 +62,7 @@ def config_from_args(args: argparse.Namespace):
     return task.config(args.protocol, regulariser=reg, grad_clip=args.grad_clip, **overrides)
 
 
-def _cmd_train(args: argparse.Namespace) -> int:
+def cmd_train(args: argparse.Namespace) -> int:
     from td_analysis.training.loop import save_checkpoint, train
     from td_analysis.training.runs import run_name
 

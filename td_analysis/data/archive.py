@@ -13,20 +13,20 @@ import zlib
 from pathlib import Path
 
 from .registry import (
-    _CHUNK_BYTES,
     ARCHIVE_NAME,
     BATCHES_DIR,
+    CHUNK_BYTES,
     DataError,
     UnsafeArchiveError,
 )
-from .roots import _is_batches_dir
+from .roots import is_batches_dir
 
 
 def file_md5(path: str | os.PathLike[str]) -> str:
     """Hex md5 digest of a file (read in chunks)."""
     digest = hashlib.md5(usedforsecurity=False)
     with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(_CHUNK_BYTES), b""):
+        for chunk in iter(lambda: f.read(CHUNK_BYTES), b""):
             digest.update(chunk)
     return digest.hexdigest()
 
@@ -132,7 +132,7 @@ def _move_into_place(src: Path, dst: Path, *, replace: bool = True) -> None:
         os.replace(src, dst)
 
 
-def _extract_cifar_archive(
+def extract_cifar_archive(
     archive: Path, root: Path, *, md5: str | None, replace: bool = False
 ) -> Path:
     """Verify (if ``md5``) and extract the CIFAR-10 archive; return ``root/cifar-10-batches-py``."""
@@ -149,7 +149,7 @@ def _extract_cifar_archive(
         try:
             _move_into_place(extracted, target, replace=replace)
         except OSError:
-            if not _is_batches_dir(target):  # another process may have won the race
+            if not is_batches_dir(target):  # another process may have won the race
                 raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from .registry import _HINT, NUM_CLASSES, NUM_FEATURES, TEST_FILE, TRAIN_FILES, DataError
+from .registry import CIFAR_HINT, NUM_CLASSES, NUM_FEATURES, TEST_FILE, TRAIN_FILES, DataError
 
 # --------------------------------------------------------------------------------------------
 # CIFAR-10: reading and validating batch files (restricted unpickling)
@@ -85,7 +85,7 @@ class _BatchUnpickler(pickle.Unpickler):
 def _missing_file_error(path: Path) -> FileNotFoundError:
     return FileNotFoundError(
         f"CIFAR-10 file {path.name!r} is missing from {path.parent} (expected "
-        f"{', '.join(TRAIN_FILES)} and {TEST_FILE}). {_HINT}"
+        f"{', '.join(TRAIN_FILES)} and {TEST_FILE}). {CIFAR_HINT}"
     )
 
 
@@ -164,7 +164,7 @@ def _files_key(folder: Path, names: Sequence[str]) -> tuple[tuple[str, int, int]
 
 
 @functools.lru_cache(maxsize=4)
-def _load_files_cached(key: tuple[tuple[str, int, int], ...]) -> tuple[np.ndarray, np.ndarray]:
+def load_files_cached(key: tuple[tuple[str, int, int], ...]) -> tuple[np.ndarray, np.ndarray]:
     """Decoded, validated, concatenated batches (read-only arrays shared by all callers)."""
     parts = [_read_batch_file(Path(path)) for path, _, _ in key]
     data = parts[0][0] if len(parts) == 1 else np.concatenate([p[0] for p in parts])
@@ -174,8 +174,8 @@ def _load_files_cached(key: tuple[tuple[str, int, int], ...]) -> tuple[np.ndarra
     return data, labels
 
 
-def _cifar_part(folder: Path, part: str) -> tuple[np.ndarray, np.ndarray, tuple]:
+def cifar_part(folder: Path, part: str) -> tuple[np.ndarray, np.ndarray, tuple]:
     """``(data, labels, key)`` of the CIFAR-10 training or test batches (cached, read-only)."""
     key = _files_key(folder, TRAIN_FILES if part == "train" else (TEST_FILE,))
-    data, labels = _load_files_cached(key)
+    data, labels = load_files_cached(key)
     return data, labels, key

@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from . import registry
-from .archive import _extract_cifar_archive
-from .fashion_mnist import _fashion_part, _idx_array
+from .archive import extract_cifar_archive
+from .fashion_mnist import fashion_part, idx_array
 from .registry import (
-    _CHUNK_BYTES,
     ARCHIVE_NAME,
     BATCHES_DIR,
+    CHUNK_BYTES,
     CIFAR10_MD5,
     CIFAR10_URL,
     CIFAR10_URL_ENV,
@@ -32,7 +32,7 @@ from .registry import (
     IdxFile,
     dataset_info,
 )
-from .roots import _is_batches_dir, resolve_data_root
+from .roots import is_batches_dir, resolve_data_root
 
 
 def download_dataset(
@@ -107,7 +107,7 @@ def _fetch(url: str, out: Any, *, progress: bool, label: str, hint: str) -> str:
                 disable=not progress,
             ) as bar:
                 while True:
-                    chunk = response.read(_CHUNK_BYTES)
+                    chunk = response.read(CHUNK_BYTES)
                     if not chunk:
                         break
                     out.write(chunk)
@@ -187,11 +187,11 @@ def download_cifar10(
     batches = root_path / BATCHES_DIR
     archive = root_path / ARCHIVE_NAME
     if not force:
-        if _is_batches_dir(batches):
+        if is_batches_dir(batches):
             return batches
         if archive.is_file():
             try:
-                return _extract_cifar_archive(archive, root_path, md5=md5)
+                return extract_cifar_archive(archive, root_path, md5=md5)
             except DataError:
                 pass  # stale or foreign archive: download a fresh one (replaced atomically)
 
@@ -212,7 +212,7 @@ def download_cifar10(
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-    return _extract_cifar_archive(archive, root_path, md5=None, replace=force)
+    return extract_cifar_archive(archive, root_path, md5=None, replace=force)
 
 
 def _fashion_mirrors(mirrors: Sequence[str] | None) -> list[str]:
@@ -287,7 +287,7 @@ def download_fashion_mnist(
         target = folder / registry.FASHION_MNIST_FILES[role].name
         if not force and target.is_file():
             try:
-                _idx_array(folder, role)
+                idx_array(folder, role)
                 continue
             except DataError:
                 pass  # corrupt or foreign: replaced below
@@ -309,5 +309,5 @@ def download_fashion_mnist(
                 tmp.unlink(missing_ok=True)
             raise
     for part in ("train", "test"):
-        _fashion_part(folder, part)  # decompressed content: validated and md5-checked
+        fashion_part(folder, part)  # decompressed content: validated and md5-checked
     return folder

@@ -14,8 +14,8 @@ from typing import IO
 import numpy as np
 
 from . import registry
-from .registry import _CHUNK_BYTES, _FASHION_HINT, DATASETS, DataError, IdxFile
-from .roots import _fashion_names
+from .registry import CHUNK_BYTES, DATASETS, FASHION_HINT, DataError, IdxFile
+from .roots import fashion_names
 
 # --------------------------------------------------------------------------------------------
 # Fashion-MNIST: reading and validating IDX files
@@ -98,7 +98,7 @@ def _read_idx(path: Path, spec: _IdxSpec) -> np.ndarray:
             payload = _read_exact(f, count * per_item, path, spec.what)
             if f.read(1):
                 # a corrupt stream often decodes to extra bytes: let gzip's CRC check speak first
-                f.read(_CHUNK_BYTES)
+                f.read(CHUNK_BYTES)
                 raise DataError(
                     f"{path} has data after the {count:,} {spec.what} its header announces"
                 )
@@ -137,27 +137,27 @@ def _file_key(path: Path) -> tuple[str, int, int]:
     except FileNotFoundError:
         raise FileNotFoundError(
             f"Fashion-MNIST file {path.name!r} is missing from {path.parent} (expected "
-            f"{', '.join(_fashion_names())}). {_FASHION_HINT}"
+            f"{', '.join(fashion_names())}). {FASHION_HINT}"
         ) from None
     return (str(path.resolve()), st.st_mtime_ns, st.st_size)
 
 
 @functools.lru_cache(maxsize=8)
-def _idx_cached(key: tuple[str, int, int], spec: _IdxSpec) -> np.ndarray:
+def idx_cached(key: tuple[str, int, int], spec: _IdxSpec) -> np.ndarray:
     """Decoded, verified IDX content (read-only, shared): decoded and md5-checked once per file
     version (path, mtime, size) and expected content; failures are never cached."""
     return _read_idx(Path(key[0]), spec)
 
 
-def _idx_array(folder: Path, role: str) -> np.ndarray:
+def idx_array(folder: Path, role: str) -> np.ndarray:
     spec = _idx_spec(role)
-    return _idx_cached(_file_key(folder / spec.file.name), spec)
+    return idx_cached(_file_key(folder / spec.file.name), spec)
 
 
-def _fashion_part(folder: Path, part: str) -> tuple[np.ndarray, np.ndarray, tuple]:
+def fashion_part(folder: Path, part: str) -> tuple[np.ndarray, np.ndarray, tuple]:
     """``(images, labels, key)`` of the ``"train"`` or ``"test"`` files (cached, read-only)."""
-    images = _idx_array(folder, f"{part}-images")
-    labels = _idx_array(folder, f"{part}-labels")
+    images = idx_array(folder, f"{part}-images")
+    labels = idx_array(folder, f"{part}-labels")
     if images.shape[0] != labels.shape[0]:
         names = (
             registry.FASHION_MNIST_FILES[f"{part}-labels"].name,

@@ -9,18 +9,18 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import registry
-from .archive import _extract_cifar_archive
+from .archive import extract_cifar_archive
 from .download import download_cifar10, download_fashion_mnist
 from .registry import (
-    _FASHION_HINT,
-    _HINT,
     ARCHIVE_NAME,
     BATCHES_DIR,
     CIFAR10_MD5,
+    CIFAR_HINT,
+    FASHION_HINT,
     FASHION_MNIST_DIR,
     dataset_info,
 )
-from .roots import _fashion_names, _is_batches_dir, _looks_like_archive, resolve_data_root
+from .roots import fashion_names, is_batches_dir, looks_like_archive, resolve_data_root
 
 
 def find_dataset(
@@ -66,29 +66,29 @@ def find_cifar10(
     # 4. the archive path itself
     if path.is_file():
         sibling = path.parent / BATCHES_DIR
-        if _is_batches_dir(sibling):
+        if is_batches_dir(sibling):
             return sibling
-        return _extract_cifar_archive(path, path.parent, md5=md5)
+        return extract_cifar_archive(path, path.parent, md5=md5)
 
     # 1. the batches folder itself
     looked.append(path)
-    if _is_batches_dir(path):
+    if is_batches_dir(path):
         return path
 
     # 2. a folder containing it
     candidate = path / BATCHES_DIR
     looked.append(candidate)
-    if _is_batches_dir(candidate):
+    if is_batches_dir(candidate):
         return candidate
 
     # 3. a folder containing the archive
     archive = path / ARCHIVE_NAME
     looked.append(archive)
     if archive.is_file():
-        return _extract_cifar_archive(archive, path, md5=md5)
+        return extract_cifar_archive(archive, path, md5=md5)
 
     if download:
-        if path.name == BATCHES_DIR or _looks_like_archive(path):
+        if path.name == BATCHES_DIR or looks_like_archive(path):
             target = path.parent
         else:
             target = path
@@ -96,7 +96,8 @@ def find_cifar10(
 
     shown = "\n".join(f"  - {p}" for p in looked)
     raise FileNotFoundError(
-        f"CIFAR-10 not found. Looked for {BATCHES_DIR}/ or {ARCHIVE_NAME} at:\n{shown}\n{_HINT}"
+        f"CIFAR-10 not found. Looked for {BATCHES_DIR}/ or {ARCHIVE_NAME} at:\n{shown}\n"
+        f"{CIFAR_HINT}"
     )
 
 
@@ -122,7 +123,7 @@ def find_fashion_mnist(
     the content is validated (and md5-verified) when loaded.
     """
     path = resolve_data_root(root)
-    names = _fashion_names()
+    names = fashion_names()
     candidates: list[Path] = []
     for folder in (path / FASHION_MNIST_DIR, path, Path(registry.SYSTEM_FASHION_MNIST_DIR)):
         if folder not in candidates:
@@ -140,5 +141,5 @@ def find_fashion_mnist(
         return download_fashion_mnist(path, mirrors=mirrors, progress=progress)
     shown = "\n".join(lines)
     raise FileNotFoundError(
-        f"Fashion-MNIST not found. Looked for {', '.join(names)} in:\n{shown}\n{_FASHION_HINT}"
+        f"Fashion-MNIST not found. Looked for {', '.join(names)} in:\n{shown}\n{FASHION_HINT}"
     )

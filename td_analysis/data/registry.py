@@ -102,12 +102,12 @@ FASHION_MNIST_FILES: Mapping[str, IdxFile] = MappingProxyType(
     }
 )
 
-_CHUNK_BYTES = 1 << 20
-_HINT = (
+CHUNK_BYTES = 1 << 20
+CIFAR_HINT = (
     "Run `td-analysis download`, or set the environment variable "
     f"{DATA_ENV_VAR} (or pass --data-dir) to the folder that contains {BATCHES_DIR}/."
 )
-_FASHION_HINT = (
+FASHION_HINT = (
     "Run `td-analysis download --dataset fashion-mnist`, install the Debian package "
     f"dataset-fashion-mnist, or set the environment variable {DATA_ENV_VAR} (or pass "
     f"--data-dir) to the folder that contains {FASHION_MNIST_DIR}/."
@@ -131,6 +131,6 @@ class DownloadError(OSError):
 # --------------------------------------------------------------------------------------------
 
 
-def _check_choice(value: str, valid: Sequence[str], what: str) -> None:
+def check_choice(value: str, valid: Sequence[str], what: str) -> None:
     if value not in valid:
         raise ValueError(f"Unknown {what} {value!r}; valid values: {', '.join(valid)}")

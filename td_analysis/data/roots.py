@@ -35,12 +35,12 @@ def resolve_data_root(root: str | os.PathLike[str] | None) -> Path:
     return Path(root).expanduser()
 
 
-def _looks_like_archive(path: Path) -> bool:
+def looks_like_archive(path: Path) -> bool:
     name = path.name.lower()
     return name.endswith((".tar.gz", ".tgz", ".tar"))
 
 
-def _is_batches_dir(path: Path) -> bool:
+def is_batches_dir(path: Path) -> bool:
     """``path`` is (meant to be) a ``cifar-10-batches-py`` folder."""
     if not path.is_dir():
         return False
@@ -49,5 +49,5 @@ def _is_batches_dir(path: Path) -> bool:
     return any((path / name).is_file() for name in (*TRAIN_FILES, TEST_FILE))
 
 
-def _fashion_names() -> list[str]:
+def fashion_names() -> list[str]:
     return [record.name for record in registry.FASHION_MNIST_FILES.values()]

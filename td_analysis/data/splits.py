@@ -10,8 +10,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .cifar10 import _cifar_part, _load_files_cached
-from .fashion_mnist import _fashion_part, _idx_cached
+from .cifar10 import cifar_part, load_files_cached
+from .fashion_mnist import fashion_part, idx_cached
 from .locate import find_dataset
 from .registry import (
     DEFAULT_HOLDOUT_FRACTION,
@@ -19,14 +19,14 @@ from .registry import (
     PREPROCESSINGS,
     SPLITS,
     DatasetInfo,
-    _check_choice,
+    check_choice,
     dataset_info,
     holdout_count,
 )
 
 _PARTS: dict[str, Callable[[Path, str], tuple[np.ndarray, np.ndarray, tuple]]] = {
-    "cifar10": _cifar_part,
-    "fashion-mnist": _fashion_part,
+    "cifar10": cifar_part,
+    "fashion-mnist": fashion_part,
 }
 
 
@@ -80,8 +80,8 @@ def _train_stats(info: DatasetInfo, folder: Path) -> tuple[np.ndarray, np.ndarra
 
 def clear_cache() -> None:
     """Forget the in-memory copies of decoded files and channel statistics."""
-    _load_files_cached.cache_clear()
-    _idx_cached.cache_clear()
+    load_files_cached.cache_clear()
+    idx_cached.cache_clear()
     _STATS_CACHE.clear()
 
 
@@ -138,7 +138,7 @@ def load_dataset_uint8(
     Arguments as in :func:`load_dataset`; the arrays are copies the caller may modify.
     """
     info = dataset_info(name)
-    _check_choice(split, SPLITS, "split")
+    check_choice(split, SPLITS, "split")
     folder = find_dataset(info.name, root, download=download)
     data, labels = _split_arrays(info, folder, split, holdout_fraction, split_seed)
     return np.array(data), np.array(labels)  # fresh, writable copies
@@ -202,10 +202,10 @@ def load_dataset(
         DataError: a file is corrupt or invalid (the message names file and problem).
     """
     info = dataset_info(name)
-    _check_choice(split, SPLITS, "split")
+    check_choice(split, SPLITS, "split")
     if preprocessing is None:
         preprocessing = info.default_preprocessing
-    _check_choice(preprocessing, PREPROCESSINGS, "preprocessing")
+    check_choice(preprocessing, PREPROCESSINGS, "preprocessing")
     folder = find_dataset(info.name, root, download=download)
     data, labels = _split_arrays(info, folder, split, holdout_fraction, split_seed)
     x = torch.from_numpy(data.astype(np.float32))  # astype always copies: fresh tensors

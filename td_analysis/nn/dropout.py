@@ -101,7 +101,7 @@ def targeted_weight_mask(weight: Tensor, gamma: float) -> Tensor:
     return mag < torch.kthvalue(mag, k + 1, dim=1, keepdim=True).values
 
 
-def _keep_factor(u: Tensor, alpha: float, targeted: Tensor | None, scale: float = 1.0) -> Tensor:
+def keep_factor(u: Tensor, alpha: float, targeted: Tensor | None, scale: float = 1.0) -> Tensor:
     """``m = scale · 1[¬(t ∧ u < α)]`` in u's dtype; ``t`` = ``targeted`` (broadcast), or all True.
 
     The multiplicative factor of a random drop: ``W̃ = W ⊙ m`` (and ``∂L/∂W = ∂L/∂W̃ ⊙ m``).
@@ -176,11 +176,11 @@ def bernoulli_bits(
     elements, is reused for the raw bits instead of a new allocation.
     """
     alpha = validate_alpha(alpha)
-    k, threshold = _uniform_bits(shape, alpha, generator, buffer)
+    k, threshold = uniform_bits(shape, alpha, generator, buffer)
     return torch.from_numpy(np.less(k, threshold))
 
 
-def _uniform_bits(
+def uniform_bits(
     shape: tuple[int, ...],
     alpha: float,
     generator: torch.Generator | None,
@@ -248,7 +248,7 @@ class Regulariser:
             return None
         if kind == "dropconnect":
             u = self._uniform(w.shape, w.dtype, w.device)
-            return _keep_factor(u, alpha, None, 1.0 / (1.0 - alpha))
+            return keep_factor(u, alpha, None, 1.0 / (1.0 - alpha))
         if int(gamma * (w.shape[1] if kind == "targeted-weight" else w.shape[0])) == 0:
             return None
         if self.config.draws == "bits":
@@ -262,7 +262,7 @@ class Regulariser:
             targeted = targeted_weight_mask(w, gamma)
         else:  # targeted-unit: whole rows targeted, the draw is per weight element
             targeted = targeted_unit_mask(w, gamma)[:, None]
-        return _keep_factor(self._uniform(w.shape, w.dtype, w.device), alpha, targeted)
+        return keep_factor(self._uniform(w.shape, w.dtype, w.device), alpha, targeted)
 
     def _kernel_keep(
         self,
@@ -309,7 +309,7 @@ class Regulariser:
                 "factor": np.empty(shape, dtype=torch.empty((), dtype=dtype).numpy().dtype),
             }
         if _kernel_path(w):  # fused: selection, comparison and factor in one pass
-            k, threshold = _uniform_bits(shape, alpha, self.generator, ws["raw"])
+            k, threshold = uniform_bits(shape, alpha, self.generator, ws["raw"])
             self._kernel_keep(layer, w, gamma, k, threshold, alpha, factor=ws["factor"])
             return torch.from_numpy(ws["factor"])
         if self.config.kind == "targeted-weight":
@@ -319,7 +319,7 @@ class Regulariser:
                 untargeted = ~targeted_weight_mask(w, gamma).cpu().numpy()
         else:  # whole rows targeted, the draw per weight element
             untargeted = ~targeted_unit_mask(w, gamma).cpu().numpy()[:, None]
-        k, threshold = _uniform_bits(shape, alpha, self.generator, ws["raw"])
+        k, threshold = uniform_bits(shape, alpha, self.generator, ws["raw"])
         keep = ws["keep"]
         np.greater_equal(k, threshold, out=keep)  # not drawn for dropping
         np.logical_or(keep, untargeted, out=keep)  # kept = ¬(targeted ∧ drawn)
@@ -363,7 +363,7 @@ class Regulariser:
         alpha = self.config.alpha
         if alpha == 0.0:
             return None
-        return _keep_factor(self._uniform(shape, dtype, device), alpha, None, 1.0 / (1.0 - alpha))
+        return keep_factor(self._uniform(shape, dtype, device), alpha, None, 1.0 / (1.0 - alpha))
 
     def step_factors(
         self, weights: Sequence[Tensor], batch_size: int, step: int
@@ -429,7 +429,7 @@ class Regulariser:
         if masked[layer] is None or masked[layer].shape != w.shape:
             masked[layer] = torch.empty_like(w)
         if self.config.draws == "bits":
-            draws, threshold = _uniform_bits(shape, alpha, self.generator, fs["raw"])
+            draws, threshold = uniform_bits(shape, alpha, self.generator, fs["raw"])
         else:  # torch.rand into a buffer: the same stream as self._uniform
             draws, threshold = kernels.rand_(fs["u"], self.generator).numpy(), 0
         keep = fs["keep"].numpy()

@@ -26,17 +26,17 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from td_analysis.nn.dropout import RegulariserConfig, _keep_factor, validate_alpha
+from td_analysis.nn.dropout import RegulariserConfig, keep_factor, validate_alpha
 from td_analysis.nn.targeted import (
     LAYER_TYPES,
     ModuleSelector,
-    _unregister,
-    _WeightRegulariser,
-    _wrapped,
+    WeightRegulariser,
     apply_targeted_dropout,
     as_generator,
     parametrize_modules,
     select_modules,
+    unregister_regulariser,
+    wrapped_modules,
 )
 
 __all__ = [
@@ -50,7 +50,7 @@ __all__ = [
 ]
 
 
-class DropConnect(_WeightRegulariser):
+class DropConnect(WeightRegulariser):
     """DropConnect parametrization: train ``W ⊙ 1[u ≥ α] / (1 − α)`` (u ~ U(0, 1) per weight),
     eval the identity.  ``step`` counts training evaluations, as targeted dropout."""
 
@@ -69,7 +69,7 @@ class DropConnect(_WeightRegulariser):
         if self.alpha == 0.0:
             return None
         u = self._uniform(tuple(weight.shape), weight.detach())
-        return _keep_factor(u, self.alpha, None, 1.0 / (1.0 - self.alpha))
+        return keep_factor(u, self.alpha, None, 1.0 / (1.0 - self.alpha))
 
     def forward(self, weight: Tensor) -> Tensor:
         if not self.training:
@@ -90,7 +90,7 @@ class _InputDropout:
         dtype = a.dtype if a.dtype.is_floating_point else torch.float32
         device = self.generator.device if self.generator is not None else a.device
         u = torch.rand(a.shape, generator=self.generator, dtype=dtype, device=device)
-        return _keep_factor(u.to(a.device), self.alpha, None, 1.0 / (1.0 - self.alpha))
+        return keep_factor(u.to(a.device), self.alpha, None, 1.0 / (1.0 - self.alpha))
 
     def __call__(self, module: nn.Module, args: tuple) -> tuple | None:
         if not module.training or self.alpha == 0.0 or not args:
@@ -225,8 +225,8 @@ def apply_regulariser(
 def remove_regularisers(model: nn.Module) -> nn.Module:
     """Remove every regulariser of this package (targeted dropout, DropConnect, dropout);
     weights are the trained originals, bit for bit.  A model without any is returned as is."""
-    for _, module in _wrapped(model):
-        _unregister(module)
+    for _, module in wrapped_modules(model):
+        unregister_regulariser(module)
     for _, module in model.named_modules():
         handle = getattr(module, "_td_dropout_handle", None)
         if handle is not None:

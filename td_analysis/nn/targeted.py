@@ -49,11 +49,11 @@ from torch.nn.utils import parametrize
 
 from td_analysis.nn.dropout import (
     DRAWS,
-    _keep_factor,
-    _uniform_bits,
+    keep_factor,
     ramp_schedule,
     targeted_unit_mask,
     targeted_weight_mask,
+    uniform_bits,
     validate_alpha,
     validate_gamma,
 )
@@ -223,7 +223,7 @@ def _check_target(name: str, module: nn.Module) -> None:
     # first: reading a parametrized .weight would evaluate it (a draw in train mode)
     if parametrize.is_parametrized(module, "weight"):
         found = [type(p).__name__ for p in module.parametrizations["weight"]]
-        if any(isinstance(p, _WeightRegulariser) for p in module.parametrizations["weight"]):
+        if any(isinstance(p, WeightRegulariser) for p in module.parametrizations["weight"]):
             raise ValueError(
                 f"module '{name}' is already regularised ({', '.join(found)}): "
                 f"call remove_targeted_dropout / remove_regularisers first"
@@ -258,7 +258,7 @@ def _detached_rows(weight: Tensor) -> Tensor:
     return weight_rows(weight.detach())
 
 
-class _WeightRegulariser(nn.Module):
+class WeightRegulariser(nn.Module):
     """Base of the package's weight parametrizations: a multiplicative factor per step."""
 
     def __init__(self, generator: torch.Generator | int | None = None) -> None:
@@ -275,7 +275,7 @@ class _WeightRegulariser(nn.Module):
         return u.to(weight.device)
 
 
-class _TargetedDropout(_WeightRegulariser):
+class _TargetedDropout(WeightRegulariser):
     kind = ""
 
     def __init__(
@@ -345,19 +345,19 @@ class _TargetedDropout(_WeightRegulariser):
         if _functorch_wrapped(targeted):  # inside torch.func: no numpy, the same rule in torch
             if self.draws == "bits":
                 with torch._C._DisableFuncTorch():  # plain int64 draws for numpy to read
-                    k, threshold = _uniform_bits(shape, alpha, self.generator)
+                    k, threshold = uniform_bits(shape, alpha, self.generator)
                 drop = torch.from_numpy(k < threshold).to(targeted.device)
             else:
                 drop = self._uniform(shape, rows) < alpha
             m = (~(drop & targeted)).to(rows.dtype)
         elif self.draws == "bits":
-            k, threshold = _uniform_bits(shape, alpha, self.generator)
+            k, threshold = uniform_bits(shape, alpha, self.generator)
             keep = np.greater_equal(k, threshold)  # not drawn for dropping
             np.logical_or(keep, ~targeted.cpu().numpy(), out=keep)
             dtype = rows.dtype if rows.dtype.is_floating_point else torch.float32
             m = torch.from_numpy(keep).to(weight.device, dtype)
         else:
-            m = _keep_factor(self._uniform(shape, rows), alpha, targeted)
+            m = keep_factor(self._uniform(shape, rows), alpha, targeted)
         return m.reshape(weight.shape)
 
     @torch.compiler.disable
@@ -432,7 +432,7 @@ def _load_plain_keys_hook(module: nn.Module, state_dict: dict, prefix: str, *arg
         state_dict[param] = state_dict.pop(plain)
 
 
-def _register(module: nn.Module, parametrization: _WeightRegulariser) -> None:
+def _register(module: nn.Module, parametrization: WeightRegulariser) -> None:
     """Parametrize ``module.weight`` without evaluating it (``unsafe``: no draw, no step)."""
     parametrize.register_parametrization(module, "weight", parametrization, unsafe=True)
     module._td_handles = (  # type: ignore[attr-defined]
@@ -441,7 +441,7 @@ def _register(module: nn.Module, parametrization: _WeightRegulariser) -> None:
     )
 
 
-def _unregister(module: nn.Module) -> None:
+def unregister_regulariser(module: nn.Module) -> None:
     """Back to the plain parameter ``original`` itself (``leave_parametrized=False``)."""
     parametrize.remove_parametrizations(module, "weight", leave_parametrized=False)
     for handle in getattr(module, "_td_handles", ()):
@@ -450,7 +450,7 @@ def _unregister(module: nn.Module) -> None:
         del module._td_handles
 
 
-def _wrapped(model: nn.Module, cls: type = _WeightRegulariser) -> list[tuple[str, nn.Module]]:
+def wrapped_modules(model: nn.Module, cls: type = WeightRegulariser) -> list[tuple[str, nn.Module]]:
     return [
         (n, m)
         for n, m in model.named_modules()
@@ -519,17 +519,17 @@ def parametrize_modules(
 def remove_targeted_dropout(model: nn.Module) -> nn.Module:
     """Remove every targeted-dropout parametrization; weights are the trained originals, bit
     for bit (the same ``Parameter`` objects).  One-line ``ValueError`` if there is none."""
-    found = _wrapped(model, _TargetedDropout)
+    found = wrapped_modules(model, _TargetedDropout)
     if not found:
         raise ValueError("model has no targeted dropout to remove")
     for _, module in found:
-        _unregister(module)
+        unregister_regulariser(module)
     return model
 
 
 def targeted_dropout_step(model: nn.Module) -> int:
     """The step counter of the model's targeted dropout (the largest over its layers)."""
-    steps = [p.step for _, m in _wrapped(model) for p in m.parametrizations["weight"]]
+    steps = [p.step for _, m in wrapped_modules(model) for p in m.parametrizations["weight"]]
     if not steps:
         raise ValueError("model has no targeted dropout or DropConnect")
     return max(steps)
@@ -537,10 +537,10 @@ def targeted_dropout_step(model: nn.Module) -> int:
 
 def set_targeted_dropout_step(model: nn.Module, step: int) -> None:
     """Set every layer's step counter (resuming a run: the ramp continues from ``step``)."""
-    found = _wrapped(model)
+    found = wrapped_modules(model)
     if not found:
         raise ValueError("model has no targeted dropout or DropConnect")
     for _, m in found:
         for p in m.parametrizations["weight"]:
-            if isinstance(p, _WeightRegulariser):
+            if isinstance(p, WeightRegulariser):
                 p.step = int(step)

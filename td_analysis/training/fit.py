@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from td_analysis.curvature.distributed import rank_and_world, shard
 from td_analysis.nn.dropout import RegulariserConfig
 from td_analysis.nn.regularisers import apply_regulariser, l1_penalty
-from td_analysis.nn.targeted import EVAL_MODES, _WeightRegulariser, _wrapped
+from td_analysis.nn.targeted import EVAL_MODES, WeightRegulariser, wrapped_modules
 from td_analysis.training.loop import (
     divergence_error,
     evaluate,
@@ -216,9 +216,9 @@ def _scheduler(config: FitConfig, opt: torch.optim.Optimizer, total_steps: int):
 def _generators(model: nn.Module) -> list[torch.Generator]:
     """The distinct generators of the model's regularisers, in module order."""
     found: dict[int, torch.Generator] = {}
-    for _, m in _wrapped(model):
+    for _, m in wrapped_modules(model):
         for p in m.parametrizations["weight"]:
-            if isinstance(p, _WeightRegulariser) and p.generator is not None:
+            if isinstance(p, WeightRegulariser) and p.generator is not None:
                 found.setdefault(id(p.generator), p.generator)
     for m in model.modules():
         hook = getattr(m, "_td_dropout_hook", None)
@@ -230,18 +230,18 @@ def _generators(model: nn.Module) -> list[torch.Generator]:
 def _steps(model: nn.Module) -> list[int]:
     return [
         p.step
-        for _, m in _wrapped(model)
+        for _, m in wrapped_modules(model)
         for p in m.parametrizations["weight"]
-        if isinstance(p, _WeightRegulariser)
+        if isinstance(p, WeightRegulariser)
     ]
 
 
 def _set_steps(model: nn.Module, steps: list[int]) -> None:
     ps = [
         p
-        for _, m in _wrapped(model)
+        for _, m in wrapped_modules(model)
         for p in m.parametrizations["weight"]
-        if isinstance(p, _WeightRegulariser)
+        if isinstance(p, WeightRegulariser)
     ]
     if len(ps) != len(steps):
         raise ValueError(f"checkpoint has {len(steps)} regularised weights, the model {len(ps)}")
@@ -251,9 +251,9 @@ def _set_steps(model: nn.Module, steps: list[int]) -> None:
 
 def _label(model: nn.Module, config: FitConfig) -> str:
     """The regulariser in words: the config's, else the one the caller applied."""
-    if config.regulariser.kind != "none" or not _wrapped(model):
+    if config.regulariser.kind != "none" or not wrapped_modules(model):
         return config.regulariser.label
-    p = _wrapped(model)[0][1].parametrizations["weight"][0]
+    p = wrapped_modules(model)[0][1].parametrizations["weight"][0]
     rates = [f"{k}={getattr(p, k):g}" for k in ("gamma", "alpha") if hasattr(p, k)]
     return " ".join([type(p).__name__, *rates])
 

@@ -16,7 +16,7 @@ only a guess: the counts make the result exact whatever it is (``tests/test_drop
 equality with ``np.sort`` on random rows, ties, zeros, NaN, garbage hints, k = 0 … in − 1).
 
 **Draws.**  The mask pass reads ``K < t`` for the ``"bits"`` draws (uint8/16/32 from
-:func:`td_analysis.nn.dropout._uniform_bits`) or ``u < α`` (u in the weight's float type, α rounded
+:func:`td_analysis.nn.dropout.uniform_bits`) or ``u < α`` (u in the weight's float type, α rounded
 to it, as numpy compares) for ``"uniform"``.  The draws themselves stay torch's stream: torch's
 CPU generator is MT19937, and :func:`random_words_` / :func:`rand_` replay it in C (vectorised,
 ~0.2 ns a 32-bit word against torch's ~1.3–2.4 ns) from the state :meth:`torch.Generator.get_state`
