@@ -316,3 +316,36 @@ def test_reproduce_reuses_a_network_that_train_made(quick, data_root):
     acc = (logits.argmax(1) == y[:limit]).double().mean().item()
     got = table["table1"]["holdout"]["targeted-weight"]["accuracy"][0]
     assert got == pytest.approx(acc, abs=1.5 / limit)  # float32 vs float64: at most a tie apart
+
+
+@pytest.mark.slow
+def test_networks_trained_in_worker_processes_are_those_trained_here(tmp_path, data_root):
+    """``workers=2`` (one fresh one-thread process per network, ``train_many``) gives, bit for
+    bit, the weights of ``workers=1`` (one network after the other in this process), for every
+    regulariser of the suite, and each network's history is that of its config."""
+    from dataclasses import replace
+
+    from td_analysis.pipelines.toy import ReproduceSettings, prepare_toy
+    from td_analysis.training.runs import checkpoint_path, load_checkpoint
+
+    here = ReproduceSettings.quick(seeds=(1,), epochs=2, eval_limit=100)
+    assert here.workers == 1 and here.curves
+    runs = {}
+    for workers in (1, 2):
+        runs[workers] = prepare_toy(
+            replace(here, workers=workers), out_dir=tmp_path / f"out{workers}",
+            runs_dir=tmp_path / f"runs{workers}", data_root=data_root, download=False,
+            progress=False,
+        )  # fmt: skip
+    assert set(runs[1].models) == set(runs[2].models) and len(runs[1].models) == 7
+    for name, models in runs[1].models.items():
+        for a, b in zip(models, runs[2].models[name], strict=True):
+            sa, sb = a.state_dict(), b.state_dict()
+            assert sa.keys() == sb.keys()
+            for key in sa:
+                assert torch.equal(sa[key], sb[key]), (name, key)
+    # the worker-trained checkpoints are the ones the second run read back
+    for path in (tmp_path / "runs2").glob("*.pt"):
+        ckpt = load_checkpoint(path)
+        assert checkpoint_path(ckpt.config, tmp_path / "runs2") == path
+        assert len(ckpt.metrics["history"]) == 2

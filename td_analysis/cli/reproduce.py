@@ -78,8 +78,8 @@ def add_reproduce_command(sub: argparse._SubParsersAction) -> None:
         p,
         "--workers",
         cliargs.positive_int,
-        "fashion-mlp, resnet-cifar10: networks trained, analysed and evaluated in parallel "
-        "processes, one thread each (default: 2)",
+        "networks trained (fashion-mlp, resnet-cifar10: and analysed, evaluated) in parallel "
+        "processes, one thread each (default: 2; toy --quick: 1)",
     )
     options.add_scheduler_option(
         p,
@@ -197,6 +197,7 @@ def _toy_settings(args: argparse.Namespace):
             "eval_limit": "eval_limit",
             "vmax": "vmax",
             "protocol": "protocol",
+            "workers": "workers",
         },
     )
     if args.no_curves:

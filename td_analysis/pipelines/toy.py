@@ -49,7 +49,7 @@ from td_analysis.nets.models import DenseNet
 from td_analysis.nn.dropout import RegulariserConfig
 from td_analysis.report import compat as reports
 from td_analysis.training.loop import TrainConfig, load_data
-from td_analysis.training.runs import checkpoint_path, train_or_load  # noqa: F401 - their home is runs
+from td_analysis.training.runs import checkpoint_path, train_many, train_or_load  # noqa: F401
 from td_analysis.training.tasks import get_task
 from td_analysis.utils.cache import cached
 from td_analysis.utils.io import atomic_write_json, atomic_write_text, staged_output
@@ -109,6 +109,10 @@ class ReproduceSettings:
     ``protocol`` names the toy task's training protocol (:mod:`td_analysis.training.tasks`:
     ``"default"`` = ``"sgd"``, SGD lr 0.01 for 20 epochs; ``"adam"``, Adam lr 1e-3 for 60 epochs);
     ``base`` (its :class:`TrainConfig`) and ``epochs`` follow from it unless given.
+    ``workers``: processes that train the networks not yet in the runs folder, one thread and
+    one fresh process per network (:func:`td_analysis.training.runs.train_many`; the same
+    weights, bit for bit, as training them one after the other here: checked for every
+    regulariser, ``tests/test_reproduce.py``); 1 trains them in this process.
     """
 
     seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
@@ -128,8 +132,11 @@ class ReproduceSettings:
     pooled_bins: int = 128
     protocol: str = "default"
     base: TrainConfig | None = None
+    workers: int = 2
 
     def __post_init__(self) -> None:
+        if self.workers < 1:
+            raise ValueError(f"workers must be ≥ 1, got {self.workers}")
         if self.base is None:
             self.base = get_task(TOY_TASK).config(self.protocol)
         if self.epochs is None:
@@ -148,6 +155,7 @@ class ReproduceSettings:
             sweep_fractions=(0.1, 0.5, 0.75, 0.95),
             random_masks=8,
             pooled_bins=32,
+            workers=1,  # seconds of training per network: a process would cost more than it saves
         )
         defaults.update(overrides)
         return cls(**defaults)
@@ -258,6 +266,10 @@ def prepare_toy(
     }
     models: dict[str, list[DenseNet]] = {}
     jobs = [(n, r, seed) for n, r in regulariser_suite(settings).items() for seed in settings.seeds]
+    if settings.workers > 1:  # the networks not yet trained, in parallel processes
+        configs = [replace(base, regulariser=reg, seed=seed) for _, reg, seed in jobs]
+        given = {s: data[s] for s in (base.train_split, base.eval_split)}  # sent to each worker
+        train_many(configs, runs_dir, processes=settings.workers, data=given, progress=progress)
     for name, reg, seed in progress_bar(jobs, desc="models", disable=not progress):
         cfg = replace(base, regulariser=reg, seed=seed)
         model = train_or_load(cfg, runs_dir, data=data, data_root=data_root, progress=progress)
