@@ -456,6 +456,15 @@ def test_quick_reproduce_keeps_everything_under_runs_quick(
     assert path.parent == quick / "checkpoints" and path.name.startswith(f"{task}-none-")
 
 
+def _as_in_a_terminal() -> None:
+    """In the command's process before it starts: SIGINT back to its default, as a command
+    typed in a terminal has it.  A test run started as a background job (``cmd &`` in a
+    script, as CI runners and ``nohup … &`` do) inherits SIGINT *ignored*, and Python keeps an
+    ignored SIGINT ignored: Ctrl-C could then never reach the command (seen: the command ran on
+    for 30 s after SIGINT, every thread waiting, the workers finishing networks)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
 @pytest.mark.parametrize("how", ["SIGINT to the group", "SIGTERM to the parent"])
@@ -476,6 +485,7 @@ def test_fashion_reproduce_stops_within_seconds(how: str, data_root: Path, tmp_p
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
+        preexec_fn=_as_in_a_terminal,
     )
     try:
         log = []
